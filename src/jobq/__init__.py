@@ -1,0 +1,30 @@
+"""jobq: a distributed job queue on Valkey/Redis — durable, fenced, fast."""
+
+from .client import App, Job
+from .errors import (
+    BrokerUnavailable,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    JobqError,
+    ResultTimeout,
+    Retry,
+)
+from .states import JobState
+from .tasks import Task, current_job
+
+__all__ = [
+    "App",
+    "BrokerUnavailable",
+    "Job",
+    "JobCancelled",
+    "JobFailed",
+    "JobNotFound",
+    "JobState",
+    "JobqError",
+    "ResultTimeout",
+    "Retry",
+    "Task",
+    "current_job",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,272 @@
+"""The public Python API: `App` (task registry + connection) and `Job` handles."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .config import Settings
+from .errors import (
+    ConfigError,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    ResultTimeout,
+)
+from .keys import Keys
+from .model import JobRecord, JobSpec, QueueInfo
+from .serde import Serializer
+from .states import JobState
+from .store import Store, connect
+from .tasks import Task, TaskOptions
+
+MAX_PRIORITY = 1000
+
+
+def new_job_id() -> str:
+    """A random 96-bit id, URL-safe (16 characters)."""
+    return base64.urlsafe_b64encode(os.urandom(12)).decode()
+
+
+class App:
+    """A jobq application: where tasks are registered and jobs are submitted.
+
+    ``App()`` uses ``JOBQ_URL`` or, with neither, the embedded Valkey in ``./.jobq``. Nothing
+    connects until the first operation, so importing a module that builds an App is free.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        prefix: str | None = None,
+        settings: Settings | None = None,
+        **overrides: Any,
+    ) -> None:
+        base = settings or Settings.from_env()
+        self.settings = base.with_overrides(url=url, prefix=prefix, **overrides)
+        self.tasks: dict[str, Task] = {}
+        self.serializer = Serializer(self.settings.codec, self.settings.allow_pickle)
+        self.keys = Keys(self.settings.prefix)
+        self._store: Store | None = None
+
+    # -- registry ----------------------------------------------------------------------------
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        retries: int = 0,
+        backoff: float = 1.0,
+        timeout: float | None = None,
+        result_ttl: int | None = None,
+    ) -> Any:
+        """Register a function as a task (usable as ``@app.task`` or ``@app.task(...)``)."""
+        opts = TaskOptions(queue, priority, retries, backoff, timeout, result_ttl)
+
+        def register(f: Callable[..., Any]) -> Task:
+            task = Task(self, f, name or f.__name__, opts)
+            if task.name in self.tasks and self.tasks[task.name].fn is not f:
+                raise ConfigError(f"two tasks are registered under the name {task.name!r}")
+            self.tasks[task.name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    # -- connection --------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The broker URL in use (starting the embedded server if no URL was set)."""
+        if self.settings.url:
+            return self.settings.url
+        from .embedded import ensure_server
+
+        url = ensure_server(self.settings.data_dir)
+        self.settings = self.settings.with_overrides(url=url)
+        return url
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            url = self.url
+            self._store = Store(
+                connect(url),
+                url,
+                self.keys,
+                events_maxlen=self.settings.events_maxlen,
+                result_ttl_s=self.settings.result_ttl_s,
+            )
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.r.close()
+            self._store = None
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- submitting --------------------------------------------------------------------------
+
+    def submit(
+        self,
+        task: str,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Job:
+        """Queue one job of the task registered (anywhere) under `task`."""
+        spec = self._spec(task, args, kwargs or {}, options)
+        self.store.submit([spec])
+        return Job(self, spec.id)
+
+    def submit_many(
+        self, task: str, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], **options: Any
+    ) -> list[Job]:
+        """Queue many jobs of one task in a single round trip (pipelined script calls)."""
+        if options.get("job_id") is not None:
+            raise ConfigError("job_id cannot be shared by a batch; submit such jobs one by one")
+        specs = [self._spec(task, a, k, options) for a, k in calls]
+        self.store.submit(specs)
+        return [Job(self, s.id) for s in specs]
+
+    def _spec(
+        self,
+        task: str,
+        args: tuple[Any, ...] | list[Any],
+        kwargs: dict[str, Any],
+        options: dict[str, Any],
+    ) -> JobSpec:
+        unknown = set(options) - {
+            "queue",
+            "priority",
+            "delay",
+            "eta",
+            "retries",
+            "backoff",
+            "timeout",
+            "job_id",
+            "result_ttl",
+        }
+        if unknown:
+            raise ConfigError(f"unknown submit option(s): {', '.join(sorted(unknown))}")
+        registered = self.tasks.get(task)
+        d = registered.options if registered else TaskOptions()
+
+        def opt(name: str) -> Any:
+            v = options.get(name)
+            return getattr(d, name) if v is None else v
+
+        priority = int(opt("priority"))
+        if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+            raise ConfigError(f"priority {priority} is outside [-{MAX_PRIORITY}, {MAX_PRIORITY}]")
+        retries = int(opt("retries"))
+        if retries < 0:
+            raise ConfigError("retries must be >= 0")
+        timeout = opt("timeout")
+        ttl = opt("result_ttl")
+        return JobSpec(
+            id=options.get("job_id") or new_job_id(),
+            task=task,
+            queue=str(opt("queue")),
+            payload=self.serializer.encode_args(args, kwargs),
+            priority=priority,
+            max_attempts=retries + 1,
+            timeout_ms=None if timeout is None else int(float(timeout) * 1000),
+            backoff_ms=None
+            if options.get("backoff") is None
+            else int(float(options["backoff"]) * 1000),
+            result_ttl_s=None if ttl is None else int(ttl),
+            delay_ms=_delay_ms(options.get("delay"), options.get("eta")),
+        )
+
+    # -- reading and control -----------------------------------------------------------------
+
+    def job(self, job_id: str) -> Job:
+        """A handle on an existing job (no round trip)."""
+        return Job(self, job_id)
+
+    def queue_info(self) -> list[QueueInfo]:
+        return self.store.queues()
+
+    def dead_letters(self, limit: int = 100, offset: int = 0) -> list[str]:
+        return self.store.dead_letters(limit, offset)
+
+
+class Job:
+    """A handle on one job: its id, and calls that read or steer it."""
+
+    __slots__ = ("app", "id")
+
+    def __init__(self, app: App, job_id: str) -> None:
+        self.app = app
+        self.id = job_id
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id}>"
+
+    def status(self) -> JobState | None:
+        """The job's state, or None if there is no such job (or its result expired)."""
+        return self.app.store.get_state(self.id)
+
+    def info(self) -> JobRecord:
+        rec = self.app.store.get_job(self.id)
+        if rec is None:
+            raise JobNotFound(f"no job {self.id} (never submitted, or its result expired)")
+        return rec
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait (blocking, no polling) for the outcome; return the value or raise the error."""
+        rec = self.app.store.wait(self.id, timeout)
+        if rec is None:
+            raise JobNotFound(f"no job {self.id} (never submitted, or its result expired)")
+        if rec.state == JobState.SUCCEEDED:
+            return self.app.serializer.decode_result(rec.result or b"[null]")
+        if rec.state == JobState.FAILED:
+            e = rec.error or {}
+            raise JobFailed(
+                self.id, e.get("type", "Error"), e.get("message", ""), e.get("traceback", "")
+            )
+        if rec.state == JobState.CANCELLED:
+            raise JobCancelled(f"job {self.id} was cancelled")
+        raise ResultTimeout(f"job {self.id} still {rec.state} after {timeout}s")
+
+    def cancel(self) -> bool:
+        """Cancel if queued/scheduled (True); a running job is asked to stop (False)."""
+        code = self.app.store.cancel(self.id)
+        if code == -1:
+            raise JobNotFound(f"no job {self.id}")
+        return code == 1
+
+    def rerun(self) -> None:
+        """Queue a dead-lettered job again."""
+        code = self.app.store.rerun(self.id)
+        if code < 0:
+            from .errors import from_code
+
+            raise from_code(code, self.id, "rerun")
+
+
+def _delay_ms(delay: float | None, eta: Any) -> int:
+    if delay is not None and eta is not None:
+        raise ConfigError("give either delay or eta, not both")
+    if delay is not None:
+        return max(0, int(float(delay) * 1000))
+    if eta is None:
+        return 0
+    if isinstance(eta, dt.datetime):
+        when = eta.timestamp() if eta.tzinfo else eta.replace(tzinfo=dt.UTC).timestamp()
+    else:
+        when = float(eta)
+    return max(0, int((when - time.time()) * 1000))

@@ -1,0 +1,113 @@
+"""Every Redis key jobq uses, in one place.
+
+All keys of one deployment start with ``{<prefix>}:`` where the braces are a Redis Cluster
+hash tag, so the whole deployment lives in one slot and every script is Cluster-safe. The Lua
+scripts build per-job and per-queue keys from the same suffixes below (`LUA_SUFFIXES` is rendered
+into each script's preamble by `scripts.py`), so no key name is written anywhere else.
+
+| key (after the prefix)  | type   | written by                         | read by                      |
+|-------------------------|--------|------------------------------------|------------------------------|
+| ``job:<id>``            | hash   | enqueue, claim, complete, fail,    | store (status/result), claim |
+|                         |        | reap, promote, cancel, rerun       |                              |
+| ``q:<queue>``           | zset   | enqueue, promote, reap, requeue    | claim (ZPOPMIN), queues view |
+|                         |        | score = -priority * 2^40 + seq     |                              |
+| ``wake:<queue>``        | list   | enqueue, promote, reap, claim      | idle workers (BLPOP)         |
+| ``stats:<queue>``       | hash   | every transition (counters/gauges) | queues view                  |
+| ``queues``              | set    | enqueue                            | queues view                  |
+| ``scheduled``           | zset   | enqueue (eta), fail (back-off)     | promote (score = due ms)     |
+| ``leases``              | zset   | claim, heartbeat, complete, fail   | reap (score = lease deadline)|
+| ``dead``                | zset   | fail, reap (attempts exhausted)    | dead-letter list, rerun      |
+| ``done:<id>``           | list   | complete/fail/cancel (if waited)   | Job.result (BLPOP)           |
+| ``events``              | stream | every transition (capped)          | watch, SSE, dashboard        |
+| ``seq``                 | string | enqueue (FIFO order counter)       | -                            |
+| ``token``               | string | claim (fencing token counter)      | -                            |
+| ``leader``              | string | maintenance (leader lease)         | maintenance                  |
+| ``master``              | string | jobq master (presence, with TTL)   | workers (defer leadership)   |
+| ``worker:<name>``       | hash   | worker heartbeat (with TTL)        | workers view                 |
+| ``workers``             | zset   | worker heartbeat (last seen ms)    | workers view                 |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "jobq"
+
+# Suffixes shared with the Lua preamble: name -> suffix. Lua sees them as K_<NAME>.
+LUA_SUFFIXES: dict[str, str] = {
+    "JOB": "job:",
+    "QUEUE": "q:",
+    "WAKE": "wake:",
+    "STATS": "stats:",
+    "DONE": "done:",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names for one deployment (one prefix)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def base(self) -> str:
+        """The common start of every key: ``{<prefix>}:``, the hash tag keeping one slot."""
+        return "{" + self.prefix + "}:"
+
+    def job(self, job_id: str) -> str:
+        return self.base + LUA_SUFFIXES["JOB"] + job_id
+
+    def queue(self, name: str) -> str:
+        return self.base + LUA_SUFFIXES["QUEUE"] + name
+
+    def wake(self, name: str) -> str:
+        return self.base + LUA_SUFFIXES["WAKE"] + name
+
+    def stats(self, name: str) -> str:
+        return self.base + LUA_SUFFIXES["STATS"] + name
+
+    def done(self, job_id: str) -> str:
+        return self.base + LUA_SUFFIXES["DONE"] + job_id
+
+    @property
+    def queues(self) -> str:
+        return self.base + "queues"
+
+    @property
+    def scheduled(self) -> str:
+        return self.base + "scheduled"
+
+    @property
+    def leases(self) -> str:
+        return self.base + "leases"
+
+    @property
+    def dead(self) -> str:
+        return self.base + "dead"
+
+    @property
+    def events(self) -> str:
+        return self.base + "events"
+
+    @property
+    def seq(self) -> str:
+        return self.base + "seq"
+
+    @property
+    def token(self) -> str:
+        return self.base + "token"
+
+    @property
+    def leader(self) -> str:
+        return self.base + "leader"
+
+    @property
+    def master(self) -> str:
+        return self.base + "master"
+
+    def worker(self, name: str) -> str:
+        return self.base + "worker:" + name
+
+    @property
+    def workers(self) -> str:
+        return self.base + "workers"

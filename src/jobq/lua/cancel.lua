@@ -1,0 +1,26 @@
+-- cancel: cancel a queued or scheduled job at once; flag a running one (the task sees it).
+-- KEYS: 1 events, 2 scheduled zset
+-- ARGV: 4 id, 5 default result ttl (s)
+-- Returns: 1 = cancelled, 2 = running (cancel requested), 0 = already finished, -1 = not found.
+local id = ARGV[4]
+local jk = P .. K_JOB .. id
+local f = redis.call('HMGET', jk, 'state', 'queue', 'ttl', 'waiters')
+if not f[1] then return -1 end
+if f[1] == 'running' then
+  redis.call('HSET', jk, 'cancel', NOW)
+  emit(id, 'running', f[2], 'cancel requested')
+  return 2
+end
+if f[1] == 'queued' then
+  redis.call('ZREM', P .. K_QUEUE .. f[2], id)
+elseif f[1] == 'scheduled' then
+  if redis.call('ZREM', KEYS[2], id) == 1 then stat(f[2], 'scheduled', -1) end
+else
+  return 0
+end
+redis.call('HSET', jk, 'state', 'cancelled', 'finished', NOW)
+stat(f[2], 'cancelled', 1)
+notify(id, jk, f[4])
+expire_after(jk, f[3], ARGV[5])
+emit(id, 'cancelled', f[2])
+return 1

@@ -1,0 +1,18 @@
+-- heartbeat: extend the leases of jobs a worker still owns.
+-- KEYS: 1 events, 2 leases zset
+-- ARGV: 4 lease_ms, then pairs: id, token
+-- Returns: {lost ids...} (no longer running under this token) and, after a 0 separator,
+--          {ids whose cancel was requested...}
+local lease = tonumber(ARGV[4])
+local lost, cancel = {}, {}
+for i = 5, #ARGV, 2 do
+  local id, tok = ARGV[i], ARGV[i + 1]
+  local f = redis.call('HMGET', P .. K_JOB .. id, 'state', 'token', 'cancel')
+  if f[1] == 'running' and f[2] == tok then
+    redis.call('ZADD', KEYS[2], 'XX', NOW + lease, id)
+    if f[3] then cancel[#cancel + 1] = id end
+  else
+    lost[#lost + 1] = id
+  end
+end
+return {lost, cancel}

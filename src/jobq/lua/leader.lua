@@ -1,0 +1,18 @@
+-- leader: take or keep the maintenance leader lease.
+-- KEYS: 1 events, 2 leader key
+-- ARGV: 4 candidate id, 5 lease ms, 6 "release" to give it up
+-- Returns: 1 = this candidate leads, 0 = another does.
+local cur = redis.call('GET', KEYS[2])
+if ARGV[6] == 'release' then
+  if cur == ARGV[4] then redis.call('DEL', KEYS[2]) end
+  return 0
+end
+if cur == ARGV[4] then
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+  return 1
+end
+if not cur then
+  redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
+  return 1
+end
+return 0

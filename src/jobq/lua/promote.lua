@@ -1,0 +1,19 @@
+-- promote: move scheduled jobs whose time has come (eta, retry back-off) into their queues.
+-- KEYS: 1 events, 2 scheduled zset, 3 seq counter
+-- ARGV: 4 max jobs to promote in this call
+-- Returns: number of jobs promoted.
+local ids = redis.call('ZRANGE', KEYS[2], '-inf', NOW, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[4]))
+local moved = 0
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[2], id)
+  local jk = P .. K_JOB .. id
+  local f = redis.call('HMGET', jk, 'state', 'queue', 'pri')
+  if f[1] == 'scheduled' then
+    redis.call('HSET', jk, 'state', 'queued')
+    push_queue(id, f[2], f[3], KEYS[3])
+    stat(f[2], 'scheduled', -1)
+    emit(id, 'queued', f[2])
+    moved = moved + 1
+  end
+end
+return moved

@@ -1,0 +1,121 @@
+"""The scheduler's ticks: promote due jobs and reap expired leases, under a leader lease.
+
+`jobq master` runs this and keeps the lease; a worker runs it too but only while no master is
+alive, so a deployment of workers alone still recovers jobs, and several masters can run with one
+active. `tick(now)` takes the time as a parameter so tests step a fake clock instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+
+from .errors import BrokerUnavailable
+from .store import Store
+
+log = logging.getLogger("jobq.maintenance")
+
+BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    promoted: int = 0
+    requeued: int = 0
+    dead_lettered: int = 0
+
+
+def tick(store: Store, now: int = 0, batch: int = BATCH) -> TickReport:
+    """One maintenance pass: promote due scheduled jobs, reap expired leases (batched)."""
+    promoted = requeued = dead = 0
+    while True:
+        n = store.promote(batch, now)
+        promoted += n
+        if n < batch:
+            break
+    while True:
+        r, d = store.reap(batch, now)
+        requeued += r
+        dead += d
+        if r + d < batch:
+            break
+    return TickReport(promoted, requeued, dead)
+
+
+class Maintainer:
+    """Runs `tick` on a period while this process holds the leader lease."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        tick_ms: int,
+        leader_ms: int,
+        is_master: bool,
+        name: str | None = None,
+    ) -> None:
+        self.store = store
+        self.tick_ms = tick_ms
+        self.leader_ms = leader_ms
+        self.is_master = is_master
+        self.name = (
+            name or f"{'master' if is_master else 'worker'}:{socket.gethostname()}:{os.getpid()}"
+        )
+        self.leading = False
+        self.stop_event = threading.Event()
+
+    def step(self, now: int = 0) -> TickReport | None:
+        """Renew presence/leadership, then tick if leading; None when another process leads."""
+        if self.is_master:
+            self.store.mark_master_alive(self.name, self.leader_ms)
+        elif self.store.master_alive():
+            if self.leading:
+                self.store.lead(self.name, self.leader_ms, release=True)
+                self.leading = False
+                log.info("a master is alive; %s hands over maintenance", self.name)
+            return None
+        was = self.leading
+        self.leading = self.store.lead(self.name, self.leader_ms, now=now)
+        if self.leading != was:
+            log.info("%s %s the maintenance lease", self.name, "took" if self.leading else "lost")
+        if not self.leading:
+            return None
+        report = tick(self.store, now)
+        if report.requeued or report.dead_lettered:
+            log.warning(
+                "expired leases: %d job(s) requeued, %d dead-lettered",
+                report.requeued,
+                report.dead_lettered,
+            )
+        return report
+
+    def run(self) -> None:
+        """Loop until `stop()`; survives broker outages (logs once per outage)."""
+        down = False
+        while not self.stop_event.is_set():
+            try:
+                self.step()
+                if down:
+                    log.info("broker reachable again; maintenance resumes")
+                down = False
+            except BrokerUnavailable as exc:
+                if not down:
+                    log.error("%s", exc)
+                down = True
+            self.stop_event.wait(self.tick_ms / 1000)
+
+    def start_thread(self) -> threading.Thread:
+        t = threading.Thread(target=self.run, name="jobq-maintenance", daemon=True)
+        t.start()
+        return t
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.leading:
+            with contextlib.suppress(BrokerUnavailable):
+                self.store.lead(self.name, self.leader_ms, release=True)
+            self.leading = False

@@ -1,0 +1,104 @@
+"""Tasks: the registry entry for a function, its default options, and the running job's context.
+
+Decorating only registers a name; nothing connects to a broker at import time.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client import App, Job
+
+#: Options `Task.submit` takes out of its keyword arguments; everything else goes to the task.
+SUBMIT_OPTIONS = frozenset(
+    {"queue", "priority", "delay", "eta", "retries", "backoff", "timeout", "job_id", "result_ttl"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """Defaults a task applies to every job unless the submit call overrides them."""
+
+    queue: str = "default"
+    priority: int = 0
+    retries: int = 0
+    backoff: float = 1.0
+    """Base of the exponential back-off between attempts, in seconds (jittered)."""
+    timeout: float | None = None
+    """Hard limit per attempt, in seconds; None = no limit."""
+    result_ttl: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """What a running task may know about its own attempt."""
+
+    id: str
+    attempt: int
+    token: str
+    """Fencing token: strictly increasing per attempt; pass it to side effects (e.g. a
+    conditional database write) so a stale attempt cannot overwrite a newer one."""
+    queue: str
+
+
+_current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
+    "jobq_current", default=None
+)
+
+
+def current_job() -> JobContext | None:
+    """The job the calling task is running as, or None outside a worker."""
+    return _current.get()
+
+
+def set_current(ctx: JobContext | None) -> contextvars.Token[JobContext | None]:
+    return _current.set(ctx)
+
+
+def reset_current(token: contextvars.Token[JobContext | None]) -> None:
+    _current.reset(token)
+
+
+class Task:
+    """A registered function: call it directly, or `.submit()` it to run on a worker."""
+
+    def __init__(self, app: App, fn: Callable[..., Any], name: str, options: TaskOptions) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.options = options
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name!r} queue={self.options.queue!r}>"
+
+    def submit(self, *args: Any, **kwargs: Any) -> Job:
+        """Queue one call; keyword arguments named in SUBMIT_OPTIONS are job options.
+
+        Use `submit_with` when the task itself takes an argument with one of those names.
+        """
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in SUBMIT_OPTIONS}
+        return self.app.submit(self.name, args, kwargs, **options)
+
+    def submit_with(
+        self, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> Job:
+        """Queue one call with arguments and options kept apart."""
+        return self.app.submit(self.name, tuple(args), kwargs or {}, **options)
+
+    def map(self, items: Iterable[Any], **options: Any) -> list[Job]:
+        """Queue one job per item in one round trip; a tuple/list item is the argument list."""
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+            (tuple(it), {}) if isinstance(it, tuple | list) else ((it,), {}) for it in items
+        ]
+        return self.app.submit_many(self.name, calls, **options)

@@ -1,0 +1,287 @@
+"""The worker process: claim -> run -> report, with heartbeats, reconnects and clean shutdown.
+
+Threads and what they own:
+- main: the claim loop. Claims up to the free capacity in one script call; when nothing is
+  queued, blocks on the queues' wake lists (BLPOP), never polls.
+- reporter: drains finished outcomes and records them in one pipelined round trip per batch;
+  on a broker outage it keeps the batch and retries, so no outcome is dropped.
+- heartbeat: extends the leases of every job in flight (one script call) and refreshes the
+  worker's registry entry.
+- maintenance: the scheduler ticks, only while no `jobq master` is alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from ..errors import BrokerUnavailable
+from ..maintenance import Maintainer
+from ..model import Claimed, Outcome
+from ..store import redact
+from .pools import make_pool
+
+if TYPE_CHECKING:
+    from ..client import App
+
+log = logging.getLogger("jobq.worker")
+
+
+class Worker:
+    """Runs jobs from `queues` (first listed is served first) until stopped."""
+
+    def __init__(
+        self,
+        app: App,
+        queues: list[str] | None = None,
+        *,
+        concurrency: int = 1,
+        pool: str = "thread",
+        name: str | None = None,
+        prefetch: int | None = None,
+        app_path: str | None = None,
+        grace_s: float = 30.0,
+        maintenance: bool = True,
+    ) -> None:
+        self.app = app
+        self.queues = queues or ["default"]
+        self.concurrency = concurrency
+        self.capacity = concurrency + (concurrency if prefetch is None else prefetch)
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.grace_s = grace_s
+        self.settings = app.settings
+        self.store = app.store
+        self.pool = make_pool(pool, app, concurrency, self._on_done, app_path)
+        self.pool_kind = pool
+        self.inflight: dict[str, Claimed] = {}
+        self.cond = threading.Condition()
+        self.outcomes: queue.Queue[Outcome | None] = queue.Queue()
+        self.stopping = threading.Event()
+        self.immediate = threading.Event()
+        self.done = threading.Event()
+        self.processed = 0
+        self.maintainer = (
+            Maintainer(
+                self.store,
+                tick_ms=self.settings.tick_ms,
+                leader_ms=self.settings.leader_ms,
+                is_master=False,
+                name=f"worker:{self.name}",
+            )
+            if maintenance
+            else None
+        )
+        self._threads: list[threading.Thread] = []
+
+    # -- public ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT (or `stop()`); returns after a clean shutdown."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        self.store.ping()
+        self.pool.start()
+        self._start_thread(self._report_loop, "jobq-reporter")
+        self._start_thread(self._heartbeat_loop, "jobq-heartbeat")
+        if self.maintainer:
+            self._threads.append(self.maintainer.start_thread())
+        log.info(
+            "worker %s serving %s | queues %s | %s pool x%d | tasks: %s",
+            self.name,
+            redact(self.store.url),
+            ",".join(self.queues),
+            self.pool_kind,
+            self.concurrency,
+            ", ".join(sorted(self.app.tasks)) or "(none)",
+        )
+        try:
+            self._claim_loop()
+        finally:
+            self._shutdown()
+
+    def stop(self, immediate: bool = False) -> None:
+        """Stop claiming; finish running jobs within the grace period (or requeue now)."""
+        if immediate:
+            self.immediate.set()
+        self.stopping.set()
+        with self.cond:
+            self.cond.notify_all()
+
+    # -- loops -------------------------------------------------------------------------------
+
+    def _start_thread(self, target: object, name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
+        t.start()
+        self._threads.append(t)
+
+    def _claim_loop(self) -> None:
+        backoff = 0.1
+        while not self.stopping.is_set():
+            with self.cond:
+                while len(self.inflight) >= self.capacity and not self.stopping.is_set():
+                    self.cond.wait(1.0)
+                free = self.capacity - len(self.inflight)
+            if self.stopping.is_set():
+                return
+            try:
+                jobs = self.store.claim(self.name, self.queues, free, self.settings.lease_ms)
+                if not jobs:
+                    self.store.wait_for_work(self.queues, 1.0)
+                    continue
+                backoff = 0.1
+            except BrokerUnavailable as exc:
+                log.error("%s; retrying in %.1fs", exc, backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            with self.cond:
+                for c in jobs:
+                    self.inflight[c.id] = c
+            for c in jobs:
+                self.pool.submit(c)
+
+    def _on_done(self, outcome: Outcome) -> None:
+        self.outcomes.put(outcome)
+
+    def _report_loop(self) -> None:
+        while True:
+            first = self.outcomes.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < 1000:
+                try:
+                    nxt = self.outcomes.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self.outcomes.put(None)  # re-post the sentinel for after this batch
+                    break
+                batch.append(nxt)
+            codes = self._report_with_retry(batch)
+            for o in batch:
+                code = codes.get(o.claimed.id, 0)
+                if code < 0:
+                    log.warning(
+                        "outcome of job %s (attempt %d) discarded: %s",
+                        o.claimed.id,
+                        o.claimed.attempt,
+                        "job not found" if code == -1 else "a newer attempt owns it",
+                    )
+                elif not o.ok:
+                    e = o.error
+                    log.warning(
+                        "job %s (%s) attempt %d failed: %s: %s%s",
+                        o.claimed.id,
+                        o.claimed.task,
+                        o.claimed.attempt,
+                        e.get("type"),
+                        e.get("message"),
+                        " (will retry)" if code == 1 else " (dead-lettered)",
+                    )
+            with self.cond:
+                for o in batch:
+                    self.inflight.pop(o.claimed.id, None)
+                self.processed += len(batch)
+                self.cond.notify_all()
+
+    def _report_with_retry(self, batch: list[Outcome]) -> dict[str, int]:
+        backoff = 0.1
+        while True:
+            try:
+                return self.store.report(batch)
+            except BrokerUnavailable as exc:
+                log.error("%s; keeping %d outcome(s), retrying in %.1fs", exc, len(batch), backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _heartbeat_loop(self) -> None:
+        period = self.settings.heartbeat_ms / 1000
+        while not self.done.wait(period):
+            with self.cond:
+                items = [(c.id, c.token) for c in self.inflight.values()]
+            try:
+                lost, _cancel = self.store.heartbeat(items, self.settings.lease_ms)
+                self.store.register_worker(self.name, self._info(), self.settings.lease_ms)
+            except BrokerUnavailable as exc:
+                log.error("heartbeat failed: %s", exc)
+                continue
+            for job_id in lost:
+                log.warning("lost the lease of job %s; its outcome will be discarded", job_id)
+
+    def _info(self) -> dict[str, str]:
+        return {
+            "host": socket.gethostname(),
+            "pid": str(os.getpid()),
+            "queues": ",".join(self.queues),
+            "pool": self.pool_kind,
+            "concurrency": str(self.concurrency),
+            "inflight": str(len(self.inflight)),
+            "processed": str(self.processed),
+        }
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stopping.is_set() and signum == signal.SIGINT:
+            log.warning("second interrupt: requeueing running jobs now")
+            self.stop(immediate=True)
+        else:
+            log.info(
+                "%s: finishing running jobs (grace %.0fs); Ctrl-C again to requeue them now",
+                signal.Signals(signum).name,
+                self.grace_s,
+            )
+            self.stop()
+
+    def _shutdown(self) -> None:
+        pending = self.pool.drain_pending()
+        self._requeue(pending, "not started")
+        deadline = time.monotonic() + self.grace_s
+        with self.cond:
+            while self.inflight and not self.immediate.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.cond.wait(min(left, 0.2))
+        self.pool.kill() if self.inflight else self.pool.stop()
+        self.outcomes.put(None)
+        for t in self._threads:
+            if t.name == "jobq-reporter":
+                t.join(30)
+        with self.cond:
+            left_over = list(self.inflight.values())
+            self.inflight.clear()
+        self._requeue(left_over, "still running at shutdown")
+        self.done.set()
+        if self.maintainer:
+            self.maintainer.stop()
+        with contextlib.suppress(BrokerUnavailable):
+            self.store.unregister_worker(self.name)
+        log.info("worker %s stopped after %d job(s)", self.name, self.processed)
+
+    def _requeue(self, jobs: list[Claimed], why: str) -> None:
+        if not jobs:
+            return
+        with self.cond:
+            for c in jobs:
+                self.inflight.pop(c.id, None)
+        try:
+            n = self.store.requeue([(c.id, c.token) for c in jobs])
+            log.info("requeued %d job(s) %s", n, why)
+        except BrokerUnavailable as exc:
+            log.error(
+                "could not requeue %d job(s) (%s); their leases will expire and the "
+                "master requeues them",
+                len(jobs),
+                exc,
+            )
