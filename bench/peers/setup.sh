@@ -19,8 +19,8 @@ declare -A PINS=(
   [arq]="arq==0.28.0 hiredis"
   [saq]="saq[hiredis]==0.26.4"
   [taskiq]="taskiq==0.13.0 taskiq-redis==1.2.4 hiredis"
-  [huey]="huey==3.5.4 redis hiredis"
-  [streaq]="streaq==7.2.0 hiredis"
+  [huey]="huey==3.5.4 redis==8.1.0 hiredis"
+  [streaq]="streaq==7.2.0 redis==8.1.0 hiredis"
   [_plot]="matplotlib==3.11.2"
 )
 ALL=(celery rq dramatiq arq saq taskiq huey streaq _plot)

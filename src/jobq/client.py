@@ -7,7 +7,7 @@ import datetime as dt
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 from .config import Settings
 from .errors import (
@@ -56,9 +56,14 @@ class App:
 
     # -- registry ----------------------------------------------------------------------------
 
+    @overload
+    def task(self, fn: Callable[..., Any], /) -> Task: ...
+
+    @overload
     def task(
         self,
-        fn: Callable[..., Any] | None = None,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         queue: str = "default",
@@ -67,7 +72,21 @@ class App:
         backoff: float = 1.0,
         timeout: float | None = None,
         result_ttl: int | None = None,
-    ) -> Any:
+    ) -> Callable[[Callable[..., Any]], Task]: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        retries: int = 0,
+        backoff: float = 1.0,
+        timeout: float | None = None,
+        result_ttl: int | None = None,
+    ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Register a function as a task (usable as ``@app.task`` or ``@app.task(...)``)."""
         opts = TaskOptions(queue, priority, retries, backoff, timeout, result_ttl)
 
@@ -79,6 +98,13 @@ class App:
             return task
 
         return register(fn) if fn is not None else register
+
+    def configure(self, **overrides: Any) -> None:
+        """Apply settings overrides (None = keep), e.g. CLI flags, before first use."""
+        self.close()
+        self.settings = self.settings.with_overrides(**overrides)
+        self.serializer = Serializer(self.settings.codec, self.settings.allow_pickle)
+        self.keys = Keys(self.settings.prefix)
 
     # -- connection --------------------------------------------------------------------------
 

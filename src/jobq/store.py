@@ -47,7 +47,8 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
     # Longer than any blocking call we make (those block in slices of at most 5 s), so a
     # half-open connection after a network cut raises instead of hanging forever.
     kwargs.setdefault("socket_timeout", 15)
-    kwargs.setdefault("socket_keepalive", True)
+    if not url.startswith("unix:"):
+        kwargs.setdefault("socket_keepalive", True)
     kwargs.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), 3))
     kwargs.setdefault("retry_on_error", [redis.ConnectionError])
     return redis.Redis.from_url(url, **kwargs)

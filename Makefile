@@ -1,0 +1,34 @@
+# Everything a fresh machine needs: `make demo` runs the end-to-end demo, `make test` the tests.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench throughput clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/jobq demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PY) -m pytest
+
+throughput: $(STAMP)
+	$(PY) bench/throughput.py
+
+bench: $(STAMP)
+	bash bench/peers/setup.sh
+	$(PY) bench/compare.py
+
+clean:
+	rm -rf $(VENV) .jobq .pytest_cache .mypy_cache .ruff_cache

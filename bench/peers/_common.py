@@ -1,0 +1,281 @@
+"""Shared harness for the peer drivers (standard library + redis-py only).
+
+Each ``<peer>_bench.py`` driver runs in that peer's own virtualenv and subclasses
+:class:`Driver`. The harness runs the three workloads the same way for every peer:
+
+1. **noop** -- ``N`` no-op jobs are enqueued from this one process, one job per call
+   (timed: ``enqueue_rate``), with no worker running. Then 2 worker processes are started with
+   the peer's own CLI and the number of completed jobs (stored results, counted the peer's own
+   way) is polled until it reaches ``N``. ``process_rate`` is measured between the moment 10%
+   of the jobs are done and the moment all are done, so that worker start-up (imports, forks)
+   is not counted; ``process_rate_wall`` is ``N`` over the time from worker launch to the last
+   completion. A run that does not see exactly ``N`` completions reports ``ok: false``.
+2. **sleep** -- the same with ``sleep_n`` jobs that each sleep 10 ms, with the workers in the
+   peer's I/O concurrency setting (``sleep_rate``).
+3. **latency** -- workers are started idle, warmed up, then ``lat_n`` jobs are submitted one at a
+   time, each waited for with the peer's own "get the result" call: p50/p95/p99 in ms.
+
+The server is flushed (FLUSHALL) before every workload: the benchmark owns its Valkey.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import redis
+
+HERE = Path(__file__).resolve().parent
+LOG_DIR = HERE.parent / "results" / "raw"
+
+# Per-process concurrency for the 10 ms sleep workload (threads / asyncio tasks / greenlets).
+IO_CONCURRENCY = int(os.environ.get("BENCH_IO_CONCURRENCY", "32"))
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of ``samples`` (q in 0..100)."""
+    s = sorted(samples)
+    if not s:
+        return float("nan")
+    k = max(0, min(len(s) - 1, round(q / 100.0 * len(s) + 0.5) - 1))
+    return s[k]
+
+
+class WorkerGroup:
+    """Worker processes started from the peer's CLI, stopped with SIGTERM then SIGKILL."""
+
+    def __init__(self, name: str, cmds: list[list[str]], env: dict[str, str]) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._logs: list[IO[bytes]] = []
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        for i, cmd in enumerate(cmds):
+            log = open(LOG_DIR / f"{name}-{i}.log", "wb")  # noqa: SIM115 - closed in stop()
+            log.write((" ".join(cmd) + "\n").encode())
+            log.flush()
+            p = subprocess.Popen(
+                cmd,
+                cwd=str(HERE),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # own process group: we can signal its children too
+            )
+            self.procs.append(p)
+            self._logs.append(log)
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def stop(self, grace: float = 10.0) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + grace
+        for p in self.procs:
+            left = max(0.1, deadline - time.monotonic())
+            try:
+                p.wait(timeout=left)
+            except subprocess.TimeoutExpired:
+                pass
+        for p in self.procs:
+            # SIGKILL whatever is left of the group (parent or forked children).
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        for log in self._logs:
+            log.close()
+
+
+class Driver:
+    """One peer. Subclasses fill in the hooks below."""
+
+    name = "peer"
+    #: seconds between two completion counts (O(1) counts can poll fast)
+    poll_interval = 0.005
+    #: give up when the completion count has not moved for this long
+    stall_timeout = 60.0
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.url: str = args.url
+        self.r = redis.Redis.from_url(self.url)
+        self.env = dict(os.environ)
+        self.env["BENCH_URL"] = self.url
+        self.env["PYTHONPATH"] = str(HERE) + os.pathsep + self.env.get("PYTHONPATH", "")
+        self.env["PYTHONUNBUFFERED"] = "1"
+        self.bin = Path(sys.executable).parent
+
+    # ---- hooks --------------------------------------------------------------------------
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def config(self) -> str:
+        """One-line description of the worker configuration used."""
+        return ""
+
+    def worker_cmds(self, kind: str) -> list[list[str]]:
+        """Commands that together make up 2 worker processes; kind is 'noop' or 'sleep'."""
+        raise NotImplementedError
+
+    def worker_env(self, kind: str) -> dict[str, str]:
+        return {"BENCH_KIND": kind}
+
+    def enqueue(self, kind: str, n: int) -> None:
+        """Enqueue n jobs of `kind` ('noop' or 'sleep'), one call per job."""
+        raise NotImplementedError
+
+    def count_done(self) -> int:
+        """Number of completed jobs (stored results), as the peer records them."""
+        raise NotImplementedError
+
+    def latency(self, n: int, timeout: float) -> list[float]:
+        """Submit n noop jobs one at a time, wait for each result; return seconds per job."""
+        raise NotImplementedError
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    # ---- harness ------------------------------------------------------------------------
+    def flush(self) -> None:
+        self.r.flushall()
+
+    def start_workers(self, kind: str) -> WorkerGroup:
+        env = dict(self.env)
+        env.update(self.worker_env(kind))
+        return WorkerGroup(f"{self.name}-{kind}", self.worker_cmds(kind), env)
+
+    def _drain(self, n: int, group: WorkerGroup, t_launch: float) -> dict[str, Any]:
+        t10: float | None = None
+        c10 = 0
+        last = -1
+        last_change = time.perf_counter()
+        done = 0
+        threshold = max(1, n // 10)
+        while True:
+            done = self.count_done()
+            now = time.perf_counter()
+            if t10 is None and done >= threshold:
+                t10, c10 = now, done
+            if done >= n:
+                break
+            if done != last:
+                last, last_change = done, now
+            elif now - last_change > self.stall_timeout:
+                break
+            if not group.alive() and now - last_change > 2.0:
+                break
+            time.sleep(self.poll_interval)
+        t_end = time.perf_counter()
+        out: dict[str, Any] = {"done": done, "ok": done == n}
+        if done == n and t10 is not None and t_end > t10:
+            out["rate"] = (n - c10) / (t_end - t10)
+            out["rate_wall"] = n / (t_end - t_launch)
+        else:
+            # Nothing done after the stall window, or the workers died: report the failure.
+            out["error"] = f"{done}/{n} jobs completed"
+            if not group.alive():
+                out["error"] += " (a worker process exited)"
+        return out
+
+    def run_batch(self, kind: str, n: int) -> dict[str, Any]:
+        self.flush()
+        t0 = time.perf_counter()
+        self.enqueue(kind, n)
+        t_enq = time.perf_counter() - t0
+        before = self.count_done()
+        if before:
+            return {"ok": False, "error": f"{before} jobs completed with no worker running"}
+        group = self.start_workers(kind)
+        try:
+            t_launch = time.perf_counter()
+            res = self._drain(n, group, t_launch)
+        finally:
+            group.stop()
+        res["enqueue_rate"] = n / t_enq
+        return res
+
+    def run_latency(self, n: int) -> dict[str, Any]:
+        self.flush()
+        group = self.start_workers("noop")
+        try:
+            # Warm-up: the first job waits for worker start-up (imports, connections).
+            self.latency(1, timeout=60.0)
+            self.latency(20, timeout=10.0)
+            time.sleep(0.5)  # let both workers go idle
+            samples = self.latency(n, timeout=10.0)
+        finally:
+            group.stop()
+        return {
+            "ok": len(samples) == n,
+            "p50": percentile(samples, 50) * 1e3,
+            "p95": percentile(samples, 95) * 1e3,
+            "p99": percentile(samples, 99) * 1e3,
+            "mean": statistics.fmean(samples) * 1e3 if samples else float("nan"),
+        }
+
+    def run(self) -> dict[str, Any]:
+        a = self.args
+        result: dict[str, Any] = {"peer": self.name, "ok": True, "errors": []}
+        try:
+            result["version"] = self.version()
+            result["config"] = self.config()
+        except Exception as e:  # pragma: no cover - reported, not raised
+            result["ok"] = False
+            result["errors"].append(f"setup: {e!r}")
+            return result
+        steps: list[tuple[str, Callable[[], dict[str, Any]]]] = []
+        workloads = set(a.workloads.split(","))
+        if "noop" in workloads:
+            steps.append(("noop", lambda: self.run_batch("noop", a.n)))
+        if "sleep" in workloads:
+            steps.append(("sleep", lambda: self.run_batch("sleep", a.sleep_n)))
+        if "latency" in workloads:
+            steps.append(("latency", lambda: self.run_latency(a.lat_n)))
+        for label, step in steps:
+            t0 = time.perf_counter()
+            try:
+                res = step()
+            except Exception as e:
+                traceback.print_exc(file=sys.stderr)
+                res = {"ok": False, "error": repr(e)}
+            res["seconds"] = time.perf_counter() - t0
+            result[label] = res
+            if not res.get("ok"):
+                result["ok"] = False
+                result["errors"].append(f"{label}: {res.get('error', 'failed')}")
+            print(f"[{self.name}] {label}: {json.dumps(res)}", file=sys.stderr, flush=True)
+        self.close()
+        return result
+
+
+def main(driver_cls: type[Driver], argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=f"{driver_cls.name} benchmark driver")
+    p.add_argument("url", help="redis://127.0.0.1:PORT (the benchmark's own server)")
+    p.add_argument("--n", type=int, default=20000, help="no-op jobs")
+    p.add_argument("--sleep-n", type=int, default=2000, help="10 ms sleep jobs")
+    p.add_argument("--lat-n", type=int, default=300, help="sequential latency samples")
+    p.add_argument("--workloads", default="noop,sleep,latency")
+    p.add_argument("--variant", default="", help="peer-specific variant (e.g. rq: simple)")
+    args = p.parse_args(argv)
+    drv = driver_cls(args)
+    out = drv.run()
+    print(json.dumps(out), flush=True)

@@ -1,0 +1,363 @@
+"""`jobq` command line: parses, then calls. Exit codes: 0 ok, 1 job failed or error,
+2 usage, 3 broker unreachable, 4 not found, 5 timed out waiting."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from .errors import (
+    BrokerUnavailable,
+    ConfigError,
+    JobFailed,
+    JobNotFound,
+    JobqError,
+    ResultTimeout,
+)
+
+EXIT_FAILED, EXIT_BROKER, EXIT_NOT_FOUND, EXIT_TIMEOUT = 1, 3, 4, 5
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--url/--prefix/--verbose on every command, and JobqError -> message + exit code."""
+
+    @click.option("--url", envvar="JOBQ_URL", help="Broker URL (default: embedded Valkey).")
+    @click.option("--prefix", envvar="JOBQ_PREFIX", help="Key prefix of the deployment.")
+    @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+    @functools.wraps(fn)
+    def wrapper(url: str | None, prefix: str | None, verbose: bool, **kw: Any) -> Any:
+        _setup_logging(verbose)
+        # Exported so process-pool children and apps built at import see the same settings.
+        if url:
+            os.environ["JOBQ_URL"] = url
+        if prefix:
+            os.environ["JOBQ_PREFIX"] = prefix
+        try:
+            return fn(url=url, prefix=prefix, **kw)
+        except BrokerUnavailable as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_BROKER)
+        except JobNotFound as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_NOT_FOUND)
+        except ResultTimeout as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_TIMEOUT)
+        except JobFailed as exc:
+            click.echo(f"error: {exc}", err=True)
+            if exc.remote_traceback:
+                click.echo(exc.remote_traceback, err=True)
+            sys.exit(EXIT_FAILED)
+        except JobqError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_FAILED)
+
+    return wrapper
+
+
+def _app(url: str | None, prefix: str | None) -> Any:
+    from .client import App
+
+    return App(url, prefix=prefix)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="jobq")
+def main() -> None:
+    """jobq: a distributed job queue on Valkey/Redis."""
+
+
+@main.command()
+@click.argument("app_path")
+@click.option(
+    "-q",
+    "--queues",
+    default="default",
+    show_default=True,
+    help="Comma-separated queues, first served first.",
+)
+@click.option("-c", "--concurrency", default=1, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--pool", type=click.Choice(["process", "thread", "async"]), default="thread", show_default=True
+)
+@click.option("--name", help="Worker name (default: host-pid).")
+@click.option(
+    "--prefetch",
+    type=click.IntRange(0),
+    help="Jobs claimed ahead of free slots (default: the concurrency).",
+)
+@click.option(
+    "--grace",
+    default=30.0,
+    show_default=True,
+    help="Seconds to finish running jobs on SIGTERM before requeueing them.",
+)
+@common
+def worker(
+    app_path: str,
+    queues: str,
+    concurrency: int,
+    pool: str,
+    name: str | None,
+    prefetch: int | None,
+    grace: float,
+    url: str | None,
+    prefix: str | None,
+) -> None:
+    """Run a worker for APP_PATH ('module:app')."""
+    from .worker import Worker
+    from .worker.pools import load_app
+
+    sys.path.insert(0, os.getcwd())
+    app = load_app(app_path)
+    app.configure(url=url, prefix=prefix)
+    w = Worker(
+        app,
+        [q.strip() for q in queues.split(",") if q.strip()],
+        concurrency=concurrency,
+        pool=pool,
+        name=name,
+        prefetch=prefetch,
+        app_path=app_path,
+        grace_s=grace,
+    )
+    w.run()
+
+
+@main.command()
+@click.option("--listen", help="Expose the embedded server on HOST:PORT for other hosts.")
+@click.option("--password", envvar="JOBQ_PASSWORD", help="Password for --listen.")
+@common
+def master(listen: str | None, password: str | None, url: str | None, prefix: str | None) -> None:
+    """Run the maintenance loop (promote due jobs, requeue expired leases)."""
+    import signal
+
+    from .maintenance import Maintainer
+    from .store import redact
+
+    app = _app(url, prefix)
+    if listen:
+        if url:
+            raise ConfigError("--listen exposes the embedded server; it cannot be used with --url")
+        from .embedded import expose
+
+        host, _, port = listen.rpartition(":")
+        public = expose(app.settings.data_dir, host or "0.0.0.0", int(port), password)
+        click.echo(
+            f"embedded Valkey listening on {listen}; workers join with --url {redact(public)}"
+        )
+    m = Maintainer(
+        app.store, tick_ms=app.settings.tick_ms, leader_ms=app.settings.leader_ms, is_master=True
+    )
+    signal.signal(signal.SIGTERM, lambda *_: m.stop_event.set())
+    signal.signal(signal.SIGINT, lambda *_: m.stop_event.set())
+    logging.getLogger("jobq.master").info("master %s on %s", m.name, redact(app.store.url))
+    m.run()
+    m.stop()
+
+
+@main.command()
+@click.argument("task")
+@click.option("--args", "args_json", default="[]", help="JSON list of positional arguments.")
+@click.option("--kwargs", "kwargs_json", default="{}", help="JSON object of keyword arguments.")
+@click.option("--queue")
+@click.option("--priority", type=int)
+@click.option("--delay", type=float, help="Seconds before the job may run.")
+@click.option("--retries", type=int)
+@click.option("--timeout", type=float, help="Hard limit per attempt, seconds.")
+@click.option("--job-id", help="Idempotency key: the same id twice makes one job.")
+@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option("--wait-timeout", type=float, default=None)
+@common
+def submit(
+    task: str,
+    args_json: str,
+    kwargs_json: str,
+    queue: str | None,
+    priority: int | None,
+    delay: float | None,
+    retries: int | None,
+    timeout: float | None,
+    job_id: str | None,
+    wait: bool,
+    wait_timeout: float | None,
+    url: str | None,
+    prefix: str | None,
+) -> None:
+    """Submit a job of TASK (its registered name)."""
+    try:
+        args = json.loads(args_json)
+        kwargs = json.loads(kwargs_json)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}") from exc
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise click.BadParameter("--args must be a JSON list and --kwargs a JSON object")
+    app = _app(url, prefix)
+    job = app.submit(
+        task,
+        args,
+        kwargs,
+        queue=queue,
+        priority=priority,
+        delay=delay,
+        retries=retries,
+        timeout=timeout,
+        job_id=job_id,
+    )
+    click.echo(job.id)
+    if wait:
+        click.echo(json.dumps(job.result(timeout=wait_timeout)))
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+@common
+def status(job_id: str, as_json: bool, url: str | None, prefix: str | None) -> None:
+    """Show a job's state, attempts and timings."""
+    from .presenters import job_view
+
+    rec = _app(url, prefix).job(job_id).info()
+    view = job_view(rec)
+    if as_json:
+        click.echo(json.dumps(view))
+    else:
+        for k, v in view.items():
+            if v not in (None, ""):
+                click.echo(f"{k:>12}: {v}")
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait (default: forever).")
+@common
+def result(job_id: str, timeout: float | None, url: str | None, prefix: str | None) -> None:
+    """Wait for a job and print its result as JSON (exit 1 if it failed)."""
+    click.echo(json.dumps(_app(url, prefix).job(job_id).result(timeout=timeout)))
+
+
+@main.command()
+@click.argument("job_id")
+@common
+def cancel(job_id: str, url: str | None, prefix: str | None) -> None:
+    """Cancel a queued/scheduled job (a running one is asked to stop)."""
+    done = _app(url, prefix).job(job_id).cancel()
+    click.echo("cancelled" if done else "not cancelled (running or already finished)")
+
+
+@main.command()
+@common
+def queues(url: str | None, prefix: str | None) -> None:
+    """Depths per state and counters for every queue."""
+    app = _app(url, prefix)
+    rows = app.queue_info()
+    cols = [
+        "queue",
+        "queued",
+        "scheduled",
+        "running",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "retried",
+    ]
+    click.echo(" ".join(f"{c:>10}" for c in cols))
+    for q in rows:
+        vals = [
+            q.name,
+            q.queued,
+            q.scheduled,
+            q.running,
+            q.succeeded,
+            q.failed,
+            q.cancelled,
+            q.retried,
+        ]
+        click.echo(" ".join(f"{v!s:>10}" for v in vals))
+    click.echo(f"dead-lettered: {app.store.dead_count()}")
+
+
+@main.command()
+@click.option("--limit", default=50, show_default=True)
+@click.option("--rerun", "rerun_ids", multiple=True, help="Queue this dead-lettered job again.")
+@click.option("--rerun-all", is_flag=True, help="Queue every listed dead-lettered job again.")
+@common
+def dead(
+    limit: int, rerun_ids: tuple[str, ...], rerun_all: bool, url: str | None, prefix: str | None
+) -> None:
+    """List dead-lettered jobs, or re-run them."""
+    app = _app(url, prefix)
+    ids = list(rerun_ids) or (app.dead_letters(limit) if rerun_all else [])
+    if ids:
+        for i in ids:
+            app.job(i).rerun()
+            click.echo(f"queued again: {i}")
+        return
+    for i in app.dead_letters(limit):
+        rec = app.store.get_job(i)
+        err = (rec.error or {}) if rec else {}
+        click.echo(f"{i}  {rec.task if rec else '?'}  {err.get('type')}: {err.get('message')}")
+
+
+@main.group()
+def server() -> None:
+    """Manage the embedded Valkey server in ./.jobq."""
+
+
+@server.command("start")
+@click.option("--data-dir", default=".jobq", show_default=True)
+def server_start(data_dir: str) -> None:
+    from .embedded import ensure_server
+    from .store import redact
+
+    click.echo(redact(ensure_server(data_dir)))
+
+
+@server.command("stop")
+@click.option("--data-dir", default=".jobq", show_default=True)
+def server_stop(data_dir: str) -> None:
+    from .embedded import stop_server
+
+    click.echo("stopped" if stop_server(data_dir) else "not running")
+
+
+@server.command("status")
+@click.option("--data-dir", default=".jobq", show_default=True)
+def server_status(data_dir: str) -> None:
+    from .embedded import server_url
+    from .store import redact
+
+    url = server_url(data_dir)
+    click.echo(f"running at {redact(url)}" if url else "not running")
+    sys.exit(0 if url else 1)
+
+
+@main.command()
+@click.option("--jobs", "n", default=300, show_default=True, help="How many jobs to submit.")
+@click.option("--data-dir", default=".jobq", show_default=True)
+@click.option("-v", "--verbose", is_flag=True)
+def demo(n: int, data_dir: str, verbose: bool) -> None:
+    """End-to-end demo on the embedded server: a master, two workers, a few hundred jobs."""
+    from .demo import run_demo
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
+    sys.exit(run_demo(n, data_dir))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

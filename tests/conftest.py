@@ -1,0 +1,121 @@
+"""Test fixtures: a private Valkey per test session (the embedded binary, its own port), and a
+unique key prefix per test instead of FLUSHALL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from jobq import App
+from jobq.embedded import find_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ValkeyProcess:
+    """A Valkey server we own: start, stop (kill or clean), restart on the same port/dir."""
+
+    def __init__(self, appendonly: bool = False) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="jobq-test-valkey-"))
+        self.appendonly = appendonly
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [
+            find_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(self.dir), "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always" if self.appendonly else "everysec",
+            "--logfile", str(self.dir / "valkey.log"),
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
+                return
+            except redis.RedisError:
+                time.sleep(0.02)
+        raise RuntimeError(f"test Valkey did not start on port {self.port}")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        self.proc.wait(10)
+        self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop(kill=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def valkey() -> Iterator[ValkeyProcess]:
+    server = ValkeyProcess()
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def url(valkey: ValkeyProcess) -> str:
+    return valkey.url
+
+
+@pytest.fixture
+def prefix() -> str:
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def app(url: str, prefix: str) -> Iterator[App]:
+    a = App(url, prefix=prefix)
+    yield a
+    a.close()
+
+
+@pytest.fixture
+def rclient(url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(url)
+    yield c
+    c.close()
+
+
+def jobq_cmd(*args: str) -> list[str]:
+    """The `jobq` CLI as a subprocess command line (this interpreter, this checkout)."""
+    return [sys.executable, "-m", "jobq", *args]
+
+
+def subprocess_env(url: str, prefix: str, **extra: str) -> dict[str, str]:
+    """Environment for CLI/worker subprocesses: our server, our prefix, tests importable."""
+    env = dict(os.environ)
+    env.update(
+        JOBQ_URL=url,
+        JOBQ_PREFIX=prefix,
+        PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")]),
+        **extra,
+    )
+    return env
