@@ -18,6 +18,8 @@ into each script's preamble by `scripts.py`), so no key name is written anywhere
 | ``leases``              | zset   | claim, heartbeat, complete, fail   | reap (score = lease deadline)|
 | ``dead``                | zset   | fail, reap (attempts exhausted)    | dead-letter list, rerun      |
 | ``done:<id>``           | list   | complete/fail/cancel (if waited)   | Job.result (BLPOP)           |
+| ``finished``            | zset   | complete, fail, reap, cancel       | job lists (score = finish ms)|
+|                         |        | trimmed to the result TTL by maint.|                              |
 | ``events``              | stream | every transition (capped)          | watch, SSE, dashboard        |
 | ``seq``                 | string | enqueue (FIFO order counter)       | -                            |
 | ``token``               | string | claim (fencing token counter)      | -                            |
@@ -40,6 +42,7 @@ LUA_SUFFIXES: dict[str, str] = {
     "WAKE": "wake:",
     "STATS": "stats:",
     "DONE": "done:",
+    "FINISHED": "finished",
 }
 
 
@@ -68,6 +71,10 @@ class Keys:
 
     def done(self, job_id: str) -> str:
         return self.base + LUA_SUFFIXES["DONE"] + job_id
+
+    @property
+    def finished(self) -> str:
+        return self.base + LUA_SUFFIXES["FINISHED"]
 
     @property
     def queues(self) -> str:

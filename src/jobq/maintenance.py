@@ -43,6 +43,7 @@ def tick(store: Store, now: int = 0, batch: int = BATCH) -> TickReport:
         dead += d
         if r + d < batch:
             break
+    store.trim_finished(now)
     return TickReport(promoted, requeued, dead)
 
 

@@ -173,6 +173,15 @@ class Store:
         with self.broker("promoting scheduled jobs"):
             return int(self.scripts.promote(self.r, limit, now))
 
+    def trim_finished(self, now: int = 0) -> int:
+        """Drop entries older than the result TTL from the finished-jobs index."""
+        now = now or self.server_time_ms()
+        with self.broker("trimming the finished index"):
+            removed: int = self.r.zremrangebyscore(
+                self.keys.finished, "-inf", now - self.result_ttl_s * 1000
+            )
+        return removed
+
     def lead(self, candidate: str, lease_ms: int, release: bool = False, now: int = 0) -> bool:
         with self.broker("renewing the leader lease"):
             return bool(self.scripts.leader(self.r, candidate, lease_ms, release, now))

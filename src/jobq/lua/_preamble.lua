@@ -53,6 +53,11 @@ local function notify(id, jobkey, waiters)
   end
 end
 
+-- Index a job that reached a terminal state, newest last (job lists page through it).
+local function finished(id)
+  redis.call('ZADD', P .. K_FINISHED, NOW, id)
+end
+
 -- Make a terminal job expire after its result TTL (0 or negative = keep forever).
 local function expire_after(jobkey, ttl, default_ttl)
   local t = tonumber(ttl) or tonumber(default_ttl) or 0

@@ -22,5 +22,6 @@ redis.call('HSET', jk, 'state', 'cancelled', 'finished', NOW)
 stat(f[2], 'cancelled', 1)
 notify(id, jk, f[4])
 expire_after(jk, f[3], ARGV[5])
+finished(id)
 emit(id, 'cancelled', f[2])
 return 1

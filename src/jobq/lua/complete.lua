@@ -20,6 +20,7 @@ for i = 0, n - 1 do
     stat(f[3], 'succeeded', 1)
     notify(id, jk, f[5])
     expire_after(jk, f[4], default_ttl)
+    finished(id)
     emit(id, 'succeeded', f[3])
     out[i + 1] = 1
   end

@@ -30,6 +30,7 @@ for i = 0, n - 1 do
       redis.call('ZADD', KEYS[4], NOW, id)
       stat(f[3], 'failed', 1)
       notify(id, jk, f[6])
+      finished(id)
       emit(id, 'failed', f[3])
       out[i + 1] = 2
     end

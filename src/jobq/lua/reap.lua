@@ -24,6 +24,7 @@ for _, id in ipairs(ids) do
       redis.call('ZADD', KEYS[3], NOW, id)
       stat(f[2], 'failed', 1)
       notify(id, jk, f[6])
+      finished(id)
       emit(id, 'failed', f[2], 'lease expired')
       dead = dead + 1
     end

@@ -8,6 +8,7 @@ local f = redis.call('HMGET', jk, 'state', 'queue', 'pri')
 if not f[1] then return -1 end
 if f[1] ~= 'failed' then return -3 end
 redis.call('ZREM', KEYS[2], id)
+redis.call('ZREM', P .. K_FINISHED, id)
 redis.call('PERSIST', jk)
 redis.call('HDEL', jk, 'finished', 'token', 'result')
 redis.call('HSET', jk, 'state', 'queued', 'att', 0)
