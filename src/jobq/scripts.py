@@ -2,21 +2,29 @@
 
 Each script in ``lua/`` gets the key suffixes from `keys.LUA_SUFFIXES` and ``_preamble.lua``
 prepended, so key names exist only in `keys.py`. Every call passes the common ARGV head
-(key base, `now`, events cap) and the events stream as KEYS[1]. redis-py's `Script` runs
-EVALSHA and reloads on NOSCRIPT (after a server restart), also inside pipelines.
+(key base, `now`, events cap) and the events stream as KEYS[1].
+
+Calls go out on a lean path: each thread keeps one connection of the client's pool and sends
+EVALSHA on it directly (reloading on NOSCRIPT, e.g. after a server restart), skipping redis-py's
+per-command pool checkout and wrappers, which cost more than the scripts themselves on the hot
+paths (submit, claim, report). `Batch` sends many calls in one round trip. A redis-py pipeline
+passed as the client is still honoured (its own Script path).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import threading
 from functools import cache
 from importlib import resources
 from typing import Any
 
 import redis
+from hiredis import pack_command
+from redis.exceptions import NoScriptError
 
 from .keys import LUA_SUFFIXES, Keys
-
-Client = redis.Redis | redis.client.Pipeline
 
 SCRIPT_NAMES = (
     "enqueue",
@@ -44,17 +52,84 @@ def source(name: str) -> str:
     return consts + preamble + "\n" + body
 
 
+Call = tuple[str, list[str], list[Any]]
+
+
+class Batch:
+    """Script calls collected to go out together in one round trip (`Scripts.execute`)."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+
+
+Client = redis.Redis | redis.client.Pipeline | Batch
+
+
 class Scripts:
-    """The scripts, registered on one client; each method runs one atomic transition."""
+    """The scripts for one deployment; each method runs one atomic transition."""
 
     def __init__(self, client: redis.Redis, keys: Keys, events_maxlen: int) -> None:
         self.keys = keys
+        self.client = client
         self._maxlen = str(events_maxlen)
-        self._s = {name: client.register_script(source(name)) for name in SCRIPT_NAMES}
+        self._src = {name: source(name) for name in SCRIPT_NAMES}
+        self._sha = {n: hashlib.sha1(src.encode()).hexdigest() for n, src in self._src.items()}
+        self._local = threading.local()
+        self._s = {name: client.register_script(src) for name, src in self._src.items()}
+
+    # -- transport -----------------------------------------------------------------------------
+
+    def _conn(self) -> Any:
+        """This thread's own connection (a new one after fork)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():
+            conn = self.client.connection_pool.make_connection()
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def execute(self, calls: list[Call]) -> list[Any]:
+        """Send `calls` in one round trip; replies in order. Reloads scripts on NOSCRIPT and
+        retries once on a dropped connection (every script is safe to repeat: enqueue is
+        idempotent per id, outcomes are fenced by tokens, a repeated claim only delays jobs
+        until their lease expires)."""
+        try:
+            return self._send(calls)
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            self._conn().disconnect()
+            return self._send(calls)
+
+    def _send(self, calls: list[Call]) -> list[Any]:
+        conn = self._conn()
+        packed = b"".join(
+            pack_command(("EVALSHA", self._sha[name], len(keys), *keys, *args))
+            for name, keys, args in calls
+        )
+        conn.send_packed_command([packed])
+        replies: list[Any] = []
+        missing: list[int] = []
+        for i in range(len(calls)):
+            try:
+                replies.append(conn.read_response())
+            except NoScriptError:
+                replies.append(None)
+                missing.append(i)
+        if missing:  # the server lost its script cache (restart): load, then run those again
+            for name in {calls[i][0] for i in missing}:
+                conn.send_command("SCRIPT", "LOAD", self._src[name])
+                conn.read_response()
+            again = self._send([calls[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
 
     def _run(self, client: Client, name: str, keys: list[str], args: list[Any], now: int) -> Any:
-        head: list[Any] = [self.keys.base, now, self._maxlen]
-        return self._s[name](keys=[self.keys.events, *keys], args=head + args, client=client)
+        call: Call = (name, [self.keys.events, *keys], [self.keys.base, now, self._maxlen, *args])
+        if isinstance(client, Batch):
+            client.calls.append(call)
+            return None
+        if isinstance(client, redis.client.Pipeline):
+            return self._s[name](keys=call[1], args=call[2], client=client)
+        return self.execute([call])[0]  # a plain client: this thread's lean connection
 
     def enqueue(self, client: Client, jobs: list[list[Any]], now: int = 0) -> Any:
         """Create jobs (10 fields each, see enqueue.lua); reply: 1 created / 0 existed per job."""

@@ -7,6 +7,7 @@ one round trip submits, claims or acknowledges many jobs.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import time
 from collections.abc import Iterator
@@ -18,8 +19,8 @@ import redis
 
 from .errors import BrokerUnavailable
 from .keys import Keys
-from .model import Claimed, JobRecord, JobSpec, Outcome, QueueInfo
-from .scripts import Scripts
+from .model import Claimed, JobRecord, JobSpec, Outcome, QueueInfo, WorkerInfo
+from .scripts import Batch, Scripts
 from .states import TERMINAL, JobState
 
 BrokerErrors = (redis.ConnectionError, redis.TimeoutError)
@@ -100,10 +101,10 @@ class Store:
             if len(specs) <= chunk:
                 reply = self.scripts.enqueue(self.r, [s.as_row() for s in specs], now)
                 return [bool(x) for x in reply]
-            pipe = self.r.pipeline(transaction=False)
+            batch = Batch()
             for i in range(0, len(specs), chunk):
-                self.scripts.enqueue(pipe, [s.as_row() for s in specs[i : i + chunk]], now)
-            replies = pipe.execute()
+                self.scripts.enqueue(batch, [s.as_row() for s in specs[i : i + chunk]], now)
+            replies = self.scripts.execute(batch.calls)
         return [bool(x) for reply in replies for x in reply]
 
     # -- workers -----------------------------------------------------------------------------
@@ -128,17 +129,17 @@ class Store:
         ok = [o for o in outcomes if o.ok]
         bad = [o for o in outcomes if not o.ok]
         with self.broker("reporting results"):
-            pipe = self.r.pipeline(transaction=False)
+            batch = Batch()
             if ok:
                 items = [(o.claimed.id, o.claimed.token, o.result) for o in ok]
-                self.scripts.complete(pipe, items, self.result_ttl_s, now)
+                self.scripts.complete(batch, items, self.result_ttl_s, now)
             if bad:
                 fitems = [
                     (o.claimed.id, o.claimed.token, orjson.dumps(o.error), o.retry_delay_ms)
                     for o in bad
                 ]
-                self.scripts.fail(pipe, fitems, now)
-            replies = pipe.execute()
+                self.scripts.fail(batch, fitems, now)
+            replies = self.scripts.execute(batch.calls)
         codes: dict[str, int] = {}
         for group, reply in zip([g for g in (ok, bad) if g], replies, strict=True):
             for o, code in zip(group, reply, strict=True):
@@ -298,3 +299,198 @@ class Store:
         with self.broker("reading the server clock"):
             sec, usec = self.r.time()
         return int(sec) * 1000 + int(usec) // 1000
+
+    # -- listings for the HTTP API and dashboard (read-only, paged; never scans the keyspace) --
+    #
+    # Job lists walk the existing indexes (queue zsets, `scheduled`, `leases`, `dead`,
+    # `finished`) with a cursor, so a page costs O(log n + page) whatever the number of jobs.
+    # Filters the index cannot answer (task, or queue outside a queue zset) are applied to the
+    # job hashes read for the page; at most `scan` index entries are examined per call, so a
+    # rare filter returns a short (even empty) page with a cursor to continue from.
+
+    _LIST_FIELDS = (
+        "task", "queue", "state", "pri", "att", "max", "timeout", "created", "started",
+        "finished", "eta", "worker",
+    )  # fmt: skip
+
+    def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+        scan: int = 2000,
+    ) -> tuple[list[JobRecord], str | None]:
+        """One page of jobs (without payloads/results) and the cursor of the next page (None at
+        the end). Raises ValueError for a cursor this listing did not produce."""
+        sources = self._list_sources(state, queue)
+        src, after = _decode_cursor(cursor, len(sources))
+        out: list[JobRecord] = []
+        examined = 0
+        chunk = max(1, min(limit * 2, 500))
+        with self.broker("listing jobs"):
+            while src < len(sources) and len(out) < limit and examined < scan:
+                key, rev = sources[src]
+                entries = self._index_page(key, after, min(chunk, scan - examined), rev)
+                if not entries:
+                    src, after = src + 1, None
+                    continue
+                pipe = self.r.pipeline(transaction=False)
+                for job_id, _ in entries:
+                    pipe.hmget(self.keys.job(job_id), self._LIST_FIELDS)
+                rows = pipe.execute()
+                for (job_id, score), row in zip(entries, rows, strict=True):
+                    examined += 1
+                    after = (score, job_id)
+                    if row[2] is None:  # expired, or an index entry of a vanished job
+                        continue
+                    raw = {f.encode(): v for f, v in zip(self._LIST_FIELDS, row, strict=True)}
+                    rec = JobRecord.from_hash(job_id, {k: v for k, v in raw.items() if v})
+                    if (
+                        (state is None or rec.state == state)
+                        and (queue is None or rec.queue == queue)
+                        and (task is None or rec.task == task)
+                    ):
+                        out.append(rec)
+                        if len(out) >= limit:
+                            break
+        if src >= len(sources):
+            return out, None
+        return out, _encode_cursor(src, after)
+
+    def _list_sources(self, state: JobState | None, queue: str | None) -> list[tuple[str, bool]]:
+        """The indexes to walk for a state filter, in order: (key, newest first?)."""
+        k = self.keys
+        if state in (None, JobState.QUEUED):
+            with self.broker("listing queues"):
+                names = [queue] if queue else sorted(n.decode() for n in self.r.smembers(k.queues))
+            queued = [(k.queue(n), False) for n in names]
+            if state is JobState.QUEUED:
+                return queued
+            return [*queued, (k.scheduled, False), (k.leases, False), (k.finished, True)]
+        return {
+            JobState.SCHEDULED: [(k.scheduled, False)],
+            JobState.RUNNING: [(k.leases, False)],
+            JobState.FAILED: [(k.dead, True)],
+        }.get(state, [(k.finished, True)])
+
+    def _index_page(
+        self, key: str, after: tuple[float, str] | None, n: int, rev: bool
+    ) -> list[tuple[str, float]]:
+        """Up to `n` (member, score) entries of a zset following `after` in index order."""
+        start = 0
+        if after is not None:
+            score, member = after
+            pipe = self.r.pipeline(transaction=False)
+            pipe.zscore(key, member)
+            (pipe.zrevrank if rev else pipe.zrank)(key, member)
+            cur, rank = pipe.execute()
+            if cur is None or cur != score or rank is None:
+                return self._index_page_by_score(key, after, n, rev)
+            start = rank + 1
+        got = self.r.zrange(key, start, start + n - 1, desc=rev, withscores=True)
+        return [(m.decode(), float(s)) for m, s in got]
+
+    def _index_page_by_score(
+        self, key: str, after: tuple[float, str], n: int, rev: bool
+    ) -> list[tuple[str, float]]:
+        # The cursor's member left the index: resume from its score, skipping ties before it.
+        score, member = after
+        offset = 0
+        while True:
+            if rev:
+                got = self.r.zrevrangebyscore(key, score, "-inf", offset, n, withscores=True)
+            else:
+                got = self.r.zrangebyscore(key, score, "+inf", offset, n, withscores=True)
+            rows = [(m.decode(), float(s)) for m, s in got]
+            keep = [(m, s) for m, s in rows if s != score or (m < member if rev else m > member)]
+            if keep or len(rows) < n:
+                return keep
+            offset += n
+
+    def list_workers(self, limit: int = 200) -> list[WorkerInfo]:
+        """The most recently seen workers (newest first) with their registry entries and the
+        jobs they run now (from the leases index, at most `running_scan` of them)."""
+        with self.broker("listing workers"):
+            names = self.r.zrevrange(self.keys.workers, 0, limit - 1, withscores=True)
+            pipe = self.r.pipeline(transaction=False)
+            for name, _ in names:
+                pipe.hgetall(self.keys.worker(name.decode()))
+            infos = pipe.execute()
+            running = self.running_jobs()
+        by_worker: dict[str, list[str]] = {}
+        for job_id, worker in running:
+            by_worker.setdefault(worker, []).append(job_id)
+        out = []
+        for (name, seen), info in zip(names, infos, strict=True):
+            n = name.decode()
+            out.append(
+                WorkerInfo(
+                    name=n,
+                    last_seen_ms=int(float(seen) * 1000),
+                    alive=bool(info),
+                    info={k.decode(): v.decode() for k, v in info.items()},
+                    jobs=by_worker.get(n, []),
+                )
+            )
+        return out
+
+    def running_jobs(self, limit: int = 2000) -> list[tuple[str, str]]:
+        """(job id, worker) of up to `limit` running jobs, from the leases index."""
+        with self.broker("listing running jobs"):
+            ids = [i.decode() for i in self.r.zrange(self.keys.leases, 0, limit - 1)]
+            pipe = self.r.pipeline(transaction=False)
+            for i in ids:
+                pipe.hget(self.keys.job(i), "worker")
+            workers = pipe.execute()
+        return [(i, w.decode()) for i, w in zip(ids, workers, strict=True) if w]
+
+    def read_events(
+        self, after: str, count: int = 500, block_ms: int | None = None
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Events after stream id `after` (oldest first), blocking up to `block_ms` for new ones."""
+        with self.broker("reading events"):
+            reply = self.r.xread({self.keys.events: after}, count=count, block=block_ms)
+        if not reply:
+            return []
+        return [
+            (eid.decode(), {k.decode(): v.decode() for k, v in fields.items()})
+            for eid, fields in reply[0][1]
+        ]
+
+    def last_event_id(self) -> str:
+        """The id of the newest event ("0-0" when there is none)."""
+        with self.broker("reading events"):
+            got = self.r.xrevrange(self.keys.events, "+", "-", count=1)
+        return got[0][0].decode() if got else "0-0"
+
+    def events_length(self) -> int:
+        with self.broker("reading events"):
+            return int(self.r.xlen(self.keys.events))
+
+    def leader_holder(self) -> str | None:
+        """Who holds the maintenance leader lease now, if anyone."""
+        with self.broker("reading the leader lease"):
+            v = self.r.get(self.keys.leader)
+        return v.decode() if v else None
+
+
+def _encode_cursor(source: int, after: tuple[float, str] | None) -> str:
+    raw = orjson.dumps([source, *(after or ())])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None, n_sources: int) -> tuple[int, tuple[float, str] | None]:
+    if not cursor:
+        return 0, None
+    try:
+        v = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        src = int(v[0])
+        after = (float(v[1]), str(v[2])) if len(v) == 3 else None
+        if not 0 <= src <= n_sources or (after is not None and not isinstance(v[2], str)):
+            raise ValueError
+    except (ValueError, TypeError, IndexError, KeyError) as exc:
+        raise ValueError("cursor is not one returned by this listing") from exc
+    return src, after
