@@ -146,6 +146,8 @@ class Outcome:
     error: dict[str, Any] = field(default_factory=dict)
     retry_delay_ms: int = -1
     """For failures: back-off before the next attempt; negative = do not retry."""
+    runtime_s: float = 0.0
+    """How long the attempt ran (the worker sizes its prefetch from it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,3 +162,14 @@ class QueueInfo:
     failed: int
     cancelled: int
     retried: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker as the registry knows it: its entry (absent once it expired) and running jobs."""
+
+    name: str
+    last_seen_ms: int
+    alive: bool
+    info: dict[str, str]
+    jobs: list[str]

@@ -34,6 +34,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jobq.worker")
 
+#: Adaptive prefetch keeps about this much work claimed ahead per slot (fast jobs: many per
+#: round trip; slow jobs: one spare each, so idle workers elsewhere are not starved).
+PREFETCH_WINDOW_S = 0.05
+MAX_PREFETCH = 1000
+#: Jobs per claim script call; bounds how long one call holds the server.
+CLAIM_BATCH = 200
+
 
 class Worker:
     """Runs jobs from `queues` (first listed is served first) until stopped."""
@@ -54,7 +61,8 @@ class Worker:
         self.app = app
         self.queues = queues or ["default"]
         self.concurrency = concurrency
-        self.capacity = concurrency + (concurrency if prefetch is None else prefetch)
+        self.prefetch = prefetch
+        self.avg_runtime_s = PREFETCH_WINDOW_S  # until measured: prefetch = concurrency
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.grace_s = grace_s
         self.settings = app.settings
@@ -123,13 +131,21 @@ class Worker:
         t.start()
         self._threads.append(t)
 
+    @property
+    def capacity(self) -> int:
+        """Jobs this worker holds at most: its slots plus a prefetch sized to job runtimes."""
+        if self.prefetch is not None:
+            return self.concurrency + self.prefetch
+        ahead = PREFETCH_WINDOW_S / max(self.avg_runtime_s, 1e-5) * self.concurrency
+        return self.concurrency + int(min(MAX_PREFETCH, max(self.concurrency, ahead)))
+
     def _claim_loop(self) -> None:
         backoff = 0.1
         while not self.stopping.is_set():
             with self.cond:
                 while len(self.inflight) >= self.capacity and not self.stopping.is_set():
                     self.cond.wait(1.0)
-                free = self.capacity - len(self.inflight)
+                free = min(self.capacity - len(self.inflight), CLAIM_BATCH)
             if self.stopping.is_set():
                 return
             try:
@@ -150,6 +166,8 @@ class Worker:
                 self.pool.submit(c)
 
     def _on_done(self, outcome: Outcome) -> None:
+        # Exponential moving average; races between pool threads only blur it slightly.
+        self.avg_runtime_s += (outcome.runtime_s - self.avg_runtime_s) * 0.05
         self.outcomes.put(outcome)
 
     def _report_loop(self) -> None:

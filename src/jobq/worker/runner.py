@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import traceback
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DecodeError, Retry, SerializationError
@@ -90,6 +92,11 @@ def context(c: Claimed) -> JobContext:
 
 def run_sync(app: App, c: Claimed) -> Outcome:
     """Run an attempt in the calling thread (async tasks get a private event loop)."""
+    t0 = time.perf_counter()
+    return replace(_run_sync(app, c), runtime_s=time.perf_counter() - t0)
+
+
+def _run_sync(app: App, c: Claimed) -> Outcome:
     prepared = prepare(app, c)
     if isinstance(prepared, Outcome):
         return prepared
@@ -108,6 +115,11 @@ def run_sync(app: App, c: Claimed) -> Outcome:
 
 async def run_async(app: App, c: Claimed, limit_s: float | None) -> Outcome:
     """Run an attempt on the running event loop; sync tasks go to a thread."""
+    t0 = time.perf_counter()
+    return replace(await _run_async(app, c, limit_s), runtime_s=time.perf_counter() - t0)
+
+
+async def _run_async(app: App, c: Claimed, limit_s: float | None) -> Outcome:
     prepared = prepare(app, c)
     if isinstance(prepared, Outcome):
         return prepared
@@ -130,4 +142,4 @@ async def run_async(app: App, c: Claimed, limit_s: float | None) -> Outcome:
 
 def timed_out(app: App, c: Claimed, limit_s: float) -> Outcome:
     exc = TimeoutError(f"job {c.id} (task {c.task!r}) exceeded its timeout of {limit_s:g}s")
-    return failure(c, exc, retry_delay(app, c), tb=False)
+    return replace(failure(c, exc, retry_delay(app, c), tb=False), runtime_s=limit_s)
