@@ -35,7 +35,8 @@ TRANSITIONS: dict[tuple[JobState | None, JobState], str] = {
     (JobState.RUNNING, JobState.QUEUED): "reap",  # lease expired; also `requeue` at shutdown
     (JobState.QUEUED, JobState.CANCELLED): "cancel",
     (JobState.SCHEDULED, JobState.CANCELLED): "cancel",
-    (JobState.RUNNING, JobState.CANCELLED): "complete",  # a cancel-requested job that stopped
+    # A running job is only flagged by `cancel` (heartbeats report the flag); it ends as
+    # succeeded/failed. No script moves running -> cancelled yet, so the table does not list it.
     (JobState.FAILED, JobState.QUEUED): "rerun",  # dead-letter re-run
 }
 
