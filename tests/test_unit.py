@@ -425,6 +425,7 @@ CALLS: dict[str, tuple[Callable[[Scripts, Any], Any], Callable[[Scripts, Any], A
     "rerun": (lambda s, c: s.rerun(c, "j"),) * 2,
     "await": (lambda s, c: s.await_(c, "j"),) * 2,
     "leader": (lambda s, c: s.leader(c, "me", 1000),) * 2,
+    "progress": (lambda s, c: s.progress(c, "j", "1", 0.5, "half"),) * 2,
 }
 
 
@@ -554,5 +555,5 @@ def test_claimed_decodes_bytes_and_text_rows() -> None:
 
 def test_job_spec_row_uses_empty_strings_for_defaults() -> None:
     row = JobSpec("j", "t", "q", b"p").as_row()
-    assert row == ["j", "t", "q", b"p", 0, 1, "", "", "", 0]
+    assert row == ["j", "t", "q", b"p", 0, 1, "", "", "", 0, "", "", "", "", "", ""]
     assert len(row) == parse_header("enqueue").per_item

@@ -17,12 +17,12 @@ from .errors import (
     JobNotFound,
     ResultTimeout,
 )
-from .keys import Keys
+from .keys import Keys, group_queue, worker_queue
 from .model import JobRecord, JobSpec, QueueInfo
 from .serde import Serializer
 from .states import JobState
 from .store import Store, connect
-from .tasks import Task, TaskOptions
+from .tasks import SUBMIT_OPTIONS, Task, TaskOptions, parse_rate
 
 MAX_PRIORITY = 1000
 
@@ -72,6 +72,7 @@ class App:
         backoff: float = 1.0,
         timeout: float | None = None,
         result_ttl: int | None = None,
+        rate_limit: str | None = None,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -86,9 +87,12 @@ class App:
         backoff: float = 1.0,
         timeout: float | None = None,
         result_ttl: int | None = None,
+        rate_limit: str | None = None,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Register a function as a task (usable as ``@app.task`` or ``@app.task(...)``)."""
-        opts = TaskOptions(queue, priority, retries, backoff, timeout, result_ttl)
+        if rate_limit is not None:
+            parse_rate(rate_limit)  # fail at declaration, not at the first claim
+        opts = TaskOptions(queue, priority, retries, backoff, timeout, result_ttl, rate_limit)
 
         def register(f: Callable[..., Any]) -> Task:
             task = Task(self, f, name or f.__name__, opts)
@@ -134,7 +138,7 @@ class App:
 
     def close(self) -> None:
         if self._store is not None:
-            self._store.r.close()
+            self._store.close()
             self._store = None
 
     def __enter__(self) -> App:
@@ -152,10 +156,13 @@ class App:
         kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> Job:
-        """Queue one job of the task registered (anywhere) under `task`."""
-        spec = self._spec(task, args, kwargs or {}, options)
-        self.store.submit([spec])
-        return Job(self, spec.id)
+        """Queue one job of the task registered (anywhere) under `task`.
+
+        Returns the handle of the job that stands for this submit: a new one, the existing job
+        with the same `job_id`, or the pending job holding the same `unique_key`.
+        """
+        spec = self.spec(task, args, kwargs or {}, options)
+        return Job(self, self.store.submit_ids([spec])[0])
 
     def submit_many(
         self, task: str, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], **options: Any
@@ -163,28 +170,22 @@ class App:
         """Queue many jobs of one task in a single round trip (pipelined script calls)."""
         if options.get("job_id") is not None:
             raise ConfigError("job_id cannot be shared by a batch; submit such jobs one by one")
-        specs = [self._spec(task, a, k, options) for a, k in calls]
-        self.store.submit(specs)
-        return [Job(self, s.id) for s in specs]
+        specs = [self.spec(task, a, k, options) for a, k in calls]
+        return [Job(self, i) for i in self.store.submit_ids(specs)]
 
-    def _spec(
+    def submit_specs(self, specs: list[JobSpec]) -> list[Job]:
+        """Queue prepared specs (any tasks, dependencies among them allowed) in one round trip."""
+        return [Job(self, i) for i in self.store.submit_ids(specs)]
+
+    def spec(
         self,
         task: str,
         args: tuple[Any, ...] | list[Any],
         kwargs: dict[str, Any],
         options: dict[str, Any],
     ) -> JobSpec:
-        unknown = set(options) - {
-            "queue",
-            "priority",
-            "delay",
-            "eta",
-            "retries",
-            "backoff",
-            "timeout",
-            "job_id",
-            "result_ttl",
-        }
+        """Resolve a submit call into a JobSpec: the job's options over the task's defaults."""
+        unknown = set(options) - SUBMIT_OPTIONS
         if unknown:
             raise ConfigError(f"unknown submit option(s): {', '.join(sorted(unknown))}")
         registered = self.tasks.get(task)
@@ -202,10 +203,26 @@ class App:
             raise ConfigError("retries must be >= 0")
         timeout = opt("timeout")
         ttl = opt("result_ttl")
+        queue = str(opt("queue"))
+        fallback = options.get("fallback")
+        if options.get("worker") and options.get("worker_group"):
+            raise ConfigError("give either worker or worker_group, not both")
+        if options.get("worker"):
+            queue = worker_queue(str(options["worker"]))
+        elif options.get("worker_group"):
+            queue = group_queue(str(options["worker_group"]))
+        if fallback is True:
+            fallback = str(opt("queue"))
+        parents, pass_results = _parents(options.get("depends_on"))
+        if options.get("pass_results") is not None:
+            pass_results = _pass_mode(options["pass_results"], len(parents))
+        limit = int(options.get("concurrency_limit") or 1)
+        if limit < 1:
+            raise ConfigError("concurrency_limit must be >= 1")
         return JobSpec(
             id=options.get("job_id") or new_job_id(),
             task=task,
-            queue=str(opt("queue")),
+            queue=queue,
             payload=self.serializer.encode_args(args, kwargs),
             priority=priority,
             max_attempts=retries + 1,
@@ -215,6 +232,12 @@ class App:
             else int(float(options["backoff"]) * 1000),
             result_ttl_s=None if ttl is None else int(ttl),
             delay_ms=_delay_ms(options.get("delay"), options.get("eta")),
+            parents=parents,
+            pass_results=pass_results,
+            unique_key=options.get("unique_key"),
+            concurrency_key=options.get("concurrency_key"),
+            concurrency_limit=limit,
+            fallback_queue=fallback or None,
         )
 
     # -- reading and control -----------------------------------------------------------------
@@ -282,6 +305,27 @@ class Job:
             from .errors import from_code
 
             raise from_code(code, self.id, "rerun")
+
+
+def _parents(depends_on: Any) -> tuple[tuple[str, ...], str]:
+    """Parent ids from Jobs, ids or a Group; a Group's members hand their results on as a list."""
+    if depends_on is None:
+        return (), ""
+    from .canvas import GroupResult
+
+    if isinstance(depends_on, GroupResult):
+        return tuple(j.id for j in depends_on.jobs), "list"
+    if isinstance(depends_on, Job | str):
+        depends_on = [depends_on]
+    return tuple(j.id if isinstance(j, Job) else str(j) for j in depends_on), ""
+
+
+def _pass_mode(value: Any, n_parents: int) -> str:
+    if value in (False, "", None):
+        return ""
+    if value in ("one", "list"):
+        return str(value)
+    return "one" if n_parents == 1 and value != "list" else "list"
 
 
 def _delay_ms(delay: float | None, eta: Any) -> int:

@@ -20,6 +20,14 @@ into each script's preamble by `scripts.py`), so no key name is written anywhere
 | ``done:<id>``           | list   | complete/fail/cancel (if waited)   | Job.result (BLPOP)           |
 | ``finished``            | zset   | complete, fail, reap, cancel       | job lists (score = finish ms)|
 |                         |        | trimmed to the result TTL by maint.|                              |
+| ``children:<id>``       | set    | enqueue (child waits on <id>)      | settle (release/fail kids)   |
+| ``unique:<key>``        | string | enqueue (unique_key -> job id)     | enqueue; settle deletes it   |
+| ``conc:<key>``          | string | claim (+1), settle/requeue (-1)    | claim (limit per key)        |
+| ``cwait:<key>``         | list   | claim (job over its key's limit)   | settle (next waiting job)    |
+| ``rate:<task>:<window>``| string | claim (jobs started in window)     | claim (rate limit per task)  |
+| ``ratelimits``          | hash   | worker start (task -> N:period ms) | claim                        |
+| ``periodic``            | hash   | worker/master start, CLI (specs)   | maintenance (fire)           |
+| ``periodic:next``       | zset   | periodic registration, fire        | maintenance (due specs)      |
 | ``events``              | stream | every transition (capped)          | watch, SSE, dashboard        |
 | ``seq``                 | string | enqueue (FIFO order counter)       | -                            |
 | ``token``               | string | claim (fencing token counter)      | -                            |
@@ -43,7 +51,30 @@ LUA_SUFFIXES: dict[str, str] = {
     "STATS": "stats:",
     "DONE": "done:",
     "FINISHED": "finished",
+    "SEQ": "seq",
+    "CHILDREN": "children:",
+    "UNIQUE": "unique:",
+    "CONC": "conc:",
+    "CWAIT": "cwait:",
+    "RATE": "rate:",
+    "RATELIMITS": "ratelimits",
+    "WORKERS": "workers",
+    "DEAD": "dead",
 }
+
+#: Queue names (not keys) that targeted dispatch uses: a worker's own queue and its group's.
+WORKER_QUEUE = "@worker:"
+GROUP_QUEUE = "@group:"
+
+
+def worker_queue(name: str) -> str:
+    """The queue only the worker called `name` serves."""
+    return WORKER_QUEUE + name
+
+
+def group_queue(group: str) -> str:
+    """The queue every worker of `group` serves."""
+    return GROUP_QUEUE + group
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +121,7 @@ class Keys:
 
     @property
     def dead(self) -> str:
-        return self.base + "dead"
+        return self.base + LUA_SUFFIXES["DEAD"]
 
     @property
     def events(self) -> str:
@@ -98,7 +129,7 @@ class Keys:
 
     @property
     def seq(self) -> str:
-        return self.base + "seq"
+        return self.base + LUA_SUFFIXES["SEQ"]
 
     @property
     def token(self) -> str:
@@ -117,4 +148,22 @@ class Keys:
 
     @property
     def workers(self) -> str:
-        return self.base + "workers"
+        return self.base + LUA_SUFFIXES["WORKERS"]
+
+    @property
+    def ratelimits(self) -> str:
+        return self.base + LUA_SUFFIXES["RATELIMITS"]
+
+    def unique(self, key: str) -> str:
+        return self.base + LUA_SUFFIXES["UNIQUE"] + key
+
+    def conc(self, key: str) -> str:
+        return self.base + LUA_SUFFIXES["CONC"] + key
+
+    @property
+    def periodic(self) -> str:
+        return self.base + "periodic"
+
+    @property
+    def periodic_next(self) -> str:
+        return self.base + "periodic:next"

@@ -36,20 +36,30 @@ class JobSpec:
     backoff_ms: int | None = None
     result_ttl_s: int | None = None
     delay_ms: int = 0
+    parents: tuple[str, ...] = ()
+    pass_results: str = ""
+    """'' = no; 'one' = the single parent's result is the first argument (chain);
+    'list' = the list of all parents' results, in order, is the first argument (fan-in)."""
+    unique_key: str | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int = 1
+    fallback_queue: str | None = None
+    """For a job targeted at a worker: where it goes if that worker is gone (else it fails)."""
 
     def as_row(self) -> list[Any]:
-        """The 10 fields enqueue.lua takes per job (empty string = the default)."""
+        """The 16 fields enqueue.lua takes per job (empty string = the default)."""
         return [
-            self.id,
-            self.task,
-            self.queue,
-            self.payload,
-            self.priority,
-            self.max_attempts,
+            self.id, self.task, self.queue, self.payload, self.priority, self.max_attempts,
             "" if self.timeout_ms is None else self.timeout_ms,
             "" if self.backoff_ms is None else self.backoff_ms,
             "" if self.result_ttl_s is None else self.result_ttl_s,
             self.delay_ms,
+            ",".join(self.parents),
+            self.pass_results,
+            self.unique_key or "",
+            self.concurrency_key or "",
+            self.concurrency_limit if self.concurrency_key else "",
+            self.fallback_queue or "",
         ]
 
 
@@ -75,6 +85,10 @@ class JobRecord:
     result: bytes | None = None
     error: dict[str, Any] | None = None
     cancel_requested: bool = False
+    parents: tuple[str, ...] = ()
+    progress: float | None = None
+    progress_message: str = ""
+    unique_key: str | None = None
 
     @classmethod
     def from_hash(cls, job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
@@ -101,6 +115,10 @@ class JobRecord:
             result=raw.get(b"result"),
             error=orjson.loads(err) if err else None,
             cancel_requested=b"cancel" in raw,
+            parents=tuple(p for p in _s(raw, "parents").split(",") if p),
+            progress=float(raw[b"progress"]) if b"progress" in raw else None,
+            progress_message=_s(raw, "progress_msg"),
+            unique_key=_s(raw, "ukey") or None,
         )
 
 
@@ -117,6 +135,9 @@ class Claimed:
     timeout_ms: int | None
     queue: str
     backoff_ms: int | None
+    pass_results: str = ""
+    inputs: tuple[bytes, ...] = ()
+    """Encoded results of the parents, in order, when `pass_results` is set."""
 
     @classmethod
     def from_reply(cls, row: list[Any]) -> Claimed:
@@ -133,6 +154,8 @@ class Claimed:
             timeout_ms=int(row[6]) if row[6] else None,
             queue=text(row[7]),
             backoff_ms=int(row[8]) if row[8] else None,
+            pass_results=text(row[9]) if len(row) > 9 else "",
+            inputs=tuple(row[10]) if len(row) > 10 else (),
         )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 from hiredis import pack_command
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from .keys import LUA_SUFFIXES, Keys
 
@@ -39,6 +39,7 @@ SCRIPT_NAMES = (
     "rerun",
     "await",
     "leader",
+    "progress",
 )
 
 
@@ -75,6 +76,7 @@ class Scripts:
         self._src = {name: source(name) for name in SCRIPT_NAMES}
         self._sha = {n: hashlib.sha1(src.encode()).hexdigest() for n, src in self._src.items()}
         self._local = threading.local()
+        self._conns: list[Any] = []  # every lean connection made, to close them all
         self._s = {name: client.register_script(src) for name, src in self._src.items()}
 
     # -- transport -----------------------------------------------------------------------------
@@ -85,10 +87,18 @@ class Scripts:
         if conn is None or self._local.pid != os.getpid():
             conn = self.client.connection_pool.make_connection()
             self._local.conn, self._local.pid = conn, os.getpid()
+            self._conns.append(conn)
         return conn
 
+    def close(self) -> None:
+        """Close every lean connection (each thread's); they reopen on next use."""
+        conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.disconnect()
+
     def execute(self, calls: list[Call]) -> list[Any]:
-        """Send `calls` in one round trip; replies in order. Reloads scripts on NOSCRIPT and
+        """Send `calls` in one round trip; replies in order (an error reply is returned as its
+        ResponseError, not raised). Reloads scripts on NOSCRIPT and
         retries once on a dropped connection (every script is safe to repeat: enqueue is
         idempotent per id, outcomes are fenced by tokens, a repeated claim only delays jobs
         until their lease expires)."""
@@ -108,11 +118,14 @@ class Scripts:
         replies: list[Any] = []
         missing: list[int] = []
         for i in range(len(calls)):
+            # Read every reply even after an error, or the connection would be out of step.
             try:
                 replies.append(conn.read_response())
             except NoScriptError:
                 replies.append(None)
                 missing.append(i)
+            except ResponseError as exc:
+                replies.append(exc)
         if missing:  # the server lost its script cache (restart): load, then run those again
             for name in {calls[i][0] for i in missing}:
                 conn.send_command("SCRIPT", "LOAD", self._src[name])
@@ -129,7 +142,10 @@ class Scripts:
             return None
         if isinstance(client, redis.client.Pipeline):
             return self._s[name](keys=call[1], args=call[2], client=client)
-        return self.execute([call])[0]  # a plain client: this thread's lean connection
+        reply = self.execute([call])[0]  # a plain client: this thread's lean connection
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
 
     def enqueue(self, client: Client, jobs: list[list[Any]], now: int = 0) -> Any:
         """Create jobs (10 fields each, see enqueue.lua); reply: 1 created / 0 existed per job."""
@@ -144,7 +160,8 @@ class Scripts:
     ) -> Any:
         """Claim up to `n` jobs; reply rows as documented in claim.lua."""
         k = self.keys
-        return self._run(client, "claim", [k.leases, k.token], [worker, lease_ms, n, *queues], now)
+        keys = [k.leases, k.token, k.scheduled, k.ratelimits]
+        return self._run(client, "claim", keys, [worker, lease_ms, n, *queues], now)
 
     def complete(
         self, client: Client, items: list[tuple[str, str, bytes]], default_ttl: int, now: int = 0
@@ -173,13 +190,18 @@ class Scripts:
         return self._run(client, "promote", [self.keys.scheduled, self.keys.seq], [limit], now)
 
     def heartbeat(
-        self, client: Client, items: list[tuple[str, str]], lease_ms: int, now: int = 0
+        self,
+        client: Client,
+        items: list[tuple[str, str]],
+        lease_ms: int,
+        now: int = 0,
+        worker: str = "",
     ) -> Any:
-        """Extend leases; reply {lost ids, cancel-requested ids}."""
-        flat: list[Any] = [lease_ms]
+        """Extend leases (and mark `worker` seen); reply {lost ids, cancel-requested ids}."""
+        flat: list[Any] = [lease_ms, worker]
         for it in items:
             flat.extend(it)
-        return self._run(client, "heartbeat", [self.keys.leases], flat, now)
+        return self._run(client, "heartbeat", [self.keys.leases, self.keys.workers], flat, now)
 
     def requeue(self, client: Client, items: list[tuple[str, str]], now: int = 0) -> Any:
         """Return running jobs to their queues without counting the attempt; reply: count."""
@@ -199,6 +221,12 @@ class Scripts:
     def await_(self, client: Client, job_id: str, now: int = 0) -> Any:
         """Register a result waiter; reply 1 finished / 0 registered / -1 not found."""
         return self._run(client, "await", [], [job_id], now)
+
+    def progress(
+        self, client: Client, job_id: str, token: str, fraction: float, message: str, now: int = 0
+    ) -> Any:
+        """Record progress of a running attempt; reply 1 / -2 (not the owner any more)."""
+        return self._run(client, "progress", [], [job_id, token, fraction, message], now)
 
     def leader(
         self, client: Client, candidate: str, lease_ms: int, release: bool = False, now: int = 0

@@ -26,17 +26,23 @@ ACTIVE: frozenset[JobState] = frozenset({JobState.SCHEDULED, JobState.QUEUED, Jo
 # (from, to) -> the script that performs it.
 TRANSITIONS: dict[tuple[JobState | None, JobState], str] = {
     (None, JobState.QUEUED): "enqueue",
-    (None, JobState.SCHEDULED): "enqueue",
+    (None, JobState.SCHEDULED): "enqueue",  # eta in the future, or waiting on parents
+    (None, JobState.FAILED): "enqueue",  # a parent had already failed or been cancelled
     (JobState.SCHEDULED, JobState.QUEUED): "promote",
     (JobState.QUEUED, JobState.RUNNING): "claim",
+    (JobState.QUEUED, JobState.SCHEDULED): "claim",  # over a rate or concurrency limit: waits
     (JobState.RUNNING, JobState.SUCCEEDED): "complete",
     (JobState.RUNNING, JobState.SCHEDULED): "fail",  # retry after back-off
     (JobState.RUNNING, JobState.FAILED): "fail",
     (JobState.RUNNING, JobState.QUEUED): "reap",  # lease expired; also `requeue` at shutdown
     (JobState.QUEUED, JobState.CANCELLED): "cancel",
     (JobState.SCHEDULED, JobState.CANCELLED): "cancel",
-    # A running job is only flagged by `cancel` (heartbeats report the flag); it ends as
-    # succeeded/failed. No script moves running -> cancelled yet, so the table does not list it.
+    # A running job is only flagged by `cancel`; if it then stops with an error (or is
+    # hard-stopped after the grace period) `fail` records it as cancelled.
+    (JobState.RUNNING, JobState.CANCELLED): "fail",
+    # Dependents settle when a parent ends (the `settle` helper in complete/fail/reap/cancel):
+    # released to their queue when all parents succeeded, failed when one failed.
+    (JobState.SCHEDULED, JobState.FAILED): "settle",
     (JobState.FAILED, JobState.QUEUED): "rerun",  # dead-letter re-run
 }
 

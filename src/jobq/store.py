@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import redis
 
-from .errors import BrokerUnavailable
+from .errors import BrokerUnavailable, DependencyCycle, JobNotFound
 from .keys import Keys
 from .model import Claimed, JobRecord, JobSpec, Outcome, QueueInfo, WorkerInfo
 from .scripts import Batch, Scripts
@@ -55,6 +55,16 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
     return redis.Redis.from_url(url, **kwargs)
 
 
+def _script_error(exc: Exception) -> Exception:
+    """Map a script's error reply ("JOBQ_<KIND> message") to our exception."""
+    msg = str(exc)
+    if msg.startswith("JOBQ_CYCLE"):
+        return DependencyCycle(msg.removeprefix("JOBQ_CYCLE ").strip())
+    if msg.startswith("JOBQ_PARENT"):
+        return JobNotFound("depends_on: " + msg.removeprefix("JOBQ_PARENT ").strip())
+    return exc
+
+
 class Store:
     """Broker operations for one deployment (client + key prefix + settings)."""
 
@@ -74,6 +84,11 @@ class Store:
         self.scripts = Scripts(client, keys, events_maxlen)
         self.result_ttl_s = result_ttl_s
 
+    def close(self) -> None:
+        """Close this store's connections (the pool's and the scripts' lean ones)."""
+        self.scripts.close()
+        self.r.close()
+
     @contextlib.contextmanager
     def broker(self, doing: str) -> Iterator[None]:
         """Turn connection failures into one clear error naming the URL and what to check."""
@@ -91,21 +106,38 @@ class Store:
 
     # -- producers ---------------------------------------------------------------------------
 
-    def submit(self, specs: list[JobSpec], now: int = 0, chunk: int = 500) -> list[bool]:
-        """Create jobs in one round trip; per job, True if created, False if the id existed.
+    def submit(self, specs: list[JobSpec], now: int = 0) -> list[bool]:
+        """Create jobs in one round trip; per job, True if created, False if it existed (same
+        id, or a pending job holds its unique key)."""
+        return [r == 1 for r in self._enqueue(specs, now)]
 
-        Large batches go as several script calls (so no single call blocks the server for
-        long) in one pipeline.
-        """
+    def submit_ids(self, specs: list[JobSpec], now: int = 0) -> list[str]:
+        """Create jobs in one round trip; per job, the id that now stands for it: its own, or
+        that of the pending job holding the same unique key."""
+        return [
+            r.decode() if isinstance(r, bytes) else s.id
+            for r, s in zip(self._enqueue(specs, now), specs, strict=True)
+        ]
+
+    def _enqueue(self, specs: list[JobSpec], now: int, chunk: int = 500) -> list[Any]:
+        """Large batches go as several script calls (so no single call holds the server for
+        long) in one round trip. A bad dependency raises before anything is written."""
         with self.broker("submitting jobs"):
-            if len(specs) <= chunk:
-                reply = self.scripts.enqueue(self.r, [s.as_row() for s in specs], now)
-                return [bool(x) for x in reply]
-            batch = Batch()
-            for i in range(0, len(specs), chunk):
-                self.scripts.enqueue(batch, [s.as_row() for s in specs[i : i + chunk]], now)
-            replies = self.scripts.execute(batch.calls)
-        return [bool(x) for reply in replies for x in reply]
+            try:
+                if len(specs) <= chunk:
+                    return list(self.scripts.enqueue(self.r, [s.as_row() for s in specs], now))
+                batch = Batch()
+                for i in range(0, len(specs), chunk):
+                    self.scripts.enqueue(batch, [s.as_row() for s in specs[i : i + chunk]], now)
+                replies = self.scripts.execute(batch.calls)
+            except redis.ResponseError as exc:
+                raise _script_error(exc) from exc
+        out: list[Any] = []
+        for reply in replies:
+            if isinstance(reply, redis.ResponseError):
+                raise _script_error(reply)
+            out.extend(reply)
+        return out
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -147,13 +179,14 @@ class Store:
         return codes
 
     def heartbeat(
-        self, items: list[tuple[str, str]], lease_ms: int, now: int = 0
+        self, items: list[tuple[str, str]], lease_ms: int, now: int = 0, worker: str = ""
     ) -> tuple[set[str], set[str]]:
-        """Extend leases; returns (ids lost to another attempt, ids whose cancel was asked)."""
-        if not items:
+        """Extend leases and mark `worker` as seen (server clock); returns (ids lost to another
+        attempt, ids whose cancel was requested)."""
+        if not items and not worker:
             return set(), set()
         with self.broker("extending leases"):
-            lost, cancel = self.scripts.heartbeat(self.r, items, lease_ms, now)
+            lost, cancel = self.scripts.heartbeat(self.r, items, lease_ms, now, worker)
         return {x.decode() for x in lost}, {x.decode() for x in cancel}
 
     def requeue(self, items: list[tuple[str, str]], now: int = 0) -> int:
@@ -200,7 +233,6 @@ class Store:
             pipe = self.r.pipeline(transaction=False)
             pipe.hset(self.keys.worker(name), mapping=info)
             pipe.pexpire(self.keys.worker(name), ttl_ms)
-            pipe.zadd(self.keys.workers, {name: time.time()})
             pipe.execute()
 
     def unregister_worker(self, name: str) -> None:
@@ -245,6 +277,21 @@ class Store:
                 return job
             if deadline is not None and time.monotonic() >= deadline:
                 return job
+
+    def progress(self, job_id: str, token: str, fraction: float, message: str = "") -> bool:
+        """Record a running attempt's progress; False if the attempt no longer owns the job."""
+        with self.broker("recording progress"):
+            return int(self.scripts.progress(self.r, job_id, token, fraction, message)) == 1
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self.broker("checking for a cancel request"):
+            return bool(self.r.hexists(self.keys.job(job_id), "cancel"))
+
+    def set_rate_limits(self, limits: dict[str, str]) -> None:
+        """Publish per-task rate limits (task -> "count:period_ms"); claims enforce them."""
+        if limits:
+            with self.broker("publishing rate limits"):
+                self.r.hset(self.keys.ratelimits, mapping=limits)
 
     def cancel(self, job_id: str) -> int:
         with self.broker("cancelling a job"):
@@ -429,7 +476,9 @@ class Store:
             out.append(
                 WorkerInfo(
                     name=n,
-                    last_seen_ms=int(float(seen) * 1000),
+                    # Last seen in ms (server clock); scores written in seconds by older
+                    # workers are scaled up.
+                    last_seen_ms=int(seen if seen > 1e11 else seen * 1000),
                     alive=bool(info),
                     info={k.decode(): v.decode() for k, v in info.items()},
                     jobs=by_worker.get(n, []),

@@ -12,11 +12,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .canvas import Signature
     from .client import App, Job
 
 #: Options `Task.submit` takes out of its keyword arguments; everything else goes to the task.
 SUBMIT_OPTIONS = frozenset(
-    {"queue", "priority", "delay", "eta", "retries", "backoff", "timeout", "job_id", "result_ttl"}
+    {
+        "queue", "priority", "delay", "eta", "retries", "backoff", "timeout", "job_id",
+        "result_ttl", "depends_on", "pass_results", "unique_key", "worker", "worker_group",
+        "fallback", "concurrency_key", "concurrency_limit",
+    }
 )
 
 
@@ -32,11 +37,31 @@ class TaskOptions:
     timeout: float | None = None
     """Hard limit per attempt, in seconds; None = no limit."""
     result_ttl: int | None = None
+    rate_limit: str | None = None
+    """At most N starts per period across all workers, e.g. "100/s", "10/m", "5/2.5s"."""
+
+
+def parse_rate(spec: str) -> tuple[int, int]:
+    """ "100/s" -> (100, 1000): count and period in ms."""
+    from .errors import ConfigError
+
+    count, _, per = spec.partition("/")
+    units = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+    unit = next((u for u in ("ms", "s", "m", "h") if per.endswith(u)), None)
+    try:
+        if unit is None:
+            raise ValueError
+        amount = float(per[: -len(unit)] or 1)
+        return int(count), int(amount * units[unit])
+    except ValueError:
+        raise ConfigError(
+            f"rate limit {spec!r} should look like '100/s', '10/m' or '5/2.5s'"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
 class JobContext:
-    """What a running task may know about its own attempt."""
+    """What a running task may know about its own attempt, and how it reports back."""
 
     id: str
     attempt: int
@@ -44,6 +69,18 @@ class JobContext:
     """Fencing token: strictly increasing per attempt; pass it to side effects (e.g. a
     conditional database write) so a stale attempt cannot overwrite a newer one."""
     queue: str
+    app: App | None = None
+
+    def cancelled(self) -> bool:
+        """True once someone asked to cancel this job: stop early and return or raise."""
+        return self.app is not None and self.app.store.cancel_requested(self.id)
+
+    def progress(self, fraction: float, message: str = "") -> bool:
+        """Report progress (0..1 and a note), shown by `jobq status`; False if this attempt
+        no longer owns the job (its lease was lost), a hint to stop."""
+        if self.app is None:
+            return False
+        return self.app.store.progress(self.id, self.token, float(fraction), message)
 
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
@@ -95,6 +132,12 @@ class Task:
     ) -> Job:
         """Queue one call with arguments and options kept apart."""
         return self.app.submit(self.name, tuple(args), kwargs or {}, **options)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this task (for group/chain/chord)."""
+        from .canvas import Signature
+
+        return Signature(self, args, kwargs)
 
     def map(self, items: Iterable[Any], **options: Any) -> list[Job]:
         """Queue one job per item in one round trip; a tuple/list item is the argument list."""

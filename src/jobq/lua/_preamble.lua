@@ -58,6 +58,88 @@ local function finished(id)
   redis.call('ZADD', P .. K_FINISHED, NOW, id)
 end
 
+-- Give back a job's concurrency-key slot, and queue the next job waiting for that key.
+local function release_slot(jk, ckey)
+  if not ckey then return end
+  redis.call('HDEL', jk, 'cheld')
+  if redis.call('DECR', P .. K_CONC .. ckey) < 0 then redis.call('SET', P .. K_CONC .. ckey, 0) end
+  while true do
+    local wid = redis.call('LPOP', P .. K_CWAIT .. ckey)
+    if not wid then return end
+    local wjk = P .. K_JOB .. wid
+    local wf = redis.call('HMGET', wjk, 'state', 'queue', 'pri', 'cwait')
+    if wf[1] == 'scheduled' and wf[4] then
+      redis.call('HDEL', wjk, 'cwait')
+      redis.call('HSET', wjk, 'state', 'queued')
+      stat(wf[2], 'scheduled', -1)
+      push_queue(wid, wf[2], wf[3], P .. K_SEQ)
+      emit(wid, 'queued', wf[2], 'concurrency slot free')
+      return
+    end
+  end
+end
+
+local function drop_unique(id, ukey)
+  if ukey and redis.call('GET', P .. K_UNIQUE .. ukey) == id then
+    redis.call('DEL', P .. K_UNIQUE .. ukey)
+  end
+end
+
+-- A job reached a terminal state: index it, drop its unique key, free its concurrency slot,
+-- and settle its dependents: queue those whose parents all succeeded, or fail them (and their
+-- own dependents, iteratively) naming the parent that failed. O(children), not O(all jobs).
+-- `f` = the job's {ukey, cheld (its concurrency key), kids} fields.
+local function settle(id, jk, state, ukey, cheld, kids)
+  finished(id)
+  drop_unique(id, ukey)
+  release_slot(jk, cheld)
+  if not kids then return end
+  local ck = P .. K_CHILDREN .. id
+  local children = redis.call('SMEMBERS', ck)
+  redis.call('DEL', ck)
+  if state == 'succeeded' then
+    for _, kid in ipairs(children) do
+      local kjk = P .. K_JOB .. kid
+      local kf = redis.call('HMGET', kjk, 'state', 'queue', 'pri')
+      -- (a cancelled or expired child is left alone: no write may recreate its hash)
+      if kf[1] == 'scheduled' and redis.call('HINCRBY', kjk, 'waiting', -1) <= 0 then
+        redis.call('HSET', kjk, 'state', 'queued')
+        redis.call('HDEL', kjk, 'waiting')
+        stat(kf[2], 'scheduled', -1)
+        push_queue(kid, kf[2], kf[3], P .. K_SEQ)
+        emit(kid, 'queued', kf[2], 'dependencies met')
+      end
+    end
+    return
+  end
+  local stack = {}
+  for _, kid in ipairs(children) do stack[#stack + 1] = {kid, id} end
+  while #stack > 0 do
+    local item = table.remove(stack)
+    local kid, parent = item[1], item[2]
+    local kjk = P .. K_JOB .. kid
+    local kf = redis.call('HMGET', kjk, 'state', 'queue', 'waiters', 'ukey', 'kids')
+    if kf[1] == 'scheduled' then
+      local err = cjson.encode({type = 'DependencyFailed',
+        message = 'parent job ' .. parent .. ' ' .. state, traceback = ''})
+      redis.call('HSET', kjk, 'state', 'failed', 'error', err, 'finished', NOW)
+      redis.call('HDEL', kjk, 'waiting')
+      stat(kf[2], 'scheduled', -1)
+      stat(kf[2], 'failed', 1)
+      redis.call('ZADD', P .. K_DEAD, NOW, kid)
+      notify(kid, kjk, kf[3])
+      finished(kid)
+      drop_unique(kid, kf[4])
+      emit(kid, 'failed', kf[2], 'dependency failed')
+      if kf[5] then
+        local gk = P .. K_CHILDREN .. kid
+        for _, g in ipairs(redis.call('SMEMBERS', gk)) do stack[#stack + 1] = {g, kid} end
+        redis.call('DEL', gk)
+      end
+    end
+  end
+end
+
 -- Make a terminal job expire after its result TTL (0 or negative = keep forever).
 local function expire_after(jobkey, ttl, default_ttl)
   local t = tonumber(ttl) or tonumber(default_ttl) or 0

@@ -4,7 +4,7 @@
 -- Returns: 1 = cancelled, 2 = running (cancel requested), 0 = already finished, -1 = not found.
 local id = ARGV[4]
 local jk = P .. K_JOB .. id
-local f = redis.call('HMGET', jk, 'state', 'queue', 'ttl', 'waiters')
+local f = redis.call('HMGET', jk, 'state', 'queue', 'ttl', 'waiters', 'ukey', 'kids')
 if not f[1] then return -1 end
 if f[1] == 'running' then
   redis.call('HSET', jk, 'cancel', NOW)
@@ -14,7 +14,9 @@ end
 if f[1] == 'queued' then
   redis.call('ZREM', P .. K_QUEUE .. f[2], id)
 elseif f[1] == 'scheduled' then
-  if redis.call('ZREM', KEYS[2], id) == 1 then stat(f[2], 'scheduled', -1) end
+  -- (eta/back-off jobs sit in the scheduled set; those waiting on parents or a slot do not)
+  redis.call('ZREM', KEYS[2], id)
+  stat(f[2], 'scheduled', -1)
 else
   return 0
 end
@@ -22,6 +24,6 @@ redis.call('HSET', jk, 'state', 'cancelled', 'finished', NOW)
 stat(f[2], 'cancelled', 1)
 notify(id, jk, f[4])
 expire_after(jk, f[3], ARGV[5])
-finished(id)
+settle(id, jk, 'cancelled', f[5], nil, f[6])
 emit(id, 'cancelled', f[2])
 return 1

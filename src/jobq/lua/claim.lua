@@ -1,30 +1,94 @@
 -- claim: pop up to N queued jobs (queues in the order given), mark them running under a lease.
--- KEYS: 1 events, 2 leases zset, 3 fencing-token counter
+-- Jobs over their task's rate limit wait in `scheduled` until the next window; jobs whose
+-- concurrency key is at its limit wait in that key's list until a slot frees. Neither is dropped.
+-- KEYS: 1 events, 2 leases zset, 3 fencing-token counter, 4 scheduled zset, 5 rate limits hash
 -- ARGV: 4 worker name, 5 lease_ms, 6 n, 7.. queue names (first = served first)
--- Returns: array of {id, token, attempt, task, payload, max_attempts, timeout_ms, queue, backoff_ms}
+-- Returns: array of {id, token, attempt, task, payload, max_attempts, timeout_ms, queue,
+--          backoff_ms, pass, {parent result blobs...}}
 -- Cost: O(log n) per claimed job, independent of queue length.
 local worker, lease, want = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local out = {}
+local limits = {}
+local function rate_limit(task)
+  local l = limits[task]
+  if l == nil then
+    l = false
+    local spec = redis.call('HGET', KEYS[5], task)
+    if spec then
+      local count, period = string.match(spec, '^(%d+):(%d+)$')
+      if count then l = {tonumber(count), tonumber(period)} end
+    end
+    limits[task] = l
+  end
+  return l
+end
+
+-- Park a job in `scheduled` (it keeps its place in no queue; promote or a slot brings it back).
+local function park(id, jk, queue, due, info)
+  redis.call('HSET', jk, 'state', 'scheduled')
+  if due then
+    redis.call('HSET', jk, 'eta', due)
+    redis.call('ZADD', KEYS[4], due, id)
+  end
+  stat(queue, 'scheduled', 1)
+  emit(id, 'scheduled', queue, info)
+end
+
 for qi = 7, #ARGV do
   if want <= 0 then break end
   local queue = ARGV[qi]
   local qk = P .. K_QUEUE .. queue
-  local popped = redis.call('ZPOPMIN', qk, want)
   local claimed = 0
+  local popped = redis.call('ZPOPMIN', qk, want)
   for j = 1, #popped, 2 do
     local id = popped[j]
     local jk = P .. K_JOB .. id
-    local f = redis.call('HMGET', jk, 'state', 'task', 'payload', 'att', 'max', 'timeout', 'backoff')
+    local f = redis.call('HMGET', jk, 'state', 'task', 'payload', 'att', 'max', 'timeout',
+      'backoff', 'ckey', 'climit', 'pass', 'parents')
     if f[1] == 'queued' then
-      local att = (tonumber(f[4]) or 0) + 1
-      local tok = redis.call('INCR', KEYS[3])
-      redis.call('HSET', jk, 'state', 'running', 'att', att, 'token', tok, 'worker', worker,
-        'started', NOW)
-      redis.call('ZADD', KEYS[2], NOW + lease, id)
-      emit(id, 'running', queue, worker)
-      out[#out + 1] = {id, tok, att, f[2], f[3], f[5] or '1', f[6] or '', queue, f[7] or ''}
-      want = want - 1
-      claimed = claimed + 1
+      local ok = true
+      local rl = rate_limit(f[2])
+      if rl then
+        local window = math.floor(NOW / rl[2])
+        local rk = P .. K_RATE .. f[2] .. ':' .. window
+        if (tonumber(redis.call('GET', rk)) or 0) >= rl[1] then
+          park(id, jk, queue, (window + 1) * rl[2], 'rate limited')
+          ok = false
+        else
+          redis.call('INCR', rk)
+          redis.call('PEXPIRE', rk, rl[2] * 2)
+        end
+      end
+      if ok and f[8] then
+        local ck = P .. K_CONC .. f[8]
+        if (tonumber(redis.call('GET', ck)) or 0) >= (tonumber(f[9]) or 1) then
+          redis.call('HSET', jk, 'cwait', 1)
+          redis.call('RPUSH', P .. K_CWAIT .. f[8], id)
+          park(id, jk, queue, nil, 'concurrency limit')
+          ok = false
+        else
+          redis.call('INCR', ck)
+          redis.call('HSET', jk, 'cheld', f[8])
+        end
+      end
+      if ok then
+        local att = (tonumber(f[4]) or 0) + 1
+        local tok = redis.call('INCR', KEYS[3])
+        redis.call('HSET', jk, 'state', 'running', 'att', att, 'token', tok, 'worker', worker,
+          'started', NOW)
+        redis.call('ZADD', KEYS[2], NOW + lease, id)
+        emit(id, 'running', queue, worker)
+        local inputs = {}
+        if f[10] and f[11] then
+          for pid in string.gmatch(f[11], '[^,]+') do
+            inputs[#inputs + 1] = redis.call('HGET', P .. K_JOB .. pid, 'result') or ''
+          end
+        end
+        out[#out + 1] = {id, tok, att, f[2], f[3], f[5] or '1', f[6] or '', queue, f[7] or '',
+          f[10] or '', inputs}
+        want = want - 1
+        claimed = claimed + 1
+      end
     end
   end
   if claimed > 0 then stat(queue, 'running', claimed) end

@@ -8,7 +8,8 @@ for i = 0, n - 1 do
   local b = 5 + i * 3
   local id, tok, blob = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local jk = P .. K_JOB .. id
-  local f = redis.call('HMGET', jk, 'state', 'token', 'queue', 'ttl', 'waiters')
+  local f = redis.call('HMGET', jk, 'state', 'token', 'queue', 'ttl', 'waiters', 'ukey', 'cheld',
+    'kids')
   if not f[1] then
     out[i + 1] = -1
   elseif f[1] ~= 'running' or f[2] ~= tok then
@@ -20,7 +21,7 @@ for i = 0, n - 1 do
     stat(f[3], 'succeeded', 1)
     notify(id, jk, f[5])
     expire_after(jk, f[4], default_ttl)
-    finished(id)
+    settle(id, jk, 'succeeded', f[6], f[7], f[8])
     emit(id, 'succeeded', f[3])
     out[i + 1] = 1
   end

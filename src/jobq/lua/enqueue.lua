@@ -1,18 +1,49 @@
--- enqueue: create N jobs, each queued or scheduled (eta in the future). Idempotent per id.
+-- enqueue: create N jobs, each queued, scheduled (eta in the future, or waiting on parents), or
+-- failed at once (a parent already failed). Idempotent per id; unique keys dedupe pending jobs.
 -- KEYS: 1 events, 2 scheduled zset, 3 seq counter, 4 queues set
--- ARGV: 4 n, then per job 10 fields:
---   id, task, queue, payload, priority, max_attempts, timeout_ms, backoff_ms, result_ttl_s, delay_ms
+-- ARGV: 4 n, then per job 16 fields:
+--   id, task, queue, payload, priority, max_attempts, timeout_ms, backoff_ms, result_ttl_s,
+--   delay_ms, parents (comma-separated ids), pass ('' | 'one' | 'list': hand parents' results
+--   to the job), unique_key, concurrency_key, concurrency_limit, fallback_queue
 --   (empty string = default; delay is relative to the server clock, so client skew can't shift it)
--- Returns: array of n integers: 1 = created, 0 = a job with this id already exists (unchanged).
+-- Returns: array of n: 1 = created, 0 = a job with this id already exists (unchanged),
+--          or the id (string) of the pending job holding the same unique key.
+-- Errors (nothing written): "JOBQ_PARENT <id>: no such job", "JOBQ_CYCLE <id>".
 local n = tonumber(ARGV[4])
+local F = 16
+-- Validate every dependency first, so a bad batch changes nothing.
+local seen = {}
+for i = 0, n - 1 do
+  local b = 4 + i * F
+  local id, parents = ARGV[b + 1], ARGV[b + 11]
+  if parents ~= '' then
+    for pid in string.gmatch(parents, '[^,]+') do
+      if pid == id then return redis.error_reply('JOBQ_CYCLE ' .. id .. ' depends on itself') end
+      if not seen[pid] and redis.call('EXISTS', P .. K_JOB .. pid) == 0 then
+        return redis.error_reply('JOBQ_PARENT ' .. pid .. ': no such job (parent of ' .. id .. ')')
+      end
+    end
+  end
+  seen[id] = true
+end
+
 local out = {}
 for i = 0, n - 1 do
-  local b = 4 + i * 10
+  local b = 4 + i * F
   local id, task, queue, payload = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
   local pri, maxa, tmo, bo, ttl = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8], ARGV[b + 9]
   local eta = NOW + (tonumber(ARGV[b + 10]) or 0)
+  local parents, pass, ukey = ARGV[b + 11], ARGV[b + 12], ARGV[b + 13]
+  local ckey, climit, fallback = ARGV[b + 14], ARGV[b + 15], ARGV[b + 16]
   local jk = P .. K_JOB .. id
-  if redis.call('EXISTS', jk) == 1 then
+  local holder = nil
+  if ukey ~= '' then
+    holder = redis.call('GET', P .. K_UNIQUE .. ukey)
+    if holder and redis.call('EXISTS', P .. K_JOB .. holder) == 0 then holder = nil end
+  end
+  if holder then
+    out[i + 1] = holder
+  elseif redis.call('EXISTS', jk) == 1 then
     out[i + 1] = 0
   else
     local state = 'queued'
@@ -24,7 +55,41 @@ for i = 0, n - 1 do
     if tmo ~= '' then redis.call('HSET', jk, 'timeout', tmo) end
     if bo ~= '' then redis.call('HSET', jk, 'backoff', bo) end
     if ttl ~= '' then redis.call('HSET', jk, 'ttl', ttl) end
-    if state == 'scheduled' then
+    if ukey ~= '' then
+      redis.call('SET', P .. K_UNIQUE .. ukey, id)
+      redis.call('HSET', jk, 'ukey', ukey)
+    end
+    if ckey ~= '' then redis.call('HSET', jk, 'ckey', ckey, 'climit', climit) end
+    if fallback ~= '' then redis.call('HSET', jk, 'fallback', fallback) end
+    local waiting, failed_parent, parent_state = 0, nil, nil
+    if parents ~= '' then
+      redis.call('HSET', jk, 'parents', parents)
+      if pass ~= '' then redis.call('HSET', jk, 'pass', pass) end
+      for pid in string.gmatch(parents, '[^,]+') do
+        local pjk = P .. K_JOB .. pid
+        local ps = redis.call('HGET', pjk, 'state')
+        if ps == 'failed' or ps == 'cancelled' then
+          failed_parent, parent_state = failed_parent or pid, parent_state or ps
+        elseif ps ~= 'succeeded' then
+          redis.call('SADD', P .. K_CHILDREN .. pid, id)
+          redis.call('HSET', pjk, 'kids', 1)
+          waiting = waiting + 1
+        end
+      end
+    end
+    if failed_parent then
+      local err = cjson.encode({type = 'DependencyFailed',
+        message = 'parent job ' .. failed_parent .. ' ' .. parent_state, traceback = ''})
+      state = 'failed'
+      redis.call('HSET', jk, 'state', state, 'error', err, 'finished', NOW)
+      redis.call('ZADD', P .. K_DEAD, NOW, id)
+      stat(queue, 'failed', 1)
+      settle(id, jk, 'failed', ukey ~= '' and ukey or nil, nil, nil)
+    elseif waiting > 0 then
+      state = 'scheduled'
+      redis.call('HSET', jk, 'state', state, 'waiting', waiting)
+      stat(queue, 'scheduled', 1)
+    elseif state == 'scheduled' then
       redis.call('HSET', jk, 'eta', eta)
       redis.call('ZADD', KEYS[2], eta, id)
       stat(queue, 'scheduled', 1)

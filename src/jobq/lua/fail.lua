@@ -1,7 +1,8 @@
 -- fail: record a failed attempt; retry after a back-off while attempts remain, else dead-letter.
+-- A job whose cancel was requested ends `cancelled` instead (it stopped because we asked).
 -- KEYS: 1 events, 2 leases zset, 3 scheduled zset, 4 dead-letter zset
 -- ARGV: 4 n, then per job: id, token, error json, retry delay ms (negative = never retry)
--- Returns: array of n codes: 1 = retry scheduled, 2 = failed (dead-lettered),
+-- Returns: array of n codes: 1 = retry scheduled, 2 = failed (dead-lettered), 3 = cancelled,
 --          -1 = job not found, -2 = stale token / not running.
 local n = tonumber(ARGV[4])
 local out = {}
@@ -9,7 +10,8 @@ for i = 0, n - 1 do
   local b = 4 + i * 4
   local id, tok, err, delay = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
   local jk = P .. K_JOB .. id
-  local f = redis.call('HMGET', jk, 'state', 'token', 'queue', 'att', 'max', 'waiters')
+  local f = redis.call('HMGET', jk, 'state', 'token', 'queue', 'att', 'max', 'waiters', 'ukey',
+    'cheld', 'kids', 'cancel', 'ttl')
   if not f[1] then
     out[i + 1] = -1
   elseif f[1] ~= 'running' or f[2] ~= tok then
@@ -17,8 +19,17 @@ for i = 0, n - 1 do
   else
     redis.call('ZREM', KEYS[2], id)
     stat(f[3], 'running', -1)
-    if delay >= 0 and (tonumber(f[4]) or 1) < (tonumber(f[5]) or 1) then
+    if f[10] then
+      redis.call('HSET', jk, 'state', 'cancelled', 'error', err, 'finished', NOW)
+      stat(f[3], 'cancelled', 1)
+      notify(id, jk, f[6])
+      settle(id, jk, 'cancelled', f[7], f[8], f[9])
+      expire_after(jk, f[11], nil)
+      emit(id, 'cancelled', f[3])
+      out[i + 1] = 3
+    elseif delay >= 0 and (tonumber(f[4]) or 1) < (tonumber(f[5]) or 1) then
       local due = NOW + delay
+      release_slot(jk, f[8])
       redis.call('HSET', jk, 'state', 'scheduled', 'error', err, 'eta', due)
       redis.call('ZADD', KEYS[3], due, id)
       stat(f[3], 'scheduled', 1)
@@ -30,7 +41,7 @@ for i = 0, n - 1 do
       redis.call('ZADD', KEYS[4], NOW, id)
       stat(f[3], 'failed', 1)
       notify(id, jk, f[6])
-      finished(id)
+      settle(id, jk, 'failed', f[7], f[8], f[9])
       emit(id, 'failed', f[3])
       out[i + 1] = 2
     end

@@ -1,11 +1,11 @@
--- heartbeat: extend the leases of jobs a worker still owns.
--- KEYS: 1 events, 2 leases zset
--- ARGV: 4 lease_ms, then pairs: id, token
--- Returns: {lost ids...} (no longer running under this token) and, after a 0 separator,
---          {ids whose cancel was requested...}
+-- heartbeat: extend the leases of jobs a worker still owns, and mark the worker as seen.
+-- KEYS: 1 events, 2 leases zset, 3 workers zset (name -> last seen ms, server clock)
+-- ARGV: 4 lease_ms, 5 worker name ('' = don't mark), then pairs: id, token
+-- Returns: {{lost ids...} (no longer running under this token), {ids whose cancel was requested}}
 local lease = tonumber(ARGV[4])
+if ARGV[5] ~= '' then redis.call('ZADD', KEYS[3], NOW, ARGV[5]) end
 local lost, cancel = {}, {}
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local id, tok = ARGV[i], ARGV[i + 1]
   local f = redis.call('HMGET', P .. K_JOB .. id, 'state', 'token', 'cancel')
   if f[1] == 'running' and f[2] == tok then

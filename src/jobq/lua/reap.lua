@@ -8,10 +8,12 @@ local requeued, dead = 0, 0
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[2], id)
   local jk = P .. K_JOB .. id
-  local f = redis.call('HMGET', jk, 'state', 'queue', 'att', 'max', 'pri', 'waiters', 'worker')
+  local f = redis.call('HMGET', jk, 'state', 'queue', 'att', 'max', 'pri', 'waiters', 'worker',
+    'ukey', 'cheld', 'kids')
   if f[1] == 'running' then
     stat(f[2], 'running', -1)
     if (tonumber(f[3]) or 1) < (tonumber(f[4]) or 1) then
+      release_slot(jk, f[9])
       redis.call('HSET', jk, 'state', 'queued')
       push_queue(id, f[2], f[5], KEYS[4])
       stat(f[2], 'retried', 1)
@@ -24,7 +26,7 @@ for _, id in ipairs(ids) do
       redis.call('ZADD', KEYS[3], NOW, id)
       stat(f[2], 'failed', 1)
       notify(id, jk, f[6])
-      finished(id)
+      settle(id, jk, 'failed', f[8], f[9], f[10])
       emit(id, 'failed', f[2], 'lease expired')
       dead = dead + 1
     end

@@ -7,9 +7,10 @@ local moved = 0
 for i = 4, #ARGV, 2 do
   local id, tok = ARGV[i], ARGV[i + 1]
   local jk = P .. K_JOB .. id
-  local f = redis.call('HMGET', jk, 'state', 'token', 'queue', 'pri', 'att')
+  local f = redis.call('HMGET', jk, 'state', 'token', 'queue', 'pri', 'att', 'cheld')
   if f[1] == 'running' and f[2] == tok then
     redis.call('ZREM', KEYS[2], id)
+    release_slot(jk, f[6])
     redis.call('HSET', jk, 'state', 'queued', 'att', math.max((tonumber(f[5]) or 1) - 1, 0))
     redis.call('HDEL', jk, 'token')
     push_queue(id, f[3], f[4], KEYS[3])

@@ -24,9 +24,11 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from ..errors import BrokerUnavailable
+from ..keys import group_queue, worker_queue
 from ..maintenance import Maintainer
 from ..model import Claimed, Outcome
 from ..store import redact
+from ..tasks import parse_rate
 from .pools import make_pool
 
 if TYPE_CHECKING:
@@ -57,13 +59,20 @@ class Worker:
         app_path: str | None = None,
         grace_s: float = 30.0,
         maintenance: bool = True,
+        group: str | None = None,
+        cancel_grace_s: float = 10.0,
     ) -> None:
         self.app = app
-        self.queues = queues or ["default"]
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.group = group
+        # Targeted jobs first: this worker's own queue, then its group's, then the named queues.
+        own = [worker_queue(self.name)] + ([group_queue(group)] if group else [])
+        self.queues = own + (queues or ["default"])
+        self.cancel_grace_s = cancel_grace_s
+        self.cancel_seen: dict[str, float] = {}
         self.concurrency = concurrency
         self.prefetch = prefetch
         self.avg_runtime_s = PREFETCH_WINDOW_S  # until measured: prefetch = concurrency
-        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.grace_s = grace_s
         self.settings = app.settings
         self.store = app.store
@@ -96,7 +105,16 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
-        self.store.ping()
+        try:
+            self.store.ping()
+        except BrokerUnavailable as exc:
+            # Not fatal: every loop below retries with back-off, so a worker started before
+            # its server (or during an outage) serves as soon as the server is up.
+            log.error("%s; retrying until it answers", exc)
+        try:
+            self._publish()
+        except BrokerUnavailable as exc:
+            log.error("could not publish rate limits / register: %s", exc)
         self.pool.start()
         self._start_thread(self._report_loop, "jobq-reporter")
         self._start_thread(self._heartbeat_loop, "jobq-heartbeat")
@@ -115,6 +133,17 @@ class Worker:
             self._claim_loop()
         finally:
             self._shutdown()
+
+    def _publish(self) -> None:
+        """Announce this worker (server clock) and publish its tasks' rate limits."""
+        self.store.heartbeat([], self.settings.lease_ms, worker=self.name)
+        self.store.register_worker(self.name, self._info(), self.settings.lease_ms * 3)
+        limits = {}
+        for name, task in self.app.tasks.items():
+            if task.options.rate_limit:
+                count, period = parse_rate(task.options.rate_limit)
+                limits[name] = f"{count}:{period}"
+        self.store.set_rate_limits(limits)
 
     def stop(self, immediate: bool = False) -> None:
         """Stop claiming; finish running jobs within the grace period (or requeue now)."""
@@ -228,13 +257,28 @@ class Worker:
             with self.cond:
                 items = [(c.id, c.token) for c in self.inflight.values()]
             try:
-                lost, _cancel = self.store.heartbeat(items, self.settings.lease_ms)
-                self.store.register_worker(self.name, self._info(), self.settings.lease_ms)
+                lost, cancel = self.store.heartbeat(
+                    items, self.settings.lease_ms, worker=self.name
+                )
+                self.store.register_worker(self.name, self._info(), self.settings.lease_ms * 3)
             except BrokerUnavailable as exc:
                 log.error("heartbeat failed: %s", exc)
                 continue
             for job_id in lost:
                 log.warning("lost the lease of job %s; its outcome will be discarded", job_id)
+            self._enforce_cancels(cancel)
+
+    def _enforce_cancels(self, requested: set[str]) -> None:
+        """Hard-stop jobs still running `cancel_grace_s` after their cancel was requested
+        (the task could see it with `current_job().cancelled()` meanwhile)."""
+        now = time.monotonic()
+        for job_id in list(self.cancel_seen):
+            if job_id not in requested:
+                del self.cancel_seen[job_id]
+        for job_id in requested:
+            first = self.cancel_seen.setdefault(job_id, now)
+            if now - first >= self.cancel_grace_s and self.pool.cancel(job_id):
+                log.warning("job %s ignored its cancel request; stopped it", job_id)
 
     def _info(self) -> dict[str, str]:
         return {
@@ -242,6 +286,7 @@ class Worker:
             "pid": str(os.getpid()),
             "queues": ",".join(self.queues),
             "pool": self.pool_kind,
+            "group": self.group or "",
             "concurrency": str(self.concurrency),
             "inflight": str(len(self.inflight)),
             "processed": str(self.processed),

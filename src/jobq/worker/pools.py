@@ -24,6 +24,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..errors import JobCancelled
 from ..model import Claimed, Outcome
 from .runner import failure, retry_delay, run_async, run_sync, timed_out, timeout_s
 
@@ -49,6 +50,9 @@ class Pool(Protocol):
 
     def kill(self) -> None:
         """End running attempts now where the pool can."""
+        ...
+    def cancel(self, job_id: str) -> bool:
+        """Stop one running attempt (a cancel the task ignored); False if the pool can't."""
         ...
 
 
@@ -124,12 +128,17 @@ class ThreadPool:
     def kill(self) -> None:
         self.stop()  # threads cannot be stopped from outside; they are daemons
 
+    def cancel(self, job_id: str) -> bool:
+        return False  # a thread cannot be stopped; the task must check current_job().cancelled()
+
 
 class AsyncPool:
     def __init__(self, app: App, concurrency: int, on_done: OnDone) -> None:
         self.app, self.n, self.on_done = app, concurrency, on_done
         self.loop = asyncio.new_event_loop()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.by_id: dict[str, asyncio.Task[None]] = {}
+        self.killed = False
 
     def start(self) -> None:
         threading.Thread(target=self.loop.run_forever, name="jobq-loop", daemon=True).start()
@@ -140,11 +149,26 @@ class AsyncPool:
     def _start(self, c: Claimed) -> None:
         task = self.loop.create_task(self._run(c))
         self.tasks.add(task)
+        self.by_id[c.id] = task
         task.add_done_callback(self.tasks.discard)
 
     async def _run(self, c: Claimed) -> None:
-        outcome = await run_async(self.app, c, timeout_s(self.app, c))
+        try:
+            outcome = await run_async(self.app, c, timeout_s(self.app, c))
+        except asyncio.CancelledError:
+            if self.killed:  # shutdown: the worker requeues it
+                return
+            outcome = failure(c, JobCancelled(f"job {c.id} was cancelled while running"), -1)
+        finally:
+            self.by_id.pop(c.id, None)
         self.on_done(outcome)
+
+    def cancel(self, job_id: str) -> bool:
+        task = self.by_id.get(job_id)
+        if task is None:
+            return False
+        self.loop.call_soon_threadsafe(task.cancel)
+        return True
 
     def drain_pending(self) -> list[Claimed]:
         return []
@@ -153,6 +177,8 @@ class AsyncPool:
         pass
 
     def kill(self) -> None:
+        self.killed = True
+
         def cancel_all() -> None:
             for t in list(self.tasks):
                 t.cancel()
@@ -220,6 +246,9 @@ class ProcessPool:
         self.pending: queue.Queue[Claimed | None] = queue.Queue()
         self.slots: list[_Slot] = []
         self.lock = threading.Lock()
+        self.running: dict[str, int] = {}  # job id -> slot index
+        self.cancelled: set[str] = set()
+        self.killed = threading.Event()
 
     def start(self) -> None:
         for i in range(self.n):
@@ -243,13 +272,28 @@ class ProcessPool:
 
     def _run(self, i: int, slot: _Slot, c: Claimed) -> Outcome | None:
         limit = timeout_s(self.app, c)
+        self.running[c.id] = i
+        try:
+            return self._exchange(i, slot, c, limit)
+        finally:
+            self.running.pop(c.id, None)
+            self.cancelled.discard(c.id)
+
+    def _exchange(self, i: int, slot: _Slot, c: Claimed, limit: float | None) -> Outcome | None:
         try:
             slot.conn.send(c)
             if slot.conn.poll(limit):
                 result: Outcome = slot.conn.recv()
                 return result
         except (EOFError, OSError):
+            if self.killed.is_set():
+                # kill() ended the child at shutdown: the worker requeues the job; reporting a
+                # failure here would race that requeue and count the attempt.
+                return None
             slot.proc.join(1)
+            if c.id in self.cancelled:
+                self._replace(i)
+                return failure(c, JobCancelled(f"job {c.id} was cancelled while running"), -1)
             exc = RuntimeError(
                 f"worker child process died while running job {c.id} "
                 f"(exit code {slot.proc.exitcode})"
@@ -277,9 +321,21 @@ class ProcessPool:
             self.pending.put(None)
 
     def kill(self) -> None:
+        self.killed.set()
         with self.lock:
             for slot in self.slots:
                 slot.kill()
+
+    def cancel(self, job_id: str) -> bool:
+        i = self.running.get(job_id)
+        if i is None:
+            return False
+        self.cancelled.add(job_id)
+        with self.lock:
+            proc = self.slots[i].proc
+        if proc.is_alive():
+            proc.kill()  # the slot thread sees the pipe close and reports the cancel
+        return True
 
 
 def make_pool(kind: str, app: App, concurrency: int, on_done: OnDone, app_path: str | None) -> Pool:

@@ -67,6 +67,9 @@ def prepare(app: App, c: Claimed) -> tuple[Task, list[Any], dict[str, Any]] | Ou
         return failure(c, LookupError(f"unknown task {c.task!r}"), NO_RETRY, tb=False)
     try:
         args, kwargs = app.serializer.decode_args(c.payload)
+        if c.pass_results:
+            inputs = [app.serializer.decode_result(b) if b else None for b in c.inputs]
+            args = [inputs[0] if c.pass_results == "one" and inputs else inputs, *args]
     except DecodeError as exc:
         return failure(c, exc, NO_RETRY, tb=False)
     return task, args, kwargs
@@ -86,8 +89,8 @@ def on_error(app: App, c: Claimed, exc: BaseException) -> Outcome:
     return failure(c, exc, retry_delay(app, c))
 
 
-def context(c: Claimed) -> JobContext:
-    return JobContext(c.id, c.attempt, c.token, c.queue)
+def context(app: App, c: Claimed) -> JobContext:
+    return JobContext(c.id, c.attempt, c.token, c.queue, app)
 
 
 def run_sync(app: App, c: Claimed) -> Outcome:
@@ -101,7 +104,7 @@ def _run_sync(app: App, c: Claimed) -> Outcome:
     if isinstance(prepared, Outcome):
         return prepared
     task, args, kwargs = prepared
-    tok = set_current(context(c))
+    tok = set_current(context(app, c))
     try:
         value = task.fn(*args, **kwargs)
         if task.is_async:
@@ -124,7 +127,7 @@ async def _run_async(app: App, c: Claimed, limit_s: float | None) -> Outcome:
     if isinstance(prepared, Outcome):
         return prepared
     task, args, kwargs = prepared
-    tok = set_current(context(c))
+    tok = set_current(context(app, c))
     try:
         if task.is_async:
             coro: Coroutine[Any, Any, Any] = task.fn(*args, **kwargs)

@@ -1,0 +1,120 @@
+"""Workflows built from task signatures: `group` (fan-out), `chain` (each result feeds the next)
+and `chord` (fan-out, then a fan-in job that receives every result in order).
+
+Every workflow is submitted in one round trip; the dependencies are recorded by the enqueue
+script and released by the completion script on the server, so no process has to stay alive
+to drive a workflow, and nothing polls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .client import App, Job
+    from .model import JobSpec
+    from .tasks import Task
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A task call not yet submitted: task, arguments, submit options."""
+
+    task: Task
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def set(self, **options: Any) -> Signature:
+        """A copy with more submit options (queue, priority, retries, ...)."""
+        return replace(self, options={**self.options, **options})
+
+    def spec(self, **extra: Any) -> JobSpec:
+        return self.task.app.spec(
+            self.task.name, self.args, self.kwargs, {**self.options, **extra}
+        )
+
+    def submit(self) -> Job:
+        return self.task.app.submit(self.task.name, self.args, self.kwargs, **self.options)
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    """The jobs of a submitted group, in order."""
+
+    jobs: list[Job]
+
+    def results(self, timeout: float | None = None) -> list[Any]:
+        """Every job's result in order (raises the first failure)."""
+        return [j.result(timeout=timeout) for j in self.jobs]
+
+    def __iter__(self) -> Any:
+        return iter(self.jobs)
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+
+def _app_of(sigs: list[Signature]) -> App:
+    if not sigs:
+        raise ConfigError("a workflow needs at least one signature")
+    return sigs[0].task.app
+
+
+@dataclass(frozen=True)
+class Group:
+    """Run signatures in parallel."""
+
+    sigs: list[Signature]
+
+    def submit(self) -> GroupResult:
+        app = _app_of(self.sigs)
+        return GroupResult(app.submit_specs([s.spec() for s in self.sigs]))
+
+
+@dataclass(frozen=True)
+class Chain:
+    """Run signatures one after another; each receives the previous result as first argument."""
+
+    sigs: list[Signature]
+
+    def submit(self) -> Job:
+        """Submit the whole chain; returns the last job (its result is the chain's)."""
+        specs: list[JobSpec] = []
+        for s in self.sigs:
+            if specs:
+                specs.append(s.spec(depends_on=[specs[-1].id], pass_results="one"))
+            else:
+                specs.append(s.spec())
+        return _app_of(self.sigs).submit_specs(specs)[-1]
+
+
+@dataclass(frozen=True)
+class Chord:
+    """Run a group, then `body` with the list of the group's results as first argument."""
+
+    header: list[Signature]
+    body: Signature
+
+    def submit(self) -> Job:
+        """Submit header and body together; returns the body's job."""
+        head = [s.spec() for s in self.header]
+        body = self.body.spec(depends_on=[h.id for h in head], pass_results="list")
+        return _app_of([self.body]).submit_specs([*head, body])[-1]
+
+
+def group(*sigs: Signature | list[Signature]) -> Group:
+    """group(a.s(1), a.s(2)) or group([a.s(i) for i in ...])."""
+    flat = [x for s in sigs for x in (s if isinstance(s, list) else [s])]
+    return Group(flat)
+
+
+def chain(*sigs: Signature) -> Chain:
+    return Chain(list(sigs))
+
+
+def chord(header: Group | list[Signature], body: Signature) -> Chord:
+    return Chord(header.sigs if isinstance(header, Group) else list(header), body)
