@@ -42,7 +42,7 @@ TRANSITIONS: dict[tuple[JobState | None, JobState], str] = {
     (JobState.RUNNING, JobState.CANCELLED): "fail",
     # Dependents settle when a parent ends (the `settle` helper in complete/fail/reap/cancel):
     # released to their queue when all parents succeeded, failed when one failed.
-    (JobState.SCHEDULED, JobState.FAILED): "settle",
+    (JobState.SCHEDULED, JobState.FAILED): "fail",  # also reap, cancel, enqueue
     (JobState.FAILED, JobState.QUEUED): "rerun",  # dead-letter re-run
 }
 
