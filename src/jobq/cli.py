@@ -142,9 +142,27 @@ def worker(
 @main.command()
 @click.option("--listen", help="Expose the embedded server on HOST:PORT for other hosts.")
 @click.option("--password", envvar="JOBQ_PASSWORD", help="Password for --listen.")
+@click.option(
+    "--http",
+    "http_addr",
+    default="127.0.0.1:8000",
+    show_default=True,
+    help="Serve the HTTP API and dashboard on HOST:PORT.",
+)
+@click.option("--no-http", is_flag=True, help="Run the maintenance loop only.")
+@click.option("--token", envvar="JOBQ_TOKEN", help="Bearer token the HTTP API requires.")
 @common
-def master(listen: str | None, password: str | None, url: str | None, prefix: str | None) -> None:
-    """Run the maintenance loop (promote due jobs, requeue expired leases)."""
+def master(
+    listen: str | None,
+    password: str | None,
+    http_addr: str,
+    no_http: bool,
+    token: str | None,
+    url: str | None,
+    prefix: str | None,
+) -> None:
+    """Run the maintenance loop (promote due jobs, requeue expired leases), and serve the HTTP
+    API and dashboard (needs the `master` extra: pip install 'jobq[master]')."""
     import signal
 
     from .maintenance import Maintainer
@@ -167,7 +185,21 @@ def master(listen: str | None, password: str | None, url: str | None, prefix: st
     signal.signal(signal.SIGTERM, lambda *_: m.stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: m.stop_event.set())
     logging.getLogger("jobq.master").info("master %s on %s", m.name, redact(app.store.url))
-    m.run()
+    source = click.get_current_context().get_parameter_source("http_addr")
+    required = source is not click.core.ParameterSource.DEFAULT
+    try:
+        from .master.server import parse_hostport, serve
+    except ImportError as exc:
+        if required:
+            raise ConfigError(
+                f"--http needs the master extra: pip install 'jobq[master]' ({exc})"
+            ) from exc
+        no_http = True
+    if no_http:
+        m.run()
+    else:
+        http_host, http_port = parse_hostport(http_addr)
+        serve(app, m, http_host, http_port, token, required)
     m.stop()
 
 

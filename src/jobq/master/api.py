@@ -1,0 +1,213 @@
+"""The `/v1` JSON API: submit, read, list, cancel and re-run jobs; queues, workers, throughput.
+
+Handlers are plain `def`s: FastAPI runs them in a thread pool, where they call the same sync
+`App`/`Store` operations as the CLI and the workers (no second, async copy of any operation).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+
+from ..states import JobState
+from .context import Context, ctx
+from .schemas import (
+    ActionResult,
+    BatchIn,
+    ErrorOut,
+    JobDetail,
+    JobIn,
+    JobPage,
+    QueueOut,
+    QueuesOut,
+    RerunIn,
+    RerunResult,
+    Submitted,
+    SubmittedMany,
+    ThroughputOut,
+    WorkerOut,
+    WorkersOut,
+)
+from .views import job_detail, job_summary
+
+router = APIRouter(prefix="/v1", responses={503: {"model": ErrorOut}})
+Ctx = Annotated[Context, Depends(ctx)]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "No such job (or its result expired)"}
+}
+
+
+@router.post(
+    "/jobs",
+    status_code=201,
+    response_model=Submitted,
+    tags=["jobs"],
+    summary="Submit one job",
+    responses={422: {"model": ErrorOut}},
+)
+def submit(body: JobIn, c: Ctx, response: Response) -> Submitted:
+    opts = body.as_options()
+    job = c.app.submit(body.task, body.args, body.kwargs, **opts)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return Submitted(id=job.id)
+
+
+@router.post(
+    "/jobs/batch",
+    status_code=201,
+    response_model=SubmittedMany,
+    tags=["jobs"],
+    summary="Submit many jobs of one task in one round trip",
+    responses={422: {"model": ErrorOut}},
+)
+def submit_batch(body: BatchIn, c: Ctx) -> SubmittedMany:
+    calls = [(tuple(call.args), call.kwargs) for call in body.calls]
+    jobs = c.app.submit_many(body.task, calls, **body.as_options())
+    return SubmittedMany(ids=[j.id for j in jobs])
+
+
+@router.get(
+    "/jobs",
+    response_model=JobPage,
+    tags=["jobs"],
+    summary="List jobs by state, queue and task, a page at a time",
+    responses={400: {"model": ErrorOut}},
+)
+def list_jobs(
+    c: Ctx,
+    state: JobState | None = None,
+    queue: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    task: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    cursor: Annotated[str | None, Query(max_length=2000)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JobPage:
+    try:
+        recs, nxt = c.app.store.list_jobs(
+            state=state, queue=queue, task=task, cursor=cursor, limit=limit
+        )
+    except ValueError as exc:
+        raise HTTPException(400, f"cursor: {exc}") from exc
+    return JobPage.model_validate({"jobs": [job_summary(r) for r in recs], "next_cursor": nxt})
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobDetail,
+    tags=["jobs"],
+    summary="One job: arguments, attempts, timings, result or error",
+    responses=NOT_FOUND,
+)
+def get_job(job_id: str, c: Ctx) -> JobDetail:
+    rec = c.app.store.get_job(job_id)
+    if rec is None:
+        raise HTTPException(404, f"no job {job_id!r} (never submitted, or its result expired)")
+    return JobDetail.model_validate(job_detail(rec, c.app.serializer))
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=ActionResult,
+    tags=["jobs"],
+    summary="Cancel a queued/scheduled job; ask a running one to stop",
+    responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "Already finished"}},
+)
+def cancel(job_id: str, c: Ctx) -> ActionResult:
+    code = c.app.store.cancel(job_id)
+    if code == -1:
+        raise HTTPException(404, f"no job {job_id!r}")
+    if code == 0:
+        raise HTTPException(409, f"job {job_id!r} already finished; nothing to cancel")
+    return ActionResult(id=job_id, outcome="cancelled" if code == 1 else "cancel_requested")
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    response_model=ActionResult,
+    tags=["jobs"],
+    summary="Queue a failed (dead-lettered) job again, attempts reset",
+    responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "Not in state failed"}},
+)
+def retry(job_id: str, c: Ctx) -> ActionResult:
+    code = c.app.store.rerun(job_id)
+    if code == -1:
+        raise HTTPException(404, f"no job {job_id!r}")
+    if code < 0:
+        raise HTTPException(409, f"job {job_id!r} is not failed; only failed jobs are retried")
+    return ActionResult(id=job_id, outcome="queued")
+
+
+@router.post(
+    "/dead/rerun",
+    response_model=RerunResult,
+    tags=["jobs"],
+    summary="Re-run the oldest dead-lettered jobs",
+)
+def rerun_dead(c: Ctx, body: RerunIn | None = None) -> RerunResult:
+    limit = body.limit if body else 100
+    done = [i for i in c.app.store.dead_letters(limit) if c.app.store.rerun(i) == 1]
+    return RerunResult(rerun=done)
+
+
+@router.get(
+    "/queues",
+    response_model=QueuesOut,
+    tags=["system"],
+    summary="Every queue: depths per state, lifetime counters, recent rates",
+)
+def queues(c: Ctx) -> QueuesOut:
+    out = []
+    for q in c.app.store.queues():
+        ok, bad = c.rates.recent(q.name)
+        out.append(
+            QueueOut(
+                name=q.name,
+                queued=q.queued,
+                scheduled=q.scheduled,
+                running=q.running,
+                succeeded=q.succeeded,
+                failed=q.failed,
+                cancelled=q.cancelled,
+                retried=q.retried,
+                succeeded_per_s=round(ok, 3),
+                failed_per_s=round(bad, 3),
+            )
+        )
+    return QueuesOut(queues=out, dead_lettered=c.app.store.dead_count())
+
+
+@router.get(
+    "/throughput",
+    response_model=ThroughputOut,
+    tags=["system"],
+    summary="Finished jobs per second over the last minutes (sampled by this master)",
+)
+def throughput(c: Ctx) -> ThroughputOut:
+    return ThroughputOut.model_validate(
+        {"interval_s": c.rates.interval_s, "points": c.rates.points()}
+    )
+
+
+@router.get(
+    "/workers",
+    response_model=WorkersOut,
+    tags=["system"],
+    summary="Workers, newest first: registry entry, last heartbeat, current jobs",
+)
+def workers(c: Ctx, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> WorkersOut:
+    out = [
+        WorkerOut(
+            name=w.name,
+            alive=w.alive,
+            last_seen=dt.datetime.fromtimestamp(w.last_seen_ms / 1000, dt.UTC).isoformat(
+                timespec="milliseconds"
+            )
+            if w.last_seen_ms
+            else None,
+            info=w.info,
+            jobs=w.jobs,
+        )
+        for w in c.app.store.list_workers(limit)
+    ]
+    return WorkersOut(workers=out)

@@ -1,0 +1,105 @@
+"""`create_app`: the master's HTTP application (API + dashboard) for one jobq App."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import BrokerUnavailable, JobqError
+from . import api, compat, dashboard, events, ops
+from .context import Context
+from .events import EventHub
+from .guards import BearerAuth, BodyLimit
+from .rates import RateTracker
+
+if TYPE_CHECKING:
+    from ..client import App
+    from ..maintenance import Maintainer
+
+MAX_BODY = 1 << 20
+OPEN_PATHS = ("/healthz", "/", "/favicon.ico")
+OPEN_PREFIXES = ("/static/",)
+
+
+def create_app(
+    app: App,
+    token: str | None = None,
+    *,
+    maintainer: Maintainer | None = None,
+    max_body: int = MAX_BODY,
+    rate_interval_s: float = 2.0,
+) -> FastAPI:
+    """The HTTP API and dashboard serving `app`'s deployment.
+
+    With `token`, every route but /healthz (and the data-free dashboard page) needs
+    ``Authorization: Bearer <token>``. `maintainer`, when given, is reported by /healthz and
+    /metrics (the master passes its own).
+    """
+    jobq = Context(app, maintainer, EventHub(app.store), RateTracker(app.store, rate_interval_s))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        jobq.hub.start(asyncio.get_running_loop())
+        jobq.rates.start()
+        try:
+            yield
+        finally:
+            jobq.hub.stop()
+            jobq.rates.stop()
+
+    web = FastAPI(
+        title="jobq",
+        version="1",
+        summary="Submit, follow and steer jobq jobs over HTTP.",
+        docs_url=None,  # Swagger UI loads from a CDN; the dashboard needs no internet
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    web.state.jobq = jobq
+    for module in (compat, api, events, ops, dashboard):
+        web.include_router(module.router)
+    _error_handlers(web)
+    web.add_middleware(BodyLimit, max_bytes=max_body)
+    if token:
+        web.add_middleware(
+            BearerAuth, token=token, open_paths=OPEN_PATHS, open_prefixes=OPEN_PREFIXES
+        )
+    return web
+
+
+def _error_handlers(web: FastAPI) -> None:
+    """Every error is JSON ``{"error": "..."}``; invalid input names the field."""
+
+    @web.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
+
+    @web.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        fields: list[dict[str, Any]] = []
+        for e in exc.errors():
+            loc = [str(x) for x in e.get("loc", ())]
+            if loc and loc[0] in ("body", "query", "path", "header"):
+                where = loc[0]
+                name = ".".join(loc[1:]) or where
+            else:
+                where, name = "body", ".".join(loc) or "body"
+            fields.append({"field": name, "in": where, "message": e.get("msg", "invalid")})
+        text = "; ".join(f"{f['field']}: {f['message']}" for f in fields) or "invalid request"
+        return JSONResponse({"error": f"invalid request: {text}", "fields": fields}, 422)
+
+    @web.exception_handler(BrokerUnavailable)
+    async def broker_down(_: Request, exc: BrokerUnavailable) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, 503)
+
+    @web.exception_handler(JobqError)
+    async def refused(_: Request, exc: JobqError) -> JSONResponse:
+        # Options the core refuses (priority range, unserialisable argument, ...).
+        return JSONResponse({"error": str(exc)}, 422)

@@ -1,0 +1,92 @@
+"""Operations endpoints: `/healthz` (open, for load balancers) and `/metrics` (Prometheus)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from ..errors import BrokerUnavailable
+from .context import Context, ctx
+from .schemas import Health
+
+router = APIRouter(tags=["system"])
+
+
+@router.get(
+    "/healthz",
+    response_model=Health,
+    summary="Broker reachable? Who leads maintenance? (no auth)",
+    responses={503: {"model": Health, "description": "Broker unreachable"}},
+)
+def healthz(c: Annotated[Context, Depends(ctx)]) -> JSONResponse:
+    mine = c.maintainer.leading if c.maintainer else None
+    try:
+        c.app.store.ping()
+        leader = c.app.store.leader_holder()
+    except BrokerUnavailable:
+        body = Health(
+            status="unavailable", broker="unreachable", leader=None, this_master_leads=mine
+        )
+        return JSONResponse(body.model_dump(), status_code=503)
+    return JSONResponse(
+        Health(status="ok", broker="ok", leader=leader, this_master_leads=mine).model_dump()
+    )
+
+
+def _label(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    summary="Prometheus metrics: depths, outcome counters, workers, dead letters",
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+def metrics(c: Annotated[Context, Depends(ctx)]) -> PlainTextResponse:
+    store = c.app.store
+    qs = store.queues()
+    workers = store.list_workers(1000)
+    lines = [
+        "# HELP jobq_jobs Jobs waiting or running, per queue and state.",
+        "# TYPE jobq_jobs gauge",
+    ]
+    for q in qs:
+        n = _label(q.name)
+        for state, v in (("queued", q.queued), ("scheduled", q.scheduled), ("running", q.running)):
+            lines.append(f'jobq_jobs{{queue="{n}",state="{state}"}} {v}')
+    lines += [
+        "# HELP jobq_jobs_finished_total Jobs that reached a terminal state, per queue.",
+        "# TYPE jobq_jobs_finished_total counter",
+    ]
+    for q in qs:
+        n = _label(q.name)
+        for outcome, v in (
+            ("succeeded", q.succeeded),
+            ("failed", q.failed),
+            ("cancelled", q.cancelled),
+        ):
+            lines.append(f'jobq_jobs_finished_total{{queue="{n}",outcome="{outcome}"}} {v}')
+    lines += [
+        "# HELP jobq_jobs_retried_total Attempts retried (failure back-off or expired lease).",
+        "# TYPE jobq_jobs_retried_total counter",
+        *(f'jobq_jobs_retried_total{{queue="{_label(q.name)}"}} {q.retried}' for q in qs),
+        "# HELP jobq_dead_letter_jobs Failed jobs waiting in the dead-letter set.",
+        "# TYPE jobq_dead_letter_jobs gauge",
+        f"jobq_dead_letter_jobs {store.dead_count()}",
+        "# HELP jobq_workers Workers with a live registry entry.",
+        "# TYPE jobq_workers gauge",
+        f"jobq_workers {sum(1 for w in workers if w.alive)}",
+        "# HELP jobq_events_stream_length Entries in the (capped) event stream.",
+        "# TYPE jobq_events_stream_length gauge",
+        f"jobq_events_stream_length {store.events_length()}",
+    ]
+    if c.maintainer is not None:
+        lines += [
+            "# HELP jobq_master_leading 1 if this master runs the maintenance loop now.",
+            "# TYPE jobq_master_leading gauge",
+            f"jobq_master_leading {int(c.maintainer.leading)}",
+        ]
+    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

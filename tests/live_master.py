@@ -1,0 +1,79 @@
+"""Helpers for the HTTP tests: the master's app on uvicorn in a thread (real HTTP on a free
+port), and an in-process worker with a few tasks, in a thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from jobq import App
+from jobq.master import create_app
+from jobq.worker import Worker
+
+
+class LiveMaster:
+    """`create_app(app, token)` served by uvicorn on 127.0.0.1:<free port>."""
+
+    def __init__(self, app: App, token: str | None = None, **kwargs: Any) -> None:
+        self.web = create_app(app, token, **kwargs)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            self.web, log_level="warning", lifespan="on", ws="none", timeout_graceful_shutdown=1
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def start(self) -> LiveMaster:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("test HTTP server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+        self.sock.close()
+
+
+def register_tasks(app: App) -> None:
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task
+    def boom(msg: str = "nope") -> None:
+        raise ValueError(msg)
+
+    @app.task
+    def nap(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+
+class LiveWorker:
+    """A real `jobq.worker.Worker` (thread pool) serving `queues`, run in a thread."""
+
+    def __init__(self, app: App, queues: list[str] | None = None, concurrency: int = 2) -> None:
+        register_tasks(app)
+        self.worker = Worker(app, queues or ["default"], concurrency=concurrency, grace_s=1.0)
+        self.thread = threading.Thread(target=self.worker.run, daemon=True)
+
+    def start(self) -> LiveWorker:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.worker.stop(immediate=True)
+        self.thread.join(20)
