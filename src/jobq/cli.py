@@ -95,7 +95,8 @@ def main() -> None:
 @click.option(
     "--pool", type=click.Choice(["process", "thread", "async"]), default="thread", show_default=True
 )
-@click.option("--name", help="Worker name (default: host-pid).")
+@click.option("--name", help="Worker name (default: host-pid); jobs may target it.")
+@click.option("--group", help="Worker group; jobs may target any worker of it.")
 @click.option(
     "--prefetch",
     type=click.IntRange(0),
@@ -114,6 +115,7 @@ def worker(
     concurrency: int,
     pool: str,
     name: str | None,
+    group: str | None,
     prefetch: int | None,
     grace: float,
     url: str | None,
@@ -132,6 +134,7 @@ def worker(
         concurrency=concurrency,
         pool=pool,
         name=name,
+        group=group,
         prefetch=prefetch,
         app_path=app_path,
         grace_s=grace,
@@ -180,7 +183,11 @@ def master(
             f"embedded Valkey listening on {listen}; workers join with --url {redact(public)}"
         )
     m = Maintainer(
-        app.store, tick_ms=app.settings.tick_ms, leader_ms=app.settings.leader_ms, is_master=True
+        app.store,
+        tick_ms=app.settings.tick_ms,
+        leader_ms=app.settings.leader_ms,
+        is_master=True,
+        worker_gone_ms=app.settings.worker_gone_ms,
     )
     signal.signal(signal.SIGTERM, lambda *_: m.stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: m.stop_event.set())
@@ -214,6 +221,11 @@ def master(
 @click.option("--timeout", type=float, help="Hard limit per attempt, seconds.")
 @click.option("--job-id", help="Idempotency key: the same id twice makes one job.")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option(
+    "--batch",
+    type=click.File("r"),
+    help="Submit one job per line of this file (a JSON list of arguments each), in one round trip.",
+)
 @click.option("--wait-timeout", type=float, default=None)
 @common
 def submit(
@@ -227,19 +239,19 @@ def submit(
     timeout: float | None,
     job_id: str | None,
     wait: bool,
+    batch: Any,
     wait_timeout: float | None,
     url: str | None,
     prefix: str | None,
 ) -> None:
-    """Submit a job of TASK (its registered name)."""
-    try:
-        args = json.loads(args_json)
-        kwargs = json.loads(kwargs_json)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}") from exc
-    if not isinstance(args, list) or not isinstance(kwargs, dict):
-        raise click.BadParameter("--args must be a JSON list and --kwargs a JSON object")
+    """Submit a job of TASK (its registered name); print its id."""
+    from .cli_schedule import _json_args, submit_file
+
+    args, kwargs = _json_args(args_json, kwargs_json)
     app = _app(url, prefix)
+    if batch is not None:
+        opts = {"queue": queue, "priority": priority, "retries": retries, "timeout": timeout}
+        sys.exit(submit_file(app, task, batch, opts, wait, wait_timeout))
     job = app.submit(
         task,
         args,
@@ -390,6 +402,9 @@ def demo(n: int, data_dir: str, verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
     sys.exit(run_demo(n, data_dir))
 
+
+# Scheduling commands (periodic jobs, batches, waiting, purging) live in their own module.
+from . import cli_schedule  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -19,6 +19,7 @@ from .errors import (
 )
 from .keys import Keys, group_queue, worker_queue
 from .model import JobRecord, JobSpec, QueueInfo
+from .periodic import PeriodicSpec
 from .serde import Serializer
 from .states import JobState
 from .store import Store, connect
@@ -50,6 +51,7 @@ class App:
         base = settings or Settings.from_env()
         self.settings = base.with_overrides(url=url, prefix=prefix, **overrides)
         self.tasks: dict[str, Task] = {}
+        self.periodics: dict[str, PeriodicSpec] = {}
         self.serializer = Serializer(self.settings.codec, self.settings.allow_pickle)
         self.keys = Keys(self.settings.prefix)
         self._store: Store | None = None
@@ -109,6 +111,42 @@ class App:
         self.settings = self.settings.with_overrides(**overrides)
         self.serializer = Serializer(self.settings.codec, self.settings.allow_pickle)
         self.keys = Keys(self.settings.prefix)
+
+    def periodic(
+        self,
+        cron: str | None = None,
+        *,
+        every: float | None = None,
+        name: str | None = None,
+        args: list[Any] | tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        queue: str | None = None,
+        missed: str = "skip",
+        **task_options: Any,
+    ) -> Callable[[Callable[..., Any]], Task]:
+        """Register a function as a task that runs on a schedule: a cron expression
+        (``@app.periodic("*/5 * * * *")``) or a fixed interval (``@app.periodic(every=30)``).
+
+        The schedule reaches the broker when a worker (or `jobq master --app`) of this app
+        starts; each tick fires exactly once however many masters run.
+        """
+
+        def register(f: Callable[..., Any]) -> Task:
+            task = self.task(f, **task_options) if task_options else self.task(f)
+            spec = PeriodicSpec(
+                name=name or task.name,
+                task=task.name,
+                cron=cron,
+                every_s=every,
+                args=list(args),
+                kwargs=kwargs or {},
+                queue=queue or task.options.queue,
+                missed=missed,
+            )
+            self.periodics[spec.name] = spec
+            return task
+
+        return register
 
     # -- connection --------------------------------------------------------------------------
 

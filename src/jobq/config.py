@@ -38,6 +38,8 @@ class Settings:
     """Approximate cap of the event stream."""
     tick_ms: int = 200
     """Maintenance tick: promote due jobs, reap expired leases."""
+    worker_gone_ms: int = 300_000
+    """A job targeted at a worker not seen for this long fails (or goes to its fallback)."""
     leader_ms: int = 5_000
     """Leader lease of the maintenance loop; a new leader takes over this long after one dies."""
 

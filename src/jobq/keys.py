@@ -24,7 +24,7 @@ into each script's preamble by `scripts.py`), so no key name is written anywhere
 | ``unique:<key>``        | string | enqueue (unique_key -> job id)     | enqueue; settle deletes it   |
 | ``conc:<key>``          | string | claim (+1), settle/requeue (-1)    | claim (limit per key)        |
 | ``cwait:<key>``         | list   | claim (job over its key's limit)   | settle (next waiting job)    |
-| ``rate:<task>:<window>``| string | claim (jobs started in window)     | claim (rate limit per task)  |
+| ``rate:<task>``         | string | claim (next free start slot, GCRA) | claim (rate limit per task)  |
 | ``ratelimits``          | hash   | worker start (task -> N:period ms) | claim                        |
 | ``periodic``            | hash   | worker/master start, CLI (specs)   | maintenance (fire)           |
 | ``periodic:next``       | zset   | periodic registration, fire        | maintenance (due specs)      |

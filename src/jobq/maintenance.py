@@ -15,11 +15,14 @@ import threading
 from dataclasses import dataclass
 
 from .errors import BrokerUnavailable
+from .model import JobSpec
+from .serde import Serializer
 from .store import Store
 
 log = logging.getLogger("jobq.maintenance")
 
 BATCH = 1000
+_JSON = Serializer("json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +30,13 @@ class TickReport:
     promoted: int = 0
     requeued: int = 0
     dead_lettered: int = 0
+    periodic_fired: int = 0
+    orphans_settled: int = 0
 
 
-def tick(store: Store, now: int = 0, batch: int = BATCH) -> TickReport:
-    """One maintenance pass: promote due scheduled jobs, reap expired leases (batched)."""
+def tick(store: Store, now: int = 0, batch: int = BATCH, gone_ms: int = 0) -> TickReport:
+    """One maintenance pass: promote due scheduled jobs, reap expired leases (batched), fire
+    due periodic jobs, and settle jobs targeted at workers gone longer than `gone_ms`."""
     promoted = requeued = dead = 0
     while True:
         n = store.promote(batch, now)
@@ -44,7 +50,28 @@ def tick(store: Store, now: int = 0, batch: int = BATCH) -> TickReport:
         if r + d < batch:
             break
     store.trim_finished(now)
-    return TickReport(promoted, requeued, dead)
+    fired = fire_periodic(store, now)
+    orphaned = store.expire_targeted(gone_ms, now) if gone_ms else 0
+    return TickReport(promoted, requeued, dead, fired, orphaned)
+
+
+def fire_periodic(store: Store, now: int = 0) -> int:
+    """Submit every due periodic job once (idempotent per tick), then move its due time on."""
+    now = now or store.server_time_ms()
+    fired = 0
+    for spec, due in store.due_periodic(now):
+        if spec.should_fire(due, now):
+            job = JobSpec(
+                id=spec.job_id(due),
+                task=spec.task,
+                queue=spec.queue,
+                payload=_JSON.encode_args(spec.args, spec.kwargs),
+            )
+            fired += sum(store.submit([job], now))
+        else:
+            log.info("periodic %s: skipped the tick due at %d (missed)", spec.name, due)
+        store.advance_periodic(spec.name, spec.next_after(max(now, due)))
+    return fired
 
 
 class Maintainer:
@@ -58,8 +85,10 @@ class Maintainer:
         leader_ms: int,
         is_master: bool,
         name: str | None = None,
+        worker_gone_ms: int = 0,
     ) -> None:
         self.store = store
+        self.worker_gone_ms = worker_gone_ms
         self.tick_ms = tick_ms
         self.leader_ms = leader_ms
         self.is_master = is_master
@@ -85,7 +114,7 @@ class Maintainer:
             log.info("%s %s the maintenance lease", self.name, "took" if self.leading else "lost")
         if not self.leading:
             return None
-        report = tick(self.store, now)
+        report = tick(self.store, now, gone_ms=self.worker_gone_ms)
         if report.requeued or report.dead_lettered:
             log.warning(
                 "expired leases: %d job(s) requeued, %d dead-lettered",

@@ -24,7 +24,7 @@ import redis
 from hiredis import pack_command
 from redis.exceptions import NoScriptError, ResponseError
 
-from .keys import LUA_SUFFIXES, Keys
+from .keys import LUA_SUFFIXES, WORKER_QUEUE, Keys
 
 SCRIPT_NAMES = (
     "enqueue",
@@ -40,6 +40,8 @@ SCRIPT_NAMES = (
     "await",
     "leader",
     "progress",
+    "orphans",
+    "purge",
 )
 
 
@@ -48,6 +50,7 @@ def source(name: str) -> str:
     """The full Lua source of script `name`, preamble included."""
     lua = resources.files("jobq") / "lua"
     consts = "".join(f"local K_{k} = '{v}'\n" for k, v in LUA_SUFFIXES.items())
+    consts += f"local Q_WORKER = '{WORKER_QUEUE}'\n"
     preamble = (lua / "_preamble.lua").read_text()
     body = (lua / f"{name}.lua").read_text()
     return consts + preamble + "\n" + body
@@ -227,6 +230,18 @@ class Scripts:
     ) -> Any:
         """Record progress of a running attempt; reply 1 / -2 (not the owner any more)."""
         return self._run(client, "progress", [], [job_id, token, fraction, message], now)
+
+    def orphans(self, client: Client, gone_ms: int, limit: int, now: int = 0) -> Any:
+        """Settle jobs targeted at workers gone for `gone_ms`; reply: count."""
+        k = self.keys
+        keys = [k.queues, k.workers, k.dead, k.seq]
+        return self._run(client, "orphans", keys, [gone_ms, limit], now)
+
+    def purge(
+        self, client: Client, queue: str, limit: int, default_ttl: int, now: int = 0
+    ) -> Any:
+        """Cancel up to `limit` queued jobs of `queue`; reply: count."""
+        return self._run(client, "purge", [], [queue, limit, default_ttl], now)
 
     def leader(
         self, client: Client, candidate: str, lease_ms: int, release: bool = False, now: int = 0

@@ -20,6 +20,7 @@ import redis
 from .errors import BrokerUnavailable, DependencyCycle, JobNotFound
 from .keys import Keys
 from .model import Claimed, JobRecord, JobSpec, Outcome, QueueInfo, WorkerInfo
+from .periodic import PeriodicSpec
 from .scripts import Batch, Scripts
 from .states import TERMINAL, JobState
 
@@ -216,6 +217,61 @@ class Store:
             )
         return removed
 
+    def expire_targeted(self, gone_ms: int, now: int = 0, limit: int = 1000) -> int:
+        """Fail (or fall back) jobs waiting for a worker not seen for `gone_ms`."""
+        with self.broker("checking targeted jobs"):
+            return int(self.scripts.orphans(self.r, gone_ms, limit, now))
+
+    # -- periodic jobs -------------------------------------------------------------------------
+
+    def upsert_periodic(self, spec: PeriodicSpec, now: int = 0) -> None:
+        """Declare (or update) a periodic job; an unchanged spec keeps its schedule."""
+        now = now or self.server_time_ms()
+        raw = spec.to_json()
+        with self.broker("registering a periodic job"):
+            old = self.r.hget(self.keys.periodic, spec.name)
+            if old == raw and self.r.zscore(self.keys.periodic_next, spec.name) is not None:
+                return
+            pipe = self.r.pipeline(transaction=True)
+            pipe.hset(self.keys.periodic, spec.name, raw)
+            pipe.zadd(self.keys.periodic_next, {spec.name: spec.next_after(now)})
+            pipe.execute()
+
+    def remove_periodic(self, name: str) -> bool:
+        with self.broker("removing a periodic job"):
+            pipe = self.r.pipeline(transaction=True)
+            pipe.hdel(self.keys.periodic, name)
+            pipe.zrem(self.keys.periodic_next, name)
+            removed, _ = pipe.execute()
+        return bool(removed)
+
+    def list_periodic(self) -> list[tuple[PeriodicSpec, int | None]]:
+        """Every periodic spec with its next due time (ms)."""
+        with self.broker("listing periodic jobs"):
+            specs = self.r.hgetall(self.keys.periodic)
+            due = dict(self.r.zrange(self.keys.periodic_next, 0, -1, withscores=True))
+        return [
+            (PeriodicSpec.from_json(raw), int(due[name]) if name in due else None)
+            for name, raw in sorted(specs.items())
+        ]
+
+    def due_periodic(self, now: int) -> list[tuple[PeriodicSpec, int]]:
+        with self.broker("reading due periodic jobs"):
+            due = self.r.zrange(self.keys.periodic_next, "-inf", now, byscore=True, withscores=True)
+            if not due:
+                return []
+            raws = self.r.hmget(self.keys.periodic, [n for n, _ in due])
+        return [
+            (PeriodicSpec.from_json(raw), int(score))
+            for (_n, score), raw in zip(due, raws, strict=True)
+            if raw is not None
+        ]
+
+    def advance_periodic(self, name: str, next_ms: int) -> None:
+        """Move a spec's due time forward only (two masters cannot move it back)."""
+        with self.broker("advancing a periodic job"):
+            self.r.zadd(self.keys.periodic_next, {name: next_ms}, xx=True, gt=True)
+
     def lead(self, candidate: str, lease_ms: int, release: bool = False, now: int = 0) -> bool:
         with self.broker("renewing the leader lease"):
             return bool(self.scripts.leader(self.r, candidate, lease_ms, release, now))
@@ -300,6 +356,16 @@ class Store:
     def rerun(self, job_id: str) -> int:
         with self.broker("re-running a job"):
             return int(self.scripts.rerun(self.r, job_id))
+
+    def purge(self, queue: str, batch: int = 1000) -> int:
+        """Cancel every queued job of `queue` (in batches); returns how many."""
+        total = 0
+        while True:
+            with self.broker("purging a queue"):
+                n = int(self.scripts.purge(self.r, queue, batch, self.result_ttl_s))
+            total += n
+            if n < batch:
+                return total
 
     def dead_letters(self, limit: int = 100, offset: int = 0) -> list[str]:
         """Ids in the dead-letter set, oldest first."""

@@ -1,5 +1,5 @@
 -- claim: pop up to N queued jobs (queues in the order given), mark them running under a lease.
--- Jobs over their task's rate limit wait in `scheduled` until the next window; jobs whose
+-- Jobs over their task's rate limit wait in `scheduled` for their reserved slot; jobs whose
 -- concurrency key is at its limit wait in that key's list until a slot frees. Neither is dropped.
 -- KEYS: 1 events, 2 leases zset, 3 fencing-token counter, 4 scheduled zset, 5 rate limits hash
 -- ARGV: 4 worker name, 5 lease_ms, 6 n, 7.. queue names (first = served first)
@@ -44,19 +44,24 @@ for qi = 7, #ARGV do
     local id = popped[j]
     local jk = P .. K_JOB .. id
     local f = redis.call('HMGET', jk, 'state', 'task', 'payload', 'att', 'max', 'timeout',
-      'backoff', 'ckey', 'climit', 'pass', 'parents')
+      'backoff', 'ckey', 'climit', 'pass', 'parents', 'rslot')
     if f[1] == 'queued' then
       local ok = true
       local rl = rate_limit(f[2])
-      if rl then
-        local window = math.floor(NOW / rl[2])
-        local rk = P .. K_RATE .. f[2] .. ':' .. window
-        if (tonumber(redis.call('GET', rk)) or 0) >= rl[1] then
-          park(id, jk, queue, (window + 1) * rl[2], 'rate limited')
+      if rl and f[12] then
+        redis.call('HDEL', jk, 'rslot') -- its reserved start slot has come: start it
+      elseif rl then
+        -- GCRA: starts are spaced period/count apart. A job whose slot is still ahead
+        -- reserves it and waits in `scheduled` until then, so a backlog drains at exactly the
+        -- limit with no thundering herd.
+        local interval = rl[2] / rl[1]
+        local rk = P .. K_RATE .. f[2]
+        local slot = math.max(tonumber(redis.call('GET', rk)) or 0, NOW)
+        redis.call('SET', rk, tostring(slot + interval), 'PX', math.ceil(slot - NOW + interval + rl[2]))
+        if slot > NOW then
+          redis.call('HSET', jk, 'rslot', slot)
+          park(id, jk, queue, math.ceil(slot), 'rate limited')
           ok = false
-        else
-          redis.call('INCR', rk)
-          redis.call('PEXPIRE', rk, rl[2] * 2)
         end
       end
       if ok and f[8] then

@@ -92,6 +92,7 @@ class Worker:
                 leader_ms=self.settings.leader_ms,
                 is_master=False,
                 name=f"worker:{self.name}",
+                worker_gone_ms=self.settings.worker_gone_ms,
             )
             if maintenance
             else None
@@ -144,6 +145,8 @@ class Worker:
                 count, period = parse_rate(task.options.rate_limit)
                 limits[name] = f"{count}:{period}"
         self.store.set_rate_limits(limits)
+        for spec in self.app.periodics.values():
+            self.store.upsert_periodic(spec)
 
     def stop(self, immediate: bool = False) -> None:
         """Stop claiming; finish running jobs within the grace period (or requeue now)."""
@@ -257,9 +260,7 @@ class Worker:
             with self.cond:
                 items = [(c.id, c.token) for c in self.inflight.values()]
             try:
-                lost, cancel = self.store.heartbeat(
-                    items, self.settings.lease_ms, worker=self.name
-                )
+                lost, cancel = self.store.heartbeat(items, self.settings.lease_ms, worker=self.name)
                 self.store.register_worker(self.name, self._info(), self.settings.lease_ms * 3)
             except BrokerUnavailable as exc:
                 log.error("heartbeat failed: %s", exc)

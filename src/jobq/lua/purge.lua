@@ -1,0 +1,22 @@
+-- purge: cancel up to N queued jobs of a queue (their dependents fail, naming them).
+-- KEYS: 1 events
+-- ARGV: 4 queue, 5 max jobs in this call, 6 default result ttl (s)
+-- Returns: number of jobs cancelled.
+local queue = ARGV[4]
+local qk = P .. K_QUEUE .. queue
+local n = 0
+for _, id in ipairs(redis.call('ZRANGE', qk, 0, tonumber(ARGV[5]) - 1)) do
+  redis.call('ZREM', qk, id)
+  local jk = P .. K_JOB .. id
+  local f = redis.call('HMGET', jk, 'state', 'ttl', 'waiters', 'ukey', 'kids')
+  if f[1] == 'queued' then
+    redis.call('HSET', jk, 'state', 'cancelled', 'finished', NOW)
+    stat(queue, 'cancelled', 1)
+    notify(id, jk, f[3])
+    expire_after(jk, f[2], ARGV[6])
+    settle(id, jk, 'cancelled', f[4], nil, f[5])
+    emit(id, 'cancelled', queue, 'purged')
+    n = n + 1
+  end
+end
+return n

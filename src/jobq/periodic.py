@@ -1,0 +1,80 @@
+"""Periodic jobs: cron expressions or fixed intervals, declared in code or added at run time.
+
+A spec lives in the ``periodic`` hash; its next due time (ms) in the ``periodic:next`` zset. The
+maintenance leader fires due specs: it submits the job under the id ``periodic:<name>:<due ms>``
+(idempotent, so a second master firing the same tick makes no second job), then moves the due
+time forward with ``ZADD XX GT`` (monotonic, so two masters cannot move it back). A tick is thus
+fired exactly once however many masters run, even if one dies between the two steps.
+
+Missed ticks (no master ran): ``missed="skip"`` drops ticks older than one period (or a minute,
+whichever is less) and waits for the next; ``missed="once"`` runs one job for all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+from .errors import ConfigError
+
+MISSED_POLICIES = ("skip", "once")
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodicSpec:
+    """One periodic job: what to run, and when."""
+
+    name: str
+    task: str
+    cron: str | None = None
+    every_s: float | None = None
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    queue: str = "default"
+    missed: str = "skip"
+
+    def __post_init__(self) -> None:
+        if (self.cron is None) == (self.every_s is None):
+            raise ConfigError(f"periodic {self.name!r}: give exactly one of cron or every")
+        if self.cron is not None:
+            from croniter import croniter
+
+            if not croniter.is_valid(self.cron):
+                raise ConfigError(f"periodic {self.name!r}: invalid cron expression {self.cron!r}")
+        if self.every_s is not None and self.every_s <= 0:
+            raise ConfigError(f"periodic {self.name!r}: every must be > 0 seconds")
+        if self.missed not in MISSED_POLICIES:
+            raise ConfigError(f"periodic {self.name!r}: missed must be 'skip' or 'once'")
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> PeriodicSpec:
+        data = orjson.loads(raw)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def next_after(self, t_ms: int) -> int:
+        """The first due time strictly after `t_ms`."""
+        if self.every_s is not None:
+            step = int(self.every_s * 1000)
+            return (t_ms // step + 1) * step
+        from croniter import croniter
+
+        return int(croniter(self.cron, t_ms / 1000).get_next(float) * 1000)
+
+    def period_ms(self, t_ms: int) -> int:
+        nxt = self.next_after(t_ms)
+        return self.next_after(nxt) - nxt
+
+    def should_fire(self, due_ms: int, now_ms: int) -> bool:
+        """Whether the tick due at `due_ms` still fires at `now_ms` (the missed-tick policy)."""
+        if self.missed == "once":
+            return True
+        return now_ms - due_ms <= min(self.period_ms(due_ms), 60_000)
+
+    def job_id(self, due_ms: int) -> str:
+        return f"periodic:{self.name}:{due_ms}"
