@@ -426,6 +426,8 @@ CALLS: dict[str, tuple[Callable[[Scripts, Any], Any], Callable[[Scripts, Any], A
     "await": (lambda s, c: s.await_(c, "j"),) * 2,
     "leader": (lambda s, c: s.leader(c, "me", 1000),) * 2,
     "progress": (lambda s, c: s.progress(c, "j", "1", 0.5, "half"),) * 2,
+    "orphans": (lambda s, c: s.orphans(c, 1000, 10),) * 2,
+    "purge": (lambda s, c: s.purge(c, "q", 10, 60),) * 2,
 }
 
 

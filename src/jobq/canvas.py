@@ -33,9 +33,7 @@ class Signature:
         return replace(self, options={**self.options, **options})
 
     def spec(self, **extra: Any) -> JobSpec:
-        return self.task.app.spec(
-            self.task.name, self.args, self.kwargs, {**self.options, **extra}
-        )
+        return self.task.app.spec(self.task.name, self.args, self.kwargs, {**self.options, **extra})
 
     def submit(self) -> Job:
         return self.task.app.submit(self.task.name, self.args, self.kwargs, **self.options)

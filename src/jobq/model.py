@@ -49,7 +49,12 @@ class JobSpec:
     def as_row(self) -> list[Any]:
         """The 16 fields enqueue.lua takes per job (empty string = the default)."""
         return [
-            self.id, self.task, self.queue, self.payload, self.priority, self.max_attempts,
+            self.id,
+            self.task,
+            self.queue,
+            self.payload,
+            self.priority,
+            self.max_attempts,
             "" if self.timeout_ms is None else self.timeout_ms,
             "" if self.backoff_ms is None else self.backoff_ms,
             "" if self.result_ttl_s is None else self.result_ttl_s,

@@ -18,9 +18,23 @@ if TYPE_CHECKING:
 #: Options `Task.submit` takes out of its keyword arguments; everything else goes to the task.
 SUBMIT_OPTIONS = frozenset(
     {
-        "queue", "priority", "delay", "eta", "retries", "backoff", "timeout", "job_id",
-        "result_ttl", "depends_on", "pass_results", "unique_key", "worker", "worker_group",
-        "fallback", "concurrency_key", "concurrency_limit",
+        "queue",
+        "priority",
+        "delay",
+        "eta",
+        "retries",
+        "backoff",
+        "timeout",
+        "job_id",
+        "result_ttl",
+        "depends_on",
+        "pass_results",
+        "unique_key",
+        "worker",
+        "worker_group",
+        "fallback",
+        "concurrency_key",
+        "concurrency_limit",
     }
 )
 

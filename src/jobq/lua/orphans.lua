@@ -1,8 +1,7 @@
 -- orphans: settle jobs targeted at a worker that is gone (not seen for gone_ms): each job that
 -- has waited at least gone_ms moves to its fallback queue if it has one, else fails naming the
 -- worker. Group queues are left alone: any member of the group may still come.
--- KEYS: 1 events, 2 queues set, 3 workers zset (name -> last seen ms), 4 dead-letter zset,
---       5 seq counter
+-- KEYS: 1 events, 2 queues set, 3 workers zset (last seen ms), 4 dead-letter zset, 5 seq
 -- ARGV: 4 gone_ms, 5 max jobs per queue in this call
 -- Returns: number of jobs moved or failed.
 local gone, limit = tonumber(ARGV[4]), tonumber(ARGV[5])

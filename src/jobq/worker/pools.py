@@ -51,6 +51,7 @@ class Pool(Protocol):
     def kill(self) -> None:
         """End running attempts now where the pool can."""
         ...
+
     def cancel(self, job_id: str) -> bool:
         """Stop one running attempt (a cancel the task ignored); False if the pool can't."""
         ...
