@@ -38,9 +38,21 @@ def start_valkey(data: Path) -> tuple[subprocess.Popen[bytes], str]:
 
     port = free_port()
     proc = subprocess.Popen(
-        [find_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-         "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            find_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
     for _ in range(500):
@@ -71,15 +83,23 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="jobq-bench-"))
     server, url = start_valkey(tmp)
     prefix = "bench"
-    env = {**os.environ, "JOBQ_URL": url, "JOBQ_PREFIX": prefix,
-           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "JOBQ_URL": url,
+        "JOBQ_PREFIX": prefix,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
     sys.path.insert(0, str(HERE))
     os.environ.update(JOBQ_URL=url, JOBQ_PREFIX=prefix)
-    from bench_tasks import app, noop  # noqa: PLC0415 - needs the env above
+    from bench_tasks import app, noop  # imported late: it reads the env set above
 
     r = redis.Redis.from_url(url)
-    out: dict[str, object] = {"n": args.n, "workers": args.workers, "pool": args.pool,
-                              "concurrency": args.concurrency}
+    out: dict[str, object] = {
+        "n": args.n,
+        "workers": args.workers,
+        "pool": args.pool,
+        "concurrency": args.concurrency,
+    }
     workers: list[subprocess.Popen[bytes]] = []
     try:
         # Bare limit: the same client library, one LPUSH per round trip.
@@ -95,12 +115,22 @@ def main() -> int:
         out["enqueue_per_s"] = args.n / (time.perf_counter() - t)
 
         mem0 = r.info("memory")["used_memory"]
-        cmd = [sys.executable, "-m", "jobq", "worker", "bench_tasks:app", "--pool", args.pool,
-               "-c", str(args.concurrency)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "jobq",
+            "worker",
+            "bench_tasks:app",
+            "--pool",
+            args.pool,
+            "-c",
+            str(args.concurrency),
+        ]
         if args.prefetch is not None:
             cmd += ["--prefetch", str(args.prefetch)]
-        workers = [subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
-                   for _ in range(args.workers)]
+        workers = [
+            subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL) for _ in range(args.workers)
+        ]
         t = time.perf_counter()
         # Wait for the last job: the queue is FIFO, so its result arrives last.
         jobs[-1].result(timeout=600)

@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, overload
 
 from .config import Settings
@@ -205,10 +206,15 @@ class App:
     def submit_many(
         self, task: str, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], **options: Any
     ) -> list[Job]:
-        """Queue many jobs of one task in a single round trip (pipelined script calls)."""
+        """Queue many jobs of one task in a single round trip (streamed script calls)."""
         if options.get("job_id") is not None:
             raise ConfigError("job_id cannot be shared by a batch; submit such jobs one by one")
-        specs = [self.spec(task, a, k, options) for a, k in calls]
+        template = self.spec(task, (), {}, options)  # options resolved once, not per job
+        encode = self.serializer.encode_args
+        specs = (
+            replace(template, id=new_job_id(), payload=encode(args, kwargs))
+            for args, kwargs in calls
+        )
         return [Job(self, i) for i in self.store.submit_ids(specs)]
 
     def submit_specs(self, specs: list[JobSpec]) -> list[Job]:

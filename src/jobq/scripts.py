@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -99,28 +100,39 @@ class Scripts:
         for conn in conns:
             conn.disconnect()
 
-    def execute(self, calls: list[Call]) -> list[Any]:
+    def execute(self, calls: Iterable[Call]) -> list[Any]:
         """Send `calls` in one round trip; replies in order (an error reply is returned as its
-        ResponseError, not raised). Reloads scripts on NOSCRIPT and
-        retries once on a dropped connection (every script is safe to repeat: enqueue is
-        idempotent per id, outcomes are fenced by tokens, a repeated claim only delays jobs
-        until their lease expires)."""
+        ResponseError, not raised). A list goes out in one write; an iterator is sent call by
+        call as it yields, so the server runs early calls while the caller builds later ones.
+        Reloads scripts on NOSCRIPT and retries once on a dropped connection (every script is
+        safe to repeat: enqueue is idempotent per id, outcomes are fenced by tokens, a repeated
+        claim only delays jobs until their lease expires)."""
+        sent: list[Call] = []
+        it = iter(calls)
         try:
-            return self._send(calls)
+            return self._send(calls if isinstance(calls, list) else it, sent)
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             self._conn().disconnect()
-            return self._send(calls)
+            everything = sent if isinstance(calls, list) else [*sent, *it]
+            return self._send(everything, [])
 
-    def _send(self, calls: list[Call]) -> list[Any]:
+    def _send(self, calls: Iterable[Call], sent: list[Call]) -> list[Any]:
         conn = self._conn()
-        packed = b"".join(
-            pack_command(("EVALSHA", self._sha[name], len(keys), *keys, *args))
-            for name, keys, args in calls
-        )
-        conn.send_packed_command([packed])
+
+        def pack(call: Call) -> bytes:
+            name, keys, args = call
+            return bytes(pack_command(("EVALSHA", self._sha[name], len(keys), *keys, *args)))
+
+        if isinstance(calls, list):
+            sent.extend(calls)
+            conn.send_packed_command([b"".join(pack(c) for c in calls)])
+        else:
+            for call in calls:
+                sent.append(call)
+                conn.send_packed_command([pack(call)])
         replies: list[Any] = []
         missing: list[int] = []
-        for i in range(len(calls)):
+        for i in range(len(sent)):
             # Read every reply even after an error, or the connection would be out of step.
             try:
                 replies.append(conn.read_response())
@@ -130,16 +142,22 @@ class Scripts:
             except ResponseError as exc:
                 replies.append(exc)
         if missing:  # the server lost its script cache (restart): load, then run those again
-            for name in {calls[i][0] for i in missing}:
+            for name in {sent[i][0] for i in missing}:
                 conn.send_command("SCRIPT", "LOAD", self._src[name])
                 conn.read_response()
-            again = self._send([calls[i] for i in missing])
+            again = self._send([sent[i] for i in missing], [])
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
         return replies
 
+    def _call(self, name: str, keys: list[str], args: list[Any], now: int) -> Call:
+        return (name, [self.keys.events, *keys], [self.keys.base, now, self._maxlen, *args])
+
     def _run(self, client: Client, name: str, keys: list[str], args: list[Any], now: int) -> Any:
-        call: Call = (name, [self.keys.events, *keys], [self.keys.base, now, self._maxlen, *args])
+        return self._dispatch(client, self._call(name, keys, args, now))
+
+    def _dispatch(self, client: Client, call: Call) -> Any:
+        name = call[0]
         if isinstance(client, Batch):
             client.calls.append(call)
             return None
@@ -151,12 +169,17 @@ class Scripts:
         return reply
 
     def enqueue(self, client: Client, jobs: list[list[Any]], now: int = 0) -> Any:
-        """Create jobs (10 fields each, see enqueue.lua); reply: 1 created / 0 existed per job."""
+        """Create jobs (16 fields each, see enqueue.lua); reply per job: 1 created / 0 existed /
+        the id holding the same unique key."""
+        return self._dispatch(client, self.enqueue_call(jobs, now))
+
+    def enqueue_call(self, jobs: list[list[Any]], now: int = 0) -> Call:
+        """The enqueue call for `jobs`, ready for `execute` (to stream many of them)."""
         flat: list[Any] = [len(jobs)]
         for j in jobs:
             flat.extend(j)
         k = self.keys
-        return self._run(client, "enqueue", [k.scheduled, k.seq, k.queues], flat, now)
+        return self._call("enqueue", [k.scheduled, k.seq, k.queues], flat, now)
 
     def claim(
         self, client: Client, worker: str, queues: list[str], n: int, lease_ms: int, now: int = 0

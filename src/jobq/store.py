@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,7 +22,7 @@ from .errors import BrokerUnavailable, DependencyCycle, JobNotFound
 from .keys import Keys
 from .model import Claimed, JobRecord, JobSpec, Outcome, QueueInfo, WorkerInfo
 from .periodic import PeriodicSpec
-from .scripts import Batch, Scripts
+from .scripts import Batch, Call, Scripts
 from .states import TERMINAL, JobState
 
 BrokerErrors = (redis.ConnectionError, redis.TimeoutError)
@@ -107,37 +108,37 @@ class Store:
 
     # -- producers ---------------------------------------------------------------------------
 
-    def submit(self, specs: list[JobSpec], now: int = 0) -> list[bool]:
+    def submit(self, specs: Iterable[JobSpec], now: int = 0) -> list[bool]:
         """Create jobs in one round trip; per job, True if created, False if it existed (same
         id, or a pending job holds its unique key)."""
-        return [r == 1 for r in self._enqueue(specs, now)]
+        return [r == 1 for _s, r in self._enqueue(specs, now)]
 
-    def submit_ids(self, specs: list[JobSpec], now: int = 0) -> list[str]:
+    def submit_ids(self, specs: Iterable[JobSpec], now: int = 0) -> list[str]:
         """Create jobs in one round trip; per job, the id that now stands for it: its own, or
         that of the pending job holding the same unique key."""
-        return [
-            r.decode() if isinstance(r, bytes) else s.id
-            for r, s in zip(self._enqueue(specs, now), specs, strict=True)
-        ]
+        return [r.decode() if isinstance(r, bytes) else s.id for s, r in self._enqueue(specs, now)]
 
-    def _enqueue(self, specs: list[JobSpec], now: int, chunk: int = 500) -> list[Any]:
-        """Large batches go as several script calls (so no single call holds the server for
-        long) in one round trip. A bad dependency raises before anything is written."""
+    def _enqueue(
+        self, specs: Iterable[JobSpec], now: int, chunk: int = 500
+    ) -> list[tuple[JobSpec, Any]]:
+        """Each job with its enqueue reply. A large batch goes as several script calls (so no
+        single call holds the server for long), streamed in one round trip: the server runs a
+        chunk while the next is built. A bad dependency raises before anything is written."""
+        it = iter(specs)
+        chunks: list[list[JobSpec]] = []
+
+        def calls() -> Iterator[Call]:
+            while part := list(islice(it, chunk)):
+                chunks.append(part)
+                yield self.scripts.enqueue_call([s.as_row() for s in part], now)
+
         with self.broker("submitting jobs"):
-            try:
-                if len(specs) <= chunk:
-                    return list(self.scripts.enqueue(self.r, [s.as_row() for s in specs], now))
-                batch = Batch()
-                for i in range(0, len(specs), chunk):
-                    self.scripts.enqueue(batch, [s.as_row() for s in specs[i : i + chunk]], now)
-                replies = self.scripts.execute(batch.calls)
-            except redis.ResponseError as exc:
-                raise _script_error(exc) from exc
-        out: list[Any] = []
-        for reply in replies:
+            replies = self.scripts.execute(calls())
+        out: list[tuple[JobSpec, Any]] = []
+        for part, reply in zip(chunks, replies, strict=True):
             if isinstance(reply, redis.ResponseError):
                 raise _script_error(reply)
-            out.extend(reply)
+            out.extend(zip(part, reply, strict=True))
         return out
 
     # -- workers -----------------------------------------------------------------------------

@@ -34,10 +34,11 @@ local function wake(queue)
 end
 
 -- Put a job into its queue's priority set: higher priority first, FIFO within a priority.
-local function push_queue(id, queue, pri, seqkey)
-  local seq = redis.call('INCR', seqkey)
+-- (A batch passes `seq` from one INCRBY and `nowake`, waking each queue once itself.)
+local function push_queue(id, queue, pri, seqkey, nowake, seq)
+  seq = seq or redis.call('INCR', seqkey)
   redis.call('ZADD', P .. K_QUEUE .. queue, -(tonumber(pri) or 0) * PRI_SPAN + seq, id)
-  wake(queue)
+  if not nowake then wake(queue) end
 end
 
 -- Release callers blocked in Job.result(): one token per registered waiter.

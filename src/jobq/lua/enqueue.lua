@@ -28,6 +28,8 @@ for i = 0, n - 1 do
 end
 
 local out = {}
+local touched, queued = {}, {} -- per queue, once per call: registry entry, wake-up
+local seq = redis.call('INCRBY', KEYS[3], n) - n -- FIFO numbers for the whole batch at once
 for i = 0, n - 1 do
   local b = 4 + i * F
   local id, task, queue, payload = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
@@ -94,11 +96,14 @@ for i = 0, n - 1 do
       redis.call('ZADD', KEYS[2], eta, id)
       stat(queue, 'scheduled', 1)
     else
-      push_queue(id, queue, pri, KEYS[3])
+      push_queue(id, queue, pri, KEYS[3], true, seq + i + 1)
+      queued[queue] = true
     end
-    redis.call('SADD', KEYS[4], queue)
+    touched[queue] = true
     emit(id, state, queue)
     out[i + 1] = 1
   end
 end
+for queue in pairs(touched) do redis.call('SADD', KEYS[4], queue) end
+for queue in pairs(queued) do wake(queue) end
 return out
