@@ -328,6 +328,13 @@ class Worker:
         self._requeue(left_over, "still running at shutdown")
         self.done.set()
         if self.maintainer:
+            self.maintainer.stop_event.set()
+        # Join the loops that talk to the broker, so none is mid-call (or re-takes the leader
+        # lease) after run() returns and the caller closes the App.
+        for t in self._threads:
+            if t.name in ("jobq-heartbeat", "jobq-maintenance"):
+                t.join(30)
+        if self.maintainer:
             self.maintainer.stop()
         with contextlib.suppress(BrokerUnavailable):
             self.store.unregister_worker(self.name)
