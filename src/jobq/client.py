@@ -30,8 +30,10 @@ MAX_PRIORITY = 1000
 
 
 def new_job_id() -> str:
-    """A random 96-bit id, URL-safe (16 characters)."""
-    return base64.urlsafe_b64encode(os.urandom(12)).decode()
+    """A random 96-bit id, URL-safe (16 characters), never starting with '-' (the CLI would
+    take such an id for an option)."""
+    raw = base64.urlsafe_b64encode(os.urandom(12)).decode()
+    return "_" + raw[1:] if raw.startswith("-") else raw
 
 
 class App:
