@@ -323,7 +323,7 @@ class Job:
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait (blocking, no polling) for the outcome; return the value or raise the error."""
-        rec = self.app.store.wait(self.id, timeout)
+        rec = self.app.store.wait(self.id, timeout, full=False)
         if rec is None:
             raise JobNotFound(f"no job {self.id} (never submitted, or its result expired)")
         if rec.state == JobState.SUCCEEDED:

@@ -13,6 +13,7 @@ passed as the client is still honoured (its own Script path).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -99,6 +100,12 @@ class Scripts:
         conns, self._conns = self._conns, []
         for conn in conns:
             conn.disconnect()
+
+    def __del__(self) -> None:
+        # A thread that used the store after close() reopened a connection: close it here
+        # rather than leave its socket to the garbage collector.
+        with contextlib.suppress(Exception):
+            self.close()
 
     def execute(self, calls: Iterable[Call]) -> list[Any]:
         """Send `calls` in one round trip; replies in order (an error reply is returned as its

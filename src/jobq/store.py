@@ -23,7 +23,7 @@ from .keys import Keys
 from .model import Claimed, JobRecord, JobSpec, Outcome, QueueInfo, WorkerInfo
 from .periodic import PeriodicSpec
 from .scripts import Batch, Call, Scripts
-from .states import TERMINAL, JobState
+from .states import JobState
 
 BrokerErrors = (redis.ConnectionError, redis.TimeoutError)
 
@@ -65,6 +65,15 @@ def _script_error(exc: Exception) -> Exception:
     if msg.startswith("JOBQ_PARENT"):
         return JobNotFound("depends_on: " + msg.removeprefix("JOBQ_PARENT ").strip())
     return exc
+
+
+def _outcome_record(job_id: str, message: bytes) -> JobRecord:
+    """The record a finishing script pushed to a waiter: ``<state>|<result or error json>``."""
+    state, _, payload = message.partition(b"|")
+    st = JobState(state.decode())
+    if st == JobState.SUCCEEDED:
+        return JobRecord(job_id, "", "", st, result=payload)
+    return JobRecord(job_id, "", "", st, error=orjson.loads(payload) if payload else None)
 
 
 class Store:
@@ -309,11 +318,15 @@ class Store:
             raw = self.r.hget(self.keys.job(job_id), "state")
         return JobState(raw.decode()) if raw else None
 
-    def wait(self, job_id: str, timeout_s: float | None) -> JobRecord | None:
+    def wait(
+        self, job_id: str, timeout_s: float | None, full: bool = True
+    ) -> JobRecord | None:
         """Block until the job is terminal (or the timeout); returns it, None if not found.
 
-        Registers as a waiter inside a script, then blocks on ``done:<id>``, which the finishing
-        script pushes to: no polling, and no missed wake-up between the check and the block.
+        Registers as a waiter inside a script, then blocks on ``done:<id>``, to which the
+        finishing script pushes the outcome: no polling, no missed wake-up between the check
+        and the block. With ``full=False`` the record is built from that message alone (state,
+        result and error only), saving the read after it.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
@@ -321,19 +334,20 @@ class Store:
                 code = int(self.scripts.await_(self.r, job_id))
             if code == -1:
                 return None
-            if code == 0:
-                left = 0.0 if deadline is None else deadline - time.monotonic()
-                if deadline is not None and left <= 0:
+            if code == 1:
+                return self.get_job(job_id)
+            while True:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
                     return self.get_job(job_id)
                 # Block in slices so a dead connection is noticed (socket timeout is longer).
-                block = 5.0 if deadline is None else min(max(left, 0.001), 5.0)
+                block = 5.0 if left is None else min(max(left, 0.001), 5.0)
                 with self.broker("waiting for a result"):
-                    self.r.blpop([self.keys.done(job_id)], timeout=block)
-            job = self.get_job(job_id)
-            if job is None or job.state in TERMINAL:
-                return job
-            if deadline is not None and time.monotonic() >= deadline:
-                return job
+                    got = self.r.blpop([self.keys.done(job_id)], timeout=block)
+                if got is not None:
+                    return self.get_job(job_id) if full else _outcome_record(job_id, got[1])
+                if block == 5.0:
+                    break  # re-register: the job may have expired or been re-run meanwhile
 
     def progress(self, job_id: str, token: str, fraction: float, message: str = "") -> bool:
         """Record a running attempt's progress; False if the attempt no longer owns the job."""

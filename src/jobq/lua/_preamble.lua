@@ -41,13 +41,15 @@ local function push_queue(id, queue, pri, seqkey, nowake, seq)
   if not nowake then wake(queue) end
 end
 
--- Release callers blocked in Job.result(): one token per registered waiter.
-local function notify(id, jobkey, waiters)
+-- Release callers blocked in Job.result(): one message per registered waiter, carrying the
+-- outcome ("<state>|<result blob or error json>") so the waiter needs no second round trip.
+local function notify(id, jobkey, waiters, state, payload)
   local n = tonumber(waiters)
   if n and n > 0 then
     local dk = P .. K_DONE .. id
+    local msg = state .. '|' .. (payload or '')
     for _ = 1, n do
-      redis.call('RPUSH', dk, '1')
+      redis.call('RPUSH', dk, msg)
     end
     redis.call('EXPIRE', dk, 600)
     redis.call('HDEL', jobkey, 'waiters')
@@ -128,7 +130,7 @@ local function settle(id, jk, state, ukey, cheld, kids)
       stat(kf[2], 'scheduled', -1)
       stat(kf[2], 'failed', 1)
       redis.call('ZADD', P .. K_DEAD, NOW, kid)
-      notify(kid, kjk, kf[3])
+      notify(kid, kjk, kf[3], 'failed', err)
       finished(kid)
       drop_unique(kid, kf[4])
       emit(kid, 'failed', kf[2], 'dependency failed')

@@ -22,7 +22,7 @@ else
 end
 redis.call('HSET', jk, 'state', 'cancelled', 'finished', NOW)
 stat(f[2], 'cancelled', 1)
-notify(id, jk, f[4])
+notify(id, jk, f[4], 'cancelled')
 expire_after(jk, f[3], ARGV[5])
 settle(id, jk, 'cancelled', f[5], nil, f[6])
 emit(id, 'cancelled', f[2])

@@ -19,7 +19,7 @@ for i = 0, n - 1 do
     redis.call('ZREM', KEYS[2], id)
     stat(f[3], 'running', -1)
     stat(f[3], 'succeeded', 1)
-    notify(id, jk, f[5])
+    notify(id, jk, f[5], 'succeeded', blob)
     expire_after(jk, f[4], default_ttl)
     settle(id, jk, 'succeeded', f[6], f[7], f[8])
     emit(id, 'succeeded', f[3])

@@ -22,7 +22,7 @@ for i = 0, n - 1 do
     if f[10] then
       redis.call('HSET', jk, 'state', 'cancelled', 'error', err, 'finished', NOW)
       stat(f[3], 'cancelled', 1)
-      notify(id, jk, f[6])
+      notify(id, jk, f[6], 'cancelled', err)
       settle(id, jk, 'cancelled', f[7], f[8], f[9])
       expire_after(jk, f[11], nil)
       emit(id, 'cancelled', f[3])
@@ -40,7 +40,7 @@ for i = 0, n - 1 do
       redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', NOW)
       redis.call('ZADD', KEYS[4], NOW, id)
       stat(f[3], 'failed', 1)
-      notify(id, jk, f[6])
+      notify(id, jk, f[6], 'failed', err)
       settle(id, jk, 'failed', f[7], f[8], f[9])
       emit(id, 'failed', f[3])
       out[i + 1] = 2

@@ -31,7 +31,7 @@ for _, queue in ipairs(redis.call('SMEMBERS', KEYS[2])) do
             redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', NOW)
             redis.call('ZADD', KEYS[4], NOW, id)
             stat(queue, 'failed', 1)
-            notify(id, jk, f[5])
+            notify(id, jk, f[5], 'failed', err)
             settle(id, jk, 'failed', f[6], nil, f[7])
             emit(id, 'failed', queue, 'worker gone')
           end

@@ -7,10 +7,12 @@ local moved = 0
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[2], id)
   local jk = P .. K_JOB .. id
-  local f = redis.call('HMGET', jk, 'state', 'queue', 'pri')
+  local f = redis.call('HMGET', jk, 'state', 'queue', 'pri', 'rslot')
   if f[1] == 'scheduled' then
     redis.call('HSET', jk, 'state', 'queued')
-    push_queue(id, f[2], f[3], KEYS[3])
+    -- A rate-limited job whose reserved start slot has come goes first within its priority
+    -- (seq 0): behind a backlog it would start late, and many such jobs at once (a burst).
+    push_queue(id, f[2], f[3], KEYS[3], false, f[4] and 0 or nil)
     stat(f[2], 'scheduled', -1)
     emit(id, 'queued', f[2])
     moved = moved + 1

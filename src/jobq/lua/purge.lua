@@ -12,7 +12,7 @@ for _, id in ipairs(redis.call('ZRANGE', qk, 0, tonumber(ARGV[5]) - 1)) do
   if f[1] == 'queued' then
     redis.call('HSET', jk, 'state', 'cancelled', 'finished', NOW)
     stat(queue, 'cancelled', 1)
-    notify(id, jk, f[3])
+    notify(id, jk, f[3], 'cancelled')
     expire_after(jk, f[2], ARGV[6])
     settle(id, jk, 'cancelled', f[4], nil, f[5])
     emit(id, 'cancelled', queue, 'purged')

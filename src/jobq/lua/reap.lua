@@ -25,7 +25,7 @@ for _, id in ipairs(ids) do
       redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', NOW)
       redis.call('ZADD', KEYS[3], NOW, id)
       stat(f[2], 'failed', 1)
-      notify(id, jk, f[6])
+      notify(id, jk, f[6], 'failed', err)
       settle(id, jk, 'failed', f[8], f[9], f[10])
       emit(id, 'failed', f[2], 'lease expired')
       dead = dead + 1

@@ -81,6 +81,7 @@ class Worker:
         self.inflight: dict[str, Claimed] = {}
         self.cond = threading.Condition()
         self.outcomes: queue.Queue[Outcome | None] = queue.Queue()
+        self._reporting = threading.Lock()
         self.stopping = threading.Event()
         self.immediate = threading.Event()
         self.done = threading.Event()
@@ -186,6 +187,7 @@ class Worker:
                     self.store.wait_for_work(self.queues, 1.0)
                     continue
                 backoff = 0.1
+                drained = len(jobs) < free  # the queues are empty now: block, don't re-claim
             except BrokerUnavailable as exc:
                 log.error("%s; retrying in %.1fs", exc, backoff)
                 self.stopping.wait(backoff)
@@ -196,11 +198,28 @@ class Worker:
                     self.inflight[c.id] = c
             for c in jobs:
                 self.pool.submit(c)
+            if drained:
+                with contextlib.suppress(BrokerUnavailable):  # the next claim reports it
+                    self.store.wait_for_work(self.queues, 1.0)
 
     def _on_done(self, outcome: Outcome) -> None:
         # Exponential moving average; races between pool threads only blur it slightly.
         self.avg_runtime_s += (outcome.runtime_s - self.avg_runtime_s) * 0.05
-        self.outcomes.put(outcome)
+        # The only job in flight and the reporter idle: record it from this thread, saving a
+        # thread hand-off on the latency path. Under load outcomes queue up and go out in
+        # batches. (Not on the event loop's thread: a round trip there would stall its tasks.)
+        if (
+            self.pool_kind != "async"
+            and len(self.inflight) <= 1
+            and self.outcomes.empty()
+            and self._reporting.acquire(blocking=False)
+        ):
+            try:
+                self._record([outcome])
+            finally:
+                self._reporting.release()
+        else:
+            self.outcomes.put(outcome)
 
     def _report_loop(self) -> None:
         while True:
@@ -217,32 +236,37 @@ class Worker:
                     self.outcomes.put(None)  # re-post the sentinel for after this batch
                     break
                 batch.append(nxt)
-            codes = self._report_with_retry(batch)
+            with self._reporting:
+                self._record(batch)
+
+    def _record(self, batch: list[Outcome]) -> None:
+        """Report outcomes (retrying through outages), log failures, free their slots."""
+        codes = self._report_with_retry(batch)
+        for o in batch:
+            code = codes.get(o.claimed.id, 0)
+            if code < 0:
+                log.warning(
+                    "outcome of job %s (attempt %d) discarded: %s",
+                    o.claimed.id,
+                    o.claimed.attempt,
+                    "job not found" if code == -1 else "a newer attempt owns it",
+                )
+            elif not o.ok:
+                e = o.error
+                log.warning(
+                    "job %s (%s) attempt %d failed: %s: %s%s",
+                    o.claimed.id,
+                    o.claimed.task,
+                    o.claimed.attempt,
+                    e.get("type"),
+                    e.get("message"),
+                    " (will retry)" if code == 1 else " (dead-lettered)",
+                )
+        with self.cond:
             for o in batch:
-                code = codes.get(o.claimed.id, 0)
-                if code < 0:
-                    log.warning(
-                        "outcome of job %s (attempt %d) discarded: %s",
-                        o.claimed.id,
-                        o.claimed.attempt,
-                        "job not found" if code == -1 else "a newer attempt owns it",
-                    )
-                elif not o.ok:
-                    e = o.error
-                    log.warning(
-                        "job %s (%s) attempt %d failed: %s: %s%s",
-                        o.claimed.id,
-                        o.claimed.task,
-                        o.claimed.attempt,
-                        e.get("type"),
-                        e.get("message"),
-                        " (will retry)" if code == 1 else " (dead-lettered)",
-                    )
-            with self.cond:
-                for o in batch:
-                    self.inflight.pop(o.claimed.id, None)
-                self.processed += len(batch)
-                self.cond.notify_all()
+                self.inflight.pop(o.claimed.id, None)
+            self.processed += len(batch)
+            self.cond.notify_all()
 
     def _report_with_retry(self, batch: list[Outcome]) -> dict[str, int]:
         backoff = 0.1
