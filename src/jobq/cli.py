@@ -108,6 +108,13 @@ def main() -> None:
     show_default=True,
     help="Seconds to finish running jobs on SIGTERM before requeueing them.",
 )
+@click.option(
+    "--cancel-grace",
+    default=10.0,
+    show_default=True,
+    help="Seconds a running job may take to stop after a cancel before it is killed "
+    "(process and async pools).",
+)
 @common
 def worker(
     app_path: str,
@@ -118,6 +125,7 @@ def worker(
     group: str | None,
     prefetch: int | None,
     grace: float,
+    cancel_grace: float,
     url: str | None,
     prefix: str | None,
 ) -> None:
@@ -138,6 +146,7 @@ def worker(
         prefetch=prefetch,
         app_path=app_path,
         grace_s=grace,
+        cancel_grace_s=cancel_grace,
     )
     w.run()
 

@@ -32,4 +32,6 @@ def job_view(rec: JobRecord) -> dict[str, Any]:
         "args": rec.payload.decode("utf-8", "replace"),
         "result": rec.result.decode("utf-8", "replace") if rec.result else None,
         "error": rec.error,
+        "progress": rec.progress,
+        "progress_message": rec.progress_message,
     }
