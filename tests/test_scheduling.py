@@ -30,6 +30,7 @@ import itertools
 import json
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -48,6 +49,7 @@ from sched_tasks import RATE_LIMIT, fact_key, make_app
 from jobq import App, JobCancelled, JobFailed, JobNotFound, JobState
 from jobq.canvas import chain, chord, group
 from jobq.errors import DependencyCycle, JobqError
+from jobq.keys import Keys
 from jobq.maintenance import Maintainer, fire_periodic
 from jobq.model import JobRecord, JobSpec
 from jobq.periodic import PeriodicSpec
@@ -889,3 +891,59 @@ def test_task_ignoring_a_cancel_is_hard_stopped_on_the_process_pool(
     again = sapp.tasks["whoami"].submit(tag, worker=start["worker"])
     assert again.result(timeout=WAIT) == start["worker"]
     assert all(p.alive() for p in cluster.procs)
+
+
+# -- the example -----------------------------------------------------------------------------------
+
+
+def run_example(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "analysis.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        cwd=cwd,
+        env=env,
+    )
+
+
+@pytest.mark.timeout(180)
+def test_analysis_example_runs_against_the_test_server(
+    url: str, prefix: str, rclient: redis.Redis, tmp_path: Path
+) -> None:
+    out = run_example(
+        "--url", url, "--prefix", prefix, "--docs", "3000", "--chunks", "6",
+        cwd=tmp_path, env=subprocess_env(url, prefix),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "started 2 worker processes" in out.stdout
+    assert "documents 3,000" in out.stdout and "distributed:" in out.stdout
+    assert "verified: the merged result equals the single-process computation" in out.stdout
+    keys = Keys(prefix)
+    stats = {k.decode(): int(v) for k, v in rclient.hgetall(keys.stats("analysis")).items()}
+    assert stats.get("succeeded") == 7  # six chunks and the fan-in
+    assert rclient.zcard(keys.workers) == 0  # the workers it started were stopped
+
+
+@pytest.mark.timeout(180)
+def test_analysis_example_runs_on_the_embedded_default(tmp_path: Path) -> None:
+    env = {k: v for k, v in subprocess_env("", "").items() if k not in ("JOBQ_URL", "JOBQ_PREFIX")}
+    out = run_example("--docs", "2000", "--chunks", "4", cwd=tmp_path, env=env)
+    try:
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "verified" in out.stdout and ".jobq" in out.stdout
+    finally:  # the example stops the server it started; make sure of it
+        subprocess.run(
+            jobq_cmd("server", "stop", "--data-dir", str(tmp_path / ".jobq")),
+            capture_output=True,
+            timeout=60,
+            env=env,
+        )
+    status = subprocess.run(
+        jobq_cmd("server", "status", "--data-dir", str(tmp_path / ".jobq")),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert "not running" in status.stdout
