@@ -41,11 +41,21 @@ class ValkeyProcess:
 
     def start(self) -> None:
         args = [
-            find_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.dir), "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always" if self.appendonly else "everysec",
-            "--logfile", str(self.dir / "valkey.log"),
+            find_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "always" if self.appendonly else "everysec",
+            "--logfile",
+            str(self.dir / "valkey.log"),
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10

@@ -267,9 +267,7 @@ class Scripts:
         keys = [k.queues, k.workers, k.dead, k.seq]
         return self._run(client, "orphans", keys, [gone_ms, limit], now)
 
-    def purge(
-        self, client: Client, queue: str, limit: int, default_ttl: int, now: int = 0
-    ) -> Any:
+    def purge(self, client: Client, queue: str, limit: int, default_ttl: int, now: int = 0) -> Any:
         """Cancel up to `limit` queued jobs of `queue`; reply: count."""
         return self._run(client, "purge", [], [queue, limit, default_ttl], now)
 

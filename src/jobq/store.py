@@ -318,9 +318,7 @@ class Store:
             raw = self.r.hget(self.keys.job(job_id), "state")
         return JobState(raw.decode()) if raw else None
 
-    def wait(
-        self, job_id: str, timeout_s: float | None, full: bool = True
-    ) -> JobRecord | None:
+    def wait(self, job_id: str, timeout_s: float | None, full: bool = True) -> JobRecord | None:
         """Block until the job is terminal (or the timeout); returns it, None if not found.
 
         Registers as a waiter inside a script, then blocks on ``done:<id>``, to which the
