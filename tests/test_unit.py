@@ -559,3 +559,33 @@ def test_job_spec_row_uses_empty_strings_for_defaults() -> None:
     row = JobSpec("j", "t", "q", b"p").as_row()
     assert row == ["j", "t", "q", b"p", 0, 1, "", "", "", 0, "", "", "", "", "", ""]
     assert len(row) == parse_header("enqueue").per_item
+
+
+# -- URLs in messages and app paths ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@10.0.0.5:6380/0", "redis://:***@10.0.0.5:6380/0"),
+        ("rediss://user:s3cret@host/2", "rediss://user:***@host/2"),
+        ("unix://:s3cret@/tmp/x/valkey.sock", "unix://:***@/tmp/x/valkey.sock"),
+        ("redis://127.0.0.1:6390/0", "redis://127.0.0.1:6390/0"),
+    ],
+)
+def test_redact_hides_passwords(url: str, shown: str) -> None:
+    from jobq.store import redact
+
+    assert redact(url) == shown
+
+
+def test_load_app_errors_say_what_is_wrong() -> None:
+    from jobq.worker.pools import load_app
+
+    with pytest.raises(E.ConfigError, match=re.escape("should look like 'package.module:app'")):
+        load_app("nocolon")
+    with pytest.raises(E.ConfigError, match="cannot import 'no_such_mod_q'"):
+        load_app("no_such_mod_q:app")
+    with pytest.raises(E.ConfigError, match="is not a jobq App"):
+        load_app("jobq.client:Job")
+    assert isinstance(load_app("jobq.demo:app"), App)
