@@ -825,6 +825,21 @@ def test_cron_fires_on_its_schedule_stepped(sapp: App) -> None:
     assert store.list_periodic()[0][1] == expected[-1] + 5 * 60_000
 
 
+def test_a_periodic_job_keeps_its_task_options(url: str, prefix: str) -> None:
+    with App(url, prefix=prefix) as a:
+
+        @a.periodic(every=10, retries=2, priority=5)
+        def nightly_report() -> None: ...
+
+        spec = a.periodics["nightly_report"]
+        t0 = a.store.server_time_ms() // 10_000 * 10_000
+        a.store.upsert_periodic(spec, now=t0)
+        assert fire_periodic(a.store, t0 + 10_001) == 1
+        rec = a.store.get_job(spec.job_id(t0 + 10_000))
+        assert rec is not None
+        assert (rec.max_attempts, rec.priority) == (3, 5)  # retried like any job of the task
+
+
 @pytest.mark.timeout(150)
 def test_periodic_cli_add_list_remove(cluster: Cluster, sapp: App) -> None:
     tag, r, keys = new_tag(), sapp.store.r, sapp.keys

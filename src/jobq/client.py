@@ -145,6 +145,8 @@ class App:
                 kwargs=kwargs or {},
                 queue=queue or task.options.queue,
                 missed=missed,
+                retries=task.options.retries,
+                priority=task.options.priority,
             )
             self.periodics[spec.name] = spec
             return task

@@ -66,6 +66,8 @@ def fire_periodic(store: Store, now: int = 0) -> int:
                 task=spec.task,
                 queue=spec.queue,
                 payload=_JSON.encode_args(spec.args, spec.kwargs),
+                priority=spec.priority,
+                max_attempts=spec.retries + 1,
             )
             fired += sum(store.submit([job], now))
         else:

@@ -34,6 +34,10 @@ class PeriodicSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     queue: str = "default"
     missed: str = "skip"
+    retries: int = 0
+    """The task's retries and priority, which the fired jobs take (the maintenance loop may
+    run where the task is not registered)."""
+    priority: int = 0
 
     def __post_init__(self) -> None:
         if (self.cron is None) == (self.every_s is None):
