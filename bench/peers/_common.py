@@ -21,6 +21,7 @@ The server is flushed (FLUSHALL) before every workload: the benchmark owns its V
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -40,6 +41,31 @@ LOG_DIR = HERE.parent / "results" / "raw"
 
 # Per-process concurrency for the 10 ms sleep workload (threads / asyncio tasks / greenlets).
 IO_CONCURRENCY = int(os.environ.get("BENCH_IO_CONCURRENCY", "32"))
+
+
+def bench_url() -> str:
+    """The benchmark server's URL, in the driver (argv[1]) and in its workers (BENCH_URL).
+
+    There is deliberately no default: a driver must never touch any other server.
+    """
+    url = os.environ.get("BENCH_URL")
+    if not url:
+        for arg in sys.argv[1:]:
+            if arg.startswith(("redis://", "valkey://")):
+                url = arg
+                break
+    if not url:
+        raise SystemExit("no benchmark server URL (argv[1] or BENCH_URL)")
+    url = redis_base(url)
+    os.environ["BENCH_URL"] = url
+    return url
+
+
+def redis_base(url: str) -> str:
+    """``redis://host:port`` without a database number."""
+    rest = url.split("://", 1)[1]
+    hostport = rest.split("/", 1)[0]
+    return url.split("://", 1)[0] + "://" + hostport
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -80,27 +106,18 @@ class WorkerGroup:
     def stop(self, grace: float = 10.0) -> None:
         for p in self.procs:
             if p.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + grace
         for p in self.procs:
-            left = max(0.1, deadline - time.monotonic())
-            try:
-                p.wait(timeout=left)
-            except subprocess.TimeoutExpired:
-                pass
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
         for p in self.procs:
-            # SIGKILL whatever is left of the group (parent or forked children).
-            try:
+            # SIGKILL whatever is left of the group (the parent or its forked children).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(p.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
         for log in self._logs:
             log.close()
 
@@ -116,13 +133,16 @@ class Driver:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.url: str = args.url
-        self.r = redis.Redis.from_url(self.url)
+        self.url: str = redis_base(args.url)
+        self.r = redis.Redis.from_url(self.url + "/0")
         self.env = dict(os.environ)
         self.env["BENCH_URL"] = self.url
         self.env["PYTHONPATH"] = str(HERE) + os.pathsep + self.env.get("PYTHONPATH", "")
         self.env["PYTHONUNBUFFERED"] = "1"
         self.bin = Path(sys.executable).parent
+
+    def redis_db(self, db: int) -> redis.Redis:
+        return redis.Redis.from_url(f"{self.url}/{db}")
 
     # ---- hooks --------------------------------------------------------------------------
     def version(self) -> str:
@@ -147,11 +167,23 @@ class Driver:
         """Number of completed jobs (stored results), as the peer records them."""
         raise NotImplementedError
 
+    def verify_done(self) -> int:
+        """Exact completion count, checked once at the end (defaults to count_done)."""
+        return self.count_done()
+
+    def failure_detail(self) -> str:
+        """Extra words for the error of a run that lost jobs (e.g. the states they ended in)."""
+        return ""
+
     def latency(self, n: int, timeout: float) -> list[float]:
         """Submit n noop jobs one at a time, wait for each result; return seconds per job."""
         raise NotImplementedError
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def extra(self) -> dict[str, Any]:
+        """Optional extra workloads (jobq's batch submit); merged into the JSON output."""
+        return {}
+
+    def close(self) -> None:
         pass
 
     # ---- harness ------------------------------------------------------------------------
@@ -185,13 +217,20 @@ class Driver:
                 break
             time.sleep(self.poll_interval)
         t_end = time.perf_counter()
+        if done == n:
+            # The exact check may trail the fast count by a moment (last status writes).
+            for _ in range(20):
+                done = self.verify_done()
+                if done == n:
+                    break
+                time.sleep(0.1)
         out: dict[str, Any] = {"done": done, "ok": done == n}
         if done == n and t10 is not None and t_end > t10:
             out["rate"] = (n - c10) / (t_end - t10)
             out["rate_wall"] = n / (t_end - t_launch)
         else:
             # Nothing done after the stall window, or the workers died: report the failure.
-            out["error"] = f"{done}/{n} jobs completed"
+            out["error"] = f"{done}/{n} jobs completed{self.failure_detail()}"
             if not group.alive():
                 out["error"] += " (a worker process exited)"
         return out
@@ -263,6 +302,15 @@ class Driver:
                 result["ok"] = False
                 result["errors"].append(f"{label}: {res.get('error', 'failed')}")
             print(f"[{self.name}] {label}: {json.dumps(res)}", file=sys.stderr, flush=True)
+        if "extra" in workloads:
+            try:
+                for label, res in self.extra().items():
+                    result[label] = res
+                    if not res.get("ok"):
+                        result["errors"].append(f"{label}: {res.get('error', 'failed')}")
+            except Exception as e:
+                traceback.print_exc(file=sys.stderr)
+                result["errors"].append(f"extra: {e!r}")
         self.close()
         return result
 
@@ -273,7 +321,7 @@ def main(driver_cls: type[Driver], argv: Sequence[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=20000, help="no-op jobs")
     p.add_argument("--sleep-n", type=int, default=2000, help="10 ms sleep jobs")
     p.add_argument("--lat-n", type=int, default=300, help="sequential latency samples")
-    p.add_argument("--workloads", default="noop,sleep,latency")
+    p.add_argument("--workloads", default="noop,sleep,latency,extra")
     p.add_argument("--variant", default="", help="peer-specific variant (e.g. rq: simple)")
     args = p.parse_args(argv)
     drv = driver_cls(args)

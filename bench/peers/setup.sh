@@ -17,7 +17,7 @@ declare -A PINS=(
   [rq]="rq==2.12.0 hiredis"
   [dramatiq]="dramatiq[redis]==2.2.1 hiredis"
   [arq]="arq==0.28.0 hiredis"
-  [saq]="saq[hiredis]==0.26.4"
+  [saq]="saq[hiredis]==0.26.4 typing_extensions"
   [taskiq]="taskiq==0.13.0 taskiq-redis==1.2.4 hiredis"
   [huey]="huey==3.5.4 redis==8.1.0 hiredis"
   [streaq]="streaq==7.2.0 redis==8.1.0 hiredis"

@@ -1,0 +1,107 @@
+"""jobq driver: same workloads and JSON as the peers, plus batch submit (`Task.map`).
+
+Workers: 2 x `jobq worker jobq_bench:app --url URL --prefix P -c C --pool thread`
+(C = 1 for no-ops and latency, 32 for the sleep workload), started from the project's venv.
+Run with /work/main/.venv/bin/python (the project's own venv).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from _common import IO_CONCURRENCY, Driver, bench_url, main
+
+from jobq import App
+
+BASE = bench_url()
+PREFIX = os.environ.get("JOBQ_PREFIX", "benchq")
+MAP_BATCH = 1000
+
+app = App(f"{BASE}/0", prefix=PREFIX)
+
+
+@app.task()
+def noop() -> None:
+    return None
+
+
+@app.task()
+def sleep10() -> None:
+    time.sleep(0.01)
+
+
+class JobqDriver(Driver):
+    name = "jobq"
+
+    def __init__(self, *a: object, **kw: object) -> None:
+        super().__init__(*a, **kw)  # type: ignore[arg-type]
+        self.env["JOBQ_PREFIX"] = PREFIX
+        self.env["JOBQ_URL"] = f"{BASE}/0"
+
+    def version(self) -> str:
+        import jobq
+
+        return str(jobq.__version__)
+
+    def config(self) -> str:
+        return (
+            f"2 x `jobq worker --pool thread -c 1` (noop, latency), `-c {IO_CONCURRENCY}` "
+            "(sleep); results stored, events, leases and heartbeats on"
+        )
+
+    def worker_cmds(self, kind: str) -> list[list[str]]:
+        c = IO_CONCURRENCY if kind == "sleep" else 1
+        cmd = [
+            str(self.bin / "jobq"),
+            "worker",
+            "jobq_bench:app",
+            "--url",
+            f"{BASE}/0",
+            "--prefix",
+            PREFIX,
+            "-c",
+            str(c),
+            "--pool",
+            "thread",
+        ]
+        return [list(cmd) for _ in range(2)]
+
+    def enqueue(self, kind: str, n: int) -> None:
+        task = noop if kind == "noop" else sleep10
+        for _ in range(n):
+            task.submit()
+
+    def count_done(self) -> int:
+        return sum(q.succeeded for q in app.queue_info())
+
+    def latency(self, n: int, timeout: float) -> list[float]:
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            noop.submit().result(timeout=timeout)
+            out.append(time.perf_counter() - t0)
+        return out
+
+    def extra(self) -> dict[str, Any]:
+        """Batch submit: `noop.map` in batches of MAP_BATCH, no worker running."""
+        n = self.args.n
+        self.flush()
+        t0 = time.perf_counter()
+        done = 0
+        while done < n:
+            k = min(MAP_BATCH, n - done)
+            jobs = noop.map([() for _ in range(k)])
+            assert len(jobs) == k
+            done += k
+        dt = time.perf_counter() - t0
+        queued = sum(q.queued for q in app.queue_info())
+        self.flush()
+        return {"map": {"ok": queued == n, "rate": n / dt, "batch": MAP_BATCH, "queued": queued}}
+
+
+if __name__ == "__main__":
+    import jobq_bench
+
+    main(jobq_bench.JobqDriver)
