@@ -902,6 +902,9 @@ def test_task_ignoring_a_cancel_is_hard_stopped_on_the_process_pool(
     assert rec.error is not None and rec.error["type"] == "JobCancelled"
     assert took >= grace * 0.9, f"stopped after {took:.2f}s, before its grace period"
     assert not facts(r, prefix, tag, "end")  # killed, not finished
+    ran = next(p for p in cluster.procs if p.name == start["worker"])
+    ran.wait_log(f"job {job.id} (stubborn) attempt 1 failed: JobCancelled")
+    assert "(cancelled, as asked)" in ran.log() and "(dead-lettered)" not in ran.log()
     # The worker replaced the killed child and keeps serving.
     again = sapp.tasks["whoami"].submit(tag, worker=start["worker"])
     assert again.result(timeout=WAIT) == start["worker"]

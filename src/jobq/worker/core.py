@@ -260,7 +260,7 @@ class Worker:
                     o.claimed.attempt,
                     e.get("type"),
                     e.get("message"),
-                    " (will retry)" if code == 1 else " (dead-lettered)",
+                    {1: " (will retry)", 3: " (cancelled, as asked)"}.get(code, " (dead-lettered)"),
                 )
         with self.cond:
             for o in batch:
