@@ -160,6 +160,11 @@ class Store:
             rows = self.scripts.claim(self.r, worker, queues, n, lease_ms, now)
         return [Claimed.from_reply(r) for r in rows]
 
+    def wake(self, queue: str) -> None:
+        """Wake one worker blocked on `queue` (e.g. a worker's own queue, to stop it)."""
+        with self.broker("waking a worker"):
+            self.r.rpush(self.keys.wake(queue), "1")
+
     def wait_for_work(self, queues: list[str], timeout_s: float) -> bool:
         """Block until a queue signals new work (or the timeout); no polling loop."""
         with self.broker("waiting for jobs"):

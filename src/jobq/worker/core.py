@@ -156,6 +156,13 @@ class Worker:
         self.stopping.set()
         with self.cond:
             self.cond.notify_all()
+        # Interrupt the claim loop's blocking wait through this worker's own wake list (no
+        # other worker listens there). From a thread: stop() may run in a signal handler.
+        threading.Thread(target=self._interrupt_wait, daemon=True).start()
+
+    def _interrupt_wait(self) -> None:
+        with contextlib.suppress(BrokerUnavailable):
+            self.store.wake(worker_queue(self.name))
 
     # -- loops -------------------------------------------------------------------------------
 
