@@ -15,6 +15,7 @@ Environment read by the tasks or the app:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -173,6 +174,14 @@ def stubborn(tag: str, seconds: float) -> str:
     return "finished anyway"
 
 
+async def stubborn_async(tag: str, seconds: float) -> str:
+    """The async flavour: never looks at the cancel flag."""
+    record(tag, "start")
+    await asyncio.sleep(seconds)
+    record(tag, "end")
+    return "finished anyway"
+
+
 def periodic_tick(tag: str) -> str:
     """Fired by a periodic spec: records its job id (periodic:<name>:<due ms>)."""
     entry = record(tag, "tick")
@@ -180,7 +189,7 @@ def periodic_tick(tag: str) -> str:
 
 
 PLAIN_TASKS = [add, echo, append, collect, total, boom, whoami, guarded, gated, with_progress]
-PLAIN_TASKS += [cooperative, stubborn, periodic_tick]
+PLAIN_TASKS += [cooperative, stubborn, stubborn_async, periodic_tick]
 
 
 def make_app(url: str | None = None, prefix: str | None = None) -> App:

@@ -1,17 +1,17 @@
 """Scheduling (issue 3) against a real Valkey with several `jobq worker` subprocesses.
 
-Covered, each with more than one worker process:
+Covered (each with several worker processes, apart from the tests that step a fake clock):
 - dependencies: a diamond DAG whose fan-in gets both results in order; chain, chord, group, a
   job depending on a group; submit-time errors (unknown parent, itself, a cycle, a parent that
   already failed or was cancelled); a failing or cancelled parent failing its descendants;
 - periodic jobs: exactly once per tick with two `jobq master` processes (and a leader killed
   mid-run), two masters firing the same due tick (stepped clock), missed-tick policies, cron
-  stepped through time, `jobq periodic add/list/remove`;
-- a rate limit measured under 4 worker processes, a concurrency key checked by the tasks under
-  4 worker processes x 2 slots;
+  stepped through time, a periodic job keeping its task's retries, `jobq periodic add/list/remove`;
+- a rate limit measured under 4 worker processes (and, stepped, a job whose start slot came going
+  before the backlog), a concurrency key checked by the tasks under 4 worker processes x 2 slots;
 - targeted jobs (a named worker, a group, a worker that starts later, a gone worker with and
   without fallback); unique keys; cancel of queued, scheduled and running jobs (cooperative, and
-  hard-stopped on the process pool); progress in the record and `jobq status`;
+  hard-stopped on the process and async pools); progress in the record and `jobq status`;
 - batches and bulk: `Task.map`, `jobq submit --batch --wait`, `jobq wait`, `jobq purge`;
 - `examples/analysis.py` end to end.
 
@@ -19,7 +19,7 @@ Workers run `sched_tasks:app` (tests/sched_tasks.py). Tasks record what they saw
 (worker label, server time), which is what the tests read. Tests that only need "some workers"
 share one module-wide fleet (its own prefix, a fresh tag per test); tests that need their own
 settings start their own workers. Waits are blocking reads or bounded polls with generous
-timeouts; a fixed sleep appears only where a test must show that something does *not* happen.
+timeouts, never fixed sleeps.
 """
 
 from __future__ import annotations
@@ -286,6 +286,14 @@ def test_chord_body_gets_every_result_in_order(fleet: Fleet) -> None:
     body = chord([echo.s(i, (8 - i) * 0.05) for i in range(8)], collect.s()).submit()
     assert body.result(timeout=WAIT) == list(range(8))
     assert chord(group([echo.s(i) for i in range(10)]), total.s()).submit().result(WAIT) == 45
+    # One member failing fails the body, naming that member.
+    bad = fleet.task("boom").s("member broke")
+    header = [echo.s(1), bad, echo.s(3)]
+    failed_body = chord(header, collect.s()).submit()
+    exc = failure_of(fleet.app, failed_body.id)
+    assert exc.exc_type == "DependencyFailed"
+    (_, bad_id, _) = failed_body.info().parents
+    assert bad_id in exc.message
 
 
 def test_group_and_a_job_depending_on_a_group(fleet: Fleet) -> None:
@@ -883,16 +891,17 @@ def test_periodic_cli_add_list_remove(cluster: Cluster, sapp: App) -> None:
 
 
 @pytest.mark.timeout(150)
-def test_task_ignoring_a_cancel_is_hard_stopped_on_the_process_pool(
-    cluster: Cluster, sapp: App
+@pytest.mark.parametrize(("pool", "task"), [("process", "stubborn"), ("async", "stubborn_async")])
+def test_task_ignoring_a_cancel_is_hard_stopped_after_the_grace_period(
+    cluster: Cluster, sapp: App, pool: str, task: str
 ) -> None:
     tag, r, prefix = new_tag(), sapp.store.r, sapp.settings.prefix
     grace = 1.5
     for i in (1, 2):
-        cluster.worker(f"pp-{i}", "--pool", "process", "-c", "1", "--cancel-grace", str(grace),
+        cluster.worker(f"{pool}-{i}", "--pool", pool, "-c", "1", "--cancel-grace", str(grace),
                        env={"JOBQ_HEARTBEAT_MS": "200"})  # fmt: skip
     cluster.ready()
-    job = sapp.tasks["stubborn"].submit(tag, 120)
+    job = sapp.tasks[task].submit(tag, 120)
     (start,) = wait_until(lambda: facts(r, prefix, tag, "start"), what="the job to start")
     asked = time.monotonic()
     assert job.cancel() is False  # running: asked to stop; it will not
@@ -903,7 +912,7 @@ def test_task_ignoring_a_cancel_is_hard_stopped_on_the_process_pool(
     assert took >= grace * 0.9, f"stopped after {took:.2f}s, before its grace period"
     assert not facts(r, prefix, tag, "end")  # killed, not finished
     ran = next(p for p in cluster.procs if p.name == start["worker"])
-    ran.wait_log(f"job {job.id} (stubborn) attempt 1 failed: JobCancelled")
+    ran.wait_log(f"job {job.id} ({task}) attempt 1 failed: JobCancelled")
     assert "(cancelled, as asked)" in ran.log() and "(dead-lettered)" not in ran.log()
     # The worker replaced the killed child and keeps serving.
     again = sapp.tasks["whoami"].submit(tag, worker=start["worker"])
