@@ -72,6 +72,11 @@ class Settings:
                 f"heartbeat_ms ({self.heartbeat_ms}) must be below lease_ms ({self.lease_ms}), "
                 "or leases expire between heartbeats"
             )
+        if self.worker_gone_ms and self.worker_gone_ms < 2 * self.heartbeat_ms:
+            raise ConfigError(
+                f"worker_gone_ms ({self.worker_gone_ms}) must be at least twice heartbeat_ms "
+                f"({self.heartbeat_ms}), or live workers are taken for gone between heartbeats"
+            )
         if self.lease_ms <= 0 or self.tick_ms <= 0:
             raise ConfigError("lease_ms and tick_ms must be positive")
 

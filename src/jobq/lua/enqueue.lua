@@ -11,14 +11,20 @@
 -- Errors (nothing written): "JOBQ_PARENT <id>: no such job", "JOBQ_CYCLE <id>".
 local n = tonumber(ARGV[4])
 local F = 16
--- Validate every dependency first, so a bad batch changes nothing.
-local seen = {}
+-- Validate every dependency first, so a bad batch changes nothing. Parents must exist or come
+-- earlier in the batch; pointing at a later job of the batch could close a cycle: refused.
+local seen, later = {}, {}
+for i = 0, n - 1 do later[ARGV[4 + i * F + 1]] = true end
 for i = 0, n - 1 do
   local b = 4 + i * F
   local id, parents = ARGV[b + 1], ARGV[b + 11]
   if parents ~= '' then
     for pid in string.gmatch(parents, '[^,]+') do
       if pid == id then return redis.error_reply('JOBQ_CYCLE ' .. id .. ' depends on itself') end
+      if later[pid] and not seen[pid] then
+        return redis.error_reply('JOBQ_CYCLE ' .. id .. ' depends on ' .. pid ..
+          ', submitted after it in the same batch (parents must come first)')
+      end
       if not seen[pid] and redis.call('EXISTS', P .. K_JOB .. pid) == 0 then
         return redis.error_reply('JOBQ_PARENT ' .. pid .. ': no such job (parent of ' .. id .. ')')
       end
