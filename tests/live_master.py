@@ -12,6 +12,7 @@ import uvicorn
 
 from jobq import App
 from jobq.master import create_app
+from jobq.tasks import current_job
 from jobq.worker import Worker
 
 
@@ -61,13 +62,47 @@ def register_tasks(app: App) -> None:
         time.sleep(seconds)
         return seconds
 
+    @app.task
+    def double(x: int) -> int:
+        return 2 * x
+
+    @app.task
+    def total(values: list[int]) -> int:
+        return sum(values)
+
+    @app.task
+    def report_progress(seconds: float) -> str:
+        """Reports 40% with a note, then naps (so the progress can be read while it runs)."""
+        ctx = current_job()
+        assert ctx is not None
+        ctx.progress(0.4, "parsed 4000 rows")
+        time.sleep(seconds)
+        return "done"
+
 
 class LiveWorker:
-    """A real `jobq.worker.Worker` (thread pool) serving `queues`, run in a thread."""
+    """A real `jobq.worker.Worker` (thread pool) serving `queues`, run in a thread; named (and
+    in a group) when targeted jobs are tested."""
 
-    def __init__(self, app: App, queues: list[str] | None = None, concurrency: int = 2) -> None:
-        register_tasks(app)
-        self.worker = Worker(app, queues or ["default"], concurrency=concurrency, grace_s=1.0)
+    def __init__(
+        self,
+        app: App,
+        queues: list[str] | None = None,
+        concurrency: int = 2,
+        *,
+        name: str | None = None,
+        group: str | None = None,
+    ) -> None:
+        if not app.tasks:
+            register_tasks(app)
+        self.worker = Worker(
+            app,
+            queues or ["default"],
+            concurrency=concurrency,
+            grace_s=1.0,
+            name=name,
+            group=group,
+        )
         self.thread = threading.Thread(target=self.worker.run, daemon=True)
 
     def start(self) -> LiveWorker:

@@ -1,12 +1,14 @@
 """The dashboard in a real headless Chromium (Debian's `chromium`, driven by Playwright): load
 it, watch a job submitted over the API reach `succeeded`, cancel a delayed job from the page,
-and save a screenshot to docs/dashboard.png."""
+purge a queue (behind a confirm), follow a job's dependencies and progress, and save a
+screenshot: to pytest's tmp_path, or to docs/dashboard.png with JOBQ_UPDATE_SCREENSHOT=1."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,12 +68,29 @@ def live(url: str, prefix: str, app: App) -> Iterator[LiveMaster]:
     worker_app.close()
 
 
-def test_dashboard_follows_and_cancels_jobs(browser: Any, live: LiveMaster) -> None:
+def screenshot_path(tmp_path: Path) -> Path:
+    """docs/dashboard.png only when asked (so test runs leave the tree clean)."""
+    if os.environ.get("JOBQ_UPDATE_SCREENSHOT") == "1":
+        return ROOT / "docs" / "dashboard.png"
+    return tmp_path / "dashboard.png"
+
+
+def test_dashboard_follows_and_cancels_jobs(browser: Any, live: LiveMaster, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport={"width": 1400, "height": 1250})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    dialogs: list[str] = []
+
+    def accept(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", accept)
+    with httpx.Client(base_url=live.url, timeout=30) as api:
+        r = api.put("/v1/periodic/nightly-report", json={"task": "add", "cron": "0 3 * * *"})
+        assert r.status_code == 200, r.text
     page.goto(live.url + "/")
     expect(page.locator("#live")).to_have_text("live: on", timeout=30_000)
     expect(page.locator("#health")).to_contain_text("broker ok", timeout=30_000)
@@ -106,10 +125,39 @@ def test_dashboard_follows_and_cancels_jobs(browser: Any, live: LiveMaster) -> N
         # Queues and workers tables filled from the API.
         expect(page.locator('#queues tr[data-queue="default"]')).to_be_visible()
         expect(page.locator("#workers tbody tr").first).to_contain_text("alive", timeout=30_000)
+        expect(page.locator('#periodic tr[data-periodic="nightly-report"]')).to_contain_text(
+            "0 3 * * *", timeout=30_000
+        )
+
+        # Purge a queue nobody serves, after the confirm() the page asks.
+        parked = [{"args": [i, i]} for i in range(3)]
+        api.post("/v1/jobs/batch", json={"task": "add", "calls": parked, "queue": "parked"})
+        queued = page.locator('#queues tr[data-queue="parked"] td').nth(1)
+        expect(queued).to_have_text("3", timeout=30_000)
+        page.locator('#queues tr[data-queue="parked"] button.purge').click()
+        expect(queued).to_have_text("0", timeout=30_000)
+        assert any("parked" in m for m in dialogs)
+        expect(page.locator("#notice")).to_contain_text("3 job(s) of parked cancelled")
+
+        # A job with a dependency reports progress; its detail shows both.
+        child = api.post(
+            "/v1/jobs", json={"task": "report_progress", "args": [30], "depends_on": [job]}
+        ).json()["id"]
+        expect(page.locator(f'#jobs tr[data-job="{child}"] td.state')).to_have_text(
+            "running", timeout=30_000
+        )
+        deadline = time.monotonic() + 30
+        while api.get(f"/v1/jobs/{child}").json()["progress"] is None:
+            assert time.monotonic() < deadline, "the task reported no progress"
+            page.wait_for_timeout(100)
+        page.locator(f'#jobs tr[data-job="{child}"]').click()
+        expect(page.locator("#detail-id")).to_have_text(child)
+        deps = page.locator(f'#detail-deps li[data-parent="{job}"]')
+        expect(deps).to_contain_text("succeeded")
+        expect(page.locator("#detail-progress")).to_contain_text("40% · parsed 4000 rows")
 
     page.wait_for_timeout(1500)  # a few more throughput samples for the chart
-    out = ROOT / "docs" / "dashboard.png"
-    out.parent.mkdir(exist_ok=True)
+    out = screenshot_path(tmp_path)
     page.screenshot(path=str(out), full_page=True)
     assert out.stat().st_size > 10_000
     assert errors == []

@@ -7,10 +7,13 @@ Handlers are plain `def`s: FastAPI runs them in a thread pool, where they call t
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 
+from ..errors import DependencyCycle, JobNotFound
 from ..states import JobState
 from .context import Context, ctx
 from .schemas import (
@@ -20,6 +23,7 @@ from .schemas import (
     JobDetail,
     JobIn,
     JobPage,
+    Purged,
     QueueOut,
     QueuesOut,
     RerunIn,
@@ -34,6 +38,7 @@ from .views import job_detail, job_summary
 
 router = APIRouter(prefix="/v1", responses={503: {"model": ErrorOut}})
 Ctx = Annotated[Context, Depends(ctx)]
+SHOWN_PARENTS = 100
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No such job (or its result expired)"}
 }
@@ -44,12 +49,12 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
     status_code=201,
     response_model=Submitted,
     tags=["jobs"],
-    summary="Submit one job",
-    responses={422: {"model": ErrorOut}},
+    summary="Submit one job (with dependencies, unique key, target worker, limits...)",
+    responses={422: {"model": ErrorOut, "description": "Invalid option, or unknown parent"}},
 )
 def submit(body: JobIn, c: Ctx, response: Response) -> Submitted:
-    opts = body.as_options()
-    job = c.app.submit(body.task, body.args, body.kwargs, **opts)
+    with _refusals():
+        job = c.app.submit(body.task, body.args, body.kwargs, **body.as_options())
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return Submitted(id=job.id)
 
@@ -59,13 +64,25 @@ def submit(body: JobIn, c: Ctx, response: Response) -> Submitted:
     status_code=201,
     response_model=SubmittedMany,
     tags=["jobs"],
-    summary="Submit many jobs of one task in one round trip",
-    responses={422: {"model": ErrorOut}},
+    summary="Submit many jobs of one task, sharing options, in one round trip",
+    responses={422: {"model": ErrorOut, "description": "Invalid option, or unknown parent"}},
 )
 def submit_batch(body: BatchIn, c: Ctx) -> SubmittedMany:
     calls = [(tuple(call.args), call.kwargs) for call in body.calls]
-    jobs = c.app.submit_many(body.task, calls, **body.as_options())
+    with _refusals():
+        jobs = c.app.submit_many(body.task, calls, **body.as_options())
     return SubmittedMany(ids=[j.id for j in jobs])
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """A submit the broker refuses (unknown parent, cycle) is the request's fault: 422 naming
+    depends_on and the parent (nothing was written)."""
+    try:
+        yield
+    except (JobNotFound, DependencyCycle) as exc:
+        text = str(exc)
+        raise HTTPException(422, text if "depends_on" in text else f"depends_on: {text}") from exc
 
 
 @router.get(
@@ -100,10 +117,12 @@ def list_jobs(
     responses=NOT_FOUND,
 )
 def get_job(job_id: str, c: Ctx) -> JobDetail:
-    rec = c.app.store.get_job(job_id)
+    store = c.app.store
+    rec = store.get_job(job_id)
     if rec is None:
         raise HTTPException(404, f"no job {job_id!r} (never submitted, or its result expired)")
-    return JobDetail.model_validate(job_detail(rec, c.app.serializer))
+    states = [store.get_state(p) for p in rec.parents[:SHOWN_PARENTS]]
+    return JobDetail.model_validate(job_detail(rec, c.app.serializer, states))
 
 
 @router.post(
@@ -175,6 +194,19 @@ def queues(c: Ctx) -> QueuesOut:
             )
         )
     return QueuesOut(queues=out, dead_lettered=c.app.store.dead_count())
+
+
+@router.post(
+    "/queues/{queue}/purge",
+    response_model=Purged,
+    tags=["system"],
+    summary="Cancel every queued job of a queue (scheduled and running jobs stay)",
+    responses={404: {"model": ErrorOut, "description": "No such queue"}},
+)
+def purge(queue: Annotated[str, Path(min_length=1, max_length=200)], c: Ctx) -> Purged:
+    if queue not in {q.name for q in c.app.store.queues()}:
+        raise HTTPException(404, f"no queue {queue!r} (no job was ever submitted to it)")
+    return Purged(queue=queue, cancelled=c.app.store.purge(queue))
 
 
 @router.get(

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import BrokerUnavailable, JobqError
-from . import api, compat, dashboard, events, ops
+from . import api, compat, dashboard, events, ops, schedules
 from .context import Context
 from .events import EventHub
 from .guards import BearerAuth, BodyLimit
@@ -63,7 +63,7 @@ def create_app(
         lifespan=lifespan,
     )
     web.state.jobq = jobq
-    for module in (compat, api, events, ops, dashboard):
+    for module in (compat, api, schedules, events, ops, dashboard):
         web.include_router(module.router)
     _error_handlers(web)
     web.add_middleware(BodyLimit, max_bytes=max_body)

@@ -4,33 +4,21 @@ response shapes (so /openapi.json describes what the server really sends)."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from ..client import MAX_PRIORITY
 
-#: Fields of the scheduling issue that the core cannot honour yet: refused by name, not ignored.
-NOT_SUPPORTED_YET = ("depends_on", "unique_key", "worker", "worker_group")
-
 NAME_PATTERN = r"^[A-Za-z0-9_.:@+=-]+$"
+JOB_ID_PATTERN = r"^[^,]+$"  # parents travel as one comma-separated field
 YEAR_S = 366 * 86_400
+MAX_PARENTS = 1000
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_future_fields(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for name in NOT_SUPPORTED_YET:
-                if name in data:
-                    raise ValueError(
-                        f"{name} is not supported yet (dependencies, unique jobs and worker "
-                        "targeting come with the scheduling features); remove the field"
-                    )
-        return data
 
 
 class SubmitOptions(_Strict):
@@ -56,20 +44,92 @@ class SubmitOptions(_Strict):
     result_ttl: int | None = Field(
         None, ge=0, le=10 * YEAR_S, description="Seconds a finished job is kept (0 = forever)."
     )
+    depends_on: (
+        list[Annotated[str, Field(min_length=1, max_length=200, pattern=JOB_ID_PATTERN)]] | None
+    ) = Field(
+        None,
+        max_length=MAX_PARENTS,
+        description="Ids of parent jobs: this job waits (scheduled) until all succeed, and "
+        "fails if one fails or is cancelled.",
+    )
+    pass_results: Literal["one", "list"] | StrictBool | None = Field(
+        None,
+        description="Hand the parents' results to the job as its first argument: 'one' = the "
+        "single parent's result (a chain), 'list' = all results in depends_on order (fan-in); "
+        "true = 'one' for a single parent, else 'list'.",
+    )
+    unique_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="While a job holding this key is pending, submitting another returns the "
+        "pending job's id instead of making a new job.",
+    )
+    worker: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=NAME_PATTERN,
+        description="Only the worker of this name runs the job (it waits while that worker is "
+        "busy). Not with worker_group; queue is then ignored.",
+    )
+    worker_group: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=NAME_PATTERN,
+        description="Any worker started with --group of this name runs the job.",
+    )
+    fallback: (
+        StrictBool
+        | Annotated[str, Field(min_length=1, max_length=200, pattern=NAME_PATTERN)]
+        | None
+    ) = Field(
+        None,
+        description="With worker/worker_group: if the target is gone, run the job from this "
+        "queue instead of failing it (true = the job's own queue).",
+    )
+    concurrency_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="At most concurrency_limit jobs sharing this key run at once; the others wait.",
+    )
+    concurrency_limit: int | None = Field(
+        None, ge=1, le=100_000, description="With concurrency_key; default 1."
+    )
 
     @model_validator(mode="after")
-    def _one_of_delay_eta(self) -> SubmitOptions:
+    def _consistent(self) -> SubmitOptions:
         if self.delay is not None and self.eta is not None:
             raise ValueError("give either delay or eta, not both")
         if self.eta is not None and not dt.datetime(1970, 1, 2) <= self.eta.replace(
             tzinfo=None
         ) <= dt.datetime(9000, 1, 1):
             raise ValueError("eta must lie between 1970 and 9000")
+        parents = self.depends_on or []
+        seen: set[str] = set()
+        for p in parents:
+            if p in seen:
+                raise ValueError(f"depends_on: {p!r} is listed twice")
+            seen.add(p)
+        if self.pass_results not in (None, False) and not parents:
+            raise ValueError("pass_results needs depends_on (the parents whose results to pass)")
+        if self.pass_results == "one" and len(parents) != 1:
+            raise ValueError(
+                "pass_results 'one' needs exactly one parent in depends_on; use 'list' for several"
+            )
+        if self.worker is not None and self.worker_group is not None:
+            raise ValueError("give either worker or worker_group, not both")
+        if self.fallback not in (None, False) and self.worker is None and self.worker_group is None:
+            raise ValueError("fallback applies only with worker or worker_group")
+        if self.concurrency_limit is not None and self.concurrency_key is None:
+            raise ValueError("concurrency_limit needs concurrency_key")
         return self
 
     def as_options(self) -> dict[str, Any]:
-        opts = self.model_dump(exclude_none=True, exclude={"task", "args", "kwargs", "calls"})
-        return opts
+        """The keyword options of `App.submit` (unset ones left to the task's defaults)."""
+        return self.model_dump(exclude_none=True, exclude={"task", "args", "kwargs", "calls"})
 
 
 class JobIn(SubmitOptions):
@@ -85,6 +145,12 @@ class JobIn(SubmitOptions):
         pattern=NAME_PATTERN,
         description="Idempotency key: the same id twice makes one job.",
     )
+
+    @model_validator(mode="after")
+    def _not_own_parent(self) -> JobIn:
+        if self.job_id is not None and self.job_id in (self.depends_on or ()):
+            raise ValueError(f"depends_on: job {self.job_id!r} cannot depend on itself")
+        return self
 
 
 class Call(_Strict):
@@ -104,11 +170,14 @@ class RerunIn(_Strict):
 
 
 class Submitted(BaseModel):
-    id: str
+    id: str = Field(
+        description="The job standing for this submit: the new one, the one with the same "
+        "job_id, or the pending job holding the same unique_key."
+    )
 
 
 class SubmittedMany(BaseModel):
-    ids: list[str]
+    ids: list[str] = Field(description="Per call, in order, the job standing for it.")
 
 
 class JobError(BaseModel):
@@ -132,6 +201,11 @@ class JobSummary(BaseModel):
     eta: str | None
 
 
+class Dependency(BaseModel):
+    id: str
+    state: str | None
+
+
 class JobDetail(JobSummary):
     timeout: float | None
     cancel_requested: bool
@@ -140,6 +214,13 @@ class JobDetail(JobSummary):
     payload: str | None = Field(description="The raw payload when it is not decodable here.")
     result: Any = None
     error: JobError | None
+    parents: list[str] = Field(description="Ids of the jobs this one depends on, in order.")
+    dependencies: list[Dependency] = Field(
+        description="The parents (the first 100) with their current state (null: expired)."
+    )
+    progress: float | None = Field(description="Last progress the task reported, 0..1.")
+    progress_message: str | None
+    unique_key: str | None
 
 
 class JobPage(BaseModel):
@@ -210,3 +291,80 @@ class Health(BaseModel):
 
 class ErrorOut(BaseModel):
     error: str
+
+
+class PeriodicIn(_Strict):
+    """A periodic job: what to run, and a cron expression or a fixed interval."""
+
+    task: str = Field(min_length=1, max_length=200, description="A registered task's name.")
+    cron: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="Cron expression (5 fields; a 6th = seconds), e.g. '*/5 * * * *'.",
+    )
+    every: float | None = Field(
+        None, ge=1, le=10 * YEAR_S, allow_inf_nan=False, description="Interval in seconds."
+    )
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    queue: str = Field("default", min_length=1, max_length=200, pattern=NAME_PATTERN)
+    missed: Literal["skip", "once"] = Field(
+        "skip", description="Ticks missed while no master ran: skip them, or run one job."
+    )
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> PeriodicIn:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("give exactly one of cron or every")
+        if self.cron is not None:
+            problem = _cron_problem(self.cron)
+            if problem:
+                raise ValueError(f"cron: {problem}")
+        for name, value in (("args", self.args), ("kwargs", self.kwargs)):
+            try:
+                orjson.dumps(value)  # periodic specs are stored as JSON
+            except orjson.JSONEncodeError as exc:
+                raise ValueError(f"{name}: cannot be stored as JSON ({exc})") from None
+        return self
+
+
+def _cron_problem(expr: str) -> str | None:
+    """Why `expr` cannot schedule anything (None if it can): invalid, or never fires."""
+    from croniter import croniter
+
+    try:
+        if not croniter.is_valid(expr):
+            return f"invalid cron expression {expr!r}"
+        it = croniter(expr, dt.datetime.now(dt.UTC).timestamp())
+        it.get_next(float)
+        it.get_next(float)  # the period is measured between two ticks
+    except Exception:  # croniter raises a zoo of types for odd expressions
+        return f"cron expression {expr!r} never fires"
+    return None
+
+
+class PeriodicOut(BaseModel):
+    name: str
+    task: str
+    cron: str | None
+    every: float | None
+    args: list[Any]
+    kwargs: dict[str, Any]
+    queue: str
+    missed: str
+    next_run: str | None = Field(description="When it fires next (UTC, ISO 8601).")
+
+
+class PeriodicList(BaseModel):
+    periodic: list[PeriodicOut]
+
+
+class Removed(BaseModel):
+    name: str
+    removed: bool
+
+
+class Purged(BaseModel):
+    queue: str
+    cancelled: int = Field(description="Queued jobs cancelled.")

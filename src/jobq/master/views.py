@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import DecodeError
 from ..model import JobRecord
 from ..presenters import job_view
 from ..serde import Serializer
+from ..states import JobState
 
 SUMMARY_FIELDS = (
     "id", "task", "queue", "state", "priority", "attempt", "max_attempts", "worker",
@@ -21,8 +23,11 @@ def job_summary(rec: JobRecord) -> dict[str, Any]:
     return {k: view[k] for k in SUMMARY_FIELDS}
 
 
-def job_detail(rec: JobRecord, serializer: Serializer) -> dict[str, Any]:
-    """A job with its arguments and result decoded (raw text kept if they cannot be)."""
+def job_detail(
+    rec: JobRecord, serializer: Serializer, parent_states: Sequence[JobState | None] = ()
+) -> dict[str, Any]:
+    """A job with its arguments and result decoded (raw text kept if they cannot be), its
+    parents (with `parent_states`, read by the caller, for the first of them) and progress."""
     out = job_summary(rec)
     out["timeout"] = rec.timeout_ms / 1000 if rec.timeout_ms else None
     out["cancel_requested"] = rec.cancel_requested
@@ -33,6 +38,14 @@ def job_detail(rec: JobRecord, serializer: Serializer) -> dict[str, Any]:
         out["payload"] = rec.payload.decode("utf-8", "replace")
     out["result"] = decode_result(rec, serializer)
     out["error"] = rec.error
+    out["parents"] = list(rec.parents)
+    out["dependencies"] = [
+        {"id": p, "state": st.value if st else None}
+        for p, st in zip(rec.parents, parent_states, strict=False)
+    ]
+    out["progress"] = rec.progress
+    out["progress_message"] = rec.progress_message or None
+    out["unique_key"] = rec.unique_key
     return out
 
 

@@ -53,8 +53,35 @@ async function loadQueues() {
     el("td", {}, q.name),
     ...["queued", "scheduled", "running", "succeeded", "failed", "cancelled", "retried"]
       .map((k) => el("td", { class: "num" }, q[k])),
-    el("td", { class: "num" }, (q.succeeded_per_s + q.failed_per_s).toFixed(1)))));
+    el("td", { class: "num" }, (q.succeeded_per_s + q.failed_per_s).toFixed(1)),
+    el("td", {}, el("button", { type: "button", class: "purge", title: "Cancel every queued job",
+      onclick: () => purgeQueue(q.name, q.queued) }, "Purge")))));
   $("#dead-count").textContent = data.dead_lettered + " dead-lettered";
+}
+
+async function purgeQueue(name, depth) {
+  if (!confirm("Cancel all " + depth + " queued job(s) of queue '" + name + "'?")) return;
+  try {
+    const r = await api("/v1/queues/" + encodeURIComponent(name) + "/purge", { method: "POST" });
+    $("#notice").textContent = r.cancelled + " job(s) of " + r.queue + " cancelled";
+  } catch (e) { alert("purge failed: " + e.message); }
+  refreshAll();
+}
+
+async function loadPeriodic() {
+  const data = await api("/v1/periodic");
+  $("#periodic tbody").replaceChildren(...data.periodic.map((p) => el("tr",
+    { dataset: { periodic: p.name } },
+    el("td", {}, p.name), el("td", {}, p.task),
+    el("td", {}, el("code", {}, p.cron || "every " + p.every + " s")), el("td", {}, p.queue),
+    el("td", {}, p.next_run ? new Date(p.next_run).toLocaleString() : ""),
+    el("td", {}, el("button", { type: "button", class: "remove", onclick: async () => {
+      if (!confirm("Remove periodic job '" + p.name + "'?")) return;
+      try { await api("/v1/periodic/" + encodeURIComponent(p.name), { method: "DELETE" }); }
+      catch (e) { alert(e.message); }
+      loadPeriodic().catch(() => {});
+    } }, "Remove")))));
+  $("#periodic-card").hidden = !data.periodic.length;
 }
 
 async function loadWorkers() {
@@ -181,6 +208,8 @@ function renderDetail(job) {
   const pre = (v) => el("pre", {}, typeof v === "string" ? v : JSON.stringify(v, null, 2));
   const rows = [
     ["task", job.task], ["queue", job.queue], ["state", job.state], ["priority", job.priority],
+    ["progress", progressView(job)],
+    ["dependencies", dependencyView(job)], ["unique key", job.unique_key],
     ["attempts", job.attempt + " of " + job.max_attempts], ["worker", job.worker],
     ["created", job.created], ["eta", job.eta], ["started", job.started],
     ["finished", job.finished], ["timeout", job.timeout && job.timeout + " s"],
@@ -193,6 +222,24 @@ function renderDetail(job) {
   }
   $("#detail").replaceChildren(...rows.filter(([, v]) => v !== null && v !== undefined && v !== "")
     .flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+}
+
+function progressView(job) {
+  if (job.progress === null || job.progress === undefined) return null;
+  const pct = Math.round(job.progress * 100);
+  return el("span", { id: "detail-progress" },
+    el("progress", { max: "100", value: String(pct) }), " " + pct + "%",
+    job.progress_message ? " · " + job.progress_message : "");
+}
+
+function dependencyView(job) {
+  if (!job.parents || !job.parents.length) return null;
+  const shown = job.dependencies.map((d) => el("li", { dataset: { parent: d.id } },
+    el("a", { href: "#", onclick: (e) => { e.preventDefault(); showJob(d.id); } },
+      el("code", {}, d.id)), " ", el("span", { class: "state state-" + d.state }, d.state || "expired")));
+  const more = job.parents.length - job.dependencies.length;
+  if (more > 0) shown.push(el("li", {}, "… and " + more + " more"));
+  return el("ul", { id: "detail-deps", class: "deps" }, ...shown);
 }
 
 // -- live updates (SSE over fetch, so the bearer header works; resumes from the last id) ----
@@ -250,7 +297,8 @@ async function startEvents() {
 
 function refreshAll() {
   loadHealth();
-  for (const f of [loadQueues, loadWorkers, loadJobs, loadThroughput]) f().catch(() => {});
+  for (const f of [loadQueues, loadWorkers, loadJobs, loadThroughput, loadPeriodic])
+    f().catch(() => {});
 }
 
 $("#filters").addEventListener("submit", (e) => {
@@ -279,3 +327,4 @@ window.addEventListener("resize", drawChart);
 refreshAll();
 startEvents();
 setInterval(() => { loadThroughput().catch(() => {}); loadWorkers().catch(() => {}); loadHealth(); }, 2000);
+setInterval(() => { loadPeriodic().catch(() => {}); }, 10000);
