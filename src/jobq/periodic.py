@@ -47,8 +47,18 @@ class PeriodicSpec:
 
             if not croniter.is_valid(self.cron):
                 raise ConfigError(f"periodic {self.name!r}: invalid cron expression {self.cron!r}")
-        if self.every_s is not None and self.every_s <= 0:
-            raise ConfigError(f"periodic {self.name!r}: every must be > 0 seconds")
+        if self.every_s is not None and self.every_s < 0.001:
+            raise ConfigError(f"periodic {self.name!r}: every must be at least 0.001 seconds")
+        if self.cron is not None:
+            from croniter import CroniterBadDateError
+
+            try:
+                self.next_after(0)
+                self.next_after(4_102_444_800_000)  # 2100: a date that exists once is not enough
+            except CroniterBadDateError:
+                raise ConfigError(
+                    f"periodic {self.name!r}: cron expression {self.cron!r} never fires"
+                ) from None
         if self.missed not in MISSED_POLICIES:
             raise ConfigError(f"periodic {self.name!r}: missed must be 'skip' or 'once'")
 

@@ -1,14 +1,17 @@
 """One typed wrapper per Lua script; the only place scripts are loaded and called.
 
-Each script in ``lua/`` gets the key suffixes from `keys.LUA_SUFFIXES` and ``_preamble.lua``
-prepended, so key names exist only in `keys.py`. Every call passes the common ARGV head
-(key base, `now`, events cap) and the events stream as KEYS[1].
+The scripts in ``lua/`` become one Valkey/Redis *function library*: the key suffixes from
+`keys.LUA_SUFFIXES`, then ``_preamble.lua`` (helpers, created once when the library loads),
+then every ``<name>.lua`` registered as a function. FCALL then runs only the body; as EVALSHA
+scripts, re-creating the helpers cost about three times the body of a small script on every
+call. The library is named after a hash of its source, so two jobq versions can share a server,
+and it is (re)loaded on demand (first use, or a server that lost it). Every call passes the
+common ARGV head (key base, `now`, events cap) and the events stream as KEYS[1].
 
 Calls go out on a lean path: each thread keeps one connection of the client's pool and sends
-EVALSHA on it directly (reloading on NOSCRIPT, e.g. after a server restart), skipping redis-py's
-per-command pool checkout and wrappers, which cost more than the scripts themselves on the hot
-paths (submit, claim, report). `Batch` sends many calls in one round trip. A redis-py pipeline
-passed as the client is still honoured (its own Script path).
+FCALL on it directly, skipping redis-py's per-command pool checkout and wrappers, which cost
+more than the scripts themselves on the hot paths (submit, claim, report). `Batch` sends many
+calls in one round trip. A redis-py pipeline passed as the client is still honoured.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import contextlib
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Iterable
 from functools import cache
 from importlib import resources
@@ -24,7 +28,7 @@ from typing import Any
 
 import redis
 from hiredis import pack_command
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from .keys import LUA_SUFFIXES, WORKER_QUEUE, Keys
 
@@ -48,14 +52,40 @@ SCRIPT_NAMES = (
 
 
 @cache
-def source(name: str) -> str:
-    """The full Lua source of script `name`, preamble included."""
+def library() -> tuple[str, str]:
+    """The function library: (its name, its full source)."""
     lua = resources.files("jobq") / "lua"
     consts = "".join(f"local K_{k} = '{v}'\n" for k, v in LUA_SUFFIXES.items())
     consts += f"local Q_WORKER = '{WORKER_QUEUE}'\n"
-    preamble = (lua / "_preamble.lua").read_text()
-    body = (lua / f"{name}.lua").read_text()
-    return consts + preamble + "\n" + body
+    parts = [consts, (lua / "_preamble.lua").read_text()]
+    for name in SCRIPT_NAMES:
+        body = (lua / f"{name}.lua").read_text()
+        parts.append(
+            f"redis.register_function('@FN@_{name}', function(keys, args)\n"
+            f"begin(keys, args)\n{body}\nend)\n"
+        )
+    body = "\n".join(parts)
+    lib = "jobq_" + hashlib.sha1(body.encode()).hexdigest()[:12]
+    return lib, f"#!lua name={lib}\n" + body.replace("@FN@", lib)
+
+
+def source(name: str) -> str:
+    """The Lua source that runs script `name`: the whole library it is registered in."""
+    if name not in SCRIPT_NAMES:
+        raise KeyError(name)
+    return library()[1]
+
+
+def function_name(name: str) -> str:
+    return f"{library()[0]}_{name}"
+
+
+#: Pauses between reconnection attempts before a call gives up (about 1 s in all).
+RECONNECT_PAUSES_S = (0.05, 0.1, 0.2, 0.4)
+
+
+def _missing_library(reply: Any) -> bool:
+    return isinstance(reply, ResponseError) and "function not found" in str(reply).lower()
 
 
 Call = tuple[str, list[str], list[Any]]
@@ -78,11 +108,10 @@ class Scripts:
         self.keys = keys
         self.client = client
         self._maxlen = str(events_maxlen)
-        self._src = {name: source(name) for name in SCRIPT_NAMES}
-        self._sha = {n: hashlib.sha1(src.encode()).hexdigest() for n, src in self._src.items()}
+        self._lib, self._src = library()
+        self._fn = {name: function_name(name) for name in SCRIPT_NAMES}
         self._local = threading.local()
         self._conns: list[Any] = []  # every lean connection made, to close them all
-        self._s = {name: client.register_script(src) for name, src in self._src.items()}
 
     # -- transport -----------------------------------------------------------------------------
 
@@ -107,51 +136,57 @@ class Scripts:
         with contextlib.suppress(Exception):
             self.close()
 
+    def load(self) -> None:
+        """Load (or replace) the function library on the server."""
+        conn = self._conn()
+        conn.send_command("FUNCTION", "LOAD", "REPLACE", self._src)
+        conn.read_response()
+
+    def _pack(self, call: Call) -> bytes:
+        name, keys, args = call
+        return bytes(pack_command(("FCALL", self._fn[name], len(keys), *keys, *args)))
+
     def execute(self, calls: Iterable[Call]) -> list[Any]:
         """Send `calls` in one round trip; replies in order (an error reply is returned as its
         ResponseError, not raised). A list goes out in one write; an iterator is sent call by
         call as it yields, so the server runs early calls while the caller builds later ones.
-        Reloads scripts on NOSCRIPT and retries once on a dropped connection (every script is
-        safe to repeat: enqueue is idempotent per id, outcomes are fenced by tokens, a repeated
-        claim only delays jobs until their lease expires)."""
+        Loads the library when the server lacks it and retries once on a dropped connection
+        (every script is safe to repeat: enqueue is idempotent per id, outcomes are fenced by
+        tokens, a repeated claim only delays jobs until their lease expires)."""
         sent: list[Call] = []
         it = iter(calls)
         try:
             return self._send(calls if isinstance(calls, list) else it, sent)
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             self._conn().disconnect()
-            everything = sent if isinstance(calls, list) else [*sent, *it]
-            return self._send(everything, [])
+        everything = sent if isinstance(calls, list) else [*sent, *it]
+        for pause in RECONNECT_PAUSES_S:  # a server restarting, a blip on the network
+            try:
+                return self._send(everything, [])
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                self._conn().disconnect()
+                time.sleep(pause)
+        return self._send(everything, [])
 
     def _send(self, calls: Iterable[Call], sent: list[Call]) -> list[Any]:
         conn = self._conn()
-
-        def pack(call: Call) -> bytes:
-            name, keys, args = call
-            return bytes(pack_command(("EVALSHA", self._sha[name], len(keys), *keys, *args)))
-
         if isinstance(calls, list):
             sent.extend(calls)
-            conn.send_packed_command([b"".join(pack(c) for c in calls)])
+            conn.send_packed_command([b"".join(self._pack(c) for c in calls)])
         else:
             for call in calls:
                 sent.append(call)
-                conn.send_packed_command([pack(call)])
+                conn.send_packed_command([self._pack(call)])
         replies: list[Any] = []
-        missing: list[int] = []
-        for i in range(len(sent)):
+        for _ in sent:
             # Read every reply even after an error, or the connection would be out of step.
             try:
                 replies.append(conn.read_response())
-            except NoScriptError:
-                replies.append(None)
-                missing.append(i)
             except ResponseError as exc:
                 replies.append(exc)
-        if missing:  # the server lost its script cache (restart): load, then run those again
-            for name in {sent[i][0] for i in missing}:
-                conn.send_command("SCRIPT", "LOAD", self._src[name])
-                conn.read_response()
+        missing = [i for i, r in enumerate(replies) if _missing_library(r)]
+        if missing:  # a new server, or one restarted without persistence: load, run those again
+            self.load()
             again = self._send([sent[i] for i in missing], [])
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
@@ -164,12 +199,13 @@ class Scripts:
         return self._dispatch(client, self._call(name, keys, args, now))
 
     def _dispatch(self, client: Client, call: Call) -> Any:
-        name = call[0]
+        name, keys, args = call
         if isinstance(client, Batch):
             client.calls.append(call)
             return None
         if isinstance(client, redis.client.Pipeline):
-            return self._s[name](keys=call[1], args=call[2], client=client)
+            self.load()  # a pipeline cannot recover from a missing library mid-way
+            return client.fcall(self._fn[name], len(keys), *keys, *args)
         reply = self.execute([call])[0]  # a plain client: this thread's lean connection
         if isinstance(reply, ResponseError):
             raise reply
@@ -251,9 +287,33 @@ class Scripts:
         """Queue a dead-lettered job again; reply 1 / -1 not found / -3 not failed."""
         return self._run(client, "rerun", [self.keys.dead, self.keys.seq], [job_id], now)
 
-    def await_(self, client: Client, job_id: str, now: int = 0) -> Any:
+    def await_(self, client: Client, job_id: str, now: int = 0, push: bool = False) -> Any:
         """Register a result waiter; reply 1 finished / 0 registered / -1 not found."""
-        return self._run(client, "await", [], [job_id], now)
+        return self._run(client, "await", [], [job_id, "1" if push else ""], now)
+
+    def await_and_pop(self, job_id: str, done_key: str, block_s: float) -> tuple[int, Any]:
+        """`await` (pushing a finished job's outcome) and a BLPOP on its done list, pipelined:
+        one round trip whether the job is finished, finishes within `block_s`, or is missing.
+        Returns the await code and the BLPOP reply (None on timeout)."""
+        conn = self._conn()
+        packed = self._pack(self._call("await", [], [job_id, "1"], 0))
+        blpop = pack_command(("BLPOP", done_key, str(block_s)))  # type: ignore[arg-type]
+        try:
+            conn.send_packed_command([packed + blpop])
+            try:
+                code = conn.read_response()
+            except ResponseError as exc:
+                if not _missing_library(exc):
+                    conn.disconnect()
+                    raise
+                # Drop the connection, and with it the BLPOP queued behind; load and retry.
+                conn.disconnect()
+                self.load()
+                return self.await_and_pop(job_id, done_key, block_s)
+            return int(code), conn.read_response()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            conn.disconnect()
+            raise
 
     def progress(
         self, client: Client, job_id: str, token: str, fraction: float, message: str, now: int = 0

@@ -26,6 +26,8 @@ from .scripts import Batch, Call, Scripts
 from .states import JobState
 
 BrokerErrors = (redis.ConnectionError, redis.TimeoutError)
+#: How long a caller waiting for a result rides out a broker outage before giving up.
+WAIT_OUTAGE_S = 30.0
 
 
 def redact(url: str) -> str:
@@ -326,31 +328,36 @@ class Store:
     def wait(self, job_id: str, timeout_s: float | None, full: bool = True) -> JobRecord | None:
         """Block until the job is terminal (or the timeout); returns it, None if not found.
 
-        Registers as a waiter inside a script, then blocks on ``done:<id>``, to which the
-        finishing script pushes the outcome: no polling, no missed wake-up between the check
-        and the block. With ``full=False`` the record is built from that message alone (state,
-        result and error only), saving the read after it.
+        Registers as a waiter inside a script and blocks on ``done:<id>``, to which the
+        finishing script pushes the outcome: no polling, and no missed wake-up between the
+        check and the block. Both go out pipelined, so a wait is one round trip. With
+        ``full=False`` the record is built from the pushed outcome alone (state, result and
+        error), saving the read after it.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        outage_started = 0.0
         while True:
-            with self.broker("waiting for a result"):
-                code = int(self.scripts.await_(self.r, job_id))
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return self.get_job(job_id)
+            # Block in slices so a dead connection is noticed (socket timeout is longer); each
+            # slice registers again, in case the job expired or was re-run meanwhile.
+            block = 5.0 if left is None else min(max(left, 0.001), 5.0)
+            try:
+                code, got = self.scripts.await_and_pop(job_id, self.keys.done(job_id), block)
+            except BrokerErrors as exc:
+                # Waiting is safe to repeat: ride out a restart or a network blip for a while.
+                outage_started = outage_started or time.monotonic()
+                if time.monotonic() - outage_started > WAIT_OUTAGE_S:
+                    with self.broker("waiting for a result"):
+                        raise exc
+                time.sleep(0.2)
+                continue
+            outage_started = 0.0
             if code == -1:
                 return None
-            if code == 1:
-                return self.get_job(job_id)
-            while True:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return self.get_job(job_id)
-                # Block in slices so a dead connection is noticed (socket timeout is longer).
-                block = 5.0 if left is None else min(max(left, 0.001), 5.0)
-                with self.broker("waiting for a result"):
-                    got = self.r.blpop([self.keys.done(job_id)], timeout=block)
-                if got is not None:
-                    return self.get_job(job_id) if full else _outcome_record(job_id, got[1])
-                if block == 5.0:
-                    break  # re-register: the job may have expired or been re-run meanwhile
+            if got is not None:
+                return self.get_job(job_id) if full else _outcome_record(job_id, got[1])
 
     def progress(self, job_id: str, token: str, fraction: float, message: str = "") -> bool:
         """Record a running attempt's progress; False if the attempt no longer owns the job."""

@@ -1,16 +1,22 @@
--- Shared preamble, prepended to every script by scripts.py (after the K_* key suffixes).
--- ARGV[1] = key base ("{prefix}:"), ARGV[2] = now in ms (0 = use the server clock),
--- ARGV[3] = events stream cap. KEYS[1] is always the events stream.
+-- Shared preamble of the function library. scripts.py builds the library from the K_*
+-- key suffixes, this preamble, and each lua/<name>.lua registered as one function, so these
+-- helpers are created once when the library loads, not on every call (as EVALSHA would).
+-- Every function starts with begin(): ARGV[1] = key base ("{prefix}:"), ARGV[2] = now in ms
+-- (0 = use the server clock), ARGV[3] = events stream cap; KEYS[1] is always the events stream.
 -- Deadlines come from the server's TIME so clock skew between hosts cannot expire a lease;
 -- tests pass an explicit `now` to step time.
-local P = ARGV[1]
-local NOW = tonumber(ARGV[2])
-if NOW == nil or NOW <= 0 then
-  local t = redis.call('TIME')
-  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local KEYS, ARGV, P, NOW, MAXLEN, EVENTS
+local function begin(keys, args)
+  KEYS, ARGV = keys, args
+  P = args[1]
+  NOW = tonumber(args[2])
+  if NOW == nil or NOW <= 0 then
+    local t = redis.call('TIME')
+    NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  MAXLEN = args[3]
+  EVENTS = keys[1]
 end
-local MAXLEN = ARGV[3]
-local EVENTS = KEYS[1]
 local PRI_SPAN = 1099511627776 -- 2^40: FIFO sequence space within one priority level
 
 local function emit(id, state, queue, extra)

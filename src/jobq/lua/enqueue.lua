@@ -78,8 +78,8 @@ for i = 0, n - 1 do
         local ps = redis.call('HGET', pjk, 'state')
         if ps == 'failed' or ps == 'cancelled' then
           failed_parent, parent_state = failed_parent or pid, parent_state or ps
-        elseif ps ~= 'succeeded' then
-          redis.call('SADD', P .. K_CHILDREN .. pid, id)
+        elseif ps ~= 'succeeded' and redis.call('SADD', P .. K_CHILDREN .. pid, id) == 1 then
+          -- (a parent named twice counts once, or the child would wait forever)
           redis.call('HSET', pjk, 'kids', 1)
           waiting = waiting + 1
         end
