@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench throughput clean
+.PHONY: demo test lint bench scale profile throughput clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ throughput: $(STAMP)
 bench: $(STAMP)
 	bash bench/peers/setup.sh
 	$(PY) bench/compare.py
+
+scale: $(STAMP)
+	$(PY) bench/scale.py
+
+profile: $(STAMP)
+	$(PY) bench/profile_paths.py
 
 clean:
 	rm -rf $(VENV) .jobq .pytest_cache .mypy_cache .ruff_cache
