@@ -405,8 +405,10 @@ def targets(summary: dict[str, dict[str, Any]]) -> str:
             "|---|---|---|",
             *rows,
             "",
-            "Memory per queued job, claim cost at 1M queued and worker RSS "
-            "(issue 6 workloads 4-5) are not measured by this script yet.",
+            "Memory per queued job, claim cost at 1M queued, worker RSS and HTTP submit "
+            "(issue 6 workloads 4-6) are measured by `bench/scale.py`: "
+            "[benchmarks-scale.md](benchmarks-scale.md). Where the time goes: "
+            "[profile.md](profile.md) (`bench/profile_paths.py`).",
         ]
     )
 
