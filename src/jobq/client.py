@@ -55,6 +55,7 @@ class App:
         self.settings = base.with_overrides(url=url, prefix=prefix, **overrides)
         self.tasks: dict[str, Task] = {}
         self.periodics: dict[str, PeriodicSpec] = {}
+        self._templates: dict[str, JobSpec] = {}  # per task: a spec with no options given
         self.serializer = Serializer(self.settings.codec, self.settings.allow_pickle)
         self.keys = Keys(self.settings.prefix)
         self._store: Store | None = None
@@ -104,6 +105,7 @@ class App:
             if task.name in self.tasks and self.tasks[task.name].fn is not f:
                 raise ConfigError(f"two tasks are registered under the name {task.name!r}")
             self.tasks[task.name] = task
+            self._templates.pop(task.name, None)
             return task
 
         return register(fn) if fn is not None else register
@@ -111,6 +113,7 @@ class App:
     def configure(self, **overrides: Any) -> None:
         """Apply settings overrides (None = keep), e.g. CLI flags, before first use."""
         self.close()
+        self._templates.clear()
         self.settings = self.settings.with_overrides(**overrides)
         self.serializer = Serializer(self.settings.codec, self.settings.allow_pickle)
         self.keys = Keys(self.settings.prefix)
@@ -204,7 +207,14 @@ class App:
         Returns the handle of the job that stands for this submit: a new one, the existing job
         with the same `job_id`, or the pending job holding the same `unique_key`.
         """
-        spec = self.spec(task, args, kwargs or {}, options)
+        if options:
+            spec = self.spec(task, args, kwargs or {}, options)
+        else:  # the hot path: the task's defaults, resolved once per task
+            template = self._templates.get(task)
+            if template is None:
+                template = self._templates[task] = self.spec(task, (), {}, {})
+            payload = self.serializer.encode_args(args, kwargs or {})
+            spec = replace(template, id=new_job_id(), payload=payload)
         return Job(self, self.store.submit_ids([spec])[0])
 
     def submit_many(

@@ -135,6 +135,14 @@ class Store:
         """Each job with its enqueue reply. A large batch goes as several script calls (so no
         single call holds the server for long), streamed in one round trip: the server runs a
         chunk while the next is built. A bad dependency raises before anything is written."""
+        if isinstance(specs, list) and len(specs) <= chunk:  # the common case: one call
+            with self.broker("submitting jobs"):
+                reply = self.scripts.execute(
+                    [self.scripts.enqueue_call([s.as_row() for s in specs], now)]
+                )[0]
+            if isinstance(reply, redis.ResponseError):
+                raise _script_error(reply)
+            return list(zip(specs, reply, strict=True))
         it = iter(specs)
         chunks: list[list[JobSpec]] = []
 
