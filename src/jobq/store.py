@@ -328,6 +328,15 @@ class Store:
             raw = self.r.hgetall(self.keys.job(job_id))
         return JobRecord.from_hash(job_id, raw) if raw else None
 
+    def get_states(self, job_ids: list[str]) -> list[JobState | None]:
+        """The state of each job (None where there is no such job), in one round trip."""
+        with self.broker("reading job states"):
+            pipe = self.r.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.hget(self.keys.job(job_id), "state")
+            raw = pipe.execute() if job_ids else []
+        return [JobState(v.decode()) if v else None for v in raw]
+
     def get_state(self, job_id: str) -> JobState | None:
         with self.broker("reading a job's state"):
             raw = self.r.hget(self.keys.job(job_id), "state")

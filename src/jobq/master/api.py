@@ -121,7 +121,7 @@ def get_job(job_id: str, c: Ctx) -> JobDetail:
     rec = store.get_job(job_id)
     if rec is None:
         raise HTTPException(404, f"no job {job_id!r} (never submitted, or its result expired)")
-    states = [store.get_state(p) for p in rec.parents[:SHOWN_PARENTS]]
+    states = store.get_states(list(rec.parents[:SHOWN_PARENTS]))  # one round trip, not one each
     return JobDetail.model_validate(job_detail(rec, c.app.serializer, states))
 
 
