@@ -17,14 +17,13 @@ so the file stays reliable on a loaded machine.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +31,7 @@ import pytest
 import redis
 from conftest import ValkeyProcess, free_port, jobq_cmd, subprocess_env
 from crash_tasks import runs_key
+from procs import JobqProcess, kill_all, wait_until
 
 from jobq import App, BrokerUnavailable, JobState
 from jobq.keys import Keys
@@ -55,54 +55,7 @@ SHORT_LEASES = {
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def wait_until(check: Callable[[], T], timeout: float, what: str) -> T:
-    """Return check()'s first truthy value; fail after `timeout` seconds naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
-
-
-class WorkerProcess:
-    """One `jobq worker` subprocess, its log in a file."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-        self.proc = proc
-        self.log_path = log_path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_log(self, text: str, timeout: float = 30) -> None:
-        """Wait until the worker's log contains `text` (fails early if the worker exits)."""
-
-        def seen() -> bool:
-            if text in self.log():
-                return True
-            if not self.alive():
-                raise AssertionError(
-                    f"worker exited ({self.proc.returncode}) before logging {text!r}:\n{self.log()}"
-                )
-            return False
-
-        wait_until(seen, timeout, f"{text!r} in the log of worker {self.pid}")
-
-    def signal(self, sig: int) -> None:
-        os.kill(self.pid, sig)
-
-    def wait_exit(self, timeout: float) -> int:
-        return self.proc.wait(timeout)
+WorkerProcess = JobqProcess
 
 
 class Workers:
@@ -123,15 +76,9 @@ class Workers:
     ) -> WorkerProcess:
         """Start a worker with extra CLI `args`; wait until it serves unless `ready` is False."""
         log_path = self.tmp_path / f"worker-{len(self.started)}.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                jobq_cmd("worker", "crash_tasks:app", *args),
-                env=subprocess_env(url or self.url, self.prefix, **(env or {})),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        w = WorkerProcess(proc, log_path)
+        env_ = subprocess_env(url or self.url, self.prefix, **(env or {}))
+        argv = jobq_cmd("worker", "crash_tasks:app", *args)
+        w = WorkerProcess.spawn(f"worker-{len(self.started)}", argv, log_path, env_)
         self.started.append(w)
         if ready:
             w.wait_log(" serving ", timeout=60)
@@ -141,13 +88,7 @@ class Workers:
         return next(w for w in self.started if w.pid == pid)
 
     def close(self) -> None:
-        for w in self.started:
-            if w.alive():
-                with contextlib.suppress(ProcessLookupError):
-                    w.signal(signal.SIGCONT)  # a SIGSTOP'd worker would linger until resumed
-                    w.proc.kill()
-            w.proc.wait(30)
-            print(f"--- worker {w.pid} (exit {w.proc.returncode}) ---\n{w.log()[-4000:]}")
+        kill_all(self.started)
 
 
 @pytest.fixture

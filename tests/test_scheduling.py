@@ -24,11 +24,9 @@ timeouts, never fixed sleeps.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import itertools
 import json
-import signal
 import subprocess
 import sys
 import threading
@@ -41,9 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import procs
 import pytest
 import redis
 from conftest import ROOT, ValkeyProcess, jobq_cmd, subprocess_env
+from procs import JobqProcess, kill_all
 from sched_tasks import RATE_LIMIT, fact_key, make_app
 
 from jobq import App, JobCancelled, JobFailed, JobNotFound, JobState
@@ -65,15 +65,7 @@ WAIT = 60.0  # seconds: generous, the machine may be loaded by other suites
 
 
 def wait_until(check: Callable[[], T], timeout: float = WAIT, what: str = "a condition") -> T:
-    """Return check()'s first truthy value; fail after `timeout` seconds naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
+    return procs.wait_until(check, timeout, what)
 
 
 def new_tag() -> str:
@@ -108,39 +100,7 @@ def failure_of(app: App, job_id: str) -> JobFailed:
     return info.value
 
 
-class Proc:
-    """A `jobq` subprocess (worker or master) with its log in a file."""
-
-    def __init__(self, name: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-        self.name = name
-        self.proc = proc
-        self.log_path = log_path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_log(self, text: str, timeout: float = WAIT) -> None:
-        def seen() -> bool:
-            if text in self.log():
-                return True
-            if not self.alive():
-                raise AssertionError(f"{self.name} exited before logging {text!r}:\n{self.log()}")
-            return False
-
-        wait_until(seen, timeout, f"{text!r} in the log of {self.name}")
-
-    def stop(self, timeout: float = 30) -> int:
-        """SIGTERM (graceful shutdown) and wait for the exit code."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+Proc = JobqProcess
 
 
 class Cluster:
@@ -153,16 +113,8 @@ class Cluster:
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None) -> Proc:
         log_path = self.tmp / f"{name}-{len(self.procs)}.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                argv,
-                env=subprocess_env(self.url, self.prefix, **(env or {})),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=ROOT,
-            )
-        p = Proc(name, proc, log_path)
+        env_ = subprocess_env(self.url, self.prefix, **(env or {}))
+        p = Proc.spawn(name, argv, log_path, env_, cwd=ROOT, wait_s=WAIT)
         self.procs.append(p)
         return p
 
@@ -193,12 +145,7 @@ class Cluster:
         )
 
     def close(self) -> None:
-        for p in self.procs:
-            if p.alive():
-                with contextlib.suppress(ProcessLookupError):
-                    p.proc.kill()
-            p.proc.wait(30)
-            print(f"--- {p.name} pid {p.pid} (exit {p.proc.returncode}) ---\n{p.log()[-3000:]}")
+        kill_all(self.procs, tail=3000)
 
 
 @pytest.fixture
