@@ -221,8 +221,9 @@ def lua_commands(url: str, prefix: str, run: Callable[[], Any]) -> list[str]:
 def test_claim_cost_does_not_depend_on_queue_length(store: Store, url: str, prefix: str) -> None:
     submit(store, *[spec(f"s{i}", queue="short") for i in range(5)])
     store.submit([spec(f"l{i}", queue="long") for i in range(20_000)], now=T)
-    short = lua_commands(url, prefix, lambda: claim(store, n=2, queues=["short"]))
-    long = lua_commands(url, prefix, lambda: claim(store, n=2, queues=["long"]))
+    # (each in a new ms: the first token of a ms rebases the token counter on the clock)
+    short = lua_commands(url, prefix, lambda: claim(store, n=2, queues=["short"], now=T + 1))
+    long = lua_commands(url, prefix, lambda: claim(store, n=2, queues=["long"], now=T + 2))
     assert short, "MONITOR saw no script commands"
     # The same commands, whatever the depth: a pop from the sorted set, then per-job work.
     assert long == short

@@ -78,7 +78,7 @@ for qi = 7, #ARGV do
       end
       if ok then
         local att = (tonumber(f[4]) or 0) + 1
-        local tok = redis.call('INCR', KEYS[3])
+        local tok = fencing_token(KEYS[3]) -- a digit string, never reissued
         redis.call('HSET', jk, 'state', 'running', 'att', att, 'token', tok, 'worker', worker,
           'started', NOW)
         redis.call('ZADD', KEYS[2], NOW + lease, id)
