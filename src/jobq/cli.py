@@ -374,11 +374,17 @@ def server() -> None:
 
 @server.command("start")
 @click.option("--data-dir", default=".jobq", show_default=True)
-def server_start(data_dir: str) -> None:
+@click.option(
+    "--durable",
+    is_flag=True,
+    envvar="JOBQ_DURABLE",
+    help="fsync every write before replying (appendfsync always), switching a running server.",
+)
+def server_start(data_dir: str, durable: bool) -> None:
     from .embedded import ensure_server
     from .store import redact
 
-    click.echo(redact(ensure_server(data_dir)))
+    click.echo(redact(ensure_server(data_dir, durable=durable)))
 
 
 @server.command("stop")

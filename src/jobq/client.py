@@ -165,7 +165,7 @@ class App:
             return self.settings.url
         from .embedded import ensure_server
 
-        url = ensure_server(self.settings.data_dir)
+        url = ensure_server(self.settings.data_dir, durable=self.settings.durable)
         self.settings = self.settings.with_overrides(url=url)
         return url
 
@@ -179,6 +179,9 @@ class App:
                 self.keys,
                 events_maxlen=self.settings.events_maxlen,
                 result_ttl_s=self.settings.result_ttl_s,
+                durable=self.settings.durable,
+                wait_replicas=self.settings.wait_replicas,
+                durable_timeout_ms=self.settings.durable_timeout_ms,
             )
         return self._store
 

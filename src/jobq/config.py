@@ -1,6 +1,7 @@
 """One frozen settings object with every default, documented.
 
-Precedence: built-in defaults < environment (``JOBQ_*``) < explicit arguments (URL, CLI flags).
+Precedence: built-in defaults < environment (``JOBQ_*``) < settings carried by the URL's query
+(``?durable=1``, see `URL_SETTINGS`) < explicit arguments (CLI flags, keyword arguments).
 The environment is injectable (`Settings.from_env(env=...)`) so nothing reads globals at import.
 """
 
@@ -10,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import ConfigError
 
@@ -42,6 +44,17 @@ class Settings:
     """A job targeted at a worker not seen for this long fails (or goes to its fallback)."""
     leader_ms: int = 5_000
     """Leader lease of the maintenance loop; a new leader takes over this long after one dies."""
+    durable: bool = False
+    """Acknowledge a submit (and record an outcome) only once the server has fsynced it to its
+    AOF (WAITAOF, Valkey >= 8 / Redis >= 7.2); the embedded server then runs with
+    ``appendfsync always``. Default off: ``appendfsync everysec`` may lose up to about a second
+    of acknowledged writes on a power cut. Also ``?durable=1`` on the URL."""
+    wait_replicas: int = 0
+    """With durable writes, also wait until this many replicas have fsynced them. Also
+    ``?wait_replicas=N`` on the URL."""
+    durable_timeout_ms: int = 5_000
+    """How long a durable write waits for its fsync acknowledgements before `DurabilityTimeout`
+    (longer than one ``everysec`` fsync interval). Also ``?durable_timeout_ms=`` on the URL."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -53,12 +66,18 @@ class Settings:
             if raw is None or raw == "":
                 continue
             values[f.name] = _convert(f.name, raw, f.type)
+        if values.get("url"):
+            values["url"], from_url = url_options(values["url"])
+            values.update(from_url)
         settings = cls(**values)
         return settings.with_overrides(**overrides)
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with every override that is not None applied."""
         given = {k: v for k, v in overrides.items() if v is not None}
+        if given.get("url"):  # the URL's own settings, below explicit arguments
+            given["url"], from_url = url_options(given["url"])
+            given = {**from_url, **given}
         unknown = set(given) - {f.name for f in fields(self)}
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
@@ -79,6 +98,39 @@ class Settings:
             )
         if self.lease_ms <= 0 or self.tick_ms <= 0:
             raise ConfigError("lease_ms and tick_ms must be positive")
+        if self.wait_replicas < 0 or self.durable_timeout_ms <= 0:
+            raise ConfigError(
+                f"wait_replicas ({self.wait_replicas}) must be >= 0 and durable_timeout_ms "
+                f"({self.durable_timeout_ms}) positive"
+            )
+
+
+#: Settings a broker URL may carry as query parameters (``redis://h:6379/0?durable=1``); they
+#: are taken out of the URL before it reaches redis-py, which would refuse them.
+URL_SETTINGS = ("durable", "wait_replicas", "durable_timeout_ms")
+
+
+def url_options(url: str) -> tuple[str, dict[str, Any]]:
+    """The URL without jobq's own query parameters, and those parameters as settings."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url, {}
+    types = {f.name: f.type for f in fields(Settings)}
+    ours: dict[str, Any] = {}
+    rest: list[tuple[str, str]] = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in URL_SETTINGS:
+            try:
+                ours[name] = _convert(name, value, types[name])
+            except ConfigError:
+                raise ConfigError(
+                    f"?{name}={value!r} in the broker URL is not a valid {types[name]}"
+                ) from None
+        else:
+            rest.append((name, value))
+    if not ours:
+        return url, {}
+    return urlunsplit(parts._replace(query=urlencode(rest))), ours
 
 
 def _convert(name: str, raw: str, typ: Any) -> Any:

@@ -102,17 +102,33 @@ def server_url(data_dir: str | os.PathLike[str] = ".jobq") -> str | None:
     return None
 
 
-def ensure_server(data_dir: str | os.PathLike[str] = ".jobq", timeout_s: float = 15.0) -> str:
-    """Attach to the embedded server in `data_dir`, starting it if none runs; returns its URL."""
+def ensure_server(
+    data_dir: str | os.PathLike[str] = ".jobq", timeout_s: float = 15.0, durable: bool = False
+) -> str:
+    """Attach to the embedded server in `data_dir`, starting it if none runs; returns its URL.
+
+    `durable` (JOBQ_DURABLE) makes it fsync every write before replying (``appendfsync
+    always``), switching a running server over if need be; a server stays durable until it
+    restarts, whatever later callers ask: nobody is downgraded under their feet."""
     d = Path(data_dir).absolute()
     url = server_url(d)
-    if url:
-        return url
-    with _locked(d):
-        url = server_url(d)  # another process may have started it while we waited
-        if url:
-            return url
-        return _start(d, timeout_s)
+    if not url:
+        with _locked(d):
+            url = server_url(d)  # another process may have started it while we waited
+            if not url:
+                return _start(d, timeout_s, durable)
+    if durable:
+        _make_durable(url)
+    return url
+
+
+def _make_durable(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        if client.config_get("appendfsync").get("appendfsync") != "always":
+            client.config_set("appendfsync", "always")
+    finally:
+        client.close()
 
 
 def _free_port() -> int:
@@ -121,7 +137,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(d: Path, timeout_s: float) -> str:
+def _start(d: Path, timeout_s: float, durable: bool = False) -> str:
     """Start a daemonized server (it outlives us, re-parented to init) from a config file only
     we can read, so the password never shows in the process list."""
     binary = find_binary()
@@ -130,7 +146,9 @@ def _start(d: Path, timeout_s: float) -> str:
     conf = {
         "dir": str(d),
         "appendonly": "yes",
-        "appendfsync": "everysec",
+        # everysec: up to ~1 s of acknowledged writes lost on a power cut; always: none (one
+        # fsync per write, see jobq.durability).
+        "appendfsync": "always" if durable else "everysec",
         "save": '""',
         "requirepass": password,
         "logfile": str(d / "valkey.log"),

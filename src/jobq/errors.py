@@ -66,6 +66,20 @@ class ResultTimeout(JobqError, TimeoutError):
     """The job did not finish within the time the caller was willing to wait."""
 
 
+class DurabilityUnsupported(ConfigError):
+    """Durable mode was asked for but this server cannot confirm an fsync (no WAITAOF before
+    Valkey 8 / Redis 7.2, AOF off, or no permission); nothing was written."""
+
+
+class DurabilityTimeout(JobqError, TimeoutError):
+    """The write was applied, but the server did not confirm its fsync (or enough replicas')
+    in time: it may or may not survive a crash. Submitting the same job ids again is safe."""
+
+    def __init__(self, message: str, job_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.job_ids = job_ids
+
+
 class Retry(Exception):
     """Raised by a task to ask for another attempt (after `delay` seconds if given)."""
 

@@ -90,6 +90,17 @@ def _missing_library(reply: Any) -> bool:
 
 Call = tuple[str, list[str], list[Any]]
 
+#: Not a script: a call of this name is sent as the plain command, after the writes it waits for.
+WAITAOF = "WAITAOF"
+
+
+def wait_aof_call(numlocal: int, numreplicas: int, timeout_ms: int) -> Call:
+    """A WAITAOF to end a round trip of durable writes (`Scripts.execute`): on the same
+    connection, it returns once that connection's writes are fsynced to the AOF locally
+    (`numlocal` 1) and on `numreplicas` replicas, or at the timeout, with the acks
+    [local, replicas]; an error reply if the server lacks WAITAOF or has AOF off."""
+    return (WAITAOF, [], [numlocal, numreplicas, timeout_ms])
+
 
 class Batch:
     """Script calls collected to go out together in one round trip (`Scripts.execute`)."""
@@ -144,6 +155,8 @@ class Scripts:
 
     def _pack(self, call: Call) -> bytes:
         name, keys, args = call
+        if name == WAITAOF:
+            return bytes(pack_command((WAITAOF, *args)))
         return bytes(pack_command(("FCALL", self._fn[name], len(keys), *keys, *args)))
 
     def execute(self, calls: Iterable[Call]) -> list[Any]:
@@ -186,6 +199,8 @@ class Scripts:
                 replies.append(exc)
         missing = [i for i, r in enumerate(replies) if _missing_library(r)]
         if missing:  # a new server, or one restarted without persistence: load, run those again
+            if sent[-1][0] == WAITAOF:  # and wait for the writes of the second run too
+                missing.append(len(sent) - 1)
             self.load()
             again = self._send([sent[i] for i in missing], [])
             for i, reply in zip(missing, again, strict=True):

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import redis
 
+from .durability import Durability
 from .errors import BrokerUnavailable, DependencyCycle, JobNotFound
 from .keys import Keys
 from .model import Claimed, JobRecord, JobSpec, Outcome, QueueInfo, WorkerInfo
@@ -89,6 +90,9 @@ class Store:
         *,
         events_maxlen: int = 100_000,
         result_ttl_s: int = 86_400,
+        durable: bool = False,
+        wait_replicas: int = 0,
+        durable_timeout_ms: int = 5_000,
     ) -> None:
         # redis-py's annotations cannot express decode_responses=False (replies are bytes).
         self.r: Any = client
@@ -96,6 +100,10 @@ class Store:
         self.keys = keys
         self.scripts = Scripts(client, keys, events_maxlen)
         self.result_ttl_s = result_ttl_s
+        #: Durable mode: what submits and outcomes wait for (WAITAOF); None = acknowledge at once.
+        self.durability = Durability.for_settings(
+            redact(url), durable, wait_replicas, durable_timeout_ms
+        )
 
     def close(self) -> None:
         """Close this store's connections (the pool's and the scripts' lean ones)."""
@@ -135,13 +143,19 @@ class Store:
         """Each job with its enqueue reply. A large batch goes as several script calls (so no
         single call holds the server for long), streamed in one round trip: the server runs a
         chunk while the next is built. A bad dependency raises before anything is written."""
+        durable = self.durability
+        if durable:
+            with self.broker("checking durable mode"):
+                durable.ensure_supported(self.r)
         if isinstance(specs, list) and len(specs) <= chunk:  # the common case: one call
+            one = [self.scripts.enqueue_call([s.as_row() for s in specs], now)]
             with self.broker("submitting jobs"):
-                reply = self.scripts.execute(
-                    [self.scripts.enqueue_call([s.as_row() for s in specs], now)]
-                )[0]
+                replies = self.scripts.execute([*one, durable.call()] if durable else one)
+            reply = replies[0]
             if isinstance(reply, redis.ResponseError):
                 raise _script_error(reply)
+            if durable:
+                durable.check_submit(replies[1], [s.id for s in specs])
             return list(zip(specs, reply, strict=True))
         it = iter(specs)
         chunks: list[list[JobSpec]] = []
@@ -150,14 +164,19 @@ class Store:
             while part := list(islice(it, chunk)):
                 chunks.append(part)
                 yield self.scripts.enqueue_call([s.as_row() for s in part], now)
+            if durable:
+                yield durable.call()
 
         with self.broker("submitting jobs"):
             replies = self.scripts.execute(calls())
+        ack = replies.pop() if durable else None
         out: list[tuple[JobSpec, Any]] = []
         for part, reply in zip(chunks, replies, strict=True):
             if isinstance(reply, redis.ResponseError):
                 raise _script_error(reply)
             out.extend(zip(part, reply, strict=True))
+        if durable:
+            durable.check_submit(ack, [sp.id for sp, _r in out])
         return out
 
     # -- workers -----------------------------------------------------------------------------
@@ -197,7 +216,11 @@ class Store:
                     for o in bad
                 ]
                 self.scripts.fail(batch, fitems, now)
+            if self.durability and batch.calls:
+                batch.calls.append(self.durability.call())
             replies = self.scripts.execute(batch.calls)
+        if self.durability and batch.calls:
+            self.durability.check_outcomes(replies.pop())
         codes: dict[str, int] = {}
         for group, reply in zip([g for g in (ok, bad) if g], replies, strict=True):
             for o, code in zip(group, reply, strict=True):
