@@ -198,7 +198,9 @@ def main() -> int:
         f"{os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}; "
         f"server files on `{' '.join(fs[0].split()[:2]) if fs else '?'}`; "
         f"{args.reps} repetition(s), medians; {args.n} single submits, {args.n_batches} x "
-        f"{args.batch} batch, {args.latency_n} latency samples per mode"
+        f"{args.batch} batch, {args.latency_n} latency samples per mode; load average at the "
+        f"end {' '.join(f'{x:.2f}' for x in os.getloadavg())} (a shared machine: compare the "
+        "ratios, not the absolute figures)"
     )
     table = "\n".join(lines)
     print(meta)
@@ -220,9 +222,10 @@ def write_docs(meta: str, table: str) -> None:
         "up to about a second of acknowledged writes on a power cut.\n\n"
         f"{meta}\n\n{table}\n\n"
         "One fsync per write is the price: a single submit waits for its own fsync, a batch "
-        "shares one, and submit -> result pays two (the submit's and the outcome's). "
-        "Against a server left at `everysec`, WAITAOF waits for the next once-a-second fsync: "
-        "use `appendfsync always` on the server with the durable mode.\n"
+        "shares one, and submit -> result pays several (with `appendfsync always` the server "
+        "fsyncs every write before replying: the submit, the claim, the outcome). "
+        "Against a server left at `everysec`, each WAITAOF waits for the server's next "
+        "background fsync (the last row): use `appendfsync always` with the durable mode.\n"
         f"{END}\n"
     )
     text = DOCS.read_text()

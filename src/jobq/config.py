@@ -50,8 +50,8 @@ class Settings:
     ``appendfsync always``. Default off: ``appendfsync everysec`` may lose up to about a second
     of acknowledged writes on a power cut. Also ``?durable=1`` on the URL."""
     wait_replicas: int = 0
-    """With durable writes, also wait until this many replicas have fsynced them. Also
-    ``?wait_replicas=N`` on the URL."""
+    """Also wait until this many replicas have fsynced each submit/outcome to their own AOF
+    (replicas without AOF never confirm). Also ``?wait_replicas=N`` on the URL."""
     durable_timeout_ms: int = 5_000
     """How long a durable write waits for its fsync acknowledgements before `DurabilityTimeout`
     (longer than one ``everysec`` fsync interval). Also ``?durable_timeout_ms=`` on the URL."""

@@ -11,7 +11,7 @@ that connection's own last write, which is why it rides in the same round trip (
 wait_aof_call`); the enqueue script always writes (its FIFO counter), so even a re-sent submit
 after a reconnect waits for everything before it. The embedded server runs with ``appendfsync
 always`` in durable mode, so the wait costs one fsync; on a server left at ``everysec`` it
-waits for the next fsync, up to a second.
+waits for the next background fsync (about 100 ms each, see bench/durability.py).
 
 Before the first durable submit the server is probed once (``WAITAOF <numlocal> 0 1``, which
 writes nothing), so a server without WAITAOF (before Valkey 8 / Redis 7.2), with AOF off or a
