@@ -166,7 +166,9 @@ end
 -- token issued before the cut, as long as the counter never ran ahead of the clock by more
 -- than the outage lasted (it runs ahead only above 1024 claims per ms, ~1M claims/s sustained;
 -- a restart takes far longer than the few ms a burst can build up). Tokens stay strictly
--- increasing, so tasks may compare them (as integers) on their side effects.
+-- increasing, so tasks may compare them (as integers) on their side effects. (A per-start run
+-- id survives a rollback too, but it is not ordered and a script would need INFO to read it;
+-- the clock gives the epoch, and its order, for one INCR.)
 -- Numbers: ms * 2^10 stays below Lua's 2^53 exact-integer limit until the year 2248; the value
 -- is formatted with %d (tostring would give '1.8432e+15') and handed out as a string, so
 -- redis-py and Python read it exactly. A failover to a replica whose clock lags the old
