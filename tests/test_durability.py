@@ -163,6 +163,22 @@ def test_durable_submits_and_outcomes_wait_for_the_fsync(aof_server: ValkeyProce
         app.close()
 
 
+def test_a_durable_submit_is_not_acknowledged_before_its_fsync(aof_server: ValkeyProcess) -> None:
+    # With `appendfsync no` the server never fsyncs on its own: the submit must not pass.
+    url = aof_server.url + "?durable=1&durable_timeout_ms=200"
+    app = App(url, prefix="d" + uuid.uuid4().hex[:10])
+    admin = redis.Redis.from_url(aof_server.url)
+    try:
+        admin.config_set("appendfsync", "no")
+        with pytest.raises(DurabilityTimeout, match="0/1 local AOF fsync"):
+            app.submit("t")
+        admin.config_set("appendfsync", "always")
+        assert app.submit("t").status() == JobState.QUEUED
+    finally:
+        admin.close()
+        app.close()
+
+
 def test_durable_mode_is_refused_before_anything_is_written_without_aof(url: str) -> None:
     app = App(url, prefix="d" + uuid.uuid4().hex[:10], durable=True)  # the session server: no AOF
     try:
