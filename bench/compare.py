@@ -336,7 +336,11 @@ def write_markdown(path: Path, summary: dict[str, dict[str, Any]], meta: dict[st
         a(f"![chart]({meta['png']})")
     a("")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    # Keep the section bench/durability.py writes at the end of the same page.
+    marker = "<!-- durability:start -->"
+    old = path.read_text() if path.exists() else ""
+    kept = "\n" + old[old.index(marker) :] if marker in old else ""
+    path.write_text("\n".join(lines) + kept)
 
 
 def targets(summary: dict[str, dict[str, Any]]) -> str:
