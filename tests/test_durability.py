@@ -159,6 +159,13 @@ def test_durable_submits_and_outcomes_wait_for_the_fsync(aof_server: ValkeyProce
             c.id: 1 for c in claimed
         }
         assert waitaof_calls(store) == before + 4
+
+        # A server that lost the function library: the submit is run again after loading it,
+        # and so is its wait (the first WAITAOF only covered the failed call).
+        store.r.function_flush()
+        store.submit([spec("c")])
+        assert waitaof_calls(store) == before + 6
+        assert store.get_state("c") == JobState.QUEUED
     finally:
         app.close()
 
