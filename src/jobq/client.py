@@ -165,7 +165,7 @@ class App:
             return self.settings.url
         from .embedded import ensure_server
 
-        url = ensure_server(self.settings.data_dir)
+        url = ensure_server(self.settings.data_dir, memory=self.settings.embedded_memory)
         self.settings = self.settings.with_overrides(url=url)
         return url
 
@@ -179,6 +179,7 @@ class App:
                 self.keys,
                 events_maxlen=self.settings.events_maxlen,
                 result_ttl_s=self.settings.result_ttl_s,
+                memory_limit=self.settings.memory_limit,
             )
         return self._store
 

@@ -147,12 +147,21 @@ class Scripts:
         return bytes(pack_command(("FCALL", self._fn[name], len(keys), *keys, *args)))
 
     def execute(self, calls: Iterable[Call]) -> list[Any]:
-        """Send `calls` in one round trip; replies in order (an error reply is returned as its
-        ResponseError, not raised). A list goes out in one write; an iterator is sent call by
-        call as it yields, so the server runs early calls while the caller builds later ones.
-        Loads the library when the server lacks it and retries once on a dropped connection
-        (every script is safe to repeat: enqueue is idempotent per id, outcomes are fenced by
-        tokens, a repeated claim only delays jobs until their lease expires)."""
+        """Send `calls` in one round trip; replies in order. A list goes out in one write; an
+        iterator is sent call by call as it yields, so the server runs early calls while the
+        caller builds later ones. Loads the library when the server lacks it and retries once
+        on a dropped connection (every script is safe to repeat: enqueue is idempotent per id,
+        outcomes are fenced by tokens, a repeated claim only delays jobs until their lease
+        expires). An error reply raises (the first one, once every reply is read so the
+        connection stays in step): it never passes as a result, which a caller would zip with
+        its items. Calls before it in the batch did run."""
+        replies = self._execute(calls)
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return replies
+
+    def _execute(self, calls: Iterable[Call]) -> list[Any]:
         sent: list[Call] = []
         it = iter(calls)
         try:
@@ -206,10 +215,7 @@ class Scripts:
         if isinstance(client, redis.client.Pipeline):
             self.load()  # a pipeline cannot recover from a missing library mid-way
             return client.fcall(self._fn[name], len(keys), *keys, *args)
-        reply = self.execute([call])[0]  # a plain client: this thread's lean connection
-        if isinstance(reply, ResponseError):
-            raise reply
-        return reply
+        return self.execute([call])[0]  # a plain client: this thread's lean connection
 
     def enqueue(self, client: Client, jobs: list[list[Any]], now: int = 0) -> Any:
         """Create jobs (16 fields each, see enqueue.lua); reply per job: 1 created / 0 existed /
