@@ -109,7 +109,7 @@ TRANSIENT_REPLIES = {
     "CLUSTERDOWN": "the cluster is down (a slot is not served)",
     "MOVED": "the key's slot lives on another cluster node: use a redis+cluster:// URL",
     "ASK": "the key's slot is migrating to another cluster node",
-    "UNBLOCKED": "a blocking call was interrupted by CLIENT UNBLOCK",
+    "UNBLOCKED": "a blocking call was interrupted (CLIENT UNBLOCK, or the server turned replica)",
 }
 
 _OOM_HINT = (

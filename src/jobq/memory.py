@@ -99,11 +99,12 @@ class RoomCheck:
                 log.warning("cannot read memory use (%s): submits go on without back-pressure", exc)
             self._until, self._full = now + 60, None
             return
-        self.last = state
+        first, self.last = self.last is None, state
         self._until = now + CHECK_INTERVAL_S
         share = state.share
+        # Log changes only (a one-shot CLI submit just gets its error, not a log line too).
         if share is not None and share >= self.limit:
-            if self._full is None:
+            if self._full is None and not first:
                 log.warning("Valkey at %s is %.0f%% full: refusing new jobs", self.url, share * 100)
             self._full = memory_full(self.url, state.used, state.maxmemory, self.limit)
         else:
