@@ -23,6 +23,7 @@ from jobq.errors import BrokerError
 from jobq.faults import translate
 from jobq.maintenance import Maintainer
 from jobq.model import Outcome
+from jobq.outage import Outage
 from jobq.worker import Worker
 
 pytestmark = pytest.mark.timeout(90)
@@ -123,9 +124,35 @@ def test_every_error_reply_becomes_a_typed_error(reply: str, cls: type, says: st
 
 
 def test_connection_errors_are_retriable() -> None:
-    for exc in (redis.ConnectionError("refused"), redis.TimeoutError("slow"), OSError("x")):
+    too_many = BaseParser.parse_error("ERR max number of clients reached")
+    assert isinstance(too_many, redis.ConnectionError)
+    for exc in (
+        redis.ConnectionError("refused"),
+        redis.TimeoutError("slow"),
+        OSError("x"),
+        too_many,
+    ):
         err = translate(exc, "redis://h:1/0", "reporting")
         assert type(err) is BrokerUnavailable and "cannot reach Valkey at redis://h:1/0" in str(err)
+
+
+def test_an_outage_is_logged_once_per_episode(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    outage = Outage(logging.getLogger("jobq.test"), "loop", clock=lambda: now[0])
+    refused = translate(redis.ConnectionError("refused"), "redis://h:1/0", "claiming")
+    loading = BaseParser.parse_error("LOADING Valkey is loading the dataset in memory")
+    with caplog.at_level(logging.INFO, logger="jobq"):
+        pauses = [outage.failed(refused) for _ in range(10)]
+        outage.failed(translate(loading, "redis://h:1/0", "claiming"))  # a new reason
+        now[0] = 4.2
+        outage.ok()
+        outage.ok()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3, lines
+    assert "loop: lost Valkey: cannot reach Valkey at redis://h:1/0" in lines[0]
+    assert "loop: still failing, now" in lines[1] and "LOADING" in lines[1]
+    assert lines[2].startswith("loop: Valkey back after 4.2 s")
+    assert pauses[0] < 0.2 and 4 <= max(pauses) <= 6  # exponential, capped (with jitter)
 
 
 # -- error replies inside a batch raise ------------------------------------------------------

@@ -50,10 +50,9 @@ def translate(exc: BaseException, url: str, doing: str) -> JobqError:
         return JobNotFound("depends_on: " + msg.removeprefix("JOBQ_PARENT ").strip())
     if isinstance(exc, redis.BusyLoadingError):  # a ConnectionError subclass in redis-py
         return reply_error("LOADING", _message(exc), url, doing)
-    if isinstance(exc, redis.ResponseError | redis.AuthenticationError) or (
-        isinstance(exc, redis.RedisError) and getattr(exc, "status_code", None)
-    ):
+    if isinstance(exc, redis.AuthenticationError):  # wrong password: retrying will not help
         return reply_error(reply_code(exc), _message(exc), url, doing)
+    # Before error replies: "max number of clients reached" is a ConnectionError with a code.
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
         reason = "timed out" if isinstance(exc, redis.TimeoutError | TimeoutError) else msg
         return BrokerUnavailable(
@@ -61,6 +60,8 @@ def translate(exc: BaseException, url: str, doing: str) -> JobqError:
             "server (or `jobq master`) running? set JOBQ_URL or --url to point elsewhere",
             reason or type(exc).__name__,
         )
+    if isinstance(exc, redis.ResponseError) or getattr(exc, "status_code", None):
+        return reply_error(reply_code(exc), _message(exc), url, doing)
     return BrokerError(f"Valkey at {url} failed while {doing}: {type(exc).__name__}: {msg}")
 
 
