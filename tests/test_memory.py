@@ -136,7 +136,11 @@ def test_a_full_server_refuses_producers_and_wedges_nothing(
             assert health.status_code == 503
             assert health.json()["status"] == "degraded"
             assert health.json()["broker"] == "full"
+            leases = dict(admin.zrange(app.keys.leases, 0, -1, withscores=True))
             time.sleep(1.0)  # the loops meet OOM replies for a while: none may die of it
+            # Heartbeats still run on the full server, so no running job is taken for lost.
+            later = dict(admin.zrange(app.keys.leases, 0, -1, withscores=True))
+            assert leases and all(later[k] > v for k, v in leases.items()), (leases, later)
 
             # Free the memory: everything resumes on its own.
             pipe = admin.pipeline(transaction=False)

@@ -51,6 +51,14 @@ SCRIPT_NAMES = (
 )
 
 
+#: Scripts that still run on a server at maxmemory: they only rewrite scores of existing
+#: entries (or move a job back to its queue), so they cannot fill it, and a worker keeps its
+#: leases (and can hand its jobs back) while memory is freed; no finished job is reaped as
+#: lost because its heartbeats were refused. Every other script is refused there (OOM) before
+#: it starts, so none stops half-way for lack of memory.
+ALLOW_OOM = frozenset({"heartbeat", "requeue"})
+
+
 @cache
 def library() -> tuple[str, str]:
     """The function library: (its name, its full source)."""
@@ -60,9 +68,10 @@ def library() -> tuple[str, str]:
     parts = [consts, (lua / "_preamble.lua").read_text()]
     for name in SCRIPT_NAMES:
         body = (lua / f"{name}.lua").read_text()
+        flags = ", flags={'allow-oom'}" if name in ALLOW_OOM else ""
         parts.append(
-            f"redis.register_function('@FN@_{name}', function(keys, args)\n"
-            f"begin(keys, args)\n{body}\nend)\n"
+            f"redis.register_function{{function_name='@FN@_{name}', "
+            f"callback=function(keys, args)\nbegin(keys, args)\n{body}\nend{flags}}}\n"
         )
     body = "\n".join(parts)
     lib = "jobq_" + hashlib.sha1(body.encode()).hexdigest()[:12]
