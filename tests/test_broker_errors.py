@@ -12,9 +12,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from conftest import ValkeyProcess
+from live_master import LiveMaster
 from procs import wait_until
 from redis._parsers.base import BaseParser
 
@@ -310,6 +312,27 @@ def test_loops_ride_out_a_server_kill_and_loading(
         server.cleanup()
 
 
+def test_a_lost_function_library_is_loaded_again(
+    server: ValkeyProcess, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="jobq")
+    r = admin(server)
+    app = make_app(server.url, prefix)
+    try:
+        with deployment(app):
+            ids = [app.submit("echo", [i]).id for i in range(10)]
+            all_succeed(app, ids)
+            for _ in range(3):  # as after a restart without persistence, or a FUNCTION FLUSH
+                r.function_flush()
+                ids += [app.submit("echo", [i]).id for i in range(10)]
+                time.sleep(0.3)
+            all_succeed(app, ids)
+        assert "lost Valkey" not in caplog.text, caplog.text
+    finally:
+        r.close()
+        app.close()
+
+
 def test_loops_ride_out_client_pause(server: ValkeyProcess, prefix: str) -> None:
     r = admin(server)
     app = make_app(server.url, prefix)
@@ -346,5 +369,36 @@ def test_an_unexpected_error_does_not_kill_the_maintenance_loop(
     finally:
         m.stop_event.set()
         t.join(10)
+        r.close()
+        app.close()
+
+
+def test_healthz_reports_a_failing_or_dead_loop(server: ValkeyProcess, prefix: str) -> None:
+    r = admin(server)
+    app = make_app(server.url, prefix)
+    m = Maintainer(app.store, tick_ms=50, leader_ms=3000, is_master=True, name="m-health")
+    mt = m.start_thread()
+    live = LiveMaster(app, maintainer=m).start()
+    try:
+        health = lambda: httpx.get(live.url + "/healthz", timeout=30)  # noqa: E731
+        wait_until(lambda: health().status_code == 200, 10, "healthz ok")
+        r.set(app.keys.periodic_next, "not a zset")  # every tick fails from now on
+        wait_until(lambda: health().status_code == 503, 10, "healthz to report the failure")
+        body = health().json()
+        assert body["status"] == "degraded" and body["broker"] == "ok"
+        assert body["threads"]["maintenance"]["ok"] is False
+        assert any("maintenance loop failing" in p for p in body["problems"]), body
+        r.delete(app.keys.periodic_next)
+        wait_until(lambda: health().status_code == 200, 10, "healthz ok again")
+        m.stop_event.set()  # the loop's thread ends: /healthz must notice
+        mt.join(10)
+        body = health().json()
+        assert health().status_code == 503
+        assert body["threads"]["maintenance"]["thread_alive"] is False, body
+        assert any("maintenance thread" in p for p in body["problems"]), body
+    finally:
+        live.stop()
+        m.stop_event.set()
+        mt.join(10)
         r.close()
         app.close()

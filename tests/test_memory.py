@@ -121,6 +121,8 @@ def test_a_full_server_refuses_producers_and_wedges_nothing(
             assert r.status_code == 503, r.text
             assert int(r.headers["Retry-After"]) >= 1
             assert "full" in r.json()["error"] or "memory" in r.json()["error"]
+            r = http.post("/schedule", json={"task_id": "t1", "task_type": "echo", "x": 1})
+            assert r.status_code == 503 and "Retry-After" in r.headers, r.text
             cli = subprocess.run(
                 jobq_cmd("submit", "echo", "--args", "[1]"),
                 env=subprocess_env(server.url, prefix),
