@@ -52,8 +52,10 @@ def tick(store: Store, now: int = 0, batch: int = BATCH, gone_ms: int = 0) -> Ti
         if r + d < batch:
             break
     store.trim_finished(now)
-    fired = fire_periodic(store, now)
     orphaned = store.expire_targeted(gone_ms, now) if gone_ms else 0
+    # Last: it submits jobs, which a full broker refuses (BrokerFull) before the recovery work
+    # above is done; a refused tick fires once memory is freed.
+    fired = fire_periodic(store, now)
     return TickReport(promoted, requeued, dead, fired, orphaned)
 
 
