@@ -12,7 +12,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from dataclasses import dataclass
 
 from .errors import BrokerError
@@ -104,8 +103,7 @@ class Maintainer:
         self.leading = False
         self.stop_event = threading.Event()
         self.outage = Outage(log, f"maintenance ({self.name})")
-        self.thread: threading.Thread | None = None
-        self.last_ok = 0.0
+        self.thread: threading.Thread | None = None  # for /healthz: is the loop alive?
 
     def step(self, now: int = 0) -> TickReport | None:
         """Renew presence/leadership, then tick if leading; None when another process leads."""
@@ -143,7 +141,6 @@ class Maintainer:
                 pause = max(self.tick_ms / 1000, self.outage.failed(exc))
             else:
                 self.outage.ok()
-                self.last_ok = time.monotonic()
                 pause = self.tick_ms / 1000
             self.stop_event.wait(pause)
 
@@ -152,11 +149,6 @@ class Maintainer:
         t.start()
         self.thread = t
         return t
-
-    def health(self) -> dict[str, object]:
-        """For /healthz: is the loop's thread alive, and is it failing (since when, why)?"""
-        alive = self.thread.is_alive() if self.thread is not None else None
-        return {"thread_alive": alive, "leading": self.leading, **self.outage.state()}
 
     def stop(self) -> None:
         self.stop_event.set()
