@@ -227,6 +227,14 @@ def test_the_eviction_policy_is_checked(
         timeout=60,
     )
     assert cli.returncode != 0 and "maxmemory-policy allkeys-lru" in cli.stderr, cli.stderr
+    master = subprocess.run(
+        jobq_cmd("master", "--no-http", "--strict"),
+        env=subprocess_env(server.url, prefix),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert master.returncode != 0 and "--strict" in master.stderr, master.stderr
     app = make_app(server.url, prefix)
     live = LiveMaster(app).start()
     try:

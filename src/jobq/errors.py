@@ -133,7 +133,7 @@ def reply_error(code: str, message: str, url: str, doing: str) -> BrokerError:
         )
     hint = ""
     if code == "NOPERM":
-        hint = ": the URL's user lacks a permission jobq needs (see `jobq acl`, or the admin)"
+        hint = ": the URL's user lacks a permission jobq needs; check its ACL (ACL GETUSER)"
     elif code in ("NOAUTH", "WRONGPASS"):
         hint = ": check the password in the URL"
     return BrokerError(f"{where} refused a command while {doing}: {code} {message}{hint}", code)
