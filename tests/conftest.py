@@ -32,7 +32,8 @@ def free_port() -> int:
 class ValkeyProcess:
     """A Valkey server we own: start, stop (kill or clean), restart on the same port/dir."""
 
-    def __init__(self, appendonly: bool = False) -> None:
+    def __init__(self, appendonly: bool = False, extra_args: tuple[str, ...] = ()) -> None:
+        self.extra_args = extra_args  # more server options; may change between restarts
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="jobq-test-valkey-"))
         self.appendonly = appendonly
@@ -56,15 +57,19 @@ class ValkeyProcess:
             "always" if self.appendonly else "everysec",
             "--logfile",
             str(self.dir / "valkey.log"),
+            *self.extra_args,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
+            probe = redis.Redis(port=self.port, socket_connect_timeout=0.2)
             try:
-                redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
+                probe.ping()
                 return
-            except redis.RedisError:
+            except redis.RedisError:  # not up yet, or still LOADING its data
                 time.sleep(0.02)
+            finally:
+                probe.close()
         raise RuntimeError(f"test Valkey did not start on port {self.port}")
 
     def stop(self, kill: bool = False) -> None:

@@ -2,6 +2,8 @@
 
 from .client import App, Job
 from .errors import (
+    BrokerError,
+    BrokerFull,
     BrokerUnavailable,
     JobCancelled,
     JobFailed,
@@ -15,6 +17,8 @@ from .tasks import Task, current_job
 
 __all__ = [
     "App",
+    "BrokerError",
+    "BrokerFull",
     "BrokerUnavailable",
     "Job",
     "JobCancelled",

@@ -1,5 +1,5 @@
 """`jobq` command line: parses, then calls. Exit codes: 0 ok, 1 job failed or error,
-2 usage, 3 broker unreachable, 4 not found, 5 timed out waiting."""
+2 usage, 3 broker unreachable, full or refusing, 4 not found, 5 timed out waiting."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from .errors import (
-    BrokerUnavailable,
+    BrokerError,
     ConfigError,
     JobFailed,
     JobNotFound,
@@ -49,8 +49,8 @@ def common(fn: Callable[..., Any]) -> Callable[..., Any]:
             os.environ["JOBQ_PREFIX"] = prefix
         try:
             return fn(url=url, prefix=prefix, **kw)
-        except BrokerUnavailable as exc:
-            click.echo(f"error: {exc}", err=True)
+        except BrokerError as exc:  # unreachable, full (BrokerFull), refused: one line
+            click.echo(f"error: {' '.join(str(exc).split())}", err=True)
             sys.exit(EXIT_BROKER)
         except JobNotFound as exc:
             click.echo(f"error: {exc}", err=True)
@@ -68,6 +68,19 @@ def common(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(EXIT_FAILED)
 
     return wrapper
+
+
+def _memory_policy(app: Any, strict: bool, who: str) -> None:
+    """Warn (or with --strict refuse) if the server evicts keys: it would drop jobs."""
+    from .memory import check_policy
+    from .store import redact
+
+    try:
+        state = app.store.memory()
+    except BrokerError as exc:
+        logging.getLogger("jobq").warning("cannot check maxmemory-policy yet (%s)", exc)
+        return
+    check_policy(state, redact(app.store.url), strict, who)
 
 
 def _app(url: str | None, prefix: str | None) -> Any:
@@ -115,6 +128,11 @@ def main() -> None:
     help="Seconds a running job may take to stop after a cancel before it is killed "
     "(process and async pools).",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse to start if the server may evict keys (maxmemory-policy not noeviction).",
+)
 @common
 def worker(
     app_path: str,
@@ -126,6 +144,7 @@ def worker(
     prefetch: int | None,
     grace: float,
     cancel_grace: float,
+    strict: bool,
     url: str | None,
     prefix: str | None,
 ) -> None:
@@ -136,6 +155,7 @@ def worker(
     sys.path.insert(0, os.getcwd())
     app = load_app(app_path)
     app.configure(url=url, prefix=prefix)
+    _memory_policy(app, strict, "the worker")
     w = Worker(
         app,
         [q.strip() for q in queues.split(",") if q.strip()],
@@ -163,6 +183,11 @@ def worker(
 )
 @click.option("--no-http", is_flag=True, help="Run the maintenance loop only.")
 @click.option("--token", envvar="JOBQ_TOKEN", help="Bearer token the HTTP API requires.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse to start if the server may evict keys (maxmemory-policy not noeviction).",
+)
 @common
 def master(
     listen: str | None,
@@ -170,6 +195,7 @@ def master(
     http_addr: str,
     no_http: bool,
     token: str | None,
+    strict: bool,
     url: str | None,
     prefix: str | None,
 ) -> None:
@@ -191,6 +217,7 @@ def master(
         click.echo(
             f"embedded Valkey listening on {listen}; workers join with --url {redact(public)}"
         )
+    _memory_policy(app, strict, "the master")
     m = Maintainer(
         app.store,
         tick_ms=app.settings.tick_ms,
@@ -381,10 +408,12 @@ def server() -> None:
     help="fsync every write before replying (appendfsync always), switching a running server.",
 )
 def server_start(data_dir: str, durable: bool) -> None:
+    from .config import Settings
     from .embedded import ensure_server
     from .store import redact
 
-    click.echo(redact(ensure_server(data_dir, durable=durable)))
+    memory = Settings.from_env().embedded_memory
+    click.echo(redact(ensure_server(data_dir, durable=durable, memory=memory)))
 
 
 @server.command("stop")

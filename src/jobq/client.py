@@ -165,7 +165,11 @@ class App:
             return self.settings.url
         from .embedded import ensure_server
 
-        url = ensure_server(self.settings.data_dir, durable=self.settings.durable)
+        url = ensure_server(
+            self.settings.data_dir,
+            durable=self.settings.durable,
+            memory=self.settings.embedded_memory,
+        )
         self.settings = self.settings.with_overrides(url=url)
         return url
 
@@ -182,6 +186,7 @@ class App:
                 durable=self.settings.durable,
                 wait_replicas=self.settings.wait_replicas,
                 durable_timeout_ms=self.settings.durable_timeout_ms,
+                memory_limit=self.settings.memory_limit,
             )
         return self._store
 

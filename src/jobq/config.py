@@ -55,6 +55,12 @@ class Settings:
     durable_timeout_ms: int = 5_000
     """How long a durable write waits for its fsync acknowledgements before `DurabilityTimeout`
     (longer than one ``everysec`` fsync interval). Also ``?durable_timeout_ms=`` on the URL."""
+    memory_limit: float = 0.9
+    """Share of the server's maxmemory past which submits are refused (`BrokerFull`), leaving
+    the rest for the claims and results of queued jobs; 1 = only when the server is full."""
+    embedded_memory: str = "50%"
+    """maxmemory of the embedded server (noeviction): bytes with a unit (512mb, 2gb) or a share
+    of the machine's RAM (50%); 0 = no limit. Applied when the server starts."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -95,6 +101,11 @@ class Settings:
             raise ConfigError(
                 f"worker_gone_ms ({self.worker_gone_ms}) must be at least twice heartbeat_ms "
                 f"({self.heartbeat_ms}), or live workers are taken for gone between heartbeats"
+            )
+        if not 0 < self.memory_limit <= 1:
+            raise ConfigError(
+                f"memory_limit ({self.memory_limit}) must be a share of maxmemory in (0, 1], "
+                "e.g. JOBQ_MEMORY_LIMIT=0.9"
             )
         if self.lease_ms <= 0 or self.tick_ms <= 0:
             raise ConfigError("lease_ms and tick_ms must be positive")
@@ -140,6 +151,8 @@ def _convert(name: str, raw: str, typ: Any) -> Any:
             return raw.strip().lower() in ("1", "true", "yes", "on")
         if "int" in kind:
             return int(raw)
+        if "float" in kind:
+            return float(raw.strip().removesuffix("%")) / (100 if raw.strip().endswith("%") else 1)
     except ValueError as exc:
         raise ConfigError(f"JOBQ_{name.upper()}={raw!r} is not a valid {kind}") from exc
     return raw

@@ -103,9 +103,13 @@ def server_url(data_dir: str | os.PathLike[str] = ".jobq") -> str | None:
 
 
 def ensure_server(
-    data_dir: str | os.PathLike[str] = ".jobq", timeout_s: float = 15.0, durable: bool = False
+    data_dir: str | os.PathLike[str] = ".jobq",
+    timeout_s: float = 15.0,
+    durable: bool = False,
+    memory: str = "50%",
 ) -> str:
-    """Attach to the embedded server in `data_dir`, starting it if none runs; returns its URL.
+    """Attach to the embedded server in `data_dir`, starting it if none runs (with a maxmemory
+    of `memory`, see `Settings.embedded_memory`); returns its URL.
 
     `durable` (JOBQ_DURABLE) makes it fsync every write before replying (``appendfsync
     always``), switching a running server over if need be; a server stays durable until it
@@ -116,7 +120,7 @@ def ensure_server(
         with _locked(d):
             url = server_url(d)  # another process may have started it while we waited
             if not url:
-                return _start(d, timeout_s, durable)
+                return _start(d, timeout_s, durable, memory)
     if durable:
         _make_durable(url)
     return url
@@ -137,9 +141,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(d: Path, timeout_s: float, durable: bool = False) -> str:
+def _start(d: Path, timeout_s: float, durable: bool = False, memory: str = "50%") -> str:
     """Start a daemonized server (it outlives us, re-parented to init) from a config file only
     we can read, so the password never shows in the process list."""
+    from .memory import parse_budget
+
+    budget = parse_budget(memory)  # a bad setting fails before anything starts
     binary = find_binary()
     password = secrets.token_urlsafe(24)
     sock = d / SOCKET_FILE
@@ -154,6 +161,10 @@ def _start(d: Path, timeout_s: float, durable: bool = False) -> str:
         "logfile": str(d / "valkey.log"),
         "pidfile": str(d / "valkey.pid"),
         "daemonize": "yes",
+        # A memory budget, and noeviction: a full server refuses writes (jobq's back-pressure
+        # refuses submits before that) instead of deleting queued jobs to make room.
+        "maxmemory": str(budget),
+        "maxmemory-policy": "noeviction",
     }
     if len(str(sock)) <= MAX_UNIX_PATH:
         with contextlib.suppress(FileNotFoundError):

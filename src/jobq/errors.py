@@ -11,8 +11,31 @@ class JobqError(Exception):
     """Base of every error jobq raises on purpose."""
 
 
-class BrokerUnavailable(JobqError):
-    """The Valkey/Redis server cannot be reached (the message names the URL and what to check)."""
+class BrokerError(JobqError):
+    """The broker refused a command for a reason retrying will not fix by itself (NOPERM, a
+    wrong type, an unknown reply); the message quotes the server and says what to check."""
+
+    #: Short cause for logs ("NOPERM", "connection refused"), so a loop can tell episodes apart.
+    reason: str = ""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or type(self).__name__
+
+
+class BrokerUnavailable(BrokerError):
+    """The Valkey/Redis server cannot serve now: unreachable, timing out, restarting (LOADING),
+    busy with a script, read-only after a failover, ...; the same call later may succeed."""
+
+    #: Seconds a caller (an HTTP client through ``Retry-After``) should wait before retrying.
+    retry_after_s: int = 1
+
+
+class BrokerFull(BrokerUnavailable):
+    """The server is out of memory, or past the share of ``maxmemory`` jobq submits into
+    (``JOBQ_MEMORY_LIMIT``): new jobs are refused so running ones can finish; retry later."""
+
+    retry_after_s = 5
 
 
 class ConfigError(JobqError):
@@ -86,6 +109,58 @@ class Retry(Exception):
     def __init__(self, delay: float | None = None) -> None:
         super().__init__(f"retry requested (delay={delay})")
         self.delay = delay
+
+
+# Error replies that mean "not now" (the server, or the cluster, will serve again on its own),
+# with what each means for a reader of the log.
+TRANSIENT_REPLIES = {
+    "LOADING": "the server is loading its data set after a restart",
+    "BUSY": "the server is busy running a long script (see busy-reply-threshold)",
+    "READONLY": "the server is a read-only replica (a failover in progress, or a replica's URL)",
+    "MASTERDOWN": "the replica lost its link to the primary",
+    "NOREPLICAS": "not enough replicas are connected to accept writes (min-replicas-to-write)",
+    "TRYAGAIN": "the cluster is moving the keys' slot (resharding)",
+    "CLUSTERDOWN": "the cluster is down (a slot is not served)",
+    "MOVED": "the key's slot lives on another cluster node: use a redis+cluster:// URL",
+    "ASK": "the key's slot is migrating to another cluster node",
+    "UNBLOCKED": "a blocking call was interrupted (CLIENT UNBLOCK, or the server turned replica)",
+}
+
+_OOM_HINT = (
+    "free memory (finished jobs expire after result_ttl_s; purge queues you do not need) or raise "
+    "maxmemory; submits resume on their own once memory is freed"
+)
+
+
+def reply_error(code: str, message: str, url: str, doing: str) -> BrokerError:
+    """The typed error for a server's error reply `code` (its first word) while `doing`."""
+    where = f"Valkey at {url}"
+    if code == "OOM":
+        return BrokerFull(
+            f"{where} is out of memory while {doing} (OOM {message}): {_OOM_HINT}", "OOM"
+        )
+    if code in TRANSIENT_REPLIES:
+        return BrokerUnavailable(
+            f"{where} cannot serve while {doing}: {TRANSIENT_REPLIES[code]} ({code} {message}); "
+            "jobq retries",
+            code,
+        )
+    hint = ""
+    if code == "NOPERM":
+        hint = ": the URL's user lacks a permission jobq needs; check its ACL (ACL GETUSER)"
+    elif code in ("NOAUTH", "WRONGPASS"):
+        hint = ": check the password in the URL"
+    return BrokerError(f"{where} refused a command while {doing}: {code} {message}{hint}", code)
+
+
+def memory_full(url: str, used: int, maxmemory: int, limit: float) -> BrokerFull:
+    """The error a submit gets once used memory passes `limit` of `maxmemory` (back-pressure)."""
+    return BrokerFull(
+        f"Valkey at {url} uses {used / maxmemory:.0%} of its maxmemory ({maxmemory >> 20} MiB); "
+        f"jobq refuses new jobs past {limit:.0%} (JOBQ_MEMORY_LIMIT) so running jobs can finish: "
+        f"{_OOM_HINT}",
+        "memory limit",
+    )
 
 
 # Codes returned by the Lua scripts (see the header of each script in lua/).

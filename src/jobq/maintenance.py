@@ -14,8 +14,9 @@ import socket
 import threading
 from dataclasses import dataclass
 
-from .errors import BrokerUnavailable
+from .errors import BrokerError
 from .model import JobSpec
+from .outage import Outage
 from .serde import Serializer
 from .store import Store
 
@@ -50,8 +51,10 @@ def tick(store: Store, now: int = 0, batch: int = BATCH, gone_ms: int = 0) -> Ti
         if r + d < batch:
             break
     store.trim_finished(now)
-    fired = fire_periodic(store, now)
     orphaned = store.expire_targeted(gone_ms, now) if gone_ms else 0
+    # Last: it submits jobs, which a full broker refuses (BrokerFull) before the recovery work
+    # above is done; a refused tick fires once memory is freed.
+    fired = fire_periodic(store, now)
     return TickReport(promoted, requeued, dead, fired, orphaned)
 
 
@@ -99,6 +102,8 @@ class Maintainer:
         )
         self.leading = False
         self.stop_event = threading.Event()
+        self.outage = Outage(log, f"maintenance ({self.name})")
+        self.thread: threading.Thread | None = None  # for /healthz: is the loop alive?
 
     def step(self, now: int = 0) -> TickReport | None:
         """Renew presence/leadership, then tick if leading; None when another process leads."""
@@ -126,28 +131,28 @@ class Maintainer:
         return report
 
     def run(self) -> None:
-        """Loop until `stop()`; survives broker outages (logs once per outage)."""
-        down = False
+        """Loop until `stop()`. Survives every error, the broker's and any other (backs off,
+        logs once per episode, resumes): a dead maintenance loop would strand every job whose
+        worker dies."""
         while not self.stop_event.is_set():
             try:
                 self.step()
-                if down:
-                    log.info("broker reachable again; maintenance resumes")
-                down = False
-            except BrokerUnavailable as exc:
-                if not down:
-                    log.error("%s", exc)
-                down = True
-            self.stop_event.wait(self.tick_ms / 1000)
+            except Exception as exc:  # the loop must outlive anything
+                pause = max(self.tick_ms / 1000, self.outage.failed(exc))
+            else:
+                self.outage.ok()
+                pause = self.tick_ms / 1000
+            self.stop_event.wait(pause)
 
     def start_thread(self) -> threading.Thread:
         t = threading.Thread(target=self.run, name="jobq-maintenance", daemon=True)
         t.start()
+        self.thread = t
         return t
 
     def stop(self) -> None:
         self.stop_event.set()
         if self.leading:
-            with contextlib.suppress(BrokerUnavailable):
+            with contextlib.suppress(BrokerError):
                 self.store.lead(self.name, self.leader_ms, release=True)
             self.leading = False

@@ -51,6 +51,14 @@ SCRIPT_NAMES = (
 )
 
 
+#: Scripts that still run on a server at maxmemory: they only rewrite scores of existing
+#: entries (or move a job back to its queue), so they cannot fill it, and a worker keeps its
+#: leases (and can hand its jobs back) while memory is freed; no finished job is reaped as
+#: lost because its heartbeats were refused. Every other script is refused there (OOM) before
+#: it starts, so none stops half-way for lack of memory.
+ALLOW_OOM = frozenset({"heartbeat", "requeue"})
+
+
 @cache
 def library() -> tuple[str, str]:
     """The function library: (its name, its full source)."""
@@ -60,9 +68,10 @@ def library() -> tuple[str, str]:
     parts = [consts, (lua / "_preamble.lua").read_text()]
     for name in SCRIPT_NAMES:
         body = (lua / f"{name}.lua").read_text()
+        flags = ", flags={'allow-oom'}" if name in ALLOW_OOM else ""
         parts.append(
-            f"redis.register_function('@FN@_{name}', function(keys, args)\n"
-            f"begin(keys, args)\n{body}\nend)\n"
+            f"redis.register_function{{function_name='@FN@_{name}', "
+            f"callback=function(keys, args)\nbegin(keys, args)\n{body}\nend{flags}}}\n"
         )
     body = "\n".join(parts)
     lib = "jobq_" + hashlib.sha1(body.encode()).hexdigest()[:12]
@@ -160,12 +169,21 @@ class Scripts:
         return bytes(pack_command(("FCALL", self._fn[name], len(keys), *keys, *args)))
 
     def execute(self, calls: Iterable[Call]) -> list[Any]:
-        """Send `calls` in one round trip; replies in order (an error reply is returned as its
-        ResponseError, not raised). A list goes out in one write; an iterator is sent call by
-        call as it yields, so the server runs early calls while the caller builds later ones.
-        Loads the library when the server lacks it and retries once on a dropped connection
-        (every script is safe to repeat: enqueue is idempotent per id, outcomes are fenced by
-        tokens, a repeated claim only delays jobs until their lease expires)."""
+        """Send `calls` in one round trip; replies in order. A list goes out in one write; an
+        iterator is sent call by call as it yields, so the server runs early calls while the
+        caller builds later ones. Loads the library when the server lacks it and retries once
+        on a dropped connection (every script is safe to repeat: enqueue is idempotent per id,
+        outcomes are fenced by tokens, a repeated claim only delays jobs until their lease
+        expires). An error reply raises (the first one, once every reply is read so the
+        connection stays in step): it never passes as a result, which a caller would zip with
+        its items. Calls before it in the batch did run."""
+        replies = self._execute(calls)
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return replies
+
+    def _execute(self, calls: Iterable[Call]) -> list[Any]:
         sent: list[Call] = []
         it = iter(calls)
         try:
@@ -221,10 +239,7 @@ class Scripts:
         if isinstance(client, redis.client.Pipeline):
             self.load()  # a pipeline cannot recover from a missing library mid-way
             return client.fcall(self._fn[name], len(keys), *keys, *args)
-        reply = self.execute([call])[0]  # a plain client: this thread's lean connection
-        if isinstance(reply, ResponseError):
-            raise reply
-        return reply
+        return self.execute([call])[0]  # a plain client: this thread's lean connection
 
     def enqueue(self, client: Client, jobs: list[list[Any]], now: int = 0) -> Any:
         """Create jobs (16 fields each, see enqueue.lua); reply per job: 1 created / 0 existed /

@@ -19,14 +19,15 @@ import orjson
 import redis
 
 from .durability import Durability
-from .errors import BrokerUnavailable, DependencyCycle, JobNotFound
+from .errors import BrokerUnavailable
+from .faults import RAISED, translate
 from .keys import Keys
+from .memory import MemoryState, RoomCheck, read_memory
 from .model import Claimed, JobRecord, JobSpec, Outcome, QueueInfo, WorkerInfo
 from .periodic import PeriodicSpec
 from .scripts import Batch, Call, Scripts
 from .states import JobState
 
-BrokerErrors = (redis.ConnectionError, redis.TimeoutError)
 #: How long a caller waiting for a result rides out a broker outage before giving up.
 WAIT_OUTAGE_S = 30.0
 
@@ -60,16 +61,6 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
     return redis.Redis.from_url(url, **kwargs)
 
 
-def _script_error(exc: Exception) -> Exception:
-    """Map a script's error reply ("JOBQ_<KIND> message") to our exception."""
-    msg = str(exc)
-    if msg.startswith("JOBQ_CYCLE"):
-        return DependencyCycle(msg.removeprefix("JOBQ_CYCLE ").strip())
-    if msg.startswith("JOBQ_PARENT"):
-        return JobNotFound("depends_on: " + msg.removeprefix("JOBQ_PARENT ").strip())
-    return exc
-
-
 def _outcome_record(job_id: str, message: bytes) -> JobRecord:
     """The record a finishing script pushed to a waiter: ``<state>|<result or error json>``."""
     state, _, payload = message.partition(b"|")
@@ -93,6 +84,7 @@ class Store:
         durable: bool = False,
         wait_replicas: int = 0,
         durable_timeout_ms: int = 5_000,
+        memory_limit: float = 0.9,
     ) -> None:
         # redis-py's annotations cannot express decode_responses=False (replies are bytes).
         self.r: Any = client
@@ -104,6 +96,8 @@ class Store:
         self.durability = Durability.for_settings(
             redact(url), durable, wait_replicas, durable_timeout_ms
         )
+        #: Back-pressure: submits refused past `memory_limit` of maxmemory (see memory.py).
+        self.room = RoomCheck(self.memory, redact(url), memory_limit)
 
     def close(self) -> None:
         """Close this store's connections (the pool's and the scripts' lean ones)."""
@@ -112,18 +106,21 @@ class Store:
 
     @contextlib.contextmanager
     def broker(self, doing: str) -> Iterator[None]:
-        """Turn connection failures into one clear error naming the URL and what to check."""
+        """Turn every redis-py failure into jobq's typed error naming the URL and what to check
+        (`faults.translate`): retriable ones are `BrokerUnavailable`, a full server `BrokerFull`."""
         try:
             yield
-        except BrokerErrors as exc:
-            raise BrokerUnavailable(
-                f"cannot reach Valkey at {redact(self.url)} while {doing} ({exc}): is the server "
-                "(or `jobq master`) running? set JOBQ_URL or --url to point elsewhere"
-            ) from exc
+        except RAISED as exc:
+            raise translate(exc, redact(self.url), doing) from exc
 
     def ping(self) -> None:
         with self.broker("connecting"):
             self.r.ping()
+
+    def memory(self) -> MemoryState:
+        """The server's memory use, limit and eviction policy (one INFO round trip)."""
+        with self.broker("reading memory use"):
+            return read_memory(self.r)
 
     # -- producers ---------------------------------------------------------------------------
 
@@ -150,10 +147,9 @@ class Store:
         if isinstance(specs, list) and len(specs) <= chunk:  # the common case: one call
             one = [self.scripts.enqueue_call([s.as_row() for s in specs], now)]
             with self.broker("submitting jobs"):
+                self.room.check()
                 replies = self.scripts.execute([*one, durable.call()] if durable else one)
             reply = replies[0]
-            if isinstance(reply, redis.ResponseError):
-                raise _script_error(reply)
             if durable:
                 durable.check_submit(replies[1], [s.id for s in specs])
             return list(zip(specs, reply, strict=True))
@@ -168,12 +164,11 @@ class Store:
                 yield durable.call()
 
         with self.broker("submitting jobs"):
+            self.room.check()
             replies = self.scripts.execute(calls())
         ack = replies.pop() if durable else None
         out: list[tuple[JobSpec, Any]] = []
         for part, reply in zip(chunks, replies, strict=True):
-            if isinstance(reply, redis.ResponseError):
-                raise _script_error(reply)
             out.extend(zip(part, reply, strict=True))
         if durable:
             durable.check_submit(ack, [sp.id for sp, _r in out])
@@ -385,12 +380,16 @@ class Store:
             block = 5.0 if left is None else min(max(left, 0.001), 5.0)
             try:
                 code, got = self.scripts.await_and_pop(job_id, self.keys.done(job_id), block)
-            except BrokerErrors as exc:
-                # Waiting is safe to repeat: ride out a restart or a network blip for a while.
+            except RAISED as exc:
+                err = translate(exc, redact(self.url), "waiting for a result")
+                # Waiting is safe to repeat: ride out a restart, a failover or a network blip
+                # (anything retriable) for a while.
                 outage_started = outage_started or time.monotonic()
-                if time.monotonic() - outage_started > WAIT_OUTAGE_S:
-                    with self.broker("waiting for a result"):
-                        raise exc
+                if (
+                    not isinstance(err, BrokerUnavailable)
+                    or time.monotonic() - outage_started > WAIT_OUTAGE_S
+                ):
+                    raise err from exc
                 time.sleep(0.2)
                 continue
             outage_started = 0.0

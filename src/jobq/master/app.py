@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import BrokerUnavailable, JobqError
+from ..errors import BrokerError, BrokerFull, BrokerUnavailable, JobqError
 from . import api, compat, dashboard, events, ops, schedules
 from .context import Context
 from .events import EventHub
@@ -97,7 +97,15 @@ def _error_handlers(web: FastAPI) -> None:
 
     @web.exception_handler(BrokerUnavailable)
     async def broker_down(_: Request, exc: BrokerUnavailable) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, 503)
+        # BrokerFull too (a subclass): the server has no room for new jobs yet.
+        body = {"error": str(exc), "retry_after_s": exc.retry_after_s}
+        if isinstance(exc, BrokerFull):
+            body["hint"] = "the broker is full: retry later; running jobs still finish"
+        return JSONResponse(body, 503, headers={"Retry-After": str(exc.retry_after_s)})
+
+    @web.exception_handler(BrokerError)
+    async def broker_refused(_: Request, exc: BrokerError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, 502)
 
     @web.exception_handler(JobqError)
     async def refused(_: Request, exc: JobqError) -> JSONResponse:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import JobqError
+from ..errors import BrokerError, JobqError
 from ..states import JobState
 from .context import Context, ctx
 from .views import decode_result
@@ -81,6 +81,8 @@ async def schedule(request: Request, c: Annotated[Context, Depends(ctx)]) -> Res
         return _json({"error": "task_type must be a string of at most 200 characters"}, 400)
     try:
         await run_in_threadpool(c.app.submit, task_type, (), body, job_id=task_id)
+    except BrokerError:
+        raise  # the broker's trouble, not the request's: 503 (+ Retry-After) from the handler
     except JobqError as exc:
         return _json({"error": str(exc)}, 400)
     return _json({"task_id": task_id, "status": "scheduled"})

@@ -20,7 +20,8 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import BrokerUnavailable
+from ..errors import BrokerError
+from ..outage import Outage
 from ..store import Store
 from .context import Context, ctx
 
@@ -43,6 +44,11 @@ class EventHub:
         self._event: asyncio.Event | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.outage = Outage(log, "master: event reader")
+
+    def thread_alive(self) -> bool | None:
+        """For /healthz: is the reader thread running (None before start)?"""
+        return None if self._thread is None else self._thread.is_alive()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -80,10 +86,10 @@ class EventHub:
                 if last is None:
                     last = self.store.last_event_id()
                 got = self.store.read_events(last, PAGE, self.block_ms)
-            except BrokerUnavailable as exc:
-                log.debug("event reader: %s", exc)
-                self._stop.wait(1.0)
+            except Exception as exc:  # the reader outlives any error (outage.py)
+                self._stop.wait(max(1.0, self.outage.failed(exc)))
                 continue
+            self.outage.ok()
             if got and self._loop is not None:
                 last = got[-1][0]
                 self._loop.call_soon_threadsafe(self._wake)
@@ -111,7 +117,7 @@ async def _stream(
         woken = c.hub.waiter()
         try:
             batch = await run_in_threadpool(store.read_events, last, PAGE, None)
-        except BrokerUnavailable:
+        except BrokerError:
             batch = []
             yield b": broker unreachable, retrying\n\n"
         for event_id, fields in batch:

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from ..errors import BrokerUnavailable
+from ..outage import Outage
 from ..store import Store
 
 log = logging.getLogger("jobq.master")
@@ -36,6 +36,7 @@ class RateTracker:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.outage = Outage(log, "master: rate sampler")
 
     def sample(self, now_ms: int | None = None) -> None:
         counts = {q.name: (q.succeeded, q.failed) for q in self.store.queues()}
@@ -81,6 +82,10 @@ class RateTracker:
         s0, f0 = first.counts.get(queue, (0, 0))
         return max(0, s1 - s0) / dt, max(0, f1 - f0) / dt
 
+    def thread_alive(self) -> bool | None:
+        """For /healthz: is the sampler thread running (None before start)?"""
+        return None if self._thread is None else self._thread.is_alive()
+
     def start(self) -> None:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="jobq-rates", daemon=True)
@@ -95,7 +100,8 @@ class RateTracker:
         while True:
             try:
                 self.sample()
-            except BrokerUnavailable as exc:
-                log.debug("rate sample skipped: %s", exc)
+                self.outage.ok()
+            except Exception as exc:  # the sampler outlives any error (outage.py)
+                self.outage.failed(exc)
             if self._stop.wait(self.interval_s):
                 return

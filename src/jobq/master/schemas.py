@@ -283,10 +283,19 @@ class ThroughputOut(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
-    broker: str
+    status: str = Field(description="ok, degraded (503) or unavailable (503).")
+    broker: str = Field(description="ok, full (submits refused) or unreachable.")
     leader: str | None
     this_master_leads: bool | None
+    memory: dict[str, Any] | None = Field(
+        default=None, description="used / maxmemory bytes, share, submit limit, eviction policy."
+    )
+    threads: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per background loop of this master: thread alive, failing since when.",
+    )
+    problems: list[str] = Field(default_factory=list, description="Why status is not ok.")
+    warnings: list[str] = Field(default_factory=list, description="Risks that are not outages.")
 
 
 class ErrorOut(BaseModel):

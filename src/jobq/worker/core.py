@@ -23,10 +23,11 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from ..errors import BrokerUnavailable
+from ..errors import BrokerError, BrokerUnavailable
 from ..keys import group_queue, worker_queue
 from ..maintenance import Maintainer
 from ..model import Claimed, Outcome
+from ..outage import Outage
 from ..store import redact
 from ..tasks import parse_rate
 from .pools import make_pool
@@ -42,6 +43,10 @@ PREFETCH_WINDOW_S = 0.05
 MAX_PREFETCH = 1000
 #: Jobs per claim script call; bounds how long one call holds the server.
 CLAIM_BATCH = 200
+#: Attempts at an outcome the broker refuses for a reason other than an outage (then alone).
+REPORT_TRIES = 5
+#: The code `_report_with_retry` gives an outcome it gave up on.
+REPORT_REFUSED = -100
 
 
 class Worker:
@@ -99,6 +104,10 @@ class Worker:
             else None
         )
         self._threads: list[threading.Thread] = []
+        # One per loop: back-off, and a log line per episode of broker trouble (outage.py).
+        self.claim_outage = Outage(log, f"worker {self.name}: claiming")
+        self.report_outage = Outage(log, f"worker {self.name}: reporting outcomes")
+        self.heartbeat_outage = Outage(log, f"worker {self.name}: heartbeat", first_s=0)
 
     # -- public ------------------------------------------------------------------------------
 
@@ -109,13 +118,13 @@ class Worker:
             signal.signal(signal.SIGINT, self._on_signal)
         try:
             self.store.ping()
-        except BrokerUnavailable as exc:
+        except BrokerError as exc:
             # Not fatal: every loop below retries with back-off, so a worker started before
             # its server (or during an outage) serves as soon as the server is up.
             log.error("%s; retrying until it answers", exc)
         try:
             self._publish()
-        except BrokerUnavailable as exc:
+        except BrokerError as exc:
             log.error("could not publish rate limits / register: %s", exc)
         self.pool.start()
         self._start_thread(self._report_loop, "jobq-reporter")
@@ -161,7 +170,7 @@ class Worker:
         threading.Thread(target=self._interrupt_wait, daemon=True).start()
 
     def _interrupt_wait(self) -> None:
-        with contextlib.suppress(BrokerUnavailable):
+        with contextlib.suppress(BrokerError):
             self.store.wake(worker_queue(self.name))
 
     # -- loops -------------------------------------------------------------------------------
@@ -180,7 +189,6 @@ class Worker:
         return self.concurrency + int(min(MAX_PREFETCH, max(self.concurrency, ahead)))
 
     def _claim_loop(self) -> None:
-        backoff = 0.1
         while not self.stopping.is_set():
             with self.cond:
                 while len(self.inflight) >= self.capacity and not self.stopping.is_set():
@@ -190,15 +198,13 @@ class Worker:
                 return
             try:
                 jobs = self.store.claim(self.name, self.queues, free, self.settings.lease_ms)
+                self.claim_outage.ok()
                 if not jobs:
                     self.store.wait_for_work(self.queues, 1.0)
                     continue
-                backoff = 0.1
                 drained = len(jobs) < free  # the queues are empty now: block, don't re-claim
-            except BrokerUnavailable as exc:
-                log.error("%s; retrying in %.1fs", exc, backoff)
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+            except Exception as exc:  # the claim loop outlives any error
+                self.stopping.wait(self.claim_outage.failed(exc))
                 continue
             with self.cond:
                 for c in jobs:
@@ -206,7 +212,7 @@ class Worker:
             for c in jobs:
                 self.pool.submit(c)
             if drained:
-                with contextlib.suppress(BrokerUnavailable):  # the next claim reports it
+                with contextlib.suppress(BrokerError):  # the next claim reports it
                     self.store.wait_for_work(self.queues, 1.0)
 
     def _on_done(self, outcome: Outcome) -> None:
@@ -256,7 +262,9 @@ class Worker:
                     "outcome of job %s (attempt %d) discarded: %s",
                     o.claimed.id,
                     o.claimed.attempt,
-                    "job not found" if code == -1 else "a newer attempt owns it",
+                    {-1: "job not found", REPORT_REFUSED: "the broker refused it"}.get(
+                        code, "a newer attempt owns it"
+                    ),
                 )
             elif not o.ok:
                 e = o.error
@@ -276,29 +284,49 @@ class Worker:
             self.cond.notify_all()
 
     def _report_with_retry(self, batch: list[Outcome]) -> dict[str, int]:
-        backoff = 0.1
+        """Codes per job; retries through outages (a full server included) without dropping
+        an outcome. An outcome refused for another reason (or a bug) is retried a few times,
+        then alone, then given up: its lease expires and the job runs again."""
+        refused = 0
         while True:
             try:
-                return self.store.report(batch)
-            except BrokerUnavailable as exc:
-                log.error("%s; keeping %d outcome(s), retrying in %.1fs", exc, len(batch), backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                codes = self.store.report(batch)
+            except BrokerUnavailable as exc:  # the server will serve again: keep the batch
+                time.sleep(self.report_outage.failed(exc))
+                continue
+            except Exception as exc:  # the reporter outlives any error
+                refused += 1
+                pause = self.report_outage.failed(exc)
+                if refused < REPORT_TRIES:
+                    time.sleep(pause)
+                    continue
+                if len(batch) > 1:  # only some outcomes may be refused: try each alone
+                    return {k: v for o in batch for k, v in self._report_with_retry([o]).items()}
+                log.error(
+                    "giving up the outcome of job %s (attempt %d): %s; its lease will expire "
+                    "and it runs again",
+                    batch[0].claimed.id,
+                    batch[0].claimed.attempt,
+                    exc,
+                )
+                return {batch[0].claimed.id: REPORT_REFUSED}
+            self.report_outage.ok()
+            return codes
 
     def _heartbeat_loop(self) -> None:
         period = self.settings.heartbeat_ms / 1000
         while not self.done.wait(period):
-            with self.cond:
-                items = [(c.id, c.token) for c in self.inflight.values()]
             try:
+                with self.cond:
+                    items = [(c.id, c.token) for c in self.inflight.values()]
                 lost, cancel = self.store.heartbeat(items, self.settings.lease_ms, worker=self.name)
                 self.store.register_worker(self.name, self._info(), self.settings.lease_ms * 3)
-            except BrokerUnavailable as exc:
-                log.error("heartbeat failed: %s", exc)
-                continue
-            for job_id in lost:
-                log.warning("lost the lease of job %s; its outcome will be discarded", job_id)
-            self._enforce_cancels(cancel)
+                self.heartbeat_outage.ok()
+                for job_id in lost:
+                    log.warning("lost the lease of job %s; its outcome will be discarded", job_id)
+                self._enforce_cancels(cancel)
+            except Exception as exc:  # beat again next period, whatever failed
+                self.heartbeat_outage.failed(exc)
 
     def _enforce_cancels(self, requested: set[str]) -> None:
         """Hard-stop jobs still running `cancel_grace_s` after their cancel was requested
@@ -367,7 +395,7 @@ class Worker:
                 t.join(30)
         if self.maintainer:
             self.maintainer.stop()
-        with contextlib.suppress(BrokerUnavailable):
+        with contextlib.suppress(BrokerError):
             self.store.unregister_worker(self.name)
         log.info("worker %s stopped after %d job(s)", self.name, self.processed)
 
@@ -380,7 +408,7 @@ class Worker:
         try:
             n = self.store.requeue([(c.id, c.token) for c in jobs])
             log.info("requeued %d job(s) %s", n, why)
-        except BrokerUnavailable as exc:
+        except BrokerError as exc:
             log.error(
                 "could not requeue %d job(s) (%s); their leases will expire and the "
                 "master requeues them",

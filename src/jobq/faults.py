@@ -1,0 +1,69 @@
+"""What a redis-py exception means for jobq: one translation into the typed errors of `errors.py`.
+
+Every call to the broker goes through `Store.broker`, which raises what `translate` returns, so
+callers (and the loops' ``except BrokerUnavailable`` handlers) never see a raw redis-py exception:
+connection loss and timeouts, "not now" replies (LOADING, BUSY, READONLY, MASTERDOWN, cluster
+redirects) and OOM are retriable `BrokerUnavailable` (OOM as `BrokerFull`); any other error
+reply is a `BrokerError` quoting the server.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from .errors import (
+    BrokerError,
+    BrokerUnavailable,
+    DependencyCycle,
+    JobNotFound,
+    JobqError,
+    reply_error,
+)
+
+
+def reply_code(exc: BaseException) -> str:
+    """The error code of a server reply ("OOM", "BUSY", ...): redis-py strips the codes it
+    knows into ``status_code`` and leaves the others as the message's first word."""
+    code = getattr(exc, "status_code", None)
+    if code:
+        return str(code)
+    first = str(exc).split(" ", 1)[0]
+    return first if first.isupper() else "ERR"
+
+
+def _message(exc: BaseException) -> str:
+    msg = str(exc).strip()
+    code = getattr(exc, "status_code", None)
+    if not code and msg.split(" ", 1)[0] == reply_code(exc):
+        msg = msg.split(" ", 1)[1] if " " in msg else ""
+    return msg
+
+
+def translate(exc: BaseException, url: str, doing: str) -> JobqError:
+    """The jobq error for `exc`, raised while `doing` against the server at `url` (redacted)."""
+    if isinstance(exc, JobqError):
+        return exc
+    msg = str(exc)
+    if msg.startswith("JOBQ_CYCLE"):  # refusals our scripts raise on purpose
+        return DependencyCycle(msg.removeprefix("JOBQ_CYCLE ").strip())
+    if msg.startswith("JOBQ_PARENT"):
+        return JobNotFound("depends_on: " + msg.removeprefix("JOBQ_PARENT ").strip())
+    if isinstance(exc, redis.BusyLoadingError):  # a ConnectionError subclass in redis-py
+        return reply_error("LOADING", _message(exc), url, doing)
+    if isinstance(exc, redis.AuthenticationError):  # wrong password: retrying will not help
+        return reply_error(reply_code(exc), _message(exc), url, doing)
+    # Before error replies: "max number of clients reached" is a ConnectionError with a code.
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
+        reason = "timed out" if isinstance(exc, redis.TimeoutError | TimeoutError) else msg
+        return BrokerUnavailable(
+            f"cannot reach Valkey at {url} while {doing} ({msg or type(exc).__name__}): is the "
+            "server (or `jobq master`) running? set JOBQ_URL or --url to point elsewhere",
+            reason or type(exc).__name__,
+        )
+    if isinstance(exc, redis.ResponseError) or getattr(exc, "status_code", None):
+        return reply_error(reply_code(exc), _message(exc), url, doing)
+    return BrokerError(f"Valkey at {url} failed while {doing}: {type(exc).__name__}: {msg}")
+
+
+#: What `Store.broker` translates: everything redis-py raises, and socket errors under it.
+RAISED = (redis.RedisError, OSError)
