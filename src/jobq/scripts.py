@@ -28,7 +28,7 @@ from typing import Any
 
 import redis
 from hiredis import pack_command
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from .keys import LUA_SUFFIXES, WORKER_QUEUE, Keys
 
@@ -140,7 +140,15 @@ class Scripts:
         """Load (or replace) the function library on the server."""
         conn = self._conn()
         conn.send_command("FUNCTION", "LOAD", "REPLACE", self._src)
-        conn.read_response()
+        try:
+            conn.read_response()
+        except NoPermissionError as exc:
+            # A worker or producer role user (see acl.py) may not load functions, by design.
+            raise NoPermissionError(
+                f"jobq's function library {self._lib} is not loaded on the server, and this "
+                "URL's user may not load it: the master loads it (start `jobq master` of this "
+                f"jobq version, or connect once with the admin URL from `jobq acl`) ({exc})"
+            ) from exc
 
     def _pack(self, call: Call) -> bytes:
         name, keys, args = call
