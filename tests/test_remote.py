@@ -507,3 +507,21 @@ def test_tls_on_a_server_built_without_it_says_what_to_install(certs: Path, tmp_
         assert "JOBQ_SERVER_BINARY" in out.stderr
     finally:
         _stop_embedded(d)
+
+
+def test_a_worker_of_another_jobq_version_is_told_the_master_must_load_its_library(
+    deployment: Deployment,
+) -> None:
+    worker = App(deployment.url("worker"), prefix=deployment.prefix)
+    try:
+        # The library name is a hash of the source: another version calls other functions,
+        # which the master neither loaded nor granted.
+        other = {
+            n: f.replace(library()[0], "jobq_0123456789ab")
+            for n, f in worker.store.scripts._fn.items()
+        }
+        worker.store.scripts._fn = other
+        with pytest.raises((redis.RedisError, JobqError), match="the master must load it"):
+            worker.submit("add", [1, 2])
+    finally:
+        worker.close()

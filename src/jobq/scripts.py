@@ -88,6 +88,18 @@ def _missing_library(reply: Any) -> bool:
     return isinstance(reply, ResponseError) and "function not found" in str(reply).lower()
 
 
+def _explain_refusal(exc: ResponseError, lib: str) -> ResponseError:
+    """A NOPERM on FCALL, told in jobq's terms: a role user (acl.py) may call only the functions
+    of the library the master loaded and granted, so another jobq version finds it missing."""
+    if not isinstance(exc, NoPermissionError) or "'fcall" not in str(exc):
+        return exc
+    return NoPermissionError(
+        f"{exc}: this URL's user may call only the functions of the jobq library the master "
+        f"loaded, and {lib} (this jobq version's) is not among them: the master must load it, "
+        "so run the master's jobq version here, or restart `jobq master --listen` with this one"
+    )
+
+
 Call = tuple[str, list[str], list[Any]]
 
 
@@ -191,7 +203,7 @@ class Scripts:
             try:
                 replies.append(conn.read_response())
             except ResponseError as exc:
-                replies.append(exc)
+                replies.append(_explain_refusal(exc, self._lib))
         missing = [i for i, r in enumerate(replies) if _missing_library(r)]
         if missing:  # a new server, or one restarted without persistence: load, run those again
             self.load()
@@ -313,7 +325,7 @@ class Scripts:
             except ResponseError as exc:
                 if not _missing_library(exc):
                     conn.disconnect()
-                    raise
+                    raise _explain_refusal(exc, self._lib) from None
                 # Drop the connection, and with it the BLPOP queued behind; load and retry.
                 conn.disconnect()
                 self.load()
