@@ -358,6 +358,11 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
              "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "server.crt",
              cwd=d)  # fmt: skip
+    # A client certificate the CA signed (mutual TLS).
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=worker",
+             "-keyout", "client.key", "-out", "client.csr", cwd=d)  # fmt: skip
+    _openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", "2", "-out", "client.crt", cwd=d)  # fmt: skip
     # Another CA, which did not sign the server's certificate.
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
              "-subj", "/CN=stranger", "-keyout", "o.key", "-out", "other.crt", cwd=d)  # fmt: skip
@@ -454,14 +459,17 @@ def _pings(url: str) -> bool:
         client.close()
 
 
+@pytest.mark.parametrize("mutual", [False, True], ids=["server-cert", "client-certs-too"])
 def test_master_listen_serves_tls_with_role_users(
-    tls_server: str, certs: Path, tmp_path: Path
+    tls_server: str, certs: Path, tmp_path: Path, mutual: bool
 ) -> None:
     d = tmp_path / "data"
     prefix = "mt" + uuid.uuid4().hex[:6]
     port = free_port()
-    tls = ["--tls-cert", str(certs / "server.crt"), "--tls-key", str(certs / "server.key")]
-    args = ["--listen", f"127.0.0.1:{port}", *tls]
+    args = ["--listen", f"127.0.0.1:{port}"]
+    args += ["--tls-cert", str(certs / "server.crt"), "--tls-key", str(certs / "server.key")]
+    if mutual:
+        args += ["--tls-client-ca", str(certs / "ca.crt")]
     master = _start_master(d, prefix, args, tmp_path / "m.log", JOBQ_SERVER_BINARY=tls_server)
     worker: JobqProcess | None = None
     try:
@@ -469,17 +477,20 @@ def test_master_listen_serves_tls_with_role_users(
         roles = load_roles(d)
         assert roles is not None and roles.tls
         assert roles.url("worker").startswith("rediss://")
-        worker_url = roles.url("worker", show_secret=True) + f"?ssl_ca_certs={certs / 'ca.crt'}"
-        producer_url = roles.url("producer", show_secret=True) + f"?ssl_ca_certs={certs / 'ca.crt'}"
+        query = f"?ssl_ca_certs={certs / 'ca.crt'}"
+        if mutual:
+            # Without a client certificate the handshake fails.
+            assert not _pings(roles.url("worker", show_secret=True) + query)
+            query += f"&ssl_certfile={certs / 'client.crt'}&ssl_keyfile={certs / 'client.key'}"
         assert not _pings(f"redis://127.0.0.1:{port}/0")  # no plaintext TCP any more
         worker = JobqProcess.spawn(
             "tls-worker",
-            jobq_cmd("worker", "remote_tasks:app", "--url", worker_url),
+            jobq_cmd("worker", "remote_tasks:app", "--url", roles.url("worker", True) + query),
             tmp_path / "worker.log",
             _env(JOBQ_PREFIX=prefix),
             cwd=TESTS,
         )
-        with App(producer_url, prefix=prefix) as producer:
+        with App(roles.url("producer", show_secret=True) + query, prefix=prefix) as producer:
             assert producer.submit("add", [1, 2]).result(timeout=30) == 3
         assert worker.stop() == 0
     finally:
