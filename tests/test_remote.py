@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import uuid
@@ -38,7 +39,7 @@ from jobq.acl import (
     user_name,
 )
 from jobq.cli import main
-from jobq.embedded import binary_has_tls, find_binary, stop_server
+from jobq.embedded import binary_has_tls, find_binary, server_url, stop_server
 from jobq.errors import ConfigError, JobqError
 from jobq.scripts import function_name, library
 from jobq.states import TERMINAL
@@ -119,6 +120,8 @@ def test_listen_needs_an_explicit_host() -> None:
         parse_listen("10.0.0.5:http")
     assert parse_listen("0.0.0.0:6380") == ("0.0.0.0", 6380)
     assert parse_listen("[::1]:7000") == ("::1", 7000)
+    with pytest.raises(ConfigError, match="IP address"):
+        parse_listen("master.example:6380")
     # The CLI refuses before anything starts or binds.
     out = CliRunner().invoke(main, ["master", "--listen", ":6380", "--no-http"], env=_env())
     assert out.exit_code == 1, out.output
@@ -536,3 +539,26 @@ def test_a_worker_of_another_jobq_version_is_told_the_master_must_load_its_libra
             worker.submit("add", [1, 2])
     finally:
         worker.close()
+
+
+def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
+    d = tmp_path / "data"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        try:
+            out = subprocess.run(
+                jobq_cmd("master", "--listen", f"127.0.0.1:{port}", "--no-http"),
+                env=_env(JOBQ_DATA_DIR=str(d)),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert out.returncode == 1, out.stdout + out.stderr
+            assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+            assert "Traceback" not in out.stderr
+            # Local processes still reach the server, as the admin now.
+            assert server_url(d) is not None
+        finally:
+            _stop_embedded(d)

@@ -27,6 +27,7 @@ Passwords live in ``<data_dir>/acl.json`` (mode 0600); the server gets only thei
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -277,4 +278,11 @@ def parse_listen(text: str) -> tuple[str, int]:
         port = -1
     if not 0 < port < 65536:
         raise ConfigError(f"--listen {text!r}: the port must be a number from 1 to 65535")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(
+            f"--listen {text!r}: the host must be an IP address of this machine (the server "
+            "binds addresses, not names), e.g. 10.0.0.5:6380, or 0.0.0.0:6380 for every one"
+        ) from None
     return host, port

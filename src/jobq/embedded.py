@@ -294,8 +294,14 @@ def expose(
             else:
                 # Over loopback TCP, local processes still need 127.0.0.1 bound.
                 wide = url.startswith("unix:") or host in ("0.0.0.0", "::", "127.0.0.1")
-                client.config_set("bind", host if wide else f"{host} 127.0.0.1")
-                client.config_set("port", str(port))
+                try:
+                    client.config_set("bind", host if wide else f"{host} 127.0.0.1")
+                    client.config_set("port", str(port))
+                except redis.ResponseError as exc:
+                    raise ConfigError(
+                        f"the embedded server cannot listen on {host}:{port} ({exc}): is the "
+                        "address one of this machine's, and the port free?"
+                    ) from exc
         finally:
             client.close()
         if not url.startswith("unix:"):
