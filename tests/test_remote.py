@@ -396,55 +396,61 @@ def _rediss(port: int, ca: Path, user: str = "") -> str:
     return f"rediss://{user}127.0.0.1:{port}/0?ssl_ca_certs={ca}"
 
 
-def test_rediss_runs_jobs_against_a_real_tls_server(
+def test_rediss_runs_jobs_against_a_real_tls_server_with_role_users(
     tls_server: str, certs: Path, tmp_path: Path
 ) -> None:
+    """A TLS server of our own (no embedded server): `jobq acl --apply` creates the role users
+    on it, then a worker and a producer run jobs over rediss:// as those users."""
     port = free_port()
-    server = subprocess.Popen(
-        [
-            tls_server,
-            "--port",
-            "0",
-            "--tls-port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--tls-cert-file",
-            str(certs / "server.crt"),
-            "--tls-key-file",
-            str(certs / "server.key"),
-            "--tls-ca-cert-file",
-            str(certs / "ca.crt"),
-            "--tls-auth-clients",
-            "no",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = _rediss(port, certs / "ca.crt")
+    argv = [tls_server, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+            "--tls-cert-file", str(certs / "server.crt"),
+            "--tls-key-file", str(certs / "server.key"),
+            "--tls-ca-cert-file", str(certs / "ca.crt"), "--tls-auth-clients", "no",
+            "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]  # fmt: skip
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    query = f"?ssl_ca_certs={certs / 'ca.crt'}"
+    url = f"rediss://127.0.0.1:{port}/0{query}"
     prefix = "tls" + uuid.uuid4().hex[:8]
     worker: JobqProcess | None = None
     try:
         wait_until(lambda: _pings(url), 15, "the TLS server")
         # Plaintext to the TLS port, and TLS with a CA that did not sign the server, both fail.
         assert not _pings(f"redis://127.0.0.1:{port}/0")
-        assert not _pings(_rediss(port, certs / "other.crt"))
+        assert not _pings(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certs / 'other.crt'}")
+        acl_dir = tmp_path / "acl"
+        apply_argv = ["acl", "--apply", url, "--prefix", prefix, "--data-dir", str(acl_dir)]
+        apply = subprocess.run(
+            jobq_cmd(*apply_argv, "--disable-default"),
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert apply.returncode == 0, apply.stdout + apply.stderr
+        roles = load_roles(acl_dir)
+        assert roles is not None and roles.tls
+        assert roles.passwords["worker"] in apply.stdout  # generated now: shown this once
+        assert not _pings(url)  # the default user is disabled
+        worker_url = roles.url("worker", True) + query
+        as_worker = redis.Redis.from_url(worker_url)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            as_worker.config_get("requirepass")
+        as_worker.close()
+        admin = redis.Redis.from_url(roles.url("admin", True) + query)
+        admin.execute_command("ACL", "LOG", "RESET")  # forget the refusal just provoked
         worker = JobqProcess.spawn(
             "tls-worker",
-            jobq_cmd("worker", "remote_tasks:app", "--url", url),
+            jobq_cmd("worker", "remote_tasks:app", "-c2", "--url", worker_url),
             tmp_path / "worker.log",
             _env(JOBQ_PREFIX=prefix),
             cwd=TESTS,
         )
-        with App(url, prefix=prefix) as producer:
+        with App(roles.url("producer", True) + query, prefix=prefix) as producer:
             assert producer.submit("add", [20, 22]).result(timeout=30) == 42
+            assert producer.submit("fan_out", [3]).result(timeout=30) == 6
         assert worker.stop() == 0
+        assert admin.execute_command("ACL", "LOG") == []
+        admin.close()
     finally:
         if worker is not None:
             kill_all([worker])

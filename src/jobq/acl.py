@@ -231,6 +231,31 @@ def save_roles(data_dir: str | os.PathLike[str], roles: Roles) -> None:
     os.replace(tmp, path)
 
 
+def prepare_roles(
+    data_dir: str | os.PathLike[str],
+    prefix: str,
+    host: str,
+    port: int,
+    tls: bool,
+    worker_password: str | None = None,
+) -> tuple[Roles, bool, Roles | None]:
+    """The roles to apply: passwords kept from `data_dir` for the same prefix (so URLs handed
+    out stay valid), the worker's replaced by `worker_password` if given, the rest generated.
+    Returns them, whether the worker password was generated now, and the roles stored before."""
+    if worker_password is not None:
+        check_password(worker_password)
+    old = load_roles(data_dir)
+    kept = dict(old.passwords) if old and old.prefix == prefix else {}
+    generated = False
+    if worker_password is not None:
+        kept["worker"] = worker_password
+    for role in ROLES:
+        if role not in kept:
+            kept[role] = generate_password()
+            generated = generated or role == "worker"
+    return Roles(prefix, kept, host, port, tls), generated, old
+
+
 def password_hash(password: str) -> str:
     return "#" + hashlib.sha256(password.encode()).hexdigest()
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
-from .acl import ROLES, load_roles, read_password_file, user_name
+from .acl import ROLES, Roles, load_roles, read_password_file, user_name
 from .errors import ConfigError
 
 
@@ -59,7 +60,7 @@ def open_listen(
     if app.settings.url:
         raise ConfigError(
             "--listen exposes the embedded server; it cannot be used with --url (on a server "
-            "of your own, create users per role yourself: see README, Several machines)"
+            "of your own, `jobq acl --apply ADMIN_URL` creates the role users)"
         )
     host, port = parse_listen(listen)
     if password_file:
@@ -94,14 +95,76 @@ def open_listen(
 @click.command("acl")
 @click.option("--show-secrets", is_flag=True, help="Print the passwords (redacted otherwise).")
 @click.option("--data-dir", envvar="JOBQ_DATA_DIR", default=".jobq", show_default=True)
-def acl_command(show_secrets: bool, data_dir: str) -> None:
-    """Print the URL of each role (admin, worker, producer) made by `jobq master --listen`."""
+@click.option(
+    "--apply",
+    "admin_url",
+    metavar="ADMIN_URL",
+    help="Create (or update) the role users on the server of your own at ADMIN_URL (a user "
+    "allowed ACL and FUNCTION), and load jobq's library there.",
+)
+@click.option("--prefix", envvar="JOBQ_PREFIX", default="jobq", show_default=True)
+@click.option(
+    "--public",
+    metavar="HOST:PORT",
+    help="With --apply: the address other hosts reach the server at (default: ADMIN_URL's).",
+)
+@click.option(
+    "--disable-default",
+    is_flag=True,
+    help="With --apply: also disable the server's `default` user (log in as a role after).",
+)
+def acl_command(
+    show_secrets: bool,
+    data_dir: str,
+    admin_url: str | None,
+    prefix: str,
+    public: str | None,
+    disable_default: bool,
+) -> None:
+    """Print the URL of each role (admin, worker, producer) made by `jobq master --listen`, or
+    create the role users on a server of your own (--apply)."""
+    if admin_url:
+        _apply(admin_url, data_dir, prefix, public, disable_default)
+        return
     roles = load_roles(data_dir)
     if roles is None:
         raise click.ClickException(
             f"no role users in {os.path.abspath(data_dir)}: run `jobq master --listen HOST:PORT` "
-            "first"
+            "first (or `jobq acl --apply ADMIN_URL` for a server of your own)"
         )
+    _print_roles(roles, show_secrets)
+
+
+def _print_roles(roles: Roles, show_secrets: bool) -> None:
     for role in ROLES:
         name = user_name(roles.prefix, role)
         click.echo(f"{role:>9} ({name}): {roles.url(role, show_secret=show_secrets)}")
+
+
+def _apply(admin_url: str, data_dir: str, prefix: str, public: str | None, off: bool) -> None:
+    import redis
+
+    from .acl import apply_roles, parse_listen, prepare_roles, save_roles
+    from .scripts import library
+    from .store import connect, redact
+
+    parts = urlsplit(admin_url)
+    if public:
+        host, port = parse_listen(public)
+    else:
+        host, port = parts.hostname or "", parts.port or 6379
+    if not host or parts.scheme == "unix":
+        raise ConfigError("--apply needs --public HOST:PORT for a server reached over a socket")
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    roles, generated, _old = prepare_roles(data_dir, prefix, host, port, parts.scheme == "rediss")
+    client: Any = connect(admin_url)
+    try:
+        client.execute_command("FUNCTION", "LOAD", "REPLACE", library()[1])
+        save_roles(data_dir, roles)
+        apply_roles(client, roles, disable_default=off)
+    except redis.RedisError as exc:
+        raise ConfigError(f"could not create the role users at {redact(admin_url)}: {exc}") from exc
+    finally:
+        client.close()
+    click.echo(f"role users for prefix {prefix!r} on {redact(admin_url)}; passwords in {data_dir}")
+    _print_roles(roles, show_secrets=generated)

@@ -33,8 +33,7 @@ from .acl import (
     Roles,
     apply_roles,
     check_password,
-    generate_password,
-    load_roles,
+    prepare_roles,
     save_roles,
     user_name,
 )
@@ -249,16 +248,7 @@ def expose(
     if tls is not None:
         _check_tls(tls, str((_read_state(d) or {}).get("binary") or find_binary()))
     with _locked(d):
-        old = load_roles(d)
-        kept = dict(old.passwords) if old and old.prefix == prefix else {}
-        generated = False
-        if password is not None:
-            kept["worker"] = password
-        for role in ROLES:
-            if role not in kept:
-                kept[role] = generate_password()
-                generated = generated or role == "worker"
-        roles = Roles(prefix, kept, host, port, tls is not None)
+        roles, generated, old = prepare_roles(d, prefix, host, port, tls is not None, password)
         local = urlsplit(url)
         if tls is not None and not url.startswith("unix:"):
             raise ConfigError(
