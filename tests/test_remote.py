@@ -568,3 +568,32 @@ def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
             assert server_url(d) is not None
         finally:
             _stop_embedded(d)
+
+
+def test_a_password_from_a_file_or_the_environment_is_the_workers(tmp_path: Path) -> None:
+    d = tmp_path / "data"
+    prefix = "pf" + uuid.uuid4().hex[:6]
+    port = free_port()
+    mine = "a-long-and-random-9f3Kq2Lx7"
+    (tmp_path / "pw").write_text(mine + "\n")
+    args = ["--listen", f"127.0.0.1:{port}", "--password-file", str(tmp_path / "pw")]
+    master = _start_master(d, prefix, args, tmp_path / "m1.log")
+    try:
+        master.stop()
+        assert mine not in master.log()  # given, not generated: never printed
+        roles = load_roles(d)
+        assert roles is not None and roles.passwords["worker"] == mine
+        assert _pings(f"redis://{prefix}-worker:{mine}@127.0.0.1:{port}/0")
+        # Rotated through JOBQ_PASSWORD: the old one stops working, the others stay.
+        newer = "another-long-random-Zp81wQ"
+        args = ["--listen", f"127.0.0.1:{port}"]
+        master = _start_master(d, prefix, args, tmp_path / "m2.log", JOBQ_PASSWORD=newer)
+        master.stop()
+        assert newer not in master.log()
+        assert not _pings(f"redis://{prefix}-worker:{mine}@127.0.0.1:{port}/0")
+        assert _pings(f"redis://{prefix}-worker:{newer}@127.0.0.1:{port}/0")
+        after = load_roles(d)
+        assert after is not None and after.passwords["producer"] == roles.passwords["producer"]
+    finally:
+        kill_all([master])
+        _stop_embedded(d)
