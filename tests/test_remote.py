@@ -56,6 +56,14 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _cli_env(**extra: str) -> dict[str, str | None]:
+    """For an in-process CLI run: no JOBQ_* from this process (an earlier CLI test may have
+    exported JOBQ_URL), then `extra`."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("JOBQ_")}
+    env.update(extra)
+    return env
+
+
 def _stop_embedded(d: Path) -> None:
     with contextlib.suppress(Exception):
         stop_server(d)
@@ -123,7 +131,7 @@ def test_listen_needs_an_explicit_host() -> None:
     with pytest.raises(ConfigError, match="IP address"):
         parse_listen("master.example:6380")
     # The CLI refuses before anything starts or binds.
-    out = CliRunner().invoke(main, ["master", "--listen", ":6380", "--no-http"], env=_env())
+    out = CliRunner().invoke(main, ["master", "--listen", ":6380", "--no-http"], env=_cli_env())
     assert out.exit_code == 1, out.output
     assert "0.0.0.0:6380" in out.output
 
@@ -139,7 +147,7 @@ def test_weak_passwords_are_refused_with_a_hint(weak: str) -> None:
 def test_a_weak_password_is_refused_by_the_cli_before_the_server_opens(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("hunter2\n")
     args = ["master", "--listen", "127.0.0.1:1", "--password-file", str(tmp_path / "pw")]
-    out = CliRunner().invoke(main, [*args, "--no-http"], env=_env(JOBQ_DATA_DIR=str(tmp_path)))
+    out = CliRunner().invoke(main, [*args, "--no-http"], env=_cli_env(JOBQ_DATA_DIR=str(tmp_path)))
     assert out.exit_code == 1
     assert "refusing a well-known password" in out.output
     assert not (tmp_path / "server.json").exists()  # nothing was started

@@ -263,9 +263,8 @@ def expose(
             if old and old.prefix != prefix:
                 for role in ROLES:
                     client.execute_command("ACL", "DELUSER", user_name(old.prefix, role))
-        except BaseException:
+        finally:
             client.close()
-            raise
         # From here on, local processes log in as the admin (default is disabled): record that
         # at once, or a failure below would leave server.json naming a user that cannot log in
         # (and the next process would take the server for a stranger and start another).
@@ -276,7 +275,6 @@ def expose(
         else:  # loopback TCP (socket path too long): the local port moves to `port` as well
             state["url"] = f"redis://{admin}@127.0.0.1:{local.port}/0"
         _write_state(d, state)
-        client.close()
         client = redis.Redis.from_url(state["url"])
         try:
             if tls is not None:
