@@ -94,7 +94,13 @@ def open_listen(
 
 @click.command("acl")
 @click.option("--show-secrets", is_flag=True, help="Print the passwords (redacted otherwise).")
-@click.option("--data-dir", envvar="JOBQ_DATA_DIR", default=".jobq", show_default=True)
+@click.option(
+    "--data-dir",
+    envvar="JOBQ_DATA_DIR",
+    default=".jobq",
+    show_default=True,
+    help="Where the role passwords are kept (acl.json, mode 0600).",
+)
 @click.option(
     "--apply",
     "admin_url",
