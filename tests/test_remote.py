@@ -119,7 +119,8 @@ def test_a_generated_password_is_stored_0600_and_printed_once(
     secret = deployment.roles.passwords["worker"]
     assert len(secret) >= 32
     assert secret in deployment.first_output
-    assert f"--url 'redis://{deployment.prefix}-worker:{secret}@" in deployment.first_output
+    join = f"JOBQ_URL='redis://{deployment.prefix}-worker:{secret}@127.0.0.1:{deployment.port}/0'"
+    assert f"{join} jobq worker APP" in deployment.first_output
     mode = stat.S_IMODE((deployment.data_dir / "acl.json").stat().st_mode)
     assert mode == 0o600
     # Started again, the master keeps the passwords and prints none of them.
@@ -222,6 +223,15 @@ def test_a_producer_cannot_claim_and_the_default_user_is_disabled(
             anonymous.ping()
     finally:
         anonymous.close()
+    # Nor does the `default` user's password from the server's start-up config open it now.
+    conf = (deployment.data_dir / "valkey.conf").read_text().splitlines()
+    old_password = next(line.split()[1] for line in conf if line.startswith("requirepass "))
+    as_default = redis.Redis(port=deployment.port, password=old_password, socket_timeout=5)
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            as_default.ping()
+    finally:
+        as_default.close()
     # The rules the server holds are the ones acl.py computes (no +@all slipped in).
     admin = deployment.client("admin")
     try:

@@ -85,8 +85,9 @@ def open_listen(
     click.echo(f"embedded Valkey listening on {host}:{port}, {where}")
     if generated:
         # The only time the secret is printed without asking; `jobq acl --show-secrets` again.
+        # In the environment, not an argument: the worker's command line shows in `ps`.
         click.echo("a worker password was generated; workers join with:")
-        click.echo(f"  jobq worker APP --url '{roles.url('worker', show_secret=True)}'")
+        click.echo(f"  JOBQ_URL='{roles.url('worker', show_secret=True)}' jobq worker APP")
     else:
         click.echo(f"workers join with --url {roles.url('worker')}")
     click.echo(f"producers use {roles.url('producer')}; `jobq acl --show-secrets` prints them")
