@@ -50,9 +50,13 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
     response_model=Submitted,
     tags=["jobs"],
     summary="Submit one job (with dependencies, unique key, target worker, limits...)",
-    responses={422: {"model": ErrorOut, "description": "Invalid option, or unknown parent"}},
+    responses={
+        403: {"model": ErrorOut, "description": "result_ttl 0 (keep forever) without a token"},
+        422: {"model": ErrorOut, "description": "Invalid option, or unknown parent"},
+    },
 )
 def submit(body: JobIn, c: Ctx, response: Response) -> Submitted:
+    _check_keep_forever(body.result_ttl, c)
     with _refusals():
         job = c.app.submit(body.task, body.args, body.kwargs, **body.as_options())
     response.headers["Location"] = f"/v1/jobs/{job.id}"
@@ -65,13 +69,28 @@ def submit(body: JobIn, c: Ctx, response: Response) -> Submitted:
     response_model=SubmittedMany,
     tags=["jobs"],
     summary="Submit many jobs of one task, sharing options, in one round trip",
-    responses={422: {"model": ErrorOut, "description": "Invalid option, or unknown parent"}},
+    responses={
+        403: {"model": ErrorOut, "description": "result_ttl 0 (keep forever) without a token"},
+        422: {"model": ErrorOut, "description": "Invalid option, or unknown parent"},
+    },
 )
 def submit_batch(body: BatchIn, c: Ctx) -> SubmittedMany:
+    _check_keep_forever(body.result_ttl, c)
     calls = [(tuple(call.args), call.kwargs) for call in body.calls]
     with _refusals():
         jobs = c.app.submit_many(body.task, calls, **body.as_options())
     return SubmittedMany(ids=[j.id for j in jobs])
+
+
+def _check_keep_forever(result_ttl: int | None, c: Context) -> None:
+    """A result kept forever fills the server for good: only token-authenticated callers."""
+    if result_ttl is not None and result_ttl <= 0 and not c.trusted:
+        raise HTTPException(
+            403,
+            "result_ttl: 0 keeps the result forever, which only a token-authenticated caller "
+            "may ask for (start jobq master with --token-file or JOBQ_TOKEN); give a TTL in "
+            "seconds instead",
+        )
 
 
 @contextmanager

@@ -14,12 +14,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import JobqError
+from ..errors import BrokerUnavailable, JobqError
 from ..states import JobState
 from .context import Context, ctx
+from .schemas import ErrorOut
 from .views import decode_result
 
-router = APIRouter(tags=["compatible"])
+router = APIRouter(tags=["compatible"], responses={503: {"model": ErrorOut}})
 
 STATUS = {
     JobState.SCHEDULED: "pending",
@@ -81,6 +82,8 @@ async def schedule(request: Request, c: Annotated[Context, Depends(ctx)]) -> Res
         return _json({"error": "task_type must be a string of at most 200 characters"}, 400)
     try:
         await run_in_threadpool(c.app.submit, task_type, (), body, job_id=task_id)
+    except BrokerUnavailable:
+        raise  # 503 JSON from the app's handler, like every other route
     except JobqError as exc:
         return _json({"error": str(exc)}, 400)
     return _json({"task_id": task_id, "status": "scheduled"})
