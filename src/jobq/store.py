@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 import time
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -30,16 +31,18 @@ BrokerErrors = (redis.ConnectionError, redis.TimeoutError)
 WAIT_OUTAGE_S = 30.0
 
 
+_QUERY_SECRET = re.compile(r"([?&][^=&#]*password[^=&#]*=)[^&#]*", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***, for logs and error messages."""
+    """The URL with any password (in the netloc or a `?password=` style query parameter)
+    replaced by ***, for logs and error messages."""
+    url = _QUERY_SECRET.sub(r"\1***", url)
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def connect(url: str, **kwargs: Any) -> redis.Redis:
