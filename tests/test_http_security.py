@@ -470,6 +470,36 @@ def test_slow_stream_is_dropped_not_buffered(app: App, rclient: redis.Redis) -> 
         # Once the client reads, it is told to reconnect (and resume) and the stream ends.
         pump([s], [buf], lambda: b"too slow" in buf)
         wait_for(lambda: not hub.subscribers and hub.dropped == 1, what="the drop")
+        metrics = httpx.get(master.url + "/metrics", timeout=30).text
+        assert "jobq_event_clients_dropped_total 1" in metrics
+        assert "jobq_event_clients 0" in metrics
     finally:
         s.close()
         master.stop()
+
+
+# -- many queue names -------------------------------------------------------------------------
+
+
+def test_queue_listing_is_paged(http: httpx.Client, app: App, rclient: redis.Redis) -> None:
+    names = {f"q{i}" for i in range(1500)}
+    rclient.sadd(app.store.keys.queues, *names)
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        params: dict[str, str | int] = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+        r = http.get("/v1/queues", params=params)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert len(body["queues"]) <= 400  # SSCAN's COUNT is a hint: about one page
+        seen += [q["name"] for q in body["queues"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+        assert pages < 100
+    assert pages > 3 and set(seen) == names
+    assert http.get("/v1/queues", params={"cursor": "x"}).status_code == 422
+    assert http.post("/v1/queues/q7/purge").json() == {"queue": "q7", "cancelled": 0}
+    assert http.post("/v1/queues/nope/purge").status_code == 404

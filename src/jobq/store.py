@@ -422,6 +422,23 @@ class Store:
         """Depths per state and counters for every known queue, in one round trip."""
         with self.broker("reading queues"):
             names = sorted(n.decode() for n in self.r.smembers(self.keys.queues))
+        return self.queue_infos(names)
+
+    def queue_page(self, cursor: int = 0, limit: int = 200) -> tuple[list[QueueInfo], int]:
+        """About `limit` queues (SSCAN order; a name added meanwhile may show twice) and the
+        cursor of the next page (0 after the last), so a listing costs O(page) however many
+        queues there are."""
+        with self.broker("reading queues"):
+            nxt, raw = self.r.sscan(self.keys.queues, cursor, count=limit)
+        return self.queue_infos(sorted(n.decode() for n in raw)), int(nxt)
+
+    def has_queue(self, name: str) -> bool:
+        with self.broker("reading queues"):
+            return bool(self.r.sismember(self.keys.queues, name))
+
+    def queue_infos(self, names: list[str]) -> list[QueueInfo]:
+        """Depths and counters of the queues `names`, in one round trip."""
+        with self.broker("reading queues"):
             pipe = self.r.pipeline(transaction=False)
             for n in names:
                 pipe.zcard(self.keys.queue(n))

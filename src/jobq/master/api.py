@@ -192,11 +192,16 @@ def rerun_dead(c: Ctx, body: RerunIn | None = None) -> RerunResult:
     "/queues",
     response_model=QueuesOut,
     tags=["system"],
-    summary="Every queue: depths per state, lifetime counters, recent rates",
+    summary="Queues, a page at a time: depths per state, lifetime counters, recent rates",
 )
-def queues(c: Ctx) -> QueuesOut:
+def queues(
+    c: Ctx,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,20}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> QueuesOut:
+    page, nxt = c.app.store.queue_page(int(cursor or 0), limit)
     out = []
-    for q in c.app.store.queues():
+    for q in page:
         ok, bad = c.rates.recent(q.name)
         out.append(
             QueueOut(
@@ -212,7 +217,9 @@ def queues(c: Ctx) -> QueuesOut:
                 failed_per_s=round(bad, 3),
             )
         )
-    return QueuesOut(queues=out, dead_lettered=c.app.store.dead_count())
+    return QueuesOut(
+        queues=out, dead_lettered=c.app.store.dead_count(), next_cursor=str(nxt) if nxt else None
+    )
 
 
 @router.post(
@@ -223,7 +230,7 @@ def queues(c: Ctx) -> QueuesOut:
     responses={404: {"model": ErrorOut, "description": "No such queue"}},
 )
 def purge(queue: Annotated[str, Path(min_length=1, max_length=200)], c: Ctx) -> Purged:
-    if queue not in {q.name for q in c.app.store.queues()}:
+    if not c.app.store.has_queue(queue):
         raise HTTPException(404, f"no queue {queue!r} (no job was ever submitted to it)")
     return Purged(queue=queue, cancelled=c.app.store.purge(queue))
 

@@ -82,6 +82,12 @@ def metrics(c: Annotated[Context, Depends(ctx)]) -> PlainTextResponse:
         "# HELP jobq_events_stream_length Entries in the (capped) event stream.",
         "# TYPE jobq_events_stream_length gauge",
         f"jobq_events_stream_length {store.events_length()}",
+        "# HELP jobq_event_clients Open /v1/events streams on this master.",
+        "# TYPE jobq_event_clients gauge",
+        f"jobq_event_clients {len(c.hub.subscribers)}",
+        "# HELP jobq_event_clients_dropped_total Streams closed for falling too far behind.",
+        "# TYPE jobq_event_clients_dropped_total counter",
+        f"jobq_event_clients_dropped_total {c.hub.dropped}",
     ]
     if c.maintainer is not None:
         lines += [

@@ -17,6 +17,7 @@ from ..errors import BrokerUnavailable
 from ..store import Store
 
 log = logging.getLogger("jobq.master")
+MAX_QUEUES = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,15 @@ class RateTracker:
         self._thread: threading.Thread | None = None
 
     def sample(self, now_ms: int | None = None) -> None:
-        counts = {q.name: (q.succeeded, q.failed) for q in self.store.queues()}
+        # Bounded per sample whatever the number of queues: past MAX_QUEUES the rest go
+        # unsampled (their rates read 0) rather than making every sample O(queues).
+        counts: dict[str, tuple[int, int]] = {}
+        cursor = 0
+        while len(counts) < MAX_QUEUES:
+            page, cursor = self.store.queue_page(cursor, 500)
+            counts.update((q.name, (q.succeeded, q.failed)) for q in page)
+            if not cursor:
+                break
         s = Sample(now_ms if now_ms is not None else int(time.time() * 1000), counts)
         with self._lock:
             self.samples.append(s)
