@@ -102,10 +102,20 @@ def test_cross_site_requests_are_refused(
 
 def test_same_origin_requests_pass(http: httpx.Client, live: LiveMaster) -> None:
     body = {"task": "add", "args": [1, 2]}
-    for origin in (live.url, f"http://localhost:{live.port}", "http://jobq.internal"):
+    for origin, host in (
+        (live.url, None),
+        (f"http://localhost:{live.port}", f"localhost:{live.port}"),
+        ("http://localhost:8080", "localhost:8080"),  # the page came through a port mapping
+        ("http://jobq.internal", None),  # configured with --allowed-host
+    ):
         headers = {"Origin": origin, "Sec-Fetch-Site": "same-origin"}
+        if host:
+            headers["Host"] = host
         r = http.post("/v1/jobs", json=body, headers=headers)
         assert r.status_code == 201, (origin, r.text)
+    # Same host, another port: another origin (another app's page on this machine).
+    headers = {"Origin": f"http://localhost:{live.port + 1}", "Host": f"localhost:{live.port}"}
+    assert http.post("/v1/jobs", json=body, headers=headers).status_code == 403
     assert http.post("/v1/jobs/x/cancel").status_code == 404  # bodiless, no type: fine (curl)
 
 
@@ -114,13 +124,19 @@ def test_same_origin_requests_pass(http: httpx.Client, live: LiveMaster) -> None
 
 def test_only_allowed_hosts(http: httpx.Client, live: LiveMaster) -> None:
     port = live.port
-    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1:{port + 1}", "", "a b"):
+    for host in (f"evil.example:{port}", "evil.example", "10.9.9.9", "", "a b", "[::1"):
         r = http.get("/v1/queues", headers={"Host": host})
         assert r.status_code == 400, host
         assert "--allowed-host" in r.json()["error"]
     assert http.get("/", headers={"Host": f"rebound.example:{port}"}).status_code == 400
-    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "jobq.internal",
-                 f"JOBQ.internal:{port}"):  # fmt: skip
+    for host in (
+        f"127.0.0.1:{port}",
+        f"localhost:{port}",
+        f"[::1]:{port}",
+        "jobq.internal",
+        f"JOBQ.internal:{port}",
+        "localhost:8080",
+    ):  # fmt: skip  (a port mapping)
         assert http.get("/v1/queues", headers={"Host": host}).status_code == 200, host
 
 
@@ -133,8 +149,9 @@ def test_host_policy_unit() -> None:
     p = HostPolicy(["api.example:8443", "jobq"])
     server = ("10.0.0.5", 8000)
     assert p.allows("10.0.0.5", 8000, server)  # the address connected to
-    assert p.allows("localhost", 8000, server) and not p.allows("localhost", 9000, server)
+    assert p.allows("localhost", 8000, server) and p.allows("127.0.0.1", 9000, server)
     assert p.allows("api.example", 8443, server) and not p.allows("api.example", 8000, server)
+    assert not p.allows("10.0.0.6", 8000, server)  # an IP, but not ours
     assert p.allows("jobq", 1, server)
     assert not p.allows("attacker.example", 8000, server)
     assert HostPolicy(["*"]).allows("anything", 1, server)
@@ -260,6 +277,44 @@ def test_jobq_master_reads_its_token_from_a_file(url: str, prefix: str, tmp_path
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out.decode()
+
+
+def test_jobq_master_off_loopback_generates_a_token(url: str, prefix: str) -> None:
+    # Bound to every interface for a few seconds, token-protected: the behaviour under test.
+    port = free_port()
+    env = subprocess_env(url, prefix)
+    env.pop("JOBQ_TOKEN", None)
+    env.pop("JOBQ_TOKEN_FILE", None)
+    proc = subprocess.Popen(
+        jobq_cmd("master", "--http", f"0.0.0.0:{port}"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        lines: list[bytes] = []
+        deadline = time.monotonic() + 60
+        while not (lines and lines[-1].startswith(b"keep it in a file")):
+            assert time.monotonic() < deadline and proc.poll() is None, b"".join(lines)
+            lines.append(proc.stderr.readline())
+        token = next(ln.strip() for ln in lines if ln.startswith(b"  ")).decode()
+        assert len(token) >= 40
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _get(base + "/healthz") == 200, 60, "jobq master to serve HTTP")
+        assert _get(base + "/v1/queues") == 401
+        assert _get(base + "/v1/queues", {"Authorization": f"Bearer {token}"}) == 200
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> int:
+    try:
+        return httpx.get(url, headers=headers, timeout=5).status_code
+    except httpx.TransportError:
+        return 0
 
 
 # -- slow clients -----------------------------------------------------------------------------

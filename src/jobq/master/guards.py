@@ -113,11 +113,12 @@ def _is_ip(name: str) -> bool:
 
 
 class HostPolicy:
-    """Which `Host`s (and `Origin`s) this server answers.
+    """Which `Host`s this server answers, and which `Origin`s may change things.
 
-    Allowed without configuration: the address the client connected to (an IP literal, never a
-    name an attacker's DNS controls) and localhost/127.0.0.1/[::1], each with this server's
-    port. `extra` adds names: 'name' (any port) or 'name:port'; '*' allows every Host.
+    Answered without configuration: the IP address the client connected to, and localhost /
+    127.0.0.1 / [::1], on any port (behind a port mapping the Host names the outside port).
+    DNS rebinding needs the victim's browser to send the attacker's own name, which is none of
+    these. `extra` adds names: 'name' (any port) or 'name:port'; '*' answers every Host.
     """
 
     def __init__(self, extra: Iterable[str] = ()) -> None:
@@ -137,60 +138,65 @@ class HostPolicy:
             else:
                 self.pairs.add((name, port))
 
+    def configured(self, host: str, port: int) -> bool:
+        """Named by `extra` (or everything, with '*')."""
+        return self.any or host in self.names or (host, port) in self.pairs
+
     def allows(self, host: str, port: int, server: tuple[str, int | None] | None) -> bool:
-        if self.any or host in self.names or (host, port) in self.pairs:
+        if self.configured(host, port) or host in LOOPBACK_NAMES:
             return True
-        if server is None:  # no socket address (an in-process test transport): loopback only
-            return host in LOOPBACK_NAMES
-        server_host, server_port = server[0].lower(), server[1]
-        if server_port is not None and port != server_port:
-            return False
-        return host in LOOPBACK_NAMES or (host == server_host and _is_ip(host))
+        return server is not None and host == server[0].lower() and _is_ip(host)
+
+
+def _name_port(text: str, scheme: str | None) -> tuple[str, int] | None:
+    try:
+        name, port = split_host(text)
+    except ValueError:
+        return None
+    return name, port if port is not None else (443 if scheme in ("https", "wss") else 80)
 
 
 class RequestGuard:
-    """Host, cross-site and content-type checks (see the module docstring)."""
+    """Host, cross-site and content-type checks (see the module docstring).
+
+    A state-changing request's `Origin`, when the browser sends one, must be the very origin
+    the request goes to (its Host) or one configured with --allowed-host: a page from another
+    site, or from another port of localhost, is another origin.
+    """
 
     def __init__(self, app: ASGIApp, policy: HostPolicy) -> None:
         self.app = app
         self.policy = policy
 
-    def _host_ok(self, text: str, scope: Scope) -> bool:
-        try:
-            name, port = split_host(text)
-        except ValueError:
-            return False
-        if port is None:
-            port = 443 if scope.get("scheme") in ("https", "wss") else 80
+    def _host(self, text: str, scope: Scope) -> tuple[str, int] | None:
+        """(name, port) of an allowed Host header, else None."""
+        got = _name_port(text, scope.get("scheme"))
         server = scope.get("server")
-        return self.policy.allows(name, port, tuple(server) if server else None)
+        if got is None or not self.policy.allows(*got, tuple(server) if server else None):
+            return None
+        return got
 
-    def _origin_ok(self, origin: str, scope: Scope) -> bool:
+    def _origin_ok(self, origin: str, host: tuple[str, int]) -> bool:
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             return False
-        try:
-            name, port = split_host(parts.netloc)
-        except ValueError:
-            return False
-        if port is None:
-            port = 443 if parts.scheme == "https" else 80
-        server = scope.get("server")
-        return self.policy.allows(name, port, tuple(server) if server else None)
+        got = _name_port(parts.netloc, parts.scheme)
+        return got is not None and (got == host or self.policy.configured(*got))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        host = headers.get(b"host", b"").decode("latin-1")
-        if not self._host_ok(host, scope):
+        host_text = headers.get(b"host", b"").decode("latin-1")
+        host = self._host(host_text, scope)
+        if host is None:
             await _reply(
                 send,
                 400,
-                f"Host {host!r} is not served here (a guard against DNS rebinding): open the "
-                "master by its IP address or localhost, or start jobq master with "
-                f"--allowed-host {host.rsplit(':', 1)[0] or 'NAME'} (or JOBQ_ALLOWED_HOSTS)",
+                f"Host {host_text!r} is not served here (a guard against DNS rebinding): open "
+                "the master by its IP address or localhost, or start jobq master with "
+                f"--allowed-host {host_text.rsplit(':', 1)[0] or 'NAME'} (or JOBQ_ALLOWED_HOSTS)",
             )
             return
         if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
@@ -201,7 +207,7 @@ class RequestGuard:
         if site not in ("", "same-origin", "none"):
             await _reply(send, 403, f"cross-site request refused (Sec-Fetch-Site: {site})")
             return
-        if origin is not None and not self._origin_ok(origin.decode("latin-1"), scope):
+        if origin is not None and not self._origin_ok(origin.decode("latin-1"), host):
             await _reply(
                 send,
                 403,
