@@ -244,6 +244,10 @@ def test_token_rules(tmp_path: Path) -> None:
         read_token_file(str(f))
     with pytest.raises(ConfigError, match="cannot read"):
         read_token_file(str(tmp_path / "missing"))
+    f.write_text("from-file")
+    assert http_token("0.0.0.0", None, str(f)) == ("from-file", False)
+    with pytest.raises(ConfigError, match="once"):
+        http_token("0.0.0.0", "given", str(f))
 
 
 def test_jobq_master_reads_its_token_from_a_file(url: str, prefix: str, tmp_path: Path) -> None:
@@ -520,6 +524,7 @@ def test_slow_stream_is_dropped_not_buffered(app: App, rclient: redis.Redis) -> 
                 break
         wait_for(lambda: sub.overflowed, what="the slow stream to overflow its queue")
         assert sub.items.qsize() <= 50  # bounded, however much more arrives
+        assert not hub.subscribers and hub.dropped == 1  # its slot is free already
         add_events(rclient, app, 200, big)
         assert sub.items.qsize() <= 50
         # Once the client reads, it is told to reconnect (and resume) and the stream ends.
@@ -558,3 +563,4 @@ def test_queue_listing_is_paged(http: httpx.Client, app: App, rclient: redis.Red
     assert http.get("/v1/queues", params={"cursor": "x"}).status_code == 422
     assert http.post("/v1/queues/q7/purge").json() == {"queue": "q7", "cancelled": 0}
     assert http.post("/v1/queues/nope/purge").status_code == 404
+    assert "jobq_queues_truncated 0" in http.get("/metrics").text

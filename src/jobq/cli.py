@@ -235,20 +235,15 @@ def master(
     if no_http:
         m.run()
     else:
-        from .master.server import http_token, read_token_file
+        from .master.server import http_token
 
         http_host, http_port = parse_hostport(http_addr)
-        if token_file:
-            if token:
-                raise ConfigError("give the HTTP token once: --token-file or --token/JOBQ_TOKEN")
-            token = read_token_file(token_file)
-        elif click.get_current_context().get_parameter_source("token") is (
-            click.core.ParameterSource.COMMANDLINE
-        ):
+        source = click.get_current_context().get_parameter_source("token")
+        if source is click.core.ParameterSource.COMMANDLINE:
             logging.getLogger("jobq.master").warning(
                 "--token is visible to every user in ps: prefer JOBQ_TOKEN or --token-file"
             )
-        token, generated = http_token(http_host, token)
+        token, generated = http_token(http_host, token, token_file)
         if generated:
             click.echo(
                 f"HTTP on {http_host} is reachable from other hosts, so it needs a token; "

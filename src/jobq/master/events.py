@@ -77,6 +77,8 @@ class Subscriber:
         self.queue = queue
         self.items: asyncio.Queue[Event | None] = asyncio.Queue(size)
         self.overflowed = False
+        self.live = False
+        """Caught up: from now on an overflow drops the stream (before, it only restarts it)."""
 
     def matches(self, ev: Event) -> bool:
         return (self.job is None or ev.job == self.job) and (
@@ -179,6 +181,11 @@ class EventHub:
                 continue
             for ev in events:
                 if not sub.offer(ev):
+                    if sub.live:
+                        # Dropped now, not when its client next reads (it may never): the
+                        # slot is free and the hub does no more work for it.
+                        self.subscribers.discard(sub)
+                        self.dropped += 1
                     break
 
     def _run(self) -> None:
@@ -230,9 +237,9 @@ async def _stream(
                     yield ev.frame
             if len(page) < PAGE:
                 break
+        sub.live = True
         while not hub.stopped:
             if sub.overflowed:
-                hub.dropped += 1
                 yield b": too slow, dropped: reconnect with Last-Event-ID to resume\n\n"
                 return
             got: Event | None

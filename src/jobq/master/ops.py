@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from ..errors import BrokerUnavailable
 from .context import Context, ctx
+from .rates import MAX_QUEUES, first_queues
 from .schemas import Health
 
 router = APIRouter(tags=["system"])
@@ -47,7 +48,7 @@ def _label(v: str) -> str:
 )
 def metrics(c: Annotated[Context, Depends(ctx)]) -> PlainTextResponse:
     store = c.app.store
-    qs = store.queues()
+    qs, more = first_queues(store, MAX_QUEUES)  # bounded however many queue names exist
     workers = store.list_workers(1000)
     lines = [
         "# HELP jobq_jobs Jobs waiting or running, per queue and state.",
@@ -76,6 +77,9 @@ def metrics(c: Annotated[Context, Depends(ctx)]) -> PlainTextResponse:
         "# HELP jobq_dead_letter_jobs Failed jobs waiting in the dead-letter set.",
         "# TYPE jobq_dead_letter_jobs gauge",
         f"jobq_dead_letter_jobs {store.dead_count()}",
+        "# HELP jobq_queues_truncated 1 if queues past the first few thousand are not shown.",
+        "# TYPE jobq_queues_truncated gauge",
+        f"jobq_queues_truncated {int(more)}",
         "# HELP jobq_workers Workers with a live registry entry.",
         "# TYPE jobq_workers gauge",
         f"jobq_workers {sum(1 for w in workers if w.alive)}",

@@ -58,12 +58,18 @@ def read_token_file(path: str) -> str:
     return text
 
 
-def http_token(host: str, token: str | None) -> tuple[str | None, bool]:
-    """(token to serve with, whether it was generated here).
+def http_token(
+    host: str, token: str | None, token_file: str | None = None
+) -> tuple[str | None, bool]:
+    """(token to serve with, whether it was generated here), from `token` or `token_file`.
 
     A master bound beyond loopback without a token would let anyone on the network submit
     and cancel jobs, so it gets a fresh random token (the caller prints it once).
     """
+    if token_file:
+        if token:
+            raise ConfigError("give the HTTP token once: --token-file or --token/JOBQ_TOKEN")
+        token = read_token_file(token_file)
     if token is not None and not token.strip():
         raise ConfigError("the HTTP token is empty: give a non-empty --token-file or JOBQ_TOKEN")
     if token or is_loopback(host):
@@ -91,7 +97,10 @@ def serve(
     from .transport import server_config
 
     if token is None and not is_loopback(host):
-        raise ConfigError(f"serving HTTP on {host} needs a token (see http_token)")
+        raise ConfigError(
+            f"serving HTTP on {host} without a token would let anyone on the network in: "
+            "give --token-file or JOBQ_TOKEN, or bind 127.0.0.1"
+        )
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP;
