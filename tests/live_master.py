@@ -12,6 +12,7 @@ import uvicorn
 
 from jobq import App
 from jobq.master import create_app
+from jobq.master.transport import server_config
 from jobq.tasks import current_job
 from jobq.worker import Worker
 
@@ -19,15 +20,21 @@ from jobq.worker import Worker
 class LiveMaster:
     """`create_app(app, token)` served by uvicorn on 127.0.0.1:<free port>."""
 
-    def __init__(self, app: App, token: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: App,
+        token: str | None = None,
+        *,
+        server: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.web = create_app(app, token, **kwargs)
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            self.web, log_level="warning", lifespan="on", ws="none", timeout_graceful_shutdown=1
-        )
+        # The master's own uvicorn settings (header deadline, connection cap), `server` overrides.
+        config = server_config(self.web, **{"timeout_graceful_shutdown": 1, **(server or {})})
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True

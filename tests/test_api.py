@@ -21,6 +21,7 @@ from live_master import LiveMaster, LiveWorker
 from jobq import App
 
 TOKEN = "s3cret-token"
+JSON = {"Content-Type": "application/json"}
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
@@ -96,9 +97,9 @@ def test_schedule_missing_fields(http: httpx.Client, body: dict[str, Any]) -> No
 
 
 def test_schedule_rejects_non_object_and_bad_types(http: httpx.Client) -> None:
-    r = http.post("/schedule", content=b"[1, 2]")
+    r = http.post("/schedule", content=b"[1, 2]", headers=JSON)
     assert r.status_code == 400 and r.json() == {"error": "Request body must be a JSON object"}
-    r = http.post("/schedule", content=b"{not json")
+    r = http.post("/schedule", content=b"{not json", headers=JSON)
     assert r.status_code == 400
     r = http.post("/schedule", json={"task_id": ["x"], "task_type": "add"})
     assert r.status_code == 400 and "task_id" in r.json()["error"]
@@ -422,7 +423,7 @@ def test_invalid_submit_names_the_field(http: httpx.Client, body: Any, field: st
 def test_more_bad_input(http: httpx.Client) -> None:
     r = http.post("/v1/jobs", json={"task": "add", "delay": 1, "eta": "2030-01-01T00:00:00"})
     assert r.status_code == 422 and "delay or eta" in r.json()["error"]
-    r = http.post("/v1/jobs", content=b"{oops")
+    r = http.post("/v1/jobs", content=b"{oops", headers=JSON)
     assert r.status_code == 422
     r = http.post("/v1/jobs", json={"task": "add", "args": [2**70]})
     assert r.status_code == 422 and "argument 0" in r.json()["error"]
@@ -449,15 +450,19 @@ def test_body_size_limit(http: httpx.Client) -> None:
             yield b"y" * 65536
         yield b'"]}'
 
-    r = http.post("/v1/jobs", content=chunks())
+    r = http.post("/v1/jobs", content=chunks(), headers=JSON)
     assert r.status_code == 413
 
 
-def test_body_read_as_json_whatever_the_content_type(http: httpx.Client) -> None:
+def test_body_must_be_declared_json(http: httpx.Client) -> None:
+    # A browser's "simple" cross-site POST (form or text/plain) must not pass for JSON.
+    body = b'{"task": "add", "args": [1, 2]}'
+    for ctype in ("application/x-www-form-urlencoded", "text/plain", "multipart/form-data"):
+        r = http.post("/v1/jobs", content=body, headers={"content-type": ctype})
+        assert r.status_code == 415 and "application/json" in r.json()["error"], ctype
+    assert http.post("/v1/jobs", content=body).status_code == 415  # a body, no type
     r = http.post(
-        "/v1/jobs",
-        content=b'{"task": "add", "args": [1, 2]}',
-        headers={"content-type": "application/x-www-form-urlencoded"},
+        "/v1/jobs", content=body, headers={"content-type": "application/json; charset=utf-8"}
     )
     assert r.status_code == 201, r.text
 

@@ -182,7 +182,26 @@ def worker(
     help="Serve the HTTP API and dashboard on HOST:PORT.",
 )
 @click.option("--no-http", is_flag=True, help="Run the maintenance loop only.")
-@click.option("--token", envvar="JOBQ_TOKEN", help="Bearer token the HTTP API requires.")
+@click.option(
+    "--token",
+    envvar="JOBQ_TOKEN",
+    help="Bearer token the HTTP API requires (prefer JOBQ_TOKEN or --token-file: a flag "
+    "shows in ps). Off loopback one is generated and printed if none is given.",
+)
+@click.option(
+    "--token-file",
+    envvar="JOBQ_TOKEN_FILE",
+    type=click.Path(dir_okay=False),
+    help="Read the bearer token from this file (keep it chmod 600).",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    envvar="JOBQ_ALLOWED_HOSTS",
+    help="A Host name the HTTP API answers besides its IP and localhost (NAME or NAME:PORT; "
+    "repeatable; '*' = any). JOBQ_ALLOWED_HOSTS takes them space-separated.",
+)
 @click.option(
     "--strict",
     is_flag=True,
@@ -199,6 +218,8 @@ def master(
     http_addr: str,
     no_http: bool,
     token: str | None,
+    token_file: str | None,
+    allowed_hosts: tuple[str, ...],
     strict: bool,
     url: str | None,
     prefix: str | None,
@@ -239,8 +260,23 @@ def master(
     if no_http:
         m.run()
     else:
+        from .master.server import http_token
+
         http_host, http_port = parse_hostport(http_addr)
-        serve(app, m, http_host, http_port, token, required)
+        source = click.get_current_context().get_parameter_source("token")
+        if source is click.core.ParameterSource.COMMANDLINE:
+            logging.getLogger("jobq.master").warning(
+                "--token is visible to every user in ps: prefer JOBQ_TOKEN or --token-file"
+            )
+        token, generated = http_token(http_host, token, token_file)
+        if generated:
+            click.echo(
+                f"HTTP on {http_host} is reachable from other hosts, so it needs a token; "
+                f"generated one (shown once, not stored):\n  {token}\n"
+                "keep it in a file (chmod 600) and pass --token-file FILE to reuse it",
+                err=True,
+            )
+        serve(app, m, http_host, http_port, token, required, allowed_hosts)
     m.stop()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 import time
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -32,16 +33,18 @@ from .states import JobState
 WAIT_OUTAGE_S = 30.0
 
 
+_QUERY_SECRET = re.compile(r"([?&][^=&#]*password[^=&#]*=)[^&#]*", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***, for logs and error messages."""
+    """The URL with any password (in the netloc or a `?password=` style query parameter)
+    replaced by ***, for logs and error messages."""
+    url = _QUERY_SECRET.sub(r"\1***", url)
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def connect(url: str, **kwargs: Any) -> redis.Redis:
@@ -441,6 +444,23 @@ class Store:
         """Depths per state and counters for every known queue, in one round trip."""
         with self.broker("reading queues"):
             names = sorted(n.decode() for n in self.r.smembers(self.keys.queues))
+        return self.queue_infos(names)
+
+    def queue_page(self, cursor: int = 0, limit: int = 200) -> tuple[list[QueueInfo], int]:
+        """About `limit` queues (SSCAN order; a name added meanwhile may show twice) and the
+        cursor of the next page (0 after the last), so a listing costs O(page) however many
+        queues there are."""
+        with self.broker("reading queues"):
+            nxt, raw = self.r.sscan(self.keys.queues, cursor, count=limit)
+        return self.queue_infos(sorted(n.decode() for n in raw)), int(nxt)
+
+    def has_queue(self, name: str) -> bool:
+        with self.broker("reading queues"):
+            return bool(self.r.sismember(self.keys.queues, name))
+
+    def queue_infos(self, names: list[str]) -> list[QueueInfo]:
+        """Depths and counters of the queues `names`, in one round trip."""
+        with self.broker("reading queues"):
             pipe = self.r.pipeline(transaction=False)
             for n in names:
                 pipe.zcard(self.keys.queue(n))

@@ -50,9 +50,13 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
     response_model=Submitted,
     tags=["jobs"],
     summary="Submit one job (with dependencies, unique key, target worker, limits...)",
-    responses={422: {"model": ErrorOut, "description": "Invalid option, or unknown parent"}},
+    responses={
+        403: {"model": ErrorOut, "description": "result_ttl 0 (keep forever) without a token"},
+        422: {"model": ErrorOut, "description": "Invalid option, or unknown parent"},
+    },
 )
 def submit(body: JobIn, c: Ctx, response: Response) -> Submitted:
+    _check_keep_forever(body.result_ttl, c)
     with _refusals():
         job = c.app.submit(body.task, body.args, body.kwargs, **body.as_options())
     response.headers["Location"] = f"/v1/jobs/{job.id}"
@@ -65,13 +69,28 @@ def submit(body: JobIn, c: Ctx, response: Response) -> Submitted:
     response_model=SubmittedMany,
     tags=["jobs"],
     summary="Submit many jobs of one task, sharing options, in one round trip",
-    responses={422: {"model": ErrorOut, "description": "Invalid option, or unknown parent"}},
+    responses={
+        403: {"model": ErrorOut, "description": "result_ttl 0 (keep forever) without a token"},
+        422: {"model": ErrorOut, "description": "Invalid option, or unknown parent"},
+    },
 )
 def submit_batch(body: BatchIn, c: Ctx) -> SubmittedMany:
+    _check_keep_forever(body.result_ttl, c)
     calls = [(tuple(call.args), call.kwargs) for call in body.calls]
     with _refusals():
         jobs = c.app.submit_many(body.task, calls, **body.as_options())
     return SubmittedMany(ids=[j.id for j in jobs])
+
+
+def _check_keep_forever(result_ttl: int | None, c: Context) -> None:
+    """A result kept forever fills the server for good: only token-authenticated callers."""
+    if result_ttl is not None and result_ttl <= 0 and not c.trusted:
+        raise HTTPException(
+            403,
+            "result_ttl: 0 keeps the result forever, which only a token-authenticated caller "
+            "may ask for (start jobq master with --token-file or JOBQ_TOKEN); give a TTL in "
+            "seconds instead",
+        )
 
 
 @contextmanager
@@ -173,11 +192,16 @@ def rerun_dead(c: Ctx, body: RerunIn | None = None) -> RerunResult:
     "/queues",
     response_model=QueuesOut,
     tags=["system"],
-    summary="Every queue: depths per state, lifetime counters, recent rates",
+    summary="Queues, a page at a time: depths per state, lifetime counters, recent rates",
 )
-def queues(c: Ctx) -> QueuesOut:
+def queues(
+    c: Ctx,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,20}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> QueuesOut:
+    page, nxt = c.app.store.queue_page(int(cursor or 0), limit)
     out = []
-    for q in c.app.store.queues():
+    for q in page:
         ok, bad = c.rates.recent(q.name)
         out.append(
             QueueOut(
@@ -193,7 +217,9 @@ def queues(c: Ctx) -> QueuesOut:
                 failed_per_s=round(bad, 3),
             )
         )
-    return QueuesOut(queues=out, dead_lettered=c.app.store.dead_count())
+    return QueuesOut(
+        queues=out, dead_lettered=c.app.store.dead_count(), next_cursor=str(nxt) if nxt else None
+    )
 
 
 @router.post(
@@ -204,7 +230,7 @@ def queues(c: Ctx) -> QueuesOut:
     responses={404: {"model": ErrorOut, "description": "No such queue"}},
 )
 def purge(queue: Annotated[str, Path(min_length=1, max_length=200)], c: Ctx) -> Purged:
-    if queue not in {q.name for q in c.app.store.queues()}:
+    if not c.app.store.has_queue(queue):
         raise HTTPException(404, f"no queue {queue!r} (no job was ever submitted to it)")
     return Purged(queue=queue, cancelled=c.app.store.purge(queue))
 

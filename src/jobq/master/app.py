@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,7 @@ from ..errors import BrokerError, BrokerFull, BrokerUnavailable, JobqError
 from . import api, compat, dashboard, events, ops, schedules
 from .context import Context
 from .events import EventHub
-from .guards import BearerAuth, BodyLimit
+from .guards import BearerAuth, BodyLimit, HostPolicy, RequestGuard, SecurityHeaders
 from .rates import RateTracker
 
 if TYPE_CHECKING:
@@ -34,15 +34,23 @@ def create_app(
     *,
     maintainer: Maintainer | None = None,
     max_body: int = MAX_BODY,
+    body_timeout_s: float = 30.0,
     rate_interval_s: float = 2.0,
+    allowed_hosts: Iterable[str] = (),
+    max_streams: int = 100,
+    stream_queue: int = 1000,
 ) -> FastAPI:
     """The HTTP API and dashboard serving `app`'s deployment.
 
     With `token`, every route but /healthz (and the data-free dashboard page) needs
     ``Authorization: Bearer <token>``. `maintainer`, when given, is reported by /healthz and
-    /metrics (the master passes its own).
+    /metrics (the master passes its own). Requests must name an allowed Host (the address
+    connected to, localhost, or one of `allowed_hosts`; see `guards.HostPolicy`); at most
+    `max_streams` event streams are open at once, each buffering at most `stream_queue`
+    events before it is dropped as too slow.
     """
-    jobq = Context(app, maintainer, EventHub(app.store), RateTracker(app.store, rate_interval_s))
+    hub = EventHub(app.store, max_streams=max_streams, queue_size=stream_queue)
+    jobq = Context(app, maintainer, hub, RateTracker(app.store, rate_interval_s), bool(token))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -66,11 +74,14 @@ def create_app(
     for module in (compat, api, schedules, events, ops, dashboard):
         web.include_router(module.router)
     _error_handlers(web)
-    web.add_middleware(BodyLimit, max_bytes=max_body)
+    # add_middleware wraps from the inside out: the last added runs first.
+    web.add_middleware(BodyLimit, max_bytes=max_body, timeout_s=body_timeout_s)
     if token:
         web.add_middleware(
             BearerAuth, token=token, open_paths=OPEN_PATHS, open_prefixes=OPEN_PREFIXES
         )
+    web.add_middleware(RequestGuard, policy=HostPolicy(allowed_hosts))
+    web.add_middleware(SecurityHeaders)
     return web
 
 

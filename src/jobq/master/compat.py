@@ -17,9 +17,10 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import BrokerError, JobqError
 from ..states import JobState
 from .context import Context, ctx
+from .schemas import ErrorOut
 from .views import decode_result
 
-router = APIRouter(tags=["compatible"])
+router = APIRouter(tags=["compatible"], responses={503: {"model": ErrorOut}})
 
 STATUS = {
     JobState.SCHEDULED: "pending",

@@ -20,6 +20,9 @@ class Context:
     maintainer: Maintainer | None
     hub: EventHub
     rates: RateTracker
+    trusted: bool = False
+    """Every request was authenticated (the master has a token): callers may keep results
+    forever (result_ttl <= 0); anonymous ones may not fill the server for good."""
 
 
 def ctx(request: Request) -> Context:

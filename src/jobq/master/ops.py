@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from ..errors import BrokerError
 from ..outage import Outage
 from .context import Context, ctx
+from .rates import MAX_QUEUES, first_queues
 from .schemas import Health
 
 router = APIRouter(tags=["system"])
@@ -106,7 +107,7 @@ def _label(v: str) -> str:
 )
 def metrics(c: Annotated[Context, Depends(ctx)]) -> PlainTextResponse:
     store = c.app.store
-    qs = store.queues()
+    qs, more = first_queues(store, MAX_QUEUES)  # bounded however many queue names exist
     workers = store.list_workers(1000)
     lines = [
         "# HELP jobq_jobs Jobs waiting or running, per queue and state.",
@@ -135,12 +136,21 @@ def metrics(c: Annotated[Context, Depends(ctx)]) -> PlainTextResponse:
         "# HELP jobq_dead_letter_jobs Failed jobs waiting in the dead-letter set.",
         "# TYPE jobq_dead_letter_jobs gauge",
         f"jobq_dead_letter_jobs {store.dead_count()}",
+        "# HELP jobq_queues_truncated 1 if queues past the first few thousand are not shown.",
+        "# TYPE jobq_queues_truncated gauge",
+        f"jobq_queues_truncated {int(more)}",
         "# HELP jobq_workers Workers with a live registry entry.",
         "# TYPE jobq_workers gauge",
         f"jobq_workers {sum(1 for w in workers if w.alive)}",
         "# HELP jobq_events_stream_length Entries in the (capped) event stream.",
         "# TYPE jobq_events_stream_length gauge",
         f"jobq_events_stream_length {store.events_length()}",
+        "# HELP jobq_event_clients Open /v1/events streams on this master.",
+        "# TYPE jobq_event_clients gauge",
+        f"jobq_event_clients {len(c.hub.subscribers)}",
+        "# HELP jobq_event_clients_dropped_total Streams closed for falling too far behind.",
+        "# TYPE jobq_event_clients_dropped_total counter",
+        f"jobq_event_clients_dropped_total {c.hub.dropped}",
     ]
     if c.maintainer is not None:
         lines += [

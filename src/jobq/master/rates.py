@@ -13,10 +13,24 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from ..model import QueueInfo
 from ..outage import Outage
 from ..store import Store
 
 log = logging.getLogger("jobq.master")
+MAX_QUEUES = 2000
+
+
+def first_queues(store: Store, limit: int) -> tuple[list[QueueInfo], bool]:
+    """About the first `limit` queues (registry scan order), and whether there are more."""
+    out: dict[str, QueueInfo] = {}
+    cursor = 0
+    while len(out) < limit:
+        page, cursor = store.queue_page(cursor, 500)
+        out.update((q.name, q) for q in page)
+        if not cursor:
+            return sorted(out.values(), key=lambda q: q.name), False
+    return sorted(out.values(), key=lambda q: q.name), True
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +53,10 @@ class RateTracker:
         self.outage = Outage(log, "master: rate sampler")
 
     def sample(self, now_ms: int | None = None) -> None:
-        counts = {q.name: (q.succeeded, q.failed) for q in self.store.queues()}
+        # Bounded per sample whatever the number of queues: past MAX_QUEUES the rest go
+        # unsampled (their rates read 0) rather than making every sample O(queues).
+        qs, _ = first_queues(self.store, MAX_QUEUES)
+        counts = {q.name: (q.succeeded, q.failed) for q in qs}
         s = Sample(now_ms if now_ms is not None else int(time.time() * 1000), counts)
         with self._lock:
             self.samples.append(s)

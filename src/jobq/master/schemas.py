@@ -256,6 +256,9 @@ class QueueOut(BaseModel):
 class QueuesOut(BaseModel):
     queues: list[QueueOut]
     dead_lettered: int
+    next_cursor: str | None = Field(
+        None, description="Pass as `cursor` for the next page; null after the last."
+    )
 
 
 class WorkerOut(BaseModel):

@@ -56,7 +56,8 @@ async function loadQueues() {
     el("td", { class: "num" }, (q.succeeded_per_s + q.failed_per_s).toFixed(1)),
     el("td", {}, el("button", { type: "button", class: "purge", title: "Cancel every queued job",
       onclick: () => purgeQueue(q.name, q.queued) }, "Purge")))));
-  $("#dead-count").textContent = data.dead_lettered + " dead-lettered";
+  $("#dead-count").textContent = data.dead_lettered + " dead-lettered" +
+    (data.next_cursor ? " · first " + data.queues.length + " queues shown" : "");
 }
 
 async function purgeQueue(name, depth) {
