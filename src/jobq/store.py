@@ -21,6 +21,7 @@ import redis
 from .errors import BrokerUnavailable, DependencyCycle, JobNotFound
 from .keys import Keys
 from .model import Claimed, JobRecord, JobSpec, Outcome, QueueInfo, WorkerInfo
+from .names import encodable
 from .periodic import PeriodicSpec
 from .scripts import Batch, Call, Scripts
 from .states import JobState
@@ -324,23 +325,30 @@ class Store:
     # -- reads and control -------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> JobRecord | None:
+        """The job (None if there is none). A corrupt hash still reads, as a record whose
+        `corrupt` says what is wrong, so it can be seen and cancelled."""
+        if not encodable(job_id):  # no job can have this id (and it cannot be sent)
+            return None
         with self.broker("reading a job"):
             raw = self.r.hgetall(self.keys.job(job_id))
-        return JobRecord.from_hash(job_id, raw) if raw else None
+        return JobRecord.decode(job_id, raw) if raw else None
 
     def get_states(self, job_ids: list[str]) -> list[JobState | None]:
         """The state of each job (None where there is no such job), in one round trip."""
+        ids = [i for i in job_ids if encodable(i)]
         with self.broker("reading job states"):
             pipe = self.r.pipeline(transaction=False)
-            for job_id in job_ids:
+            for job_id in ids:
                 pipe.hget(self.keys.job(job_id), "state")
-            raw = pipe.execute() if job_ids else []
-        return [JobState(v.decode()) if v else None for v in raw]
+            raw = dict(zip(ids, pipe.execute(), strict=True)) if ids else {}
+        return [_state_of(raw.get(i)) for i in job_ids]
 
     def get_state(self, job_id: str) -> JobState | None:
+        if not encodable(job_id):
+            return None
         with self.broker("reading a job's state"):
             raw = self.r.hget(self.keys.job(job_id), "state")
-        return JobState(raw.decode()) if raw else None
+        return _state_of(raw)
 
     def wait(self, job_id: str, timeout_s: float | None, full: bool = True) -> JobRecord | None:
         """Block until the job is terminal (or the timeout); returns it, None if not found.
@@ -502,7 +510,8 @@ class Store:
                     if row[2] is None:  # expired, or an index entry of a vanished job
                         continue
                     raw = {f.encode(): v for f, v in zip(self._LIST_FIELDS, row, strict=True)}
-                    rec = JobRecord.from_hash(job_id, {k: v for k, v in raw.items() if v})
+                    # Per row: a corrupt hash is a row marked corrupt, never a failed page.
+                    rec = JobRecord.decode(job_id, {k: v for k, v in raw.items() if v})
                     if (
                         (state is None or rec.state == state)
                         and (queue is None or rec.queue == queue)
@@ -632,6 +641,16 @@ class Store:
         with self.broker("reading the leader lease"):
             v = self.r.get(self.keys.leader)
         return v.decode() if v else None
+
+
+def _state_of(raw: bytes | None) -> JobState | None:
+    """A stored state; None if missing or not one jobq writes (a corrupt hash)."""
+    if not raw:
+        return None
+    try:
+        return JobState(raw.decode())
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def _encode_cursor(source: int, after: tuple[float, str] | None) -> str:

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import BrokerUnavailable, JobqError
+from ..names import InvalidName
 from . import api, compat, dashboard, events, ops, schedules
 from .context import Context
 from .events import EventHub
@@ -98,6 +99,11 @@ def _error_handlers(web: FastAPI) -> None:
     @web.exception_handler(BrokerUnavailable)
     async def broker_down(_: Request, exc: BrokerUnavailable) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, 503)
+
+    @web.exception_handler(InvalidName)
+    async def bad_name(_: Request, exc: InvalidName) -> JSONResponse:
+        # A name breaking the name rule (the message names the field, character and fix).
+        return JSONResponse({"error": str(exc)}, 400)
 
     @web.exception_handler(JobqError)
     async def refused(_: Request, exc: JobqError) -> JSONResponse:
