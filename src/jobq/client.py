@@ -183,6 +183,7 @@ class App:
                 self.keys,
                 events_maxlen=self.settings.events_maxlen,
                 result_ttl_s=self.settings.result_ttl_s,
+                dead_ttl_s=self.settings.dead_ttl_s,
             )
         return self._store
 

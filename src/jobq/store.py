@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -21,11 +22,12 @@ import redis
 from .errors import BrokerUnavailable, DependencyCycle, JobNotFound
 from .keys import Keys
 from .model import Claimed, JobRecord, JobSpec, Outcome, QueueInfo, WorkerInfo
-from .names import encodable
+from .names import encodable, escape_controls
 from .periodic import PeriodicSpec
 from .scripts import Batch, Call, Scripts
 from .states import JobState
 
+log = logging.getLogger("jobq.store")
 BrokerErrors = (redis.ConnectionError, redis.TimeoutError)
 #: How long a caller waiting for a result rides out a broker outage before giving up.
 WAIT_OUTAGE_S = 30.0
@@ -70,6 +72,30 @@ def _script_error(exc: Exception) -> Exception:
     return exc
 
 
+def _warn_unusable(queues: list[str], row: list[Any]) -> None:
+    """Say loudly what the claim popped but could not run (claim.lua's notice row)."""
+    n_missing, n_malformed, missing, malformed = int(row[1]), int(row[2]), row[3], row[4]
+    where = escape_controls(",".join(queues))
+    if n_missing:
+        ids = escape_controls(", ".join(i.decode("utf-8", "replace") for i in missing))
+        log.warning(
+            "claim from %s: %d queued job id(s) had no job hash and were dropped (%s): the "
+            "server lost or evicted them; is maxmemory-policy noeviction?",
+            where,
+            n_missing,
+            ids,
+        )
+    if n_malformed:
+        ids = escape_controls(", ".join(i.decode("utf-8", "replace") for i in malformed))
+        log.warning(
+            "claim from %s: dead-lettered %d malformed job(s) (%s): see their error "
+            "(MalformedJob) with `jobq status <id>`",
+            where,
+            n_malformed,
+            ids,
+        )
+
+
 def _outcome_record(job_id: str, message: bytes) -> JobRecord:
     """The record a finishing script pushed to a waiter: ``<state>|<result or error json>``."""
     state, _, payload = message.partition(b"|")
@@ -90,6 +116,7 @@ class Store:
         *,
         events_maxlen: int = 100_000,
         result_ttl_s: int = 86_400,
+        dead_ttl_s: int = 7 * 86_400,
     ) -> None:
         # redis-py's annotations cannot express decode_responses=False (replies are bytes).
         self.r: Any = client
@@ -97,6 +124,7 @@ class Store:
         self.keys = keys
         self.scripts = Scripts(client, keys, events_maxlen)
         self.result_ttl_s = result_ttl_s
+        self.dead_ttl_s = dead_ttl_s
 
     def close(self) -> None:
         """Close this store's connections (the pool's and the scripts' lean ones)."""
@@ -169,7 +197,13 @@ class Store:
         """Claim up to `n` jobs from `queues` (in order) under a lease."""
         with self.broker("claiming jobs"):
             rows = self.scripts.claim(self.r, worker, queues, n, lease_ms, now)
-        return [Claimed.from_reply(r) for r in rows]
+        out = []
+        for row in rows:
+            if isinstance(row[0], int):  # the notice row: ids the claim could not run
+                _warn_unusable(queues, row)
+            else:
+                out.append(Claimed.from_reply(row))
+        return out
 
     def wake(self, queue: str) -> None:
         """Wake one worker blocked on `queue` (e.g. a worker's own queue, to stop it)."""
@@ -197,7 +231,7 @@ class Store:
                     (o.claimed.id, o.claimed.token, orjson.dumps(o.error), o.retry_delay_ms)
                     for o in bad
                 ]
-                self.scripts.fail(batch, fitems, now)
+                self.scripts.fail(batch, fitems, self.result_ttl_s, now)
             replies = self.scripts.execute(batch.calls)
         codes: dict[str, int] = {}
         for group, reply in zip([g for g in (ok, bad) if g], replies, strict=True):
@@ -244,9 +278,29 @@ class Store:
         return removed
 
     def expire_targeted(self, gone_ms: int, now: int = 0, limit: int = 1000) -> int:
-        """Fail (or fall back) jobs waiting for a worker not seen for `gone_ms`."""
+        """Fail (or fall back) jobs waiting for a worker not seen for `gone_ms` (one bounded
+        step of the registry walk, see `walk_queues`); returns how many."""
+        return self.walk_queues(gone_ms, now, limit)[0]
+
+    def walk_queues(
+        self, gone_ms: int, now: int = 0, limit: int = 1000, queues: int = 200
+    ) -> tuple[int, int, bool]:
+        """One bounded step over the queue registry (a cursor kept on the server between
+        calls): settle jobs of gone workers (at most `limit`), prune idle queues (of at most
+        `queues` examined). Returns (jobs settled, queues pruned, whether a pass ended)."""
         with self.broker("checking targeted jobs"):
-            return int(self.scripts.orphans(self.r, gone_ms, limit, now))
+            moved, pruned, wrapped = self.scripts.orphans(self.r, gone_ms, limit, now, queues)
+        return int(moved), int(pruned), bool(wrapped)
+
+    def trim_dead(self, now: int = 0, limit: int = 1000) -> int:
+        """Drop up to `limit` dead-lettered jobs older than the dead-letter retention
+        (`dead_ttl_s`; 0 keeps them forever)."""
+        if self.dead_ttl_s <= 0:
+            return 0
+        now = now or self.server_time_ms()
+        with self.broker("trimming dead letters"):
+            cutoff = now - self.dead_ttl_s * 1000
+            return int(self.scripts.trim_dead(self.r, cutoff, limit, now))
 
     # -- periodic jobs -------------------------------------------------------------------------
 
@@ -359,17 +413,27 @@ class Store:
         ``full=False`` the record is built from the pushed outcome alone (state, result and
         error), saving the read after it.
         """
+        if not encodable(job_id):
+            return None
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         outage_started = 0.0
+        registered = False
         while True:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
+                if registered:  # give the registration back: the count stays one per caller
+                    with contextlib.suppress(*BrokerErrors, redis.ResponseError):
+                        self.scripts.await_(self.r, job_id, mode="leave")
                 return self.get_job(job_id)
             # Block in slices so a dead connection is noticed (socket timeout is longer); each
-            # slice registers again, in case the job expired or was re-run meanwhile.
+            # slice renews the registration (counted once per caller, not once per slice), in
+            # case the job expired or was re-run meanwhile.
             block = 5.0 if left is None else min(max(left, 0.001), 5.0)
             try:
-                code, got = self.scripts.await_and_pop(job_id, self.keys.done(job_id), block)
+                code, got = self.scripts.await_and_pop(
+                    job_id, self.keys.done(job_id), block, renew=registered
+                )
+                registered = code == 0
             except BrokerErrors as exc:
                 # Waiting is safe to repeat: ride out a restart or a network blip for a while.
                 outage_started = outage_started or time.monotonic()

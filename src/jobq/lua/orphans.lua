@@ -1,30 +1,73 @@
--- orphans: settle jobs targeted at a worker that is gone (not seen for gone_ms): each job that
--- has waited at least gone_ms moves to its fallback queue if it has one, else fails naming the
--- worker. Group queues are left alone: any member of the group may still come.
--- KEYS: 1 events, 2 queues set, 3 workers zset (last seen ms), 4 dead-letter zset, 5 seq
--- ARGV: 4 gone_ms, 5 max jobs per queue in this call
--- Returns: number of jobs moved or failed.
-local gone, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
-local moved = 0
-for _, queue in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+-- orphans: one bounded step of the walk over the queue registry (SSCAN, its cursor kept in a
+-- key between calls, so the cost per call is bounded whatever the number of queues).
+-- For each queue of the step:
+-- * a worker's own queue whose worker is gone (not seen for gone_ms): each job that has waited
+--   at least gone_ms moves to its fallback queue if it has one, else fails naming the worker;
+-- * a queue with no jobs (none queued, scheduled or running by its gauges) and no live worker
+--   serving it leaves the registry, with its counters and wake-up list: a worker's queue once
+--   the worker is gone, a group's queue at once (any member re-creates nothing: the next
+--   submit registers it again), a named queue once no live worker lists it.
+-- Group queues' jobs are left alone: any member of the group may still come.
+-- KEYS: 1 events, 2 queues set, 3 workers zset (last seen ms), 4 dead-letter zset, 5 seq, 6 cursor
+-- (KEYS[6], a string, holds the SSCAN cursor of the walk between calls.)
+-- ARGV: 4 gone_ms, 5 max jobs examined in this call, 6 max queues examined in this call
+-- Returns: {jobs moved or failed, queues pruned, 1 if this call finished a pass over the
+--          registry else 0}
+-- Errors (nothing written): "JOBQ_ARGS ...", "JOBQ_WRONGTYPE ..." (registry/workers/dead).
+local gone = num(ARGV[4], 'gone_ms')
+local budget = math.floor(num(ARGV[5], 'max jobs'))
+local count = math.max(1, math.floor(num(ARGV[6], 'max queues')))
+expect(KEYS[2], 'set')
+expect(KEYS[3], 'zset')
+expect(KEYS[4], 'zset')
+local cursor = try('GET', KEYS[6]) or '0'
+if not string.match(cursor, '^%d+$') then cursor = '0' end
+local scan = redis.call('SSCAN', KEYS[2], cursor, 'COUNT', count)
+local moved, pruned = 0, 0
+local served = nil -- queues named by live workers, read once and only if needed
+local function live_served()
+  if served then return served end
+  served = {}
+  local live = redis.call('ZRANGE', KEYS[3], NOW - gone, '+inf', 'BYSCORE', 'LIMIT', 0, 1000)
+  for _, w in ipairs(live) do
+    local qs = try('HGET', P .. K_WORKER .. w, 'queues')
+    if qs then for q in string.gmatch(qs, '[^,]+') do served[q] = true end end
+  end
+  return served
+end
+
+local function empty(queue, qk)
+  if (try('ZCARD', qk) or 1) > 0 then return false end
+  local g = try('HMGET', P .. K_STATS .. queue, 'scheduled', 'running') or {}
+  return (tonumber(g[1]) or 0) <= 0 and (tonumber(g[2]) or 0) <= 0
+end
+
+local function forget(queue)
+  redis.call('SREM', KEYS[2], queue)
+  redis.call('DEL', P .. K_STATS .. queue, P .. K_WAKE .. queue)
+  pruned = pruned + 1
+end
+
+for _, queue in ipairs(scan[2]) do
+  local qk = P .. K_QUEUE .. queue
   if string.sub(queue, 1, #Q_WORKER) == Q_WORKER then
     local name = string.sub(queue, #Q_WORKER + 1)
     local seen = tonumber(redis.call('ZSCORE', KEYS[3], name))
     if not seen or NOW - seen > gone then
-      local qk = P .. K_QUEUE .. queue
-      for _, id in ipairs(redis.call('ZRANGE', qk, 0, limit - 1)) do
+      for _, id in ipairs(budget > 0 and (try('ZRANGE', qk, 0, budget - 1) or {}) or {}) do
+        budget = budget - 1
         local jk = P .. K_JOB .. id
-        local f = redis.call('HMGET', jk, 'state', 'created', 'fallback', 'pri', 'waiters',
-          'ukey', 'kids')
+        local f = fields(jk, 'state', 'created', 'fallback', 'pri', 'waiters', 'ukey', 'kids')
         if f[1] ~= 'queued' then
           redis.call('ZREM', qk, id)
         elseif NOW - (tonumber(f[2]) or 0) >= gone then
           redis.call('ZREM', qk, id)
           if f[3] then
             redis.call('HSET', jk, 'queue', f[3])
-            push_queue(id, f[3], f[4], KEYS[5])
-            redis.call('SADD', KEYS[2], f[3])
-            emit(id, 'queued', f[3], 'worker ' .. name .. ' gone: fell back')
+            if push_queue(id, f[3], f[4], KEYS[5]) then
+              redis.call('SADD', KEYS[2], f[3])
+              emit(id, 'queued', f[3], 'worker ' .. name .. ' gone: fell back')
+            end
           else
             local err = cjson.encode({type = 'WorkerGone', message = 'worker ' .. name ..
               ' has not been seen for over ' .. math.floor(gone / 1000) .. ' s', traceback = ''})
@@ -38,7 +81,13 @@ for _, queue in ipairs(redis.call('SMEMBERS', KEYS[2])) do
           moved = moved + 1
         end
       end
+      if empty(queue, qk) then forget(queue) end
     end
+  elseif string.sub(queue, 1, #Q_GROUP) == Q_GROUP then
+    if empty(queue, qk) then forget(queue) end
+  elseif empty(queue, qk) and not live_served()[queue] then
+    forget(queue)
   end
 end
-return moved
+redis.call('SET', KEYS[6], scan[1])
+return {moved, pruned, scan[1] == '0' and 1 or 0}
