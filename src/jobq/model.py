@@ -147,8 +147,9 @@ class JobRecord:
         except ValueError:
             r.problems.append(f"unknown state {state_text[:40]!r}")
             state = JobState.QUEUED
-        if b"task" not in raw:
-            r.problems.append("job hash lacks field task")
+        for required in ("state", "task", "queue"):
+            if required.encode() not in raw:
+                r.problems.append(f"job hash lacks field {required}")
         err: dict[str, Any] | None = None
         if raw.get(b"error"):
             try:

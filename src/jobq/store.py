@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import redis
 
-from .errors import BrokerUnavailable, DependencyCycle, JobNotFound
+from .errors import BrokerUnavailable, DependencyCycle, JobNotFound, JobqError
 from .keys import Keys
 from .model import Claimed, JobRecord, JobSpec, Outcome, QueueInfo, WorkerInfo
 from .names import encodable, escape_controls
@@ -70,6 +70,21 @@ def _script_error(exc: Exception) -> Exception:
     if msg.startswith("JOBQ_PARENT"):
         return JobNotFound("depends_on: " + msg.removeprefix("JOBQ_PARENT ").strip())
     return exc
+
+
+def _periodic_or_none(name: bytes, raw: bytes) -> PeriodicSpec | None:
+    """A stored periodic spec, or None (logged) if it no longer decodes: one bad spec must not
+    stop every other from firing or listing."""
+    try:
+        return PeriodicSpec.from_json(raw)
+    except (ValueError, TypeError, JobqError) as exc:
+        log.warning(
+            "periodic spec %s is unreadable and skipped (%s): remove it with "
+            "`jobq periodic remove`",
+            escape_controls(name.decode("utf-8", "replace")),
+            escape_controls(str(exc)),
+        )
+        return None
 
 
 def _warn_unusable(queues: list[str], row: list[Any]) -> None:
@@ -330,10 +345,12 @@ class Store:
         with self.broker("listing periodic jobs"):
             specs = self.r.hgetall(self.keys.periodic)
             due = dict(self.r.zrange(self.keys.periodic_next, 0, -1, withscores=True))
-        return [
-            (PeriodicSpec.from_json(raw), int(due[name]) if name in due else None)
-            for name, raw in sorted(specs.items())
-        ]
+        out = []
+        for name, raw in sorted(specs.items()):
+            spec = _periodic_or_none(name, raw)
+            if spec is not None:
+                out.append((spec, int(due[name]) if name in due else None))
+        return out
 
     def due_periodic(self, now: int) -> list[tuple[PeriodicSpec, int]]:
         with self.broker("reading due periodic jobs"):
@@ -341,11 +358,12 @@ class Store:
             if not due:
                 return []
             raws = self.r.hmget(self.keys.periodic, [n for n, _ in due])
-        return [
-            (PeriodicSpec.from_json(raw), int(score))
-            for (_n, score), raw in zip(due, raws, strict=True)
-            if raw is not None
-        ]
+        out = []
+        for (name, score), raw in zip(due, raws, strict=True):
+            spec = _periodic_or_none(name, raw) if raw is not None else None
+            if spec is not None:
+                out.append((spec, int(score)))
+        return out
 
     def advance_periodic(self, name: str, next_ms: int) -> None:
         """Move a spec's due time forward only (two masters cannot move it back)."""
@@ -384,7 +402,10 @@ class Store:
         if not encodable(job_id):  # no job can have this id (and it cannot be sent)
             return None
         with self.broker("reading a job"):
-            raw = self.r.hgetall(self.keys.job(job_id))
+            try:
+                raw = self.r.hgetall(self.keys.job(job_id))
+            except redis.ResponseError as exc:  # the key holds another type
+                return _corrupt_record(job_id, exc)
         return JobRecord.decode(job_id, raw) if raw else None
 
     def get_states(self, job_ids: list[str]) -> list[JobState | None]:
@@ -394,14 +415,17 @@ class Store:
             pipe = self.r.pipeline(transaction=False)
             for job_id in ids:
                 pipe.hget(self.keys.job(job_id), "state")
-            raw = dict(zip(ids, pipe.execute(), strict=True)) if ids else {}
+            raw = dict(zip(ids, pipe.execute(raise_on_error=False), strict=True)) if ids else {}
         return [_state_of(raw.get(i)) for i in job_ids]
 
     def get_state(self, job_id: str) -> JobState | None:
         if not encodable(job_id):
             return None
         with self.broker("reading a job's state"):
-            raw = self.r.hget(self.keys.job(job_id), "state")
+            try:
+                raw = self.r.hget(self.keys.job(job_id), "state")
+            except redis.ResponseError:
+                return None  # the key holds another type: no job lives there
         return _state_of(raw)
 
     def wait(self, job_id: str, timeout_s: float | None, full: bool = True) -> JobRecord | None:
@@ -464,15 +488,21 @@ class Store:
                 self.r.hset(self.keys.ratelimits, mapping=limits)
 
     def cancel(self, job_id: str) -> int:
+        if not encodable(job_id):
+            return -1  # no job can have this id
         with self.broker("cancelling a job"):
             return int(self.scripts.cancel(self.r, job_id, self.result_ttl_s))
 
     def rerun(self, job_id: str) -> int:
+        if not encodable(job_id):
+            return -1
         with self.broker("re-running a job"):
             return int(self.scripts.rerun(self.r, job_id))
 
     def purge(self, queue: str, batch: int = 1000) -> int:
         """Cancel every queued job of `queue` (in batches); returns how many."""
+        if not encodable(queue):
+            return 0  # no queue can have this name
         total = 0
         while True:
             with self.broker("purging a queue"):
@@ -495,14 +525,18 @@ class Store:
             for n in names:
                 pipe.zcard(self.keys.queue(n))
                 pipe.hgetall(self.keys.stats(n))
-            replies = pipe.execute()
+            replies = pipe.execute(raise_on_error=False)
         out = []
         for i, n in enumerate(names):
-            depth: int = replies[2 * i]
-            st: dict[bytes, bytes] = replies[2 * i + 1]
+            # Per queue: a key of the wrong type or a garbage counter reads as 0, never a 500.
+            depth = replies[2 * i] if isinstance(replies[2 * i], int) else 0
+            st = replies[2 * i + 1] if isinstance(replies[2 * i + 1], dict) else {}
 
             def g(f: str, st: dict[bytes, bytes] = st) -> int:
-                return int(st.get(f.encode(), 0))
+                try:
+                    return int(st.get(f.encode(), 0))
+                except ValueError:
+                    return 0
 
             out.append(
                 QueueInfo(
@@ -567,15 +601,18 @@ class Store:
                 pipe = self.r.pipeline(transaction=False)
                 for job_id, _ in entries:
                     pipe.hmget(self.keys.job(job_id), self._LIST_FIELDS)
-                rows = pipe.execute()
+                rows = pipe.execute(raise_on_error=False)
                 for (job_id, score), row in zip(entries, rows, strict=True):
                     examined += 1
                     after = (score, job_id)
-                    if row[2] is None:  # expired, or an index entry of a vanished job
-                        continue
-                    raw = {f.encode(): v for f, v in zip(self._LIST_FIELDS, row, strict=True)}
                     # Per row: a corrupt hash is a row marked corrupt, never a failed page.
-                    rec = JobRecord.decode(job_id, {k: v for k, v in raw.items() if v})
+                    if isinstance(row, Exception):
+                        rec = _corrupt_record(job_id, row)
+                    elif not row[2] and not any(row):
+                        continue  # expired, or an index entry of a vanished job
+                    else:
+                        raw = {f.encode(): v for f, v in zip(self._LIST_FIELDS, row, strict=True)}
+                        rec = JobRecord.decode(job_id, {k: v for k, v in raw.items() if v})
                     if (
                         (state is None or rec.state == state)
                         and (queue is None or rec.queue == queue)
@@ -646,7 +683,7 @@ class Store:
             pipe = self.r.pipeline(transaction=False)
             for name, _ in names:
                 pipe.hgetall(self.keys.worker(name.decode()))
-            infos = pipe.execute()
+            infos = [i if isinstance(i, dict) else {} for i in pipe.execute(raise_on_error=False)]
             running = self.running_jobs()
         by_worker: dict[str, list[str]] = {}
         for job_id, worker in running:
@@ -674,8 +711,12 @@ class Store:
             pipe = self.r.pipeline(transaction=False)
             for i in ids:
                 pipe.hget(self.keys.job(i), "worker")
-            workers = pipe.execute()
-        return [(i, w.decode()) for i, w in zip(ids, workers, strict=True) if w]
+            workers = pipe.execute(raise_on_error=False)
+        return [
+            (i, w.decode("utf-8", "replace"))
+            for i, w in zip(ids, workers, strict=True)
+            if isinstance(w, bytes) and w
+        ]
 
     def read_events(
         self, after: str, count: int = 500, block_ms: int | None = None
@@ -707,9 +748,14 @@ class Store:
         return v.decode() if v else None
 
 
-def _state_of(raw: bytes | None) -> JobState | None:
+def _corrupt_record(job_id: str, exc: Exception) -> JobRecord:
+    """What a reader shows for a job key that is not a job hash: a row marked corrupt."""
+    return JobRecord(job_id, "", "", JobState.FAILED, corrupt=f"job key unreadable: {exc}")
+
+
+def _state_of(raw: Any) -> JobState | None:
     """A stored state; None if missing or not one jobq writes (a corrupt hash)."""
-    if not raw:
+    if not raw or not isinstance(raw, bytes):
         return None
     try:
         return JobState(raw.decode())
