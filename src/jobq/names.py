@@ -52,9 +52,9 @@ def _describe(ch: str) -> str:
 
 
 def shown(value: str, limit: int = 60) -> str:
-    """`value` quoted for an error message: control characters escaped, long values cut."""
-    text = escape_controls(value)
-    return repr(text if len(text) <= limit else text[:limit] + "...")
+    """`value` quoted for an error message, long values cut. `repr` escapes every character
+    the rule refuses (none of them is printable), so the message stays on one line."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 def check_name(field: str, value: object, *, reserved: tuple[str, ...] = ()) -> str:
