@@ -175,6 +175,8 @@ def test_http_refuses_bad_names_naming_the_field(http: httpx.Client) -> None:
     # An impossible id in a path is simply not found (was a 500 on the encoding).
     r = http.get("/v1/jobs/%ED%A0%80")
     assert r.status_code in (400, 404), r.text
+    r = http.get("/v1/jobs?queue=%ED%A0%80")
+    assert r.status_code in (200, 400, 422), r.text
 
 
 def test_http_names_refused_by_the_core_are_400(http: httpx.Client) -> None:

@@ -158,6 +158,8 @@ class Reads:
     ) -> tuple[list[JobRecord], str | None]:
         """One page of jobs (without payloads/results) and the cursor of the next page (None at
         the end). Raises ValueError for a cursor this listing did not produce."""
+        if queue is not None and not encodable(queue):
+            return [], None  # no queue can have this name
         sources = self._list_sources(state, queue)
         src, after = _decode_cursor(cursor, len(sources))
         out: list[JobRecord] = []
