@@ -72,13 +72,17 @@ def test_claim_reports_ids_whose_hash_is_gone(
 
 
 def test_claim_survives_non_numeric_options_and_a_wrong_type_job_key(store: Store) -> None:
-    store.submit([spec("a"), spec("num"), spec("typ")], now=T)
+    store.submit([spec("a"), spec("num"), spec("typ"), spec("frac")], now=T)
     store.r.hset(store.keys.job("num"), "max", "lots")
+    store.r.hset(store.keys.job("frac"), mapping={"timeout": "1.5", "backoff": "1e400"})
     store.r.delete(store.keys.job("typ"))
     store.r.set(store.keys.job("typ"), "not a hash")
     got = store.claim("w1", ["default"], 5, LEASE, now=T)
     assert [c.id for c in got] == ["a"]
-    assert sorted(store.dead_letters()) == ["num", "typ"]
+    assert sorted(store.dead_letters()) == ["frac", "num", "typ"]
+    frac = store.get_job("frac")
+    assert frac is not None and frac.error is not None
+    assert frac.error["message"] == "job hash has a max, timeout or backoff that is not an integer"
     rec = store.get_job("typ")  # readable, marked corrupt, not an exception
     assert rec is not None and rec.corrupt and "unreadable" in rec.corrupt
 

@@ -204,19 +204,31 @@ class Claimed:
 
     @classmethod
     def from_reply(cls, row: list[Any]) -> Claimed:
+        """Decode a claim row; claim.lua dead-letters jobs whose options do not parse, and the
+        numbers are read leniently anyway, so one odd row cannot stop a worker."""
+
         def text(v: Any) -> str:
-            return v.decode() if isinstance(v, bytes) else str(v)
+            return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+        def number(v: Any) -> int | None:
+            try:
+                return int(v) if v not in (None, b"", "") else None
+            except ValueError:
+                try:
+                    return int(float(v))
+                except (ValueError, OverflowError):
+                    return None
 
         return cls(
             id=text(row[0]),
             token=text(row[1]),
-            attempt=int(row[2]),
+            attempt=number(row[2]) or 1,
             task=text(row[3]),
             payload=row[4] if isinstance(row[4], bytes) else text(row[4]).encode(),
-            max_attempts=int(row[5] or 1),
-            timeout_ms=int(row[6]) if row[6] else None,
+            max_attempts=number(row[5]) or 1,
+            timeout_ms=number(row[6]) or None,
             queue=text(row[7]),
-            backoff_ms=int(row[8]) if row[8] else None,
+            backoff_ms=number(row[8]) or None,
             pass_results=text(row[9]) if len(row) > 9 else "",
             inputs=tuple(row[10]) if len(row) > 10 else (),
         )

@@ -18,13 +18,15 @@ expect(KEYS[5], 'hash')
 for qi = 7, #ARGV do expect(P .. K_QUEUE .. ARGV[qi], 'zset') end
 local out = {}
 local missing, malformed = {}, {}
-local function numeric_or_absent(v) return v == false or v == nil or v == '' or tonumber(v) end
+local function numeric_or_absent(v)
+  return v == false or v == nil or v == '' or string.match(v, '^%-?%d+$') ~= nil
+end
 -- Why a popped job cannot be run (nil if it can): checked before anything is written for it.
 local function malformation(f)
   if not f[2] then return 'job hash lacks field task' end
   if not f[3] then return 'job hash lacks field payload' end
   if not (numeric_or_absent(f[5]) and numeric_or_absent(f[6]) and numeric_or_absent(f[7])) then
-    return 'job hash has a non-numeric max, timeout or backoff'
+    return 'job hash has a max, timeout or backoff that is not an integer'
   end
   return nil
 end
