@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import orjson
 import pytest
-from live_master import LiveMaster
+from live_master import LiveMaster, LiveWorker
 
 from jobq import App
 from jobq.keys import worker_queue
@@ -237,3 +237,22 @@ def test_registry_walk_is_bounded_per_tick_and_the_registry_shrinks(store: Store
     ]
     assert not r.exists(k.stats(worker_queue("w7")))  # counters went with the queue
     assert len(store.queues()) == 3
+
+
+def test_a_worker_runs_the_real_jobs_around_a_malformed_one(url: str, prefix: str) -> None:
+    """The issue's row: a hash without `task` among real jobs used to strand them and stop the
+    worker; now the real ones run and the malformed one is dead-lettered."""
+    with App(url, prefix=prefix, heartbeat_ms=200, tick_ms=50) as app:
+        jobs = [app.submit("add", (i, 1)) for i in range(3)]
+        app.store.submit([spec("bad")])
+        app.store.r.hdel(app.keys.job("bad"), "task")
+        more = [app.submit("add", (i, 10)) for i in range(3)]
+        worker = LiveWorker(app, concurrency=4).start()
+        try:
+            assert [j.result(timeout=30) for j in jobs + more] == [1, 2, 3, 10, 11, 12]
+            assert worker.thread.is_alive()
+            rec = app.store.get_job("bad")
+            assert rec is not None and rec.state == JobState.FAILED
+            assert rec.error is not None and rec.error["type"] == "MalformedJob"
+        finally:
+            worker.stop()
