@@ -34,6 +34,16 @@ local function num(v, what)
   return n
 end
 
+-- A count of items in ARGV: a whole number, and exactly `per` fields each after `head`.
+local function count(v, head, per, what)
+  local n = num(v, what .. ': n')
+  if n ~= math.floor(n) or #ARGV ~= head + n * per then
+    fail_early('JOBQ_ARGS', what .. ': n = ' .. tostring(v) .. ' but ' .. (#ARGV - head) ..
+      ' item fields (' .. per .. ' per item)')
+  end
+  return n
+end
+
 local function expect(key, want)
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'none' and t ~= want then

@@ -3,8 +3,7 @@
 -- ARGV: 4 default result ttl (s), 5 n, then per job: id, token, result blob
 -- Returns: array of n codes: 1 = recorded, -1 = job not found, -2 = stale token / not running.
 -- Errors (nothing written): "JOBQ_ARGS ..." (n does not match the items given).
-local default_ttl, n = ARGV[4], num(ARGV[5], 'n')
-if #ARGV ~= 5 + n * 3 then fail_early('JOBQ_ARGS', 'complete: n = ' .. n .. ' but ' .. (#ARGV - 5) .. ' item fields') end
+local default_ttl, n = ARGV[4], count(ARGV[5], 5, 3, 'complete')
 local out = {}
 for i = 0, n - 1 do
   local b = 5 + i * 3

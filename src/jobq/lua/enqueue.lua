@@ -10,22 +10,22 @@
 --          or the id (string) of the pending job holding the same unique key.
 -- Errors (nothing written): "JOBQ_PARENT <id>: no such job", "JOBQ_CYCLE <id>", "JOBQ_ARGS ...",
 --   "JOBQ_WRONGTYPE ..." (a key the batch writes holds another type).
-local n = num(ARGV[4], 'n')
 local F = 16
-if #ARGV ~= 4 + n * F then
-  fail_early('JOBQ_ARGS', 'enqueue: n = ' .. n .. ' but ' .. (#ARGV - 4) .. ' job fields (16 per job)')
-end
+local n = count(ARGV[4], 4, F, 'enqueue')
 expect(KEYS[2], 'zset')
 expect_counter(KEYS[3])
 expect(KEYS[4], 'set')
 -- Validate every dependency first, so a bad batch changes nothing. Parents must exist or come
 -- earlier in the batch; pointing at a later job of the batch could close a cycle: refused.
-local seen, later = {}, {}
+local seen, later, checked = {}, {}, {}
 for i = 0, n - 1 do later[ARGV[4 + i * F + 1]] = true end
 for i = 0, n - 1 do
   local b = 4 + i * F
   local id, parents = ARGV[b + 1], ARGV[b + 11]
-  expect(P .. K_QUEUE .. ARGV[b + 3], 'zset')
+  if not checked[ARGV[b + 3]] then -- (once per queue of the batch, not once per job)
+    expect(P .. K_QUEUE .. ARGV[b + 3], 'zset')
+    checked[ARGV[b + 3]] = true
+  end
   if parents ~= '' then
     for pid in string.gmatch(parents, '[^,]+') do
       if pid == id then return redis.error_reply('JOBQ_CYCLE ' .. id .. ' depends on itself') end

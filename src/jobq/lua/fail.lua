@@ -7,8 +7,7 @@
 -- Returns: array of n codes: 1 = retry scheduled, 2 = failed (dead-lettered), 3 = cancelled,
 --          -1 = job not found, -2 = stale token / not running.
 -- Errors (nothing written): "JOBQ_ARGS ...", "JOBQ_WRONGTYPE ..." (scheduled/dead not zsets).
-local default_ttl, n = ARGV[4], num(ARGV[5], 'n')
-if #ARGV ~= 5 + n * 4 then fail_early('JOBQ_ARGS', 'fail: n = ' .. n .. ' but ' .. (#ARGV - 5) .. ' item fields') end
+local default_ttl, n = ARGV[4], count(ARGV[5], 5, 4, 'fail')
 for i = 0, n - 1 do num(ARGV[5 + i * 4 + 4], 'retry delay of item ' .. (i + 1)) end
 expect(KEYS[3], 'zset')
 expect(KEYS[4], 'zset')
