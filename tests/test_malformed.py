@@ -200,7 +200,8 @@ def test_dead_letter_retention_is_a_setting(url: str, prefix: str) -> None:
 def test_registry_walk_is_bounded_per_tick_and_the_registry_shrinks(store: Store) -> None:
     """20k distinct worker= names (as a flood over HTTP leaves them): each tick examines a
     bounded batch of the registry, targeted queues of gone workers leave it with their
-    counters, and live workers' queues stay."""
+    counters, an idle named queue nobody serves leaves it after gone_ms, and live workers'
+    queues stay."""
     r, k = store.r, store.keys
     gone_ms = 1_000
     store.submit(
@@ -216,20 +217,31 @@ def test_registry_walk_is_bounded_per_tick_and_the_registry_shrinks(store: Store
     r.zadd(k.workers, {"alive": now})
     r.hset(k.worker("alive"), "queues", f"{worker_queue('alive')},served")
     assert r.scard(k.queues) == 20_004
-    ticks = 0
     settled = 0
-    while True:  # bounded: the walk must end well within this many ticks
-        ticks += 1
-        assert ticks < 20_004 // QUEUES_PER_TICK * 3, "the walk never ended"
-        before = r.scard(k.queues)
-        report = tick(store, now=now, gone_ms=gone_ms)
-        settled += report.orphans_settled
-        # bounded work: each tick prunes (so examines) at most about one batch of queues
-        assert before - r.scard(k.queues) <= 2 * QUEUES_PER_TICK
-        assert report.orphans_settled <= 1000
-        if r.scard(k.queues) <= 3 and ticks > 1 and r.get(k.orphans_cursor) == b"0":
-            break
+
+    def one_pass(now: int) -> None:
+        """Tick until the walk has covered the registry once (bounded)."""
+        nonlocal settled
+        for _ in range(20_004 // QUEUES_PER_TICK * 3):
+            before = r.scard(k.queues)
+            report = tick(store, now=now, gone_ms=gone_ms)
+            settled += report.orphans_settled
+            # bounded work: each tick prunes (so examines) at most about one batch of queues
+            assert before - r.scard(k.queues) <= 2 * QUEUES_PER_TICK
+            assert report.orphans_settled <= 1000
+            if r.get(k.orphans_cursor) == b"0":
+                return
+        raise AssertionError("the walk never ended")
+
+    one_pass(now)
     assert settled == 2_000  # every job of a gone worker failed WorkerGone
+    # The gone workers' queues left at once; an idle named queue only once idle for gone_ms.
+    assert r.scard(k.queues) == 4 and r.sismember(k.queues, "idle")
+    one_pass(now + gone_ms // 2)
+    assert r.sismember(k.queues, "idle")
+    later = now + gone_ms + 1
+    r.zadd(k.workers, {"alive": later})
+    one_pass(later)
     assert sorted(m.decode() for m in r.smembers(k.queues)) == [
         "@group:g",  # holds a job
         worker_queue("alive"),  # its worker is alive (and it holds a job)

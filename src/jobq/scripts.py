@@ -30,7 +30,7 @@ import redis
 from hiredis import pack_command
 from redis.exceptions import ResponseError
 
-from .keys import GROUP_QUEUE, LUA_SUFFIXES, WORKER_QUEUE, Keys
+from .keys import LUA_SUFFIXES, WORKER_QUEUE, Keys
 
 SCRIPT_NAMES = (
     "enqueue",
@@ -57,7 +57,7 @@ def library() -> tuple[str, str]:
     """The function library: (its name, its full source)."""
     lua = resources.files("jobq") / "lua"
     consts = "".join(f"local K_{k} = '{v}'\n" for k, v in LUA_SUFFIXES.items())
-    consts += f"local Q_WORKER = '{WORKER_QUEUE}'\nlocal Q_GROUP = '{GROUP_QUEUE}'\n"
+    consts += f"local Q_WORKER = '{WORKER_QUEUE}'\n"
     parts = [consts, (lua / "_preamble.lua").read_text()]
     for name in SCRIPT_NAMES:
         body = (lua / f"{name}.lua").read_text()

@@ -4,9 +4,11 @@
 -- * a worker's own queue whose worker is gone (not seen for gone_ms): each job that has waited
 --   at least gone_ms moves to its fallback queue if it has one, else fails naming the worker;
 -- * a queue with no jobs (none queued, scheduled or running by its gauges) and no live worker
---   serving it leaves the registry, with its counters and wake-up list: a worker's queue once
---   the worker is gone, a group's queue at once (any member re-creates nothing: the next
---   submit registers it again), a named queue once no live worker lists it.
+--   serving it leaves the registry, with its counters and wake-up list: a worker's own queue
+--   as soon as the worker is gone; a named or group queue once it has stayed so for gone_ms
+--   (the first pass that finds it idle marks it, with its counters' sum: any activity since
+--   changes the sum and restarts the wait), so a queue emptied a moment ago stays listed.
+--   The next submit to a pruned queue registers it again.
 -- Group queues' jobs are left alone: any member of the group may still come.
 -- KEYS: 1 events, 2 queues set, 3 workers zset (last seen ms), 4 dead-letter zset, 5 seq, 6 cursor
 -- (KEYS[6], a string, holds the SSCAN cursor of the walk between calls.)
@@ -40,6 +42,20 @@ local function empty(queue, qk)
   if (try('ZCARD', qk) or 1) > 0 then return false end
   local g = try('HMGET', P .. K_STATS .. queue, 'scheduled', 'running') or {}
   return (tonumber(g[1]) or 0) <= 0 and (tonumber(g[2]) or 0) <= 0
+end
+
+-- Whether an idle queue has been idle for gone_ms (marking it idle now if it was not).
+local function idle_long(queue)
+  local sk = P .. K_STATS .. queue
+  local g = try('HMGET', sk, 'succeeded', 'failed', 'cancelled', 'retried', 'idle_since',
+    'idle_sum')
+  if not g then return true end -- counters unreadable (another type): nothing worth keeping
+  local sum = 0
+  for i = 1, 4 do sum = sum + (tonumber(g[i]) or 0) end
+  local since = tonumber(g[5])
+  if since and tonumber(g[6]) == sum then return NOW - since >= gone end
+  redis.call('HSET', sk, 'idle_since', NOW, 'idle_sum', sum)
+  return false
 end
 
 local function forget(queue)
@@ -83,10 +99,8 @@ for _, queue in ipairs(scan[2]) do
       end
       if empty(queue, qk) then forget(queue) end
     end
-  elseif string.sub(queue, 1, #Q_GROUP) == Q_GROUP then
-    if empty(queue, qk) then forget(queue) end
-  elseif empty(queue, qk) and not live_served()[queue] then
-    forget(queue)
+  elseif empty(queue, qk) and not live_served()[queue] and idle_long(queue) then
+    forget(queue) -- a named or group queue nobody has used or served for gone_ms
   end
 end
 redis.call('SET', KEYS[6], scan[1])
