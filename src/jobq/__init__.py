@@ -10,12 +10,14 @@ from .errors import (
     ResultTimeout,
     Retry,
 )
+from .names import InvalidName
 from .states import JobState
 from .tasks import Task, current_job
 
 __all__ = [
     "App",
     "BrokerUnavailable",
+    "InvalidName",
     "Job",
     "JobCancelled",
     "JobFailed",
