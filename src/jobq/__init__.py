@@ -12,6 +12,7 @@ from .errors import (
     ResultTimeout,
     Retry,
 )
+from .names import InvalidName
 from .states import JobState
 from .tasks import Task, current_job
 
@@ -20,6 +21,7 @@ __all__ = [
     "BrokerError",
     "BrokerFull",
     "BrokerUnavailable",
+    "InvalidName",
     "Job",
     "JobCancelled",
     "JobFailed",

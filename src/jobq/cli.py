@@ -22,15 +22,19 @@ from .errors import (
     JobqError,
     ResultTimeout,
 )
+from .names import InvalidName
 
-EXIT_FAILED, EXIT_BROKER, EXIT_NOT_FOUND, EXIT_TIMEOUT = 1, 3, 4, 5
+EXIT_FAILED, EXIT_USAGE, EXIT_BROKER, EXIT_NOT_FOUND, EXIT_TIMEOUT = 1, 2, 3, 4, 5
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
+    from .logs import configure
+
+    # Control characters in messages are escaped: a name or an error cannot forge a log line.
+    configure(
+        logging.DEBUG if verbose else logging.INFO,
+        "%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        "%H:%M:%S",
     )
 
 
@@ -59,6 +63,9 @@ def common(fn: Callable[..., Any]) -> Callable[..., Any]:
         except ResultTimeout as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_TIMEOUT)
+        except InvalidName as exc:  # a usage error: the message names the option and the fix
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
         except JobFailed as exc:
             click.echo(f"error: {exc}", err=True)
             if exc.remote_traceback:
@@ -150,16 +157,22 @@ def worker(
     prefix: str | None,
 ) -> None:
     """Run a worker for APP_PATH ('module:app')."""
+    from .names import check_name, check_queue
     from .worker import Worker
     from .worker.pools import load_app
 
+    names = [check_queue(q.strip(), "--queues") for q in queues.split(",") if q.strip()]
+    if name is not None:
+        check_name("--name", name)
+    if group is not None:
+        check_name("--group", group)
     sys.path.insert(0, os.getcwd())
     app = load_app(app_path)
     app.configure(url=url, prefix=prefix)
     _memory_policy(app, strict, "the worker")
     w = Worker(
         app,
-        [q.strip() for q in queues.split(",") if q.strip()],
+        names,
         concurrency=concurrency,
         pool=pool,
         name=name,
@@ -476,8 +489,9 @@ def server_status(data_dir: str) -> None:
 def demo(n: int, data_dir: str, verbose: bool) -> None:
     """End-to-end demo on the embedded server: a master, two workers, a few hundred jobs."""
     from .demo import run_demo
+    from .logs import configure
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
+    configure(logging.DEBUG if verbose else logging.WARNING)
     sys.exit(run_demo(n, data_dir))
 
 

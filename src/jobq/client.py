@@ -20,6 +20,7 @@ from .errors import (
 )
 from .keys import Keys, group_queue, worker_queue
 from .model import JobRecord, JobSpec, QueueInfo
+from .names import check_job_id, check_name, check_queue, check_ref, check_spec
 from .periodic import PeriodicSpec
 from .serde import Serializer
 from .states import JobState
@@ -98,10 +99,13 @@ class App:
         """Register a function as a task (usable as ``@app.task`` or ``@app.task(...)``)."""
         if rate_limit is not None:
             parse_rate(rate_limit)  # fail at declaration, not at the first claim
+        check_queue(queue)
+        if name is not None:
+            check_name("task name", name)
         opts = TaskOptions(queue, priority, retries, backoff, timeout, result_ttl, rate_limit)
 
         def register(f: Callable[..., Any]) -> Task:
-            task = Task(self, f, name or f.__name__, opts)
+            task = Task(self, f, check_name("task name", name or f.__name__), opts)
             if task.name in self.tasks and self.tasks[task.name].fn is not f:
                 raise ConfigError(f"two tasks are registered under the name {task.name!r}")
             self.tasks[task.name] = task
@@ -187,6 +191,7 @@ class App:
                 wait_replicas=self.settings.wait_replicas,
                 durable_timeout_ms=self.settings.durable_timeout_ms,
                 memory_limit=self.settings.memory_limit,
+                dead_ttl_s=self.settings.dead_ttl_s,
             )
         return self._store
 
@@ -241,6 +246,8 @@ class App:
 
     def submit_specs(self, specs: list[JobSpec]) -> list[Job]:
         """Queue prepared specs (any tasks, dependencies among them allowed) in one round trip."""
+        for s in specs:
+            check_spec(s)
         return [Job(self, i) for i in self.store.submit_ids(specs)]
 
     def spec(
@@ -269,25 +276,31 @@ class App:
             raise ConfigError("retries must be >= 0")
         timeout = opt("timeout")
         ttl = opt("result_ttl")
-        queue = str(opt("queue"))
+        queue = check_queue(opt("queue"))
         fallback = options.get("fallback")
         if options.get("worker") and options.get("worker_group"):
             raise ConfigError("give either worker or worker_group, not both")
         if options.get("worker"):
-            queue = worker_queue(str(options["worker"]))
+            queue = worker_queue(check_name("worker", options["worker"]))
         elif options.get("worker_group"):
-            queue = group_queue(str(options["worker_group"]))
+            queue = group_queue(check_name("worker_group", options["worker_group"]))
         if fallback is True:
             fallback = str(opt("queue"))
+        elif fallback:
+            check_queue(fallback, "fallback")
         parents, pass_results = _parents(options.get("depends_on"))
+        for p in parents:
+            check_ref(p, "depends_on")
+        job_id = options.get("job_id")
+        unique_key, concurrency_key = options.get("unique_key"), options.get("concurrency_key")
         if options.get("pass_results") is not None:
             pass_results = _pass_mode(options["pass_results"], len(parents))
         limit = int(options.get("concurrency_limit") or 1)
         if limit < 1:
             raise ConfigError("concurrency_limit must be >= 1")
         return JobSpec(
-            id=options.get("job_id") or new_job_id(),
-            task=task,
+            id=new_job_id() if job_id is None else check_job_id(job_id),
+            task=check_name("task", task),
             queue=queue,
             payload=self.serializer.encode_args(args, kwargs),
             priority=priority,
@@ -300,8 +313,10 @@ class App:
             delay_ms=_delay_ms(options.get("delay"), options.get("eta")),
             parents=parents,
             pass_results=pass_results,
-            unique_key=options.get("unique_key"),
-            concurrency_key=options.get("concurrency_key"),
+            unique_key=None if unique_key is None else check_name("unique_key", unique_key),
+            concurrency_key=None
+            if concurrency_key is None
+            else check_name("concurrency_key", concurrency_key),
             concurrency_limit=limit,
             fallback_queue=fallback or None,
         )

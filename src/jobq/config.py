@@ -35,7 +35,10 @@ class Settings:
     heartbeat_ms: int = 10_000
     """How often a worker extends the leases of its running jobs (keep well under lease_ms)."""
     result_ttl_s: int = 86_400
-    """How long a finished job (and its result) is kept; dead-lettered jobs stay until re-run."""
+    """How long a finished job (and its result) is kept; dead-lettered jobs: `dead_ttl_s`."""
+    dead_ttl_s: int = 7 * 86_400
+    """How long a dead-lettered (failed) job stays inspectable and re-runnable before the
+    maintenance loop drops it (0 = keep forever)."""
     events_maxlen: int = 100_000
     """Approximate cap of the event stream."""
     tick_ms: int = 200

@@ -13,10 +13,13 @@ into each script's preamble by `scripts.py`), so no key name is written anywhere
 |                         |        | score = -priority * 2^40 + seq     |                              |
 | ``wake:<queue>``        | list   | enqueue, promote, reap, claim      | idle workers (BLPOP)         |
 | ``stats:<queue>``       | hash   | every transition (counters/gauges) | queues view                  |
-| ``queues``              | set    | enqueue                            | queues view                  |
+| ``queues``              | set    | enqueue, orphans (prunes idle ones)| queues view, orphans (SSCAN) |
+| ``orphans:cursor``      | string | orphans (registry walk cursor)     | orphans                      |
 | ``scheduled``           | zset   | enqueue (eta), fail (back-off)     | promote (score = due ms)     |
 | ``leases``              | zset   | claim, heartbeat, complete, fail   | reap (score = lease deadline)|
-| ``dead``                | zset   | fail, reap (attempts exhausted)    | dead-letter list, rerun      |
+| ``dead``                | zset   | fail, reap (attempts exhausted),   | dead-letter list, rerun      |
+|                         |        | claim (malformed); trim_dead drops |                              |
+|                         |        | those past the retention           |                              |
 | ``done:<id>``           | list   | complete/fail/cancel (if waited)   | Job.result (BLPOP)           |
 | ``finished``            | zset   | complete, fail, reap, cancel       | job lists (score = finish ms)|
 |                         |        | trimmed to the result TTL by maint.|                              |
@@ -60,6 +63,7 @@ LUA_SUFFIXES: dict[str, str] = {
     "RATELIMITS": "ratelimits",
     "WORKERS": "workers",
     "DEAD": "dead",
+    "WORKER": "worker:",
 }
 
 #: Queue names (not keys) that targeted dispatch uses: a worker's own queue and its group's.
@@ -144,7 +148,7 @@ class Keys:
         return self.base + "master"
 
     def worker(self, name: str) -> str:
-        return self.base + "worker:" + name
+        return self.base + LUA_SUFFIXES["WORKER"] + name
 
     @property
     def workers(self) -> str:
@@ -159,6 +163,10 @@ class Keys:
 
     def conc(self, key: str) -> str:
         return self.base + LUA_SUFFIXES["CONC"] + key
+
+    @property
+    def orphans_cursor(self) -> str:
+        return self.base + "orphans:cursor"
 
     @property
     def periodic(self) -> str:

@@ -33,11 +33,20 @@ class TickReport:
     dead_lettered: int = 0
     periodic_fired: int = 0
     orphans_settled: int = 0
+    queues_pruned: int = 0
+    dead_trimmed: int = 0
+
+
+#: Queues of the registry examined per tick (the walk keeps its cursor between ticks), so a tick
+#: costs the same with ten queues or a hundred thousand.
+QUEUES_PER_TICK = 200
 
 
 def tick(store: Store, now: int = 0, batch: int = BATCH, gone_ms: int = 0) -> TickReport:
     """One maintenance pass: promote due scheduled jobs, reap expired leases (batched), fire
-    due periodic jobs, and settle jobs targeted at workers gone longer than `gone_ms`."""
+    due periodic jobs, drop dead letters past their retention (one batch), and take one
+    bounded step over the queue registry: settle jobs targeted at workers gone longer than
+    `gone_ms`, and prune idle queues nobody serves."""
     promoted = requeued = dead = 0
     while True:
         n = store.promote(batch, now)
@@ -51,11 +60,14 @@ def tick(store: Store, now: int = 0, batch: int = BATCH, gone_ms: int = 0) -> Ti
         if r + d < batch:
             break
     store.trim_finished(now)
-    orphaned = store.expire_targeted(gone_ms, now) if gone_ms else 0
+    trimmed = store.trim_dead(now, batch)
+    orphaned = pruned = 0
+    if gone_ms:
+        orphaned, pruned, _ = store.walk_queues(gone_ms, now, batch, QUEUES_PER_TICK)
     # Last: it submits jobs, which a full broker refuses (BrokerFull) before the recovery work
     # above is done; a refused tick fires once memory is freed.
     fired = fire_periodic(store, now)
-    return TickReport(promoted, requeued, dead, fired, orphaned)
+    return TickReport(promoted, requeued, dead, fired, orphaned, pruned, trimmed)
 
 
 def fire_periodic(store: Store, now: int = 0) -> int:

@@ -12,14 +12,46 @@ from typing import Any
 from .states import JobState
 
 
-def _s(raw: dict[bytes, bytes], name: str, default: str = "") -> str:
-    v = raw.get(name.encode())
-    return v.decode() if v is not None else default
+class _Fields:
+    """Reads one job hash field by field; a field that does not parse takes its default and is
+    noted in `problems`, so one bad field never makes the whole record (or page) unreadable."""
 
+    def __init__(self, raw: dict[bytes, bytes]) -> None:
+        self.raw = raw
+        self.problems: list[str] = []
 
-def _i(raw: dict[bytes, bytes], name: str, default: int = 0) -> int:
-    v = raw.get(name.encode())
-    return int(v) if v is not None and v != b"" else default
+    def s(self, name: str, default: str = "") -> str:
+        v = self.raw.get(name.encode())
+        if v is None:
+            return default
+        try:
+            return v.decode()
+        except UnicodeDecodeError:
+            self.problems.append(f"field {name} is not UTF-8")
+            return v.decode("utf-8", "replace")
+
+    def i(self, name: str, default: int = 0) -> int:
+        v = self.raw.get(name.encode())
+        if v is None or v == b"":
+            return default
+        try:
+            return int(v)
+        except ValueError:
+            try:
+                return int(float(v))  # Lua may write integral floats as "1e+12"
+            except ValueError:
+                self.problems.append(f"field {name} is not a number ({v[:40]!r})")
+                return default
+
+    def f(self, name: str) -> float | None:
+        v = self.raw.get(name.encode())
+        if v is None:
+            return None
+        try:
+            return float(v)
+        except ValueError:
+            self.problems.append(f"field {name} is not a number ({v[:40]!r})")
+            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,36 +126,62 @@ class JobRecord:
     progress: float | None = None
     progress_message: str = ""
     unique_key: str | None = None
+    corrupt: str | None = None
+    """What is wrong with the stored hash (None when it decodes cleanly): readers show such a
+    job as a row with this marker instead of failing the request."""
 
     @classmethod
     def from_hash(cls, job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
-        """Decode an HGETALL reply (tolerant of missing and unknown fields)."""
+        """Decode an HGETALL reply (tolerant of missing, unknown and malformed fields)."""
+        return cls.decode(job_id, raw)
+
+    @classmethod
+    def decode(cls, job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
+        """Decode a job hash field by field: never raises; problems land in `corrupt`."""
         import orjson
 
-        err = raw.get(b"error")
+        r = _Fields(raw)
+        state_text = r.s("state", "queued")
+        try:
+            state = JobState(state_text)
+        except ValueError:
+            r.problems.append(f"unknown state {state_text[:40]!r}")
+            state = JobState.QUEUED
+        for required in ("state", "task", "queue"):
+            if required.encode() not in raw:
+                r.problems.append(f"job hash lacks field {required}")
+        err: dict[str, Any] | None = None
+        if raw.get(b"error"):
+            try:
+                loaded = orjson.loads(raw[b"error"])
+                err = loaded if isinstance(loaded, dict) else {"message": str(loaded)}
+            except orjson.JSONDecodeError:
+                r.problems.append("field error is not JSON")
+                err = {"type": "Unknown", "message": r.s("error")}
         return cls(
             id=job_id,
-            task=_s(raw, "task"),
-            queue=_s(raw, "queue", "default"),
-            state=JobState(_s(raw, "state", "queued")),
-            priority=_i(raw, "pri"),
-            attempt=_i(raw, "att"),
-            max_attempts=_i(raw, "max", 1),
-            timeout_ms=_i(raw, "timeout") or None,
-            created_ms=_i(raw, "created"),
-            started_ms=_i(raw, "started") or None,
-            finished_ms=_i(raw, "finished") or None,
-            eta_ms=_i(raw, "eta") or None,
-            worker=_s(raw, "worker") or None,
-            token=_i(raw, "token") or None,
+            task=r.s("task"),
+            queue=r.s("queue", "default"),
+            state=state,
+            priority=r.i("pri"),
+            attempt=r.i("att"),
+            max_attempts=r.i("max", 1),
+            timeout_ms=r.i("timeout") or None,
+            created_ms=r.i("created"),
+            started_ms=r.i("started") or None,
+            finished_ms=r.i("finished") or None,
+            eta_ms=r.i("eta") or None,
+            worker=r.s("worker") or None,
+            token=r.i("token") or None,
             payload=raw.get(b"payload", b""),
             result=raw.get(b"result"),
-            error=orjson.loads(err) if err else None,
+            error=err,
             cancel_requested=b"cancel" in raw,
-            parents=tuple(p for p in _s(raw, "parents").split(",") if p),
-            progress=float(raw[b"progress"]) if b"progress" in raw else None,
-            progress_message=_s(raw, "progress_msg"),
-            unique_key=_s(raw, "ukey") or None,
+            parents=tuple(p for p in r.s("parents").split(",") if p),
+            progress=r.f("progress"),
+            progress_message=r.s("progress_msg"),
+            unique_key=r.s("ukey") or None,
+            corrupt="; ".join(r.problems) or None,
         )
 
 
@@ -146,19 +204,31 @@ class Claimed:
 
     @classmethod
     def from_reply(cls, row: list[Any]) -> Claimed:
+        """Decode a claim row; claim.lua dead-letters jobs whose options do not parse, and the
+        numbers are read leniently anyway, so one odd row cannot stop a worker."""
+
         def text(v: Any) -> str:
-            return v.decode() if isinstance(v, bytes) else str(v)
+            return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+        def number(v: Any) -> int | None:
+            try:
+                return int(v) if v not in (None, b"", "") else None
+            except ValueError:
+                try:
+                    return int(float(v))
+                except (ValueError, OverflowError):
+                    return None
 
         return cls(
             id=text(row[0]),
             token=text(row[1]),
-            attempt=int(row[2]),
+            attempt=number(row[2]) or 1,
             task=text(row[3]),
             payload=row[4] if isinstance(row[4], bytes) else text(row[4]).encode(),
-            max_attempts=int(row[5] or 1),
-            timeout_ms=int(row[6]) if row[6] else None,
+            max_attempts=number(row[5]) or 1,
+            timeout_ms=number(row[6]) or None,
             queue=text(row[7]),
-            backoff_ms=int(row[8]) if row[8] else None,
+            backoff_ms=number(row[8]) or None,
             pass_results=text(row[9]) if len(row) > 9 else "",
             inputs=tuple(row[10]) if len(row) > 10 else (),
         )

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from .errors import ConfigError
+from .names import check_name, check_queue
 
 MISSED_POLICIES = ("skip", "once")
 
@@ -40,6 +41,9 @@ class PeriodicSpec:
     priority: int = 0
 
     def __post_init__(self) -> None:
+        check_name("periodic name", self.name)  # it becomes part of each tick's job id
+        check_name("task", self.task)
+        check_queue(self.queue)
         if (self.cron is None) == (self.every_s is None):
             raise ConfigError(f"periodic {self.name!r}: give exactly one of cron or every")
         if self.cron is not None:

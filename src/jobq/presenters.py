@@ -34,4 +34,5 @@ def job_view(rec: JobRecord) -> dict[str, Any]:
         "error": rec.error,
         "progress": rec.progress,
         "progress_message": rec.progress_message,
+        "corrupt": rec.corrupt,
     }

@@ -48,6 +48,7 @@ SCRIPT_NAMES = (
     "progress",
     "orphans",
     "purge",
+    "trim_dead",
 )
 
 
@@ -291,9 +292,16 @@ class Scripts:
             flat.extend(it)
         return self._run(client, "complete", [self.keys.leases], flat, now)
 
-    def fail(self, client: Client, items: list[tuple[str, str, bytes, int]], now: int = 0) -> Any:
-        """Record failures (id, token, error, retry delay ms); reply: 1 retry / 2 dead / -1 / -2."""
-        flat: list[Any] = [len(items)]
+    def fail(
+        self,
+        client: Client,
+        items: list[tuple[str, str, bytes, int]],
+        default_ttl: int = 0,
+        now: int = 0,
+    ) -> Any:
+        """Record failures (id, token, error, retry delay ms); reply: 1 retry / 2 dead /
+        3 cancelled (expires after its TTL or `default_ttl`) / -1 / -2."""
+        flat: list[Any] = [default_ttl, len(items)]
         for it in items:
             flat.extend(it)
         k = self.keys
@@ -337,16 +345,23 @@ class Scripts:
         """Queue a dead-lettered job again; reply 1 / -1 not found / -3 not failed."""
         return self._run(client, "rerun", [self.keys.dead, self.keys.seq], [job_id], now)
 
-    def await_(self, client: Client, job_id: str, now: int = 0, push: bool = False) -> Any:
-        """Register a result waiter; reply 1 finished / 0 registered / -1 not found."""
-        return self._run(client, "await", [], [job_id, "1" if push else ""], now)
+    def await_(
+        self, client: Client, job_id: str, now: int = 0, push: bool = False, mode: str = ""
+    ) -> Any:
+        """Register a result waiter (mode '' first, 'renew' later slices, 'leave' to give up);
+        reply 1 finished / 0 registered / -1 not found."""
+        return self._run(client, "await", [], [job_id, "1" if push else "", mode], now)
 
-    def await_and_pop(self, job_id: str, done_key: str, block_s: float) -> tuple[int, Any]:
+    def await_and_pop(
+        self, job_id: str, done_key: str, block_s: float, renew: bool = False
+    ) -> tuple[int, Any]:
         """`await` (pushing a finished job's outcome) and a BLPOP on its done list, pipelined:
         one round trip whether the job is finished, finishes within `block_s`, or is missing.
+        `renew` for every slice after the first (the caller is registered already).
         Returns the await code and the BLPOP reply (None on timeout)."""
         conn = self._conn()
-        packed = self._pack(self._call("await", [], [job_id, "1"], 0))
+        mode = "renew" if renew else ""
+        packed = self._pack(self._call("await", [], [job_id, "1", mode], 0))
         blpop = pack_command(("BLPOP", done_key, str(block_s)))  # type: ignore[arg-type]
         try:
             conn.send_packed_command([packed + blpop])
@@ -359,7 +374,7 @@ class Scripts:
                 # Drop the connection, and with it the BLPOP queued behind; load and retry.
                 conn.disconnect()
                 self.load()
-                return self.await_and_pop(job_id, done_key, block_s)
+                return self.await_and_pop(job_id, done_key, block_s, renew)
             return int(code), conn.read_response()
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             conn.disconnect()
@@ -371,11 +386,20 @@ class Scripts:
         """Record progress of a running attempt; reply 1 / -2 (not the owner any more)."""
         return self._run(client, "progress", [], [job_id, token, fraction, message], now)
 
-    def orphans(self, client: Client, gone_ms: int, limit: int, now: int = 0) -> Any:
-        """Settle jobs targeted at workers gone for `gone_ms`; reply: count."""
+    def orphans(
+        self, client: Client, gone_ms: int, limit: int, now: int = 0, queues: int = 200
+    ) -> Any:
+        """One bounded step over the queue registry: settle jobs targeted at workers gone for
+        `gone_ms` (at most `limit` jobs), prune idle queues (of at most `queues` examined);
+        reply {jobs settled, queues pruned, 1 if a pass over the registry ended}."""
         k = self.keys
-        keys = [k.queues, k.workers, k.dead, k.seq]
-        return self._run(client, "orphans", keys, [gone_ms, limit], now)
+        keys = [k.queues, k.workers, k.dead, k.seq, k.orphans_cursor]
+        return self._run(client, "orphans", keys, [gone_ms, limit, queues], now)
+
+    def trim_dead(self, client: Client, cutoff_ms: int, limit: int, now: int = 0) -> Any:
+        """Drop up to `limit` jobs dead-lettered at or before `cutoff_ms`; reply: count."""
+        k = self.keys
+        return self._run(client, "trim_dead", [k.dead, k.finished], [cutoff_ms, limit], now)
 
     def purge(self, client: Client, queue: str, limit: int, default_ttl: int, now: int = 0) -> Any:
         """Cancel up to `limit` queued jobs of `queue`; reply: count."""

@@ -7,8 +7,8 @@ one round trip submits, claims or acknowledges many jobs.
 
 from __future__ import annotations
 
-import base64
 import contextlib
+import logging
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -24,10 +24,14 @@ from .errors import BrokerUnavailable
 from .faults import RAISED, translate
 from .keys import Keys
 from .memory import MemoryState, RoomCheck, read_memory
-from .model import Claimed, JobRecord, JobSpec, Outcome, QueueInfo, WorkerInfo
+from .model import Claimed, JobRecord, JobSpec, Outcome
+from .names import encodable, escape_controls
 from .periodic import PeriodicSpec
+from .reads import Reads
 from .scripts import Batch, Call, Scripts
 from .states import JobState
+
+log = logging.getLogger("jobq.store")
 
 #: How long a caller waiting for a result rides out a broker outage before giving up.
 WAIT_OUTAGE_S = 30.0
@@ -64,6 +68,30 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
     return redis.Redis.from_url(url, **kwargs)
 
 
+def _warn_unusable(queues: list[str], row: list[Any]) -> None:
+    """Say loudly what the claim popped but could not run (claim.lua's notice row)."""
+    n_missing, n_malformed, missing, malformed = int(row[1]), int(row[2]), row[3], row[4]
+    where = escape_controls(",".join(queues))
+    if n_missing:
+        ids = escape_controls(", ".join(i.decode("utf-8", "replace") for i in missing))
+        log.warning(
+            "claim from %s: %d queued job id(s) had no job hash and were dropped (%s): the "
+            "server lost or evicted them; is maxmemory-policy noeviction?",
+            where,
+            n_missing,
+            ids,
+        )
+    if n_malformed:
+        ids = escape_controls(", ".join(i.decode("utf-8", "replace") for i in malformed))
+        log.warning(
+            "claim from %s: dead-lettered %d malformed job(s) (%s): see their error "
+            "(MalformedJob) with `jobq status <id>`",
+            where,
+            n_malformed,
+            ids,
+        )
+
+
 def _outcome_record(job_id: str, message: bytes) -> JobRecord:
     """The record a finishing script pushed to a waiter: ``<state>|<result or error json>``."""
     state, _, payload = message.partition(b"|")
@@ -73,7 +101,7 @@ def _outcome_record(job_id: str, message: bytes) -> JobRecord:
     return JobRecord(job_id, "", "", st, error=orjson.loads(payload) if payload else None)
 
 
-class Store:
+class Store(Reads):
     """Broker operations for one deployment (client + key prefix + settings)."""
 
     def __init__(
@@ -88,6 +116,7 @@ class Store:
         wait_replicas: int = 0,
         durable_timeout_ms: int = 5_000,
         memory_limit: float = 0.9,
+        dead_ttl_s: int = 7 * 86_400,
     ) -> None:
         # redis-py's annotations cannot express decode_responses=False (replies are bytes).
         self.r: Any = client
@@ -101,6 +130,7 @@ class Store:
         )
         #: Back-pressure: submits refused past `memory_limit` of maxmemory (see memory.py).
         self.room = RoomCheck(self.memory, redact(url), memory_limit)
+        self.dead_ttl_s = dead_ttl_s
 
     def close(self) -> None:
         """Close this store's connections (the pool's and the scripts' lean ones)."""
@@ -185,7 +215,13 @@ class Store:
         """Claim up to `n` jobs from `queues` (in order) under a lease."""
         with self.broker("claiming jobs"):
             rows = self.scripts.claim(self.r, worker, queues, n, lease_ms, now)
-        return [Claimed.from_reply(r) for r in rows]
+        out = []
+        for row in rows:
+            if isinstance(row[0], int):  # the notice row: ids the claim could not run
+                _warn_unusable(queues, row)
+            else:
+                out.append(Claimed.from_reply(row))
+        return out
 
     def wake(self, queue: str) -> None:
         """Wake one worker blocked on `queue` (e.g. a worker's own queue, to stop it)."""
@@ -213,7 +249,7 @@ class Store:
                     (o.claimed.id, o.claimed.token, orjson.dumps(o.error), o.retry_delay_ms)
                     for o in bad
                 ]
-                self.scripts.fail(batch, fitems, now)
+                self.scripts.fail(batch, fitems, self.result_ttl_s, now)
             if self.durability and batch.calls:
                 batch.calls.append(self.durability.call())
             replies = self.scripts.execute(batch.calls)
@@ -264,9 +300,29 @@ class Store:
         return removed
 
     def expire_targeted(self, gone_ms: int, now: int = 0, limit: int = 1000) -> int:
-        """Fail (or fall back) jobs waiting for a worker not seen for `gone_ms`."""
+        """Fail (or fall back) jobs waiting for a worker not seen for `gone_ms` (one bounded
+        step of the registry walk, see `walk_queues`); returns how many."""
+        return self.walk_queues(gone_ms, now, limit)[0]
+
+    def walk_queues(
+        self, gone_ms: int, now: int = 0, limit: int = 1000, queues: int = 200
+    ) -> tuple[int, int, bool]:
+        """One bounded step over the queue registry (a cursor kept on the server between
+        calls): settle jobs of gone workers (at most `limit`), prune idle queues (of at most
+        `queues` examined). Returns (jobs settled, queues pruned, whether a pass ended)."""
         with self.broker("checking targeted jobs"):
-            return int(self.scripts.orphans(self.r, gone_ms, limit, now))
+            moved, pruned, wrapped = self.scripts.orphans(self.r, gone_ms, limit, now, queues)
+        return int(moved), int(pruned), bool(wrapped)
+
+    def trim_dead(self, now: int = 0, limit: int = 1000) -> int:
+        """Drop up to `limit` dead-lettered jobs older than the dead-letter retention
+        (`dead_ttl_s`; 0 keeps them forever)."""
+        if self.dead_ttl_s <= 0:
+            return 0
+        now = now or self.server_time_ms()
+        with self.broker("trimming dead letters"):
+            cutoff = now - self.dead_ttl_s * 1000
+            return int(self.scripts.trim_dead(self.r, cutoff, limit, now))
 
     # -- periodic jobs -------------------------------------------------------------------------
 
@@ -290,28 +346,6 @@ class Store:
             pipe.zrem(self.keys.periodic_next, name)
             removed, _ = pipe.execute()
         return bool(removed)
-
-    def list_periodic(self) -> list[tuple[PeriodicSpec, int | None]]:
-        """Every periodic spec with its next due time (ms)."""
-        with self.broker("listing periodic jobs"):
-            specs = self.r.hgetall(self.keys.periodic)
-            due = dict(self.r.zrange(self.keys.periodic_next, 0, -1, withscores=True))
-        return [
-            (PeriodicSpec.from_json(raw), int(due[name]) if name in due else None)
-            for name, raw in sorted(specs.items())
-        ]
-
-    def due_periodic(self, now: int) -> list[tuple[PeriodicSpec, int]]:
-        with self.broker("reading due periodic jobs"):
-            due = self.r.zrange(self.keys.periodic_next, "-inf", now, byscore=True, withscores=True)
-            if not due:
-                return []
-            raws = self.r.hmget(self.keys.periodic, [n for n, _ in due])
-        return [
-            (PeriodicSpec.from_json(raw), int(score))
-            for (_n, score), raw in zip(due, raws, strict=True)
-            if raw is not None
-        ]
 
     def advance_periodic(self, name: str, next_ms: int) -> None:
         """Move a spec's due time forward only (two masters cannot move it back)."""
@@ -344,25 +378,6 @@ class Store:
 
     # -- reads and control -------------------------------------------------------------------
 
-    def get_job(self, job_id: str) -> JobRecord | None:
-        with self.broker("reading a job"):
-            raw = self.r.hgetall(self.keys.job(job_id))
-        return JobRecord.from_hash(job_id, raw) if raw else None
-
-    def get_states(self, job_ids: list[str]) -> list[JobState | None]:
-        """The state of each job (None where there is no such job), in one round trip."""
-        with self.broker("reading job states"):
-            pipe = self.r.pipeline(transaction=False)
-            for job_id in job_ids:
-                pipe.hget(self.keys.job(job_id), "state")
-            raw = pipe.execute() if job_ids else []
-        return [JobState(v.decode()) if v else None for v in raw]
-
-    def get_state(self, job_id: str) -> JobState | None:
-        with self.broker("reading a job's state"):
-            raw = self.r.hget(self.keys.job(job_id), "state")
-        return JobState(raw.decode()) if raw else None
-
     def wait(self, job_id: str, timeout_s: float | None, full: bool = True) -> JobRecord | None:
         """Block until the job is terminal (or the timeout); returns it, None if not found.
 
@@ -372,17 +387,27 @@ class Store:
         ``full=False`` the record is built from the pushed outcome alone (state, result and
         error), saving the read after it.
         """
+        if not encodable(job_id):
+            return None
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         outage_started = 0.0
+        registered = False
         while True:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
+                if registered:  # give the registration back: the count stays one per caller
+                    with contextlib.suppress(*RAISED):
+                        self.scripts.await_(self.r, job_id, mode="leave")
                 return self.get_job(job_id)
             # Block in slices so a dead connection is noticed (socket timeout is longer); each
-            # slice registers again, in case the job expired or was re-run meanwhile.
+            # slice renews the registration (counted once per caller, not once per slice), in
+            # case the job expired or was re-run meanwhile.
             block = 5.0 if left is None else min(max(left, 0.001), 5.0)
             try:
-                code, got = self.scripts.await_and_pop(job_id, self.keys.done(job_id), block)
+                code, got = self.scripts.await_and_pop(
+                    job_id, self.keys.done(job_id), block, renew=registered
+                )
+                registered = code == 0
             except RAISED as exc:
                 err = translate(exc, redact(self.url), "waiting for a result")
                 # Waiting is safe to repeat: ride out a restart, a failover or a network blip
@@ -417,15 +442,21 @@ class Store:
                 self.r.hset(self.keys.ratelimits, mapping=limits)
 
     def cancel(self, job_id: str) -> int:
+        if not encodable(job_id):
+            return -1  # no job can have this id
         with self.broker("cancelling a job"):
             return int(self.scripts.cancel(self.r, job_id, self.result_ttl_s))
 
     def rerun(self, job_id: str) -> int:
+        if not encodable(job_id):
+            return -1
         with self.broker("re-running a job"):
             return int(self.scripts.rerun(self.r, job_id))
 
     def purge(self, queue: str, batch: int = 1000) -> int:
         """Cancel every queued job of `queue` (in batches); returns how many."""
+        if not encodable(queue):
+            return 0  # no queue can have this name
         total = 0
         while True:
             with self.broker("purging a queue"):
@@ -433,60 +464,6 @@ class Store:
             total += n
             if n < batch:
                 return total
-
-    def dead_letters(self, limit: int = 100, offset: int = 0) -> list[str]:
-        """Ids in the dead-letter set, oldest first."""
-        with self.broker("listing dead-lettered jobs"):
-            ids = self.r.zrange(self.keys.dead, offset, offset + limit - 1)
-        return [i.decode() for i in ids]
-
-    def queues(self) -> list[QueueInfo]:
-        """Depths per state and counters for every known queue, in one round trip."""
-        with self.broker("reading queues"):
-            names = sorted(n.decode() for n in self.r.smembers(self.keys.queues))
-        return self.queue_infos(names)
-
-    def queue_page(self, cursor: int = 0, limit: int = 200) -> tuple[list[QueueInfo], int]:
-        """About `limit` queues (SSCAN order; a name added meanwhile may show twice) and the
-        cursor of the next page (0 after the last), so a listing costs O(page) however many
-        queues there are."""
-        with self.broker("reading queues"):
-            nxt, raw = self.r.sscan(self.keys.queues, cursor, count=limit)
-        return self.queue_infos(sorted(n.decode() for n in raw)), int(nxt)
-
-    def has_queue(self, name: str) -> bool:
-        with self.broker("reading queues"):
-            return bool(self.r.sismember(self.keys.queues, name))
-
-    def queue_infos(self, names: list[str]) -> list[QueueInfo]:
-        """Depths and counters of the queues `names`, in one round trip."""
-        with self.broker("reading queues"):
-            pipe = self.r.pipeline(transaction=False)
-            for n in names:
-                pipe.zcard(self.keys.queue(n))
-                pipe.hgetall(self.keys.stats(n))
-            replies = pipe.execute()
-        out = []
-        for i, n in enumerate(names):
-            depth: int = replies[2 * i]
-            st: dict[bytes, bytes] = replies[2 * i + 1]
-
-            def g(f: str, st: dict[bytes, bytes] = st) -> int:
-                return int(st.get(f.encode(), 0))
-
-            out.append(
-                QueueInfo(
-                    n,
-                    depth,
-                    g("scheduled"),
-                    g("running"),
-                    g("succeeded"),
-                    g("failed"),
-                    g("cancelled"),
-                    g("retried"),
-                )
-            )
-        return out
 
     def dead_count(self) -> int:
         with self.broker("counting dead-lettered jobs"):
@@ -496,155 +473,6 @@ class Store:
         with self.broker("reading the server clock"):
             sec, usec = self.r.time()
         return int(sec) * 1000 + int(usec) // 1000
-
-    # -- listings for the HTTP API and dashboard (read-only, paged; never scans the keyspace) --
-    #
-    # Job lists walk the existing indexes (queue zsets, `scheduled`, `leases`, `dead`,
-    # `finished`) with a cursor, so a page costs O(log n + page) whatever the number of jobs.
-    # Filters the index cannot answer (task, or queue outside a queue zset) are applied to the
-    # job hashes read for the page; at most `scan` index entries are examined per call, so a
-    # rare filter returns a short (even empty) page with a cursor to continue from.
-
-    _LIST_FIELDS = (
-        "task", "queue", "state", "pri", "att", "max", "timeout", "created", "started",
-        "finished", "eta", "worker",
-    )  # fmt: skip
-
-    def list_jobs(
-        self,
-        *,
-        state: JobState | None = None,
-        queue: str | None = None,
-        task: str | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
-        scan: int = 2000,
-    ) -> tuple[list[JobRecord], str | None]:
-        """One page of jobs (without payloads/results) and the cursor of the next page (None at
-        the end). Raises ValueError for a cursor this listing did not produce."""
-        sources = self._list_sources(state, queue)
-        src, after = _decode_cursor(cursor, len(sources))
-        out: list[JobRecord] = []
-        examined = 0
-        chunk = max(1, min(limit * 2, 500))
-        with self.broker("listing jobs"):
-            while src < len(sources) and len(out) < limit and examined < scan:
-                key, rev = sources[src]
-                entries = self._index_page(key, after, min(chunk, scan - examined), rev)
-                if not entries:
-                    src, after = src + 1, None
-                    continue
-                pipe = self.r.pipeline(transaction=False)
-                for job_id, _ in entries:
-                    pipe.hmget(self.keys.job(job_id), self._LIST_FIELDS)
-                rows = pipe.execute()
-                for (job_id, score), row in zip(entries, rows, strict=True):
-                    examined += 1
-                    after = (score, job_id)
-                    if row[2] is None:  # expired, or an index entry of a vanished job
-                        continue
-                    raw = {f.encode(): v for f, v in zip(self._LIST_FIELDS, row, strict=True)}
-                    rec = JobRecord.from_hash(job_id, {k: v for k, v in raw.items() if v})
-                    if (
-                        (state is None or rec.state == state)
-                        and (queue is None or rec.queue == queue)
-                        and (task is None or rec.task == task)
-                    ):
-                        out.append(rec)
-                        if len(out) >= limit:
-                            break
-        if src >= len(sources):
-            return out, None
-        return out, _encode_cursor(src, after)
-
-    def _list_sources(self, state: JobState | None, queue: str | None) -> list[tuple[str, bool]]:
-        """The indexes to walk for a state filter, in order: (key, newest first?)."""
-        k = self.keys
-        if state in (None, JobState.QUEUED):
-            with self.broker("listing queues"):
-                names = [queue] if queue else sorted(n.decode() for n in self.r.smembers(k.queues))
-            queued = [(k.queue(n), False) for n in names]
-            if state is JobState.QUEUED:
-                return queued
-            return [*queued, (k.scheduled, False), (k.leases, False), (k.finished, True)]
-        return {
-            JobState.SCHEDULED: [(k.scheduled, False)],
-            JobState.RUNNING: [(k.leases, False)],
-            JobState.FAILED: [(k.dead, True)],
-        }.get(state, [(k.finished, True)])
-
-    def _index_page(
-        self, key: str, after: tuple[float, str] | None, n: int, rev: bool
-    ) -> list[tuple[str, float]]:
-        """Up to `n` (member, score) entries of a zset following `after` in index order."""
-        start = 0
-        if after is not None:
-            score, member = after
-            pipe = self.r.pipeline(transaction=False)
-            pipe.zscore(key, member)
-            (pipe.zrevrank if rev else pipe.zrank)(key, member)
-            cur, rank = pipe.execute()
-            if cur is None or cur != score or rank is None:
-                return self._index_page_by_score(key, after, n, rev)
-            start = rank + 1
-        got = self.r.zrange(key, start, start + n - 1, desc=rev, withscores=True)
-        return [(m.decode(), float(s)) for m, s in got]
-
-    def _index_page_by_score(
-        self, key: str, after: tuple[float, str], n: int, rev: bool
-    ) -> list[tuple[str, float]]:
-        # The cursor's member left the index: resume from its score, skipping ties before it.
-        score, member = after
-        offset = 0
-        while True:
-            if rev:
-                got = self.r.zrevrangebyscore(key, score, "-inf", offset, n, withscores=True)
-            else:
-                got = self.r.zrangebyscore(key, score, "+inf", offset, n, withscores=True)
-            rows = [(m.decode(), float(s)) for m, s in got]
-            keep = [(m, s) for m, s in rows if s != score or (m < member if rev else m > member)]
-            if keep or len(rows) < n:
-                return keep
-            offset += n
-
-    def list_workers(self, limit: int = 200) -> list[WorkerInfo]:
-        """The most recently seen workers (newest first) with their registry entries and the
-        jobs they run now (from the leases index, at most `running_scan` of them)."""
-        with self.broker("listing workers"):
-            names = self.r.zrevrange(self.keys.workers, 0, limit - 1, withscores=True)
-            pipe = self.r.pipeline(transaction=False)
-            for name, _ in names:
-                pipe.hgetall(self.keys.worker(name.decode()))
-            infos = pipe.execute()
-            running = self.running_jobs()
-        by_worker: dict[str, list[str]] = {}
-        for job_id, worker in running:
-            by_worker.setdefault(worker, []).append(job_id)
-        out = []
-        for (name, seen), info in zip(names, infos, strict=True):
-            n = name.decode()
-            out.append(
-                WorkerInfo(
-                    name=n,
-                    # Last seen in ms (server clock); scores written in seconds by older
-                    # workers are scaled up.
-                    last_seen_ms=int(seen if seen > 1e11 else seen * 1000),
-                    alive=bool(info),
-                    info={k.decode(): v.decode() for k, v in info.items()},
-                    jobs=by_worker.get(n, []),
-                )
-            )
-        return out
-
-    def running_jobs(self, limit: int = 2000) -> list[tuple[str, str]]:
-        """(job id, worker) of up to `limit` running jobs, from the leases index."""
-        with self.broker("listing running jobs"):
-            ids = [i.decode() for i in self.r.zrange(self.keys.leases, 0, limit - 1)]
-            pipe = self.r.pipeline(transaction=False)
-            for i in ids:
-                pipe.hget(self.keys.job(i), "worker")
-            workers = pipe.execute()
-        return [(i, w.decode()) for i, w in zip(ids, workers, strict=True) if w]
 
     def read_events(
         self, after: str, count: int = 500, block_ms: int | None = None
@@ -674,22 +502,3 @@ class Store:
         with self.broker("reading the leader lease"):
             v = self.r.get(self.keys.leader)
         return v.decode() if v else None
-
-
-def _encode_cursor(source: int, after: tuple[float, str] | None) -> str:
-    raw = orjson.dumps([source, *(after or ())])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str | None, n_sources: int) -> tuple[int, tuple[float, str] | None]:
-    if not cursor:
-        return 0, None
-    try:
-        v = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        src = int(v[0])
-        after = (float(v[1]), str(v[2])) if len(v) == 3 else None
-        if not 0 <= src <= n_sources or (after is not None and not isinstance(v[2], str)):
-            raise ValueError
-    except (ValueError, TypeError, IndexError, KeyError) as exc:
-        raise ValueError("cursor is not one returned by this listing") from exc
-    return src, after

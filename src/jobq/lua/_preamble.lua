@@ -14,69 +14,142 @@ local function begin(keys, args)
     local t = redis.call('TIME')
     NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   end
-  MAXLEN = args[3]
+  MAXLEN = tonumber(args[3]) or 100000
   EVENTS = keys[1]
 end
 local PRI_SPAN = 1099511627776 -- 2^40: FIFO sequence space within one priority level
+-- Most messages one outcome pushes to its waiters (each waiter registers once, see await).
+local MAX_WAITERS = 1000
+
+-- Checked before the first write. Valkey does not roll back a script that fails half-way, so a
+-- script validates its ARGV and the type of every key it depends on first, and raises here
+-- ("JOBQ_ARGS ...", "JOBQ_WRONGTYPE ..."); nothing is written then.
+local function fail_early(kind, msg)
+  error({err = kind .. ' ' .. msg})
+end
+
+local function num(v, what)
+  local n = tonumber(v)
+  if n == nil then fail_early('JOBQ_ARGS', what .. ' must be a number, got ' .. tostring(v)) end
+  return n
+end
+
+-- A count of items in ARGV: a whole number, and exactly `per` fields each after `head`.
+local function count(v, head, per, what)
+  local n = num(v, what .. ': n')
+  if n ~= math.floor(n) or #ARGV ~= head + n * per then
+    fail_early('JOBQ_ARGS', what .. ': n = ' .. tostring(v) .. ' but ' .. (#ARGV - head) ..
+      ' item fields (' .. per .. ' per item)')
+  end
+  return n
+end
+
+local function expect(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= want then
+    fail_early('JOBQ_WRONGTYPE', 'key ' .. key .. ' holds a ' .. t .. ', expected a ' .. want)
+  end
+end
+
+-- A counter INCR will run on: absent or a string holding an integer.
+local function expect_counter(key)
+  expect(key, 'string')
+  local v = redis.call('GET', key)
+  if v and not string.match(v, '^%-?%d+$') then
+    fail_early('JOBQ_WRONGTYPE', 'key ' .. key .. ' holds ' .. string.sub(v, 1, 40) ..
+      ', expected an integer counter')
+  end
+end
+
+-- A write to a side index or counter (events, stats, wake-ups, waiters, unique/concurrency
+-- keys) on a key someone corrupted: skipped (nil) instead of aborting a transition half-way.
+local function try(...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err then return nil end
+  return r
+end
+
+-- A job hash's fields, or all nil (and true) when the key holds another type: a corrupt job
+-- reads as a missing one instead of failing the script after its first write.
+local function fields(jk, ...)
+  local r = redis.pcall('HMGET', jk, ...)
+  if type(r) == 'table' and r.err then return {}, true end
+  return r, false
+end
 
 local function emit(id, state, queue, extra)
+  queue = queue or '' -- (a job hash lacking its queue must not fail the script here)
   if extra then
-    redis.call('XADD', EVENTS, 'MAXLEN', '~', MAXLEN, '*', 'job', id, 'state', state, 'queue', queue, 'info', extra)
+    try('XADD', EVENTS, 'MAXLEN', '~', MAXLEN, '*', 'job', id, 'state', state, 'queue', queue, 'info', extra)
   else
-    redis.call('XADD', EVENTS, 'MAXLEN', '~', MAXLEN, '*', 'job', id, 'state', state, 'queue', queue)
+    try('XADD', EVENTS, 'MAXLEN', '~', MAXLEN, '*', 'job', id, 'state', state, 'queue', queue)
   end
 end
 
 local function stat(queue, field, n)
-  redis.call('HINCRBY', P .. K_STATS .. queue, field, n)
+  if queue then try('HINCRBY', P .. K_STATS .. queue, field, n) end
 end
 
 -- Wake one idle worker of `queue` (at most one marker waits; claimers chain the wake-up).
 local function wake(queue)
   local w = P .. K_WAKE .. queue
-  if redis.call('LLEN', w) == 0 then
-    redis.call('RPUSH', w, '1')
+  if try('LLEN', w) == 0 then
+    try('RPUSH', w, '1')
   end
 end
 
 -- Put a job into its queue's priority set: higher priority first, FIFO within a priority.
 -- (A batch passes `seq` from one INCRBY and `nowake`, waking each queue once itself.)
+-- A queue key of another type could never be claimed from: the job is dead-lettered, saying
+-- why, rather than left `queued` in no queue. Returns false then.
 local function push_queue(id, queue, pri, seqkey, nowake, seq)
-  seq = seq or redis.call('INCR', seqkey)
-  redis.call('ZADD', P .. K_QUEUE .. queue, -(tonumber(pri) or 0) * PRI_SPAN + seq, id)
+  seq = seq or try('INCR', seqkey) or 0
+  local qk = P .. K_QUEUE .. (queue or '')
+  if not queue or not try('ZADD', qk, -(tonumber(pri) or 0) * PRI_SPAN + seq, id) then
+    local err = cjson.encode({type = queue and 'MalformedQueue' or 'MalformedJob',
+      message = queue and ('key ' .. qk .. ' is not a sorted set, so job ' .. id ..
+      ' could not be queued') or 'job hash lacks field queue', traceback = ''})
+    redis.call('HSET', P .. K_JOB .. id, 'state', 'failed', 'error', err, 'finished', NOW)
+    try('ZADD', P .. K_DEAD, NOW, id)
+    emit(id, 'failed', queue, 'malformed queue')
+    return false
+  end
   if not nowake then wake(queue) end
+  return true
 end
 
--- Release callers blocked in Job.result(): one message per registered waiter, carrying the
--- outcome ("<state>|<result blob or error json>") so the waiter needs no second round trip.
+-- Release callers blocked in Job.result(): one message per registered waiter (at most
+-- MAX_WAITERS, in one RPUSH), carrying the outcome ("<state>|<result blob or error json>") so
+-- the waiter needs no second round trip.
 local function notify(id, jobkey, waiters, state, payload)
-  local n = tonumber(waiters)
-  if n and n > 0 then
+  local n = math.min(tonumber(waiters) or 0, MAX_WAITERS)
+  if n > 0 then
     local dk = P .. K_DONE .. id
     local msg = state .. '|' .. (payload or '')
-    for _ = 1, n do
-      redis.call('RPUSH', dk, msg)
-    end
-    redis.call('EXPIRE', dk, 600)
+    local msgs = {}
+    for i = 1, n do msgs[i] = msg end
+    try('RPUSH', dk, unpack(msgs))
+    try('EXPIRE', dk, 600)
     redis.call('HDEL', jobkey, 'waiters')
   end
 end
 
 -- Index a job that reached a terminal state, newest last (job lists page through it).
 local function finished(id)
-  redis.call('ZADD', P .. K_FINISHED, NOW, id)
+  try('ZADD', P .. K_FINISHED, NOW, id)
 end
 
 -- Give back a job's concurrency-key slot, and queue the next job waiting for that key.
 local function release_slot(jk, ckey)
   if not ckey then return end
   redis.call('HDEL', jk, 'cheld')
-  if redis.call('DECR', P .. K_CONC .. ckey) < 0 then redis.call('SET', P .. K_CONC .. ckey, 0) end
+  local left = try('DECR', P .. K_CONC .. ckey)
+  if left and left < 0 then redis.call('SET', P .. K_CONC .. ckey, 0) end
   while true do
-    local wid = redis.call('LPOP', P .. K_CWAIT .. ckey)
+    local wid = try('LPOP', P .. K_CWAIT .. ckey)
     if not wid then return end
     local wjk = P .. K_JOB .. wid
-    local wf = redis.call('HMGET', wjk, 'state', 'queue', 'pri', 'cwait')
+    local wf = fields(wjk, 'state', 'queue', 'pri', 'cwait')
     if wf[1] == 'scheduled' and wf[4] then
       redis.call('HDEL', wjk, 'cwait')
       redis.call('HSET', wjk, 'state', 'queued')
@@ -89,7 +162,7 @@ local function release_slot(jk, ckey)
 end
 
 local function drop_unique(id, ukey)
-  if ukey and redis.call('GET', P .. K_UNIQUE .. ukey) == id then
+  if ukey and try('GET', P .. K_UNIQUE .. ukey) == id then
     redis.call('DEL', P .. K_UNIQUE .. ukey)
   end
 end
@@ -104,14 +177,14 @@ local function settle(id, jk, state, ukey, cheld, kids)
   release_slot(jk, cheld)
   if not kids then return end
   local ck = P .. K_CHILDREN .. id
-  local children = redis.call('SMEMBERS', ck)
+  local children = try('SMEMBERS', ck) or {}
   redis.call('DEL', ck)
   if state == 'succeeded' then
     for _, kid in ipairs(children) do
       local kjk = P .. K_JOB .. kid
-      local kf = redis.call('HMGET', kjk, 'state', 'queue', 'pri')
+      local kf = fields(kjk, 'state', 'queue', 'pri')
       -- (a cancelled or expired child is left alone: no write may recreate its hash)
-      if kf[1] == 'scheduled' and redis.call('HINCRBY', kjk, 'waiting', -1) <= 0 then
+      if kf[1] == 'scheduled' and (try('HINCRBY', kjk, 'waiting', -1) or 0) <= 0 then
         redis.call('HSET', kjk, 'state', 'queued')
         redis.call('HDEL', kjk, 'waiting')
         stat(kf[2], 'scheduled', -1)
@@ -127,7 +200,7 @@ local function settle(id, jk, state, ukey, cheld, kids)
     local item = table.remove(stack)
     local kid, parent = item[1], item[2]
     local kjk = P .. K_JOB .. kid
-    local kf = redis.call('HMGET', kjk, 'state', 'queue', 'waiters', 'ukey', 'kids')
+    local kf = fields(kjk, 'state', 'queue', 'waiters', 'ukey', 'kids')
     if kf[1] == 'scheduled' then
       local err = cjson.encode({type = 'DependencyFailed',
         message = 'parent job ' .. parent .. ' ' .. state, traceback = ''})
@@ -135,25 +208,27 @@ local function settle(id, jk, state, ukey, cheld, kids)
       redis.call('HDEL', kjk, 'waiting')
       stat(kf[2], 'scheduled', -1)
       stat(kf[2], 'failed', 1)
-      redis.call('ZADD', P .. K_DEAD, NOW, kid)
+      try('ZADD', P .. K_DEAD, NOW, kid)
       notify(kid, kjk, kf[3], 'failed', err)
       finished(kid)
       drop_unique(kid, kf[4])
       emit(kid, 'failed', kf[2], 'dependency failed')
       if kf[5] then
         local gk = P .. K_CHILDREN .. kid
-        for _, g in ipairs(redis.call('SMEMBERS', gk)) do stack[#stack + 1] = {g, kid} end
+        for _, g in ipairs(try('SMEMBERS', gk) or {}) do stack[#stack + 1] = {g, kid} end
         redis.call('DEL', gk)
       end
     end
   end
 end
 
--- Make a terminal job expire after its result TTL (0 or negative = keep forever).
+-- Make a terminal job expire after its result TTL (0 or negative = keep forever). The TTL is
+-- clamped to an integer EXPIRE accepts (a malformed one must not fail the script half-way).
+local MAX_TTL_S = 100 * 366 * 86400
 local function expire_after(jobkey, ttl, default_ttl)
   local t = tonumber(ttl) or tonumber(default_ttl) or 0
   if t > 0 then
-    redis.call('EXPIRE', jobkey, t)
+    redis.call('EXPIRE', jobkey, math.max(1, math.floor(math.min(t, MAX_TTL_S))))
   end
 end
 

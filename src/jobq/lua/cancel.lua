@@ -6,13 +6,15 @@ local id = ARGV[4]
 local jk = P .. K_JOB .. id
 local f = redis.call('HMGET', jk, 'state', 'queue', 'ttl', 'waiters', 'ukey', 'kids')
 if not f[1] then return -1 end
+expect(KEYS[2], 'zset')
+if f[1] == 'queued' then expect(P .. K_QUEUE .. (f[2] or ''), 'zset') end
 if f[1] == 'running' then
   redis.call('HSET', jk, 'cancel', NOW)
   emit(id, 'running', f[2], 'cancel requested')
   return 2
 end
 if f[1] == 'queued' then
-  redis.call('ZREM', P .. K_QUEUE .. f[2], id)
+  redis.call('ZREM', P .. K_QUEUE .. (f[2] or ''), id)
 elseif f[1] == 'scheduled' then
   -- (eta/back-off jobs sit in the scheduled set; those waiting on parents or a slot do not)
   redis.call('ZREM', KEYS[2], id)

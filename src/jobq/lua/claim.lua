@@ -4,10 +4,43 @@
 -- KEYS: 1 events, 2 leases zset, 3 fencing-token counter, 4 scheduled zset, 5 rate limits hash
 -- ARGV: 4 worker name, 5 lease_ms, 6 n, 7.. queue names (first = served first)
 -- Returns: array of {id, token, attempt, task, payload, max_attempts, timeout_ms, queue,
---          backoff_ms, pass, {parent result blobs...}}
+--          backoff_ms, pass, {parent result blobs...}}, then, if any popped id was unusable,
+--          one notice row {0, n missing, n malformed, {missing ids (first 20)},
+--          {malformed ids (first 20)}}: missing = no job hash (evicted?), malformed = a hash
+--          lacking task/payload or with non-numeric options, dead-lettered as MalformedJob.
+-- Errors (nothing written): "JOBQ_ARGS ...", "JOBQ_WRONGTYPE ..." (a key of another type).
 -- Cost: O(log n) per claimed job, independent of queue length.
-local worker, lease, want = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local worker, lease, want = ARGV[4], num(ARGV[5], 'lease_ms'), math.floor(num(ARGV[6], 'n'))
+expect(KEYS[2], 'zset')
+expect_counter(KEYS[3])
+expect(KEYS[4], 'zset')
+expect(KEYS[5], 'hash')
+for qi = 7, #ARGV do expect(P .. K_QUEUE .. ARGV[qi], 'zset') end
 local out = {}
+local missing, malformed = {}, {}
+local function numeric_or_absent(v)
+  return v == false or v == nil or v == '' or string.match(v, '^%-?%d+$') ~= nil
+end
+-- Why a popped job cannot be run (nil if it can): checked before anything is written for it.
+local function malformation(f)
+  if not f[2] then return 'job hash lacks field task' end
+  if not f[3] then return 'job hash lacks field payload' end
+  if not (numeric_or_absent(f[5]) and numeric_or_absent(f[6]) and numeric_or_absent(f[7])) then
+    return 'job hash has a max, timeout or backoff that is not an integer'
+  end
+  return nil
+end
+-- Dead-letter a job the claim cannot run, with an error naming what is wrong with it.
+local function dead_letter(id, jk, queue, why)
+  local g = fields(jk, 'waiters', 'ukey', 'kids')
+  local err = cjson.encode({type = 'MalformedJob', message = why, traceback = ''})
+  redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', NOW)
+  try('ZADD', P .. K_DEAD, NOW, id)
+  stat(queue, 'failed', 1)
+  notify(id, jk, g[1], 'failed', err)
+  settle(id, jk, 'failed', g[2], nil, g[3])
+  emit(id, 'failed', queue, 'malformed job')
+end
 local limits = {}
 local function rate_limit(task)
   local l = limits[task]
@@ -16,7 +49,9 @@ local function rate_limit(task)
     local spec = redis.call('HGET', KEYS[5], task)
     if spec then
       local count, period = string.match(spec, '^(%d+):(%d+)$')
-      if count then l = {tonumber(count), tonumber(period)} end
+      if count and tonumber(count) > 0 and tonumber(period) > 0 then
+        l = {tonumber(count), tonumber(period)}
+      end
     end
     limits[task] = l
   end
@@ -43,9 +78,18 @@ for qi = 7, #ARGV do
   for j = 1, #popped, 2 do
     local id = popped[j]
     local jk = P .. K_JOB .. id
-    local f = redis.call('HMGET', jk, 'state', 'task', 'payload', 'att', 'max', 'timeout',
+    local f, corrupt = fields(jk, 'state', 'task', 'payload', 'att', 'max', 'timeout',
       'backoff', 'ckey', 'climit', 'pass', 'parents', 'rslot')
-    if f[1] == 'queued' then
+    local why = f[1] == 'queued' and malformation(f)
+    if corrupt then
+      malformed[#malformed + 1] = id -- not a hash: nothing to mark, only the dead-letter entry
+      try('ZADD', P .. K_DEAD, NOW, id)
+    elseif not f[1] then
+      missing[#missing + 1] = id
+    elseif why then
+      malformed[#malformed + 1] = id
+      dead_letter(id, jk, queue, why)
+    elseif f[1] == 'queued' then
       local ok = true
       local rl = rate_limit(f[2])
       if rl and f[12] then
@@ -56,7 +100,7 @@ for qi = 7, #ARGV do
         -- limit with no thundering herd.
         local interval = rl[2] / rl[1]
         local rk = P .. K_RATE .. f[2]
-        local slot = math.max(tonumber(redis.call('GET', rk)) or 0, NOW)
+        local slot = math.max(tonumber(try('GET', rk)) or 0, NOW)
         redis.call('SET', rk, tostring(slot + interval), 'PX', math.ceil(slot - NOW + interval + rl[2]))
         if slot > NOW then
           redis.call('HSET', jk, 'rslot', slot)
@@ -65,14 +109,15 @@ for qi = 7, #ARGV do
         end
       end
       if ok and f[8] then
+        -- (a corrupt slot counter or wait list does not limit: the job runs rather than wait
+        -- in no list)
         local ck = P .. K_CONC .. f[8]
-        if (tonumber(redis.call('GET', ck)) or 0) >= (tonumber(f[9]) or 1) then
+        if (tonumber(try('GET', ck)) or 0) >= (tonumber(f[9]) or 1)
+            and try('RPUSH', P .. K_CWAIT .. f[8], id) then
           redis.call('HSET', jk, 'cwait', 1)
-          redis.call('RPUSH', P .. K_CWAIT .. f[8], id)
           park(id, jk, queue, nil, 'concurrency limit')
           ok = false
-        else
-          redis.call('INCR', ck)
+        elseif try('INCR', ck) then
           redis.call('HSET', jk, 'cheld', f[8])
         end
       end
@@ -86,7 +131,7 @@ for qi = 7, #ARGV do
         local inputs = {}
         if f[10] and f[11] then
           for pid in string.gmatch(f[11], '[^,]+') do
-            inputs[#inputs + 1] = redis.call('HGET', P .. K_JOB .. pid, 'result') or ''
+            inputs[#inputs + 1] = try('HGET', P .. K_JOB .. pid, 'result') or ''
           end
         end
         out[#out + 1] = {id, tok, att, f[2], f[3], f[5] or '1', f[6] or '', queue, f[7] or '',
@@ -99,5 +144,9 @@ for qi = 7, #ARGV do
   if claimed > 0 then stat(queue, 'running', claimed) end
   -- This worker is full but work remains: pass the wake-up on to another idle worker.
   if want <= 0 and redis.call('ZCARD', qk) > 0 then wake(queue) end
+end
+if #missing > 0 or #malformed > 0 then
+  local function first(t) local r = {} for i = 1, math.min(#t, 20) do r[i] = t[i] end return r end
+  out[#out + 1] = {0, #missing, #malformed, first(missing), first(malformed)}
 end
 return out

@@ -2,21 +2,21 @@
 -- KEYS: 1 events, 2 leases zset
 -- ARGV: 4 default result ttl (s), 5 n, then per job: id, token, result blob
 -- Returns: array of n codes: 1 = recorded, -1 = job not found, -2 = stale token / not running.
-local default_ttl, n = ARGV[4], tonumber(ARGV[5])
+-- Errors (nothing written): "JOBQ_ARGS ..." (n does not match the items given).
+local default_ttl, n = ARGV[4], count(ARGV[5], 5, 3, 'complete')
 local out = {}
 for i = 0, n - 1 do
   local b = 5 + i * 3
   local id, tok, blob = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local jk = P .. K_JOB .. id
-  local f = redis.call('HMGET', jk, 'state', 'token', 'queue', 'ttl', 'waiters', 'ukey', 'cheld',
-    'kids')
+  local f = fields(jk, 'state', 'token', 'queue', 'ttl', 'waiters', 'ukey', 'cheld', 'kids')
   if not f[1] then
     out[i + 1] = -1
   elseif f[1] ~= 'running' or f[2] ~= tok then
     out[i + 1] = -2
   else
     redis.call('HSET', jk, 'state', 'succeeded', 'result', blob, 'finished', NOW)
-    redis.call('ZREM', KEYS[2], id)
+    try('ZREM', KEYS[2], id)
     stat(f[3], 'running', -1)
     stat(f[3], 'succeeded', 1)
     notify(id, jk, f[5], 'succeeded', blob)

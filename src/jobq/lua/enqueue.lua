@@ -8,16 +8,24 @@
 --   (empty string = default; delay is relative to the server clock, so client skew can't shift it)
 -- Returns: array of n: 1 = created, 0 = a job with this id already exists (unchanged),
 --          or the id (string) of the pending job holding the same unique key.
--- Errors (nothing written): "JOBQ_PARENT <id>: no such job", "JOBQ_CYCLE <id>".
-local n = tonumber(ARGV[4])
+-- Errors (nothing written): "JOBQ_PARENT <id>: no such job", "JOBQ_CYCLE <id>", "JOBQ_ARGS ...",
+--   "JOBQ_WRONGTYPE ..." (a key the batch writes holds another type).
 local F = 16
+local n = count(ARGV[4], 4, F, 'enqueue')
+expect(KEYS[2], 'zset')
+expect_counter(KEYS[3])
+expect(KEYS[4], 'set')
 -- Validate every dependency first, so a bad batch changes nothing. Parents must exist or come
 -- earlier in the batch; pointing at a later job of the batch could close a cycle: refused.
-local seen, later = {}, {}
+local seen, later, checked = {}, {}, {}
 for i = 0, n - 1 do later[ARGV[4 + i * F + 1]] = true end
 for i = 0, n - 1 do
   local b = 4 + i * F
   local id, parents = ARGV[b + 1], ARGV[b + 11]
+  if not checked[ARGV[b + 3]] then -- (once per queue of the batch, not once per job)
+    expect(P .. K_QUEUE .. ARGV[b + 3], 'zset')
+    checked[ARGV[b + 3]] = true
+  end
   if parents ~= '' then
     for pid in string.gmatch(parents, '[^,]+') do
       if pid == id then return redis.error_reply('JOBQ_CYCLE ' .. id .. ' depends on itself') end
@@ -25,8 +33,14 @@ for i = 0, n - 1 do
         return redis.error_reply('JOBQ_CYCLE ' .. id .. ' depends on ' .. pid ..
           ', submitted after it in the same batch (parents must come first)')
       end
-      if not seen[pid] and redis.call('EXISTS', P .. K_JOB .. pid) == 0 then
-        return redis.error_reply('JOBQ_PARENT ' .. pid .. ': no such job (parent of ' .. id .. ')')
+      if not seen[pid] then
+        local t = redis.call('TYPE', P .. K_JOB .. pid)['ok']
+        if t == 'none' then
+          return redis.error_reply('JOBQ_PARENT ' .. pid .. ': no such job (parent of ' .. id .. ')')
+        elseif t ~= 'hash' then
+          return redis.error_reply('JOBQ_PARENT ' .. pid .. ': its key holds a ' .. t ..
+            ', not a job (parent of ' .. id .. ')')
+        end
       end
     end
   end
@@ -46,7 +60,7 @@ for i = 0, n - 1 do
   local jk = P .. K_JOB .. id
   local holder = nil
   if ukey ~= '' then
-    holder = redis.call('GET', P .. K_UNIQUE .. ukey)
+    holder = try('GET', P .. K_UNIQUE .. ukey)
     if holder and redis.call('EXISTS', P .. K_JOB .. holder) == 0 then holder = nil end
   end
   if holder then
@@ -75,10 +89,10 @@ for i = 0, n - 1 do
       if pass ~= '' then redis.call('HSET', jk, 'pass', pass) end
       for pid in string.gmatch(parents, '[^,]+') do
         local pjk = P .. K_JOB .. pid
-        local ps = redis.call('HGET', pjk, 'state')
+        local ps = try('HGET', pjk, 'state')
         if ps == 'failed' or ps == 'cancelled' then
           failed_parent, parent_state = failed_parent or pid, parent_state or ps
-        elseif ps ~= 'succeeded' and redis.call('SADD', P .. K_CHILDREN .. pid, id) == 1 then
+        elseif ps ~= 'succeeded' and try('SADD', P .. K_CHILDREN .. pid, id) == 1 then
           -- (a parent named twice counts once, or the child would wait forever)
           redis.call('HSET', pjk, 'kids', 1)
           waiting = waiting + 1
@@ -90,7 +104,7 @@ for i = 0, n - 1 do
         message = 'parent job ' .. failed_parent .. ' ' .. parent_state, traceback = ''})
       state = 'failed'
       redis.call('HSET', jk, 'state', state, 'error', err, 'finished', NOW)
-      redis.call('ZADD', P .. K_DEAD, NOW, id)
+      try('ZADD', P .. K_DEAD, NOW, id)
       stat(queue, 'failed', 1)
       settle(id, jk, 'failed', ukey ~= '' and ukey or nil, nil, nil)
     elseif waiting > 0 then

@@ -1,30 +1,36 @@
 -- fail: record a failed attempt; retry after a back-off while attempts remain, else dead-letter.
--- A job whose cancel was requested ends `cancelled` instead (it stopped because we asked).
+-- A job whose cancel was requested ends `cancelled` instead (it stopped because we asked), and
+-- expires after its result TTL like every other terminal job.
 -- KEYS: 1 events, 2 leases zset, 3 scheduled zset, 4 dead-letter zset
--- ARGV: 4 n, then per job: id, token, error json, retry delay ms (negative = never retry)
+-- ARGV: 4 default result ttl (s), 5 n, then per job: id, token, error json, retry delay ms
+--       (negative = never retry)
 -- Returns: array of n codes: 1 = retry scheduled, 2 = failed (dead-lettered), 3 = cancelled,
 --          -1 = job not found, -2 = stale token / not running.
-local n = tonumber(ARGV[4])
+-- Errors (nothing written): "JOBQ_ARGS ...", "JOBQ_WRONGTYPE ..." (scheduled/dead not zsets).
+local default_ttl, n = ARGV[4], count(ARGV[5], 5, 4, 'fail')
+for i = 0, n - 1 do num(ARGV[5 + i * 4 + 4], 'retry delay of item ' .. (i + 1)) end
+expect(KEYS[3], 'zset')
+expect(KEYS[4], 'zset')
 local out = {}
 for i = 0, n - 1 do
-  local b = 4 + i * 4
+  local b = 5 + i * 4
   local id, tok, err, delay = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
   local jk = P .. K_JOB .. id
-  local f = redis.call('HMGET', jk, 'state', 'token', 'queue', 'att', 'max', 'waiters', 'ukey',
-    'cheld', 'kids', 'cancel', 'ttl')
+  local f = fields(jk, 'state', 'token', 'queue', 'att', 'max', 'waiters', 'ukey', 'cheld', 'kids',
+    'cancel', 'ttl')
   if not f[1] then
     out[i + 1] = -1
   elseif f[1] ~= 'running' or f[2] ~= tok then
     out[i + 1] = -2
   else
-    redis.call('ZREM', KEYS[2], id)
+    try('ZREM', KEYS[2], id)
     stat(f[3], 'running', -1)
     if f[10] then
       redis.call('HSET', jk, 'state', 'cancelled', 'error', err, 'finished', NOW)
       stat(f[3], 'cancelled', 1)
       notify(id, jk, f[6], 'cancelled', err)
       settle(id, jk, 'cancelled', f[7], f[8], f[9])
-      expire_after(jk, f[11], nil)
+      expire_after(jk, f[11], default_ttl)
       emit(id, 'cancelled', f[3])
       out[i + 1] = 3
     elseif delay >= 0 and (tonumber(f[4]) or 1) < (tonumber(f[5]) or 1) then

@@ -1,30 +1,89 @@
--- orphans: settle jobs targeted at a worker that is gone (not seen for gone_ms): each job that
--- has waited at least gone_ms moves to its fallback queue if it has one, else fails naming the
--- worker. Group queues are left alone: any member of the group may still come.
--- KEYS: 1 events, 2 queues set, 3 workers zset (last seen ms), 4 dead-letter zset, 5 seq
--- ARGV: 4 gone_ms, 5 max jobs per queue in this call
--- Returns: number of jobs moved or failed.
-local gone, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
-local moved = 0
-for _, queue in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+-- orphans: one bounded step of the walk over the queue registry (SSCAN, its cursor kept in a
+-- key between calls, so the cost per call is bounded whatever the number of queues).
+-- For each queue of the step:
+-- * a worker's own queue whose worker is gone (not seen for gone_ms): each job that has waited
+--   at least gone_ms moves to its fallback queue if it has one, else fails naming the worker;
+-- * a queue with no jobs (none queued, scheduled or running by its gauges) and no live worker
+--   serving it leaves the registry, with its counters and wake-up list: a worker's own queue
+--   as soon as the worker is gone; a named or group queue once it has stayed so for gone_ms
+--   (the first pass that finds it idle marks it, with its counters' sum: any activity since
+--   changes the sum and restarts the wait), so a queue emptied a moment ago stays listed.
+--   The next submit to a pruned queue registers it again.
+-- Group queues' jobs are left alone: any member of the group may still come.
+-- KEYS: 1 events, 2 queues set, 3 workers zset (last seen ms), 4 dead-letter zset, 5 seq, 6 cursor
+-- (KEYS[6], a string, holds the SSCAN cursor of the walk between calls.)
+-- ARGV: 4 gone_ms, 5 max jobs examined in this call, 6 max queues examined in this call
+-- Returns: {jobs moved or failed, queues pruned, 1 if this call finished a pass over the
+--          registry else 0}
+-- Errors (nothing written): "JOBQ_ARGS ...", "JOBQ_WRONGTYPE ..." (registry/workers/dead).
+local gone = num(ARGV[4], 'gone_ms')
+local budget = math.floor(num(ARGV[5], 'max jobs'))
+local count = math.max(1, math.floor(num(ARGV[6], 'max queues')))
+expect(KEYS[2], 'set')
+expect(KEYS[3], 'zset')
+expect(KEYS[4], 'zset')
+local cursor = try('GET', KEYS[6]) or '0'
+if not string.match(cursor, '^%d+$') then cursor = '0' end
+local scan = redis.call('SSCAN', KEYS[2], cursor, 'COUNT', count)
+local moved, pruned = 0, 0
+local served = nil -- queues named by live workers, read once and only if needed
+local function live_served()
+  if served then return served end
+  served = {}
+  local live = redis.call('ZRANGE', KEYS[3], NOW - gone, '+inf', 'BYSCORE', 'LIMIT', 0, 1000)
+  for _, w in ipairs(live) do
+    local qs = try('HGET', P .. K_WORKER .. w, 'queues')
+    if qs then for q in string.gmatch(qs, '[^,]+') do served[q] = true end end
+  end
+  return served
+end
+
+local function empty(queue, qk)
+  if (try('ZCARD', qk) or 1) > 0 then return false end
+  local g = try('HMGET', P .. K_STATS .. queue, 'scheduled', 'running') or {}
+  return (tonumber(g[1]) or 0) <= 0 and (tonumber(g[2]) or 0) <= 0
+end
+
+-- Whether an idle queue has been idle for gone_ms (marking it idle now if it was not).
+local function idle_long(queue)
+  local sk = P .. K_STATS .. queue
+  local g = try('HMGET', sk, 'succeeded', 'failed', 'cancelled', 'retried', 'idle_since',
+    'idle_sum')
+  if not g then return true end -- counters unreadable (another type): nothing worth keeping
+  local sum = 0
+  for i = 1, 4 do sum = sum + (tonumber(g[i]) or 0) end
+  local since = tonumber(g[5])
+  if since and tonumber(g[6]) == sum then return NOW - since >= gone end
+  redis.call('HSET', sk, 'idle_since', NOW, 'idle_sum', sum)
+  return false
+end
+
+local function forget(queue)
+  redis.call('SREM', KEYS[2], queue)
+  redis.call('DEL', P .. K_STATS .. queue, P .. K_WAKE .. queue)
+  pruned = pruned + 1
+end
+
+for _, queue in ipairs(scan[2]) do
+  local qk = P .. K_QUEUE .. queue
   if string.sub(queue, 1, #Q_WORKER) == Q_WORKER then
     local name = string.sub(queue, #Q_WORKER + 1)
     local seen = tonumber(redis.call('ZSCORE', KEYS[3], name))
     if not seen or NOW - seen > gone then
-      local qk = P .. K_QUEUE .. queue
-      for _, id in ipairs(redis.call('ZRANGE', qk, 0, limit - 1)) do
+      for _, id in ipairs(budget > 0 and (try('ZRANGE', qk, 0, budget - 1) or {}) or {}) do
+        budget = budget - 1
         local jk = P .. K_JOB .. id
-        local f = redis.call('HMGET', jk, 'state', 'created', 'fallback', 'pri', 'waiters',
-          'ukey', 'kids')
+        local f = fields(jk, 'state', 'created', 'fallback', 'pri', 'waiters', 'ukey', 'kids')
         if f[1] ~= 'queued' then
           redis.call('ZREM', qk, id)
         elseif NOW - (tonumber(f[2]) or 0) >= gone then
           redis.call('ZREM', qk, id)
           if f[3] then
             redis.call('HSET', jk, 'queue', f[3])
-            push_queue(id, f[3], f[4], KEYS[5])
-            redis.call('SADD', KEYS[2], f[3])
-            emit(id, 'queued', f[3], 'worker ' .. name .. ' gone: fell back')
+            if push_queue(id, f[3], f[4], KEYS[5]) then
+              redis.call('SADD', KEYS[2], f[3])
+              emit(id, 'queued', f[3], 'worker ' .. name .. ' gone: fell back')
+            end
           else
             local err = cjson.encode({type = 'WorkerGone', message = 'worker ' .. name ..
               ' has not been seen for over ' .. math.floor(gone / 1000) .. ' s', traceback = ''})
@@ -38,7 +97,11 @@ for _, queue in ipairs(redis.call('SMEMBERS', KEYS[2])) do
           moved = moved + 1
         end
       end
+      if empty(queue, qk) then forget(queue) end
     end
+  elseif empty(queue, qk) and not live_served()[queue] and idle_long(queue) then
+    forget(queue) -- a named or group queue nobody has used or served for gone_ms
   end
 end
-return moved
+redis.call('SET', KEYS[6], scan[1])
+return {moved, pruned, scan[1] == '0' and 1 or 0}

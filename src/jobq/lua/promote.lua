@@ -2,12 +2,13 @@
 -- KEYS: 1 events, 2 scheduled zset, 3 seq counter
 -- ARGV: 4 max jobs to promote in this call
 -- Returns: number of jobs promoted.
-local ids = redis.call('ZRANGE', KEYS[2], '-inf', NOW, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[4]))
+local ids = redis.call('ZRANGE', KEYS[2], '-inf', NOW, 'BYSCORE', 'LIMIT', 0,
+  math.floor(num(ARGV[4], 'limit')))
 local moved = 0
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[2], id)
   local jk = P .. K_JOB .. id
-  local f = redis.call('HMGET', jk, 'state', 'queue', 'pri', 'rslot')
+  local f = fields(jk, 'state', 'queue', 'pri', 'rslot')
   if f[1] == 'scheduled' then
     redis.call('HSET', jk, 'state', 'queued')
     -- A rate-limited job whose reserved start slot has come goes first within its priority

@@ -5,10 +5,10 @@
 local queue = ARGV[4]
 local qk = P .. K_QUEUE .. queue
 local n = 0
-for _, id in ipairs(redis.call('ZRANGE', qk, 0, tonumber(ARGV[5]) - 1)) do
+for _, id in ipairs(redis.call('ZRANGE', qk, 0, math.floor(num(ARGV[5], 'limit')) - 1)) do
   redis.call('ZREM', qk, id)
   local jk = P .. K_JOB .. id
-  local f = redis.call('HMGET', jk, 'state', 'ttl', 'waiters', 'ukey', 'kids')
+  local f = fields(jk, 'state', 'ttl', 'waiters', 'ukey', 'kids')
   if f[1] == 'queued' then
     redis.call('HSET', jk, 'state', 'cancelled', 'finished', NOW)
     stat(queue, 'cancelled', 1)

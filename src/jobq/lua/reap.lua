@@ -3,12 +3,13 @@
 -- KEYS: 1 events, 2 leases zset, 3 dead-letter zset, 4 seq counter
 -- ARGV: 4 max jobs to reap in this call
 -- Returns: {requeued, dead_lettered}
-local ids = redis.call('ZRANGE', KEYS[2], '-inf', NOW, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[4]))
+expect(KEYS[3], 'zset')
+local ids = redis.call('ZRANGE', KEYS[2], '-inf', NOW, 'BYSCORE', 'LIMIT', 0, math.floor(num(ARGV[4], 'limit')))
 local requeued, dead = 0, 0
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[2], id)
   local jk = P .. K_JOB .. id
-  local f = redis.call('HMGET', jk, 'state', 'queue', 'att', 'max', 'pri', 'waiters', 'worker',
+  local f = fields(jk, 'state', 'queue', 'att', 'max', 'pri', 'waiters', 'worker',
     'ukey', 'cheld', 'kids')
   if f[1] == 'running' then
     stat(f[2], 'running', -1)

@@ -7,7 +7,7 @@ local moved = 0
 for i = 4, #ARGV, 2 do
   local id, tok = ARGV[i], ARGV[i + 1]
   local jk = P .. K_JOB .. id
-  local f = redis.call('HMGET', jk, 'state', 'token', 'queue', 'pri', 'att', 'cheld')
+  local f = fields(jk, 'state', 'token', 'queue', 'pri', 'att', 'cheld')
   if f[1] == 'running' and f[2] == tok then
     redis.call('ZREM', KEYS[2], id)
     release_slot(jk, f[6])

@@ -8,7 +8,7 @@ local f = redis.call('HMGET', jk, 'state', 'queue', 'pri')
 if not f[1] then return -1 end
 if f[1] ~= 'failed' then return -3 end
 redis.call('ZREM', KEYS[2], id)
-redis.call('ZREM', P .. K_FINISHED, id)
+try('ZREM', P .. K_FINISHED, id)
 redis.call('PERSIST', jk)
 redis.call('DEL', P .. K_DONE .. id) -- outcomes of the old run must not reach new waiters
 redis.call('HDEL', jk, 'finished', 'token', 'result')

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import BrokerError, BrokerFull, BrokerUnavailable, JobqError
+from ..names import InvalidName
 from . import api, compat, dashboard, events, ops, schedules
 from .context import Context
 from .events import EventHub
@@ -117,6 +118,11 @@ def _error_handlers(web: FastAPI) -> None:
     @web.exception_handler(BrokerError)
     async def broker_refused(_: Request, exc: BrokerError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, 502)
+
+    @web.exception_handler(InvalidName)
+    async def bad_name(_: Request, exc: InvalidName) -> JSONResponse:
+        # A name breaking the name rule (the message names the field, character and fix).
+        return JSONResponse({"error": str(exc)}, 400)
 
     @web.exception_handler(JobqError)
     async def refused(_: Request, exc: JobqError) -> JSONResponse:

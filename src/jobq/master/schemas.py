@@ -4,12 +4,35 @@ response shapes (so /openapi.json describes what the server really sends)."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    model_validator,
+)
 
 from ..client import MAX_PRIORITY
+from ..names import MAX_NAME_LEN, check_job_id, check_name, check_queue
+
+
+def _rule(check: Callable[[str, str], str]) -> AfterValidator:
+    def validate(value: str, info: ValidationInfo) -> str:
+        return check(value, info.field_name or "name")
+
+    return AfterValidator(validate)
+
+
+# The one name rule (jobq.names) on every name in a body; a breach is a 422 naming the field.
+Name = Annotated[str, _rule(lambda v, f: check_name(f, v))]
+QueueName = Annotated[str, _rule(check_queue)]
+JobId = Annotated[str, _rule(check_job_id)]
 
 NAME_PATTERN = r"^[A-Za-z0-9_.:@+=-]+$"
 JOB_ID_PATTERN = r"^[^,]+$"  # parents travel as one comma-separated field
@@ -24,7 +47,9 @@ class _Strict(BaseModel):
 class SubmitOptions(_Strict):
     """Options of a submit; each defaults to the task's own default, then jobq's."""
 
-    queue: str | None = Field(None, min_length=1, max_length=200, pattern=NAME_PATTERN)
+    queue: QueueName | None = Field(
+        None, min_length=1, max_length=MAX_NAME_LEN, pattern=NAME_PATTERN
+    )
     priority: int | None = Field(
         None, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="Higher runs first."
     )
@@ -45,7 +70,8 @@ class SubmitOptions(_Strict):
         None, ge=0, le=10 * YEAR_S, description="Seconds a finished job is kept (0 = forever)."
     )
     depends_on: (
-        list[Annotated[str, Field(min_length=1, max_length=200, pattern=JOB_ID_PATTERN)]] | None
+        list[Annotated[Name, Field(min_length=1, max_length=MAX_NAME_LEN, pattern=JOB_ID_PATTERN)]]
+        | None
     ) = Field(
         None,
         max_length=MAX_PARENTS,
@@ -58,7 +84,7 @@ class SubmitOptions(_Strict):
         "single parent's result (a chain), 'list' = all results in depends_on order (fan-in); "
         "true = 'one' for a single parent, else 'list'.",
     )
-    unique_key: str | None = Field(
+    unique_key: Name | None = Field(
         None,
         min_length=1,
         max_length=200,
@@ -89,7 +115,7 @@ class SubmitOptions(_Strict):
         description="With worker/worker_group: if the target is gone, run the job from this "
         "queue instead of failing it (true = the job's own queue).",
     )
-    concurrency_key: str | None = Field(
+    concurrency_key: Name | None = Field(
         None,
         min_length=1,
         max_length=200,
@@ -135,10 +161,10 @@ class SubmitOptions(_Strict):
 class JobIn(SubmitOptions):
     """One job to submit."""
 
-    task: str = Field(min_length=1, max_length=200, description="A registered task's name.")
+    task: Name = Field(min_length=1, max_length=200, description="A registered task's name.")
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    job_id: str | None = Field(
+    job_id: JobId | None = Field(
         None,
         min_length=1,
         max_length=200,
@@ -161,7 +187,7 @@ class Call(_Strict):
 class BatchIn(SubmitOptions):
     """Many jobs of one task, submitted in one round trip."""
 
-    task: str = Field(min_length=1, max_length=200)
+    task: Name = Field(min_length=1, max_length=200)
     calls: list[Call] = Field(min_length=1, max_length=10_000)
 
 
@@ -199,6 +225,9 @@ class JobSummary(BaseModel):
     started: str | None
     finished: str | None
     eta: str | None
+    corrupt: str | None = Field(
+        None, description="What is wrong with the stored record; null when it reads cleanly."
+    )
 
 
 class Dependency(BaseModel):

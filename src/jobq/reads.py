@@ -1,0 +1,359 @@
+"""Every read of the broker: jobs, states, queues, periodic specs and the paged listings.
+
+`Store` inherits these; they live apart so the module with the state changes stays small. A
+reader parses each record on its own: a corrupt job hash (a field missing or garbage, a key of
+another type) reads as a row whose `corrupt` says what is wrong, never as a failed page or a
+500, and an id that cannot even be encoded (a lone surrogate) is simply not found.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+import redis
+
+from .errors import JobqError
+from .keys import Keys
+from .model import JobRecord, QueueInfo, WorkerInfo
+from .names import encodable, escape_controls
+from .periodic import PeriodicSpec
+from .states import JobState
+
+log = logging.getLogger("jobq.store")
+
+
+class Reads:
+    """The read half of `Store` (which provides the client, the keys and `broker`)."""
+
+    r: Any
+    keys: Keys
+
+    def broker(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        raise NotImplementedError  # Store's: connection failures -> BrokerUnavailable
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        """The job (None if there is none). A corrupt hash still reads, as a record whose
+        `corrupt` says what is wrong, so it can be seen and cancelled."""
+        if not encodable(job_id):  # no job can have this id (and it cannot be sent)
+            return None
+        with self.broker("reading a job"):
+            try:
+                raw = self.r.hgetall(self.keys.job(job_id))
+            except redis.ResponseError as exc:  # the key holds another type
+                return _corrupt_record(job_id, exc)
+        return JobRecord.decode(job_id, raw) if raw else None
+
+    def get_states(self, job_ids: list[str]) -> list[JobState | None]:
+        """The state of each job (None where there is no such job), in one round trip."""
+        ids = [i for i in job_ids if encodable(i)]
+        with self.broker("reading job states"):
+            pipe = self.r.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hget(self.keys.job(job_id), "state")
+            raw = dict(zip(ids, pipe.execute(raise_on_error=False), strict=True)) if ids else {}
+        return [_state_of(raw.get(i)) for i in job_ids]
+
+    def get_state(self, job_id: str) -> JobState | None:
+        if not encodable(job_id):
+            return None
+        with self.broker("reading a job's state"):
+            try:
+                raw = self.r.hget(self.keys.job(job_id), "state")
+            except redis.ResponseError:
+                return None  # the key holds another type: no job lives there
+        return _state_of(raw)
+
+    def list_periodic(self) -> list[tuple[PeriodicSpec, int | None]]:
+        """Every periodic spec with its next due time (ms)."""
+        with self.broker("listing periodic jobs"):
+            specs = self.r.hgetall(self.keys.periodic)
+            due = dict(self.r.zrange(self.keys.periodic_next, 0, -1, withscores=True))
+        out = []
+        for name, raw in sorted(specs.items()):
+            spec = _periodic_or_none(name, raw)
+            if spec is not None:
+                out.append((spec, int(due[name]) if name in due else None))
+        return out
+
+    def due_periodic(self, now: int) -> list[tuple[PeriodicSpec, int]]:
+        with self.broker("reading due periodic jobs"):
+            due = self.r.zrange(self.keys.periodic_next, "-inf", now, byscore=True, withscores=True)
+            if not due:
+                return []
+            raws = self.r.hmget(self.keys.periodic, [n for n, _ in due])
+        out = []
+        for (name, score), raw in zip(due, raws, strict=True):
+            spec = _periodic_or_none(name, raw) if raw is not None else None
+            if spec is not None:
+                out.append((spec, int(score)))
+        return out
+
+    def dead_letters(self, limit: int = 100, offset: int = 0) -> list[str]:
+        """Ids in the dead-letter set, oldest first."""
+        with self.broker("listing dead-lettered jobs"):
+            ids = self.r.zrange(self.keys.dead, offset, offset + limit - 1)
+        return [i.decode() for i in ids]
+
+    def queues(self) -> list[QueueInfo]:
+        """Depths per state and counters for every known queue, in one round trip."""
+        with self.broker("reading queues"):
+            names = sorted(n.decode() for n in self.r.smembers(self.keys.queues))
+        return self.queue_infos(names)
+
+    def queue_page(self, cursor: int = 0, limit: int = 200) -> tuple[list[QueueInfo], int]:
+        """About `limit` queues (SSCAN order; a name added meanwhile may show twice) and the
+        cursor of the next page (0 after the last), so a listing costs O(page) however many
+        queues there are."""
+        with self.broker("reading queues"):
+            nxt, raw = self.r.sscan(self.keys.queues, cursor, count=limit)
+        return self.queue_infos(sorted(n.decode() for n in raw)), int(nxt)
+
+    def has_queue(self, name: str) -> bool:
+        with self.broker("reading queues"):
+            return bool(self.r.sismember(self.keys.queues, name))
+
+    def queue_infos(self, names: list[str]) -> list[QueueInfo]:
+        """Depths and counters of the queues `names`, in one round trip."""
+        with self.broker("reading queues"):
+            pipe = self.r.pipeline(transaction=False)
+            for n in names:
+                pipe.zcard(self.keys.queue(n))
+                pipe.hgetall(self.keys.stats(n))
+            replies = pipe.execute(raise_on_error=False)
+        out = []
+        for i, n in enumerate(names):
+            # Per queue: a key of the wrong type or a garbage counter reads as 0, never a 500.
+            depth = replies[2 * i] if isinstance(replies[2 * i], int) else 0
+            st = replies[2 * i + 1] if isinstance(replies[2 * i + 1], dict) else {}
+
+            def g(f: str, st: dict[bytes, bytes] = st) -> int:
+                try:
+                    return int(st.get(f.encode(), 0))
+                except ValueError:
+                    return 0
+
+            out.append(
+                QueueInfo(
+                    n,
+                    depth,
+                    g("scheduled"),
+                    g("running"),
+                    g("succeeded"),
+                    g("failed"),
+                    g("cancelled"),
+                    g("retried"),
+                )
+            )
+        return out
+
+    # -- listings for the HTTP API and dashboard (read-only, paged; never scans the keyspace) --
+    #
+    # Job lists walk the existing indexes (queue zsets, `scheduled`, `leases`, `dead`,
+    # `finished`) with a cursor, so a page costs O(log n + page) whatever the number of jobs.
+    # Filters the index cannot answer (task, or queue outside a queue zset) are applied to the
+    # job hashes read for the page; at most `scan` index entries are examined per call, so a
+    # rare filter returns a short (even empty) page with a cursor to continue from.
+
+    _LIST_FIELDS = (
+        "task", "queue", "state", "pri", "att", "max", "timeout", "created", "started",
+        "finished", "eta", "worker",
+    )  # fmt: skip
+
+    def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+        scan: int = 2000,
+    ) -> tuple[list[JobRecord], str | None]:
+        """One page of jobs (without payloads/results) and the cursor of the next page (None at
+        the end). Raises ValueError for a cursor this listing did not produce."""
+        if queue is not None and not encodable(queue):
+            return [], None  # no queue can have this name
+        sources = self._list_sources(state, queue)
+        src, after = _decode_cursor(cursor, len(sources))
+        out: list[JobRecord] = []
+        examined = 0
+        chunk = max(1, min(limit * 2, 500))
+        with self.broker("listing jobs"):
+            while src < len(sources) and len(out) < limit and examined < scan:
+                key, rev = sources[src]
+                entries = self._index_page(key, after, min(chunk, scan - examined), rev)
+                if not entries:
+                    src, after = src + 1, None
+                    continue
+                pipe = self.r.pipeline(transaction=False)
+                for job_id, _ in entries:
+                    pipe.hmget(self.keys.job(job_id), self._LIST_FIELDS)
+                rows = pipe.execute(raise_on_error=False)
+                for (job_id, score), row in zip(entries, rows, strict=True):
+                    examined += 1
+                    after = (score, job_id)
+                    # Per row: a corrupt hash is a row marked corrupt, never a failed page.
+                    if isinstance(row, Exception):
+                        rec = _corrupt_record(job_id, row)
+                    elif not row[2] and not any(row):
+                        continue  # expired, or an index entry of a vanished job
+                    else:
+                        raw = {f.encode(): v for f, v in zip(self._LIST_FIELDS, row, strict=True)}
+                        rec = JobRecord.decode(job_id, {k: v for k, v in raw.items() if v})
+                    if (
+                        (state is None or rec.state == state)
+                        and (queue is None or rec.queue == queue)
+                        and (task is None or rec.task == task)
+                    ):
+                        out.append(rec)
+                        if len(out) >= limit:
+                            break
+        if src >= len(sources):
+            return out, None
+        return out, _encode_cursor(src, after)
+
+    def _list_sources(self, state: JobState | None, queue: str | None) -> list[tuple[str, bool]]:
+        """The indexes to walk for a state filter, in order: (key, newest first?)."""
+        k = self.keys
+        if state in (None, JobState.QUEUED):
+            with self.broker("listing queues"):
+                names = [queue] if queue else sorted(n.decode() for n in self.r.smembers(k.queues))
+            queued = [(k.queue(n), False) for n in names]
+            if state is JobState.QUEUED:
+                return queued
+            return [*queued, (k.scheduled, False), (k.leases, False), (k.finished, True)]
+        return {
+            JobState.SCHEDULED: [(k.scheduled, False)],
+            JobState.RUNNING: [(k.leases, False)],
+            JobState.FAILED: [(k.dead, True)],
+        }.get(state, [(k.finished, True)])
+
+    def _index_page(
+        self, key: str, after: tuple[float, str] | None, n: int, rev: bool
+    ) -> list[tuple[str, float]]:
+        """Up to `n` (member, score) entries of a zset following `after` in index order."""
+        start = 0
+        if after is not None:
+            score, member = after
+            pipe = self.r.pipeline(transaction=False)
+            pipe.zscore(key, member)
+            (pipe.zrevrank if rev else pipe.zrank)(key, member)
+            cur, rank = pipe.execute()
+            if cur is None or cur != score or rank is None:
+                return self._index_page_by_score(key, after, n, rev)
+            start = rank + 1
+        got = self.r.zrange(key, start, start + n - 1, desc=rev, withscores=True)
+        return [(m.decode(), float(s)) for m, s in got]
+
+    def _index_page_by_score(
+        self, key: str, after: tuple[float, str], n: int, rev: bool
+    ) -> list[tuple[str, float]]:
+        # The cursor's member left the index: resume from its score, skipping ties before it.
+        score, member = after
+        offset = 0
+        while True:
+            if rev:
+                got = self.r.zrevrangebyscore(key, score, "-inf", offset, n, withscores=True)
+            else:
+                got = self.r.zrangebyscore(key, score, "+inf", offset, n, withscores=True)
+            rows = [(m.decode(), float(s)) for m, s in got]
+            keep = [(m, s) for m, s in rows if s != score or (m < member if rev else m > member)]
+            if keep or len(rows) < n:
+                return keep
+            offset += n
+
+    def list_workers(self, limit: int = 200) -> list[WorkerInfo]:
+        """The most recently seen workers (newest first) with their registry entries and the
+        jobs they run now (from the leases index, at most `running_scan` of them)."""
+        with self.broker("listing workers"):
+            names = self.r.zrevrange(self.keys.workers, 0, limit - 1, withscores=True)
+            pipe = self.r.pipeline(transaction=False)
+            for name, _ in names:
+                pipe.hgetall(self.keys.worker(name.decode()))
+            infos = [i if isinstance(i, dict) else {} for i in pipe.execute(raise_on_error=False)]
+            running = self.running_jobs()
+        by_worker: dict[str, list[str]] = {}
+        for job_id, worker in running:
+            by_worker.setdefault(worker, []).append(job_id)
+        out = []
+        for (name, seen), info in zip(names, infos, strict=True):
+            n = name.decode()
+            out.append(
+                WorkerInfo(
+                    name=n,
+                    # Last seen in ms (server clock); scores written in seconds by older
+                    # workers are scaled up.
+                    last_seen_ms=int(seen if seen > 1e11 else seen * 1000),
+                    alive=bool(info),
+                    info={k.decode(): v.decode() for k, v in info.items()},
+                    jobs=by_worker.get(n, []),
+                )
+            )
+        return out
+
+    def running_jobs(self, limit: int = 2000) -> list[tuple[str, str]]:
+        """(job id, worker) of up to `limit` running jobs, from the leases index."""
+        with self.broker("listing running jobs"):
+            ids = [i.decode() for i in self.r.zrange(self.keys.leases, 0, limit - 1)]
+            pipe = self.r.pipeline(transaction=False)
+            for i in ids:
+                pipe.hget(self.keys.job(i), "worker")
+            workers = pipe.execute(raise_on_error=False)
+        return [
+            (i, w.decode("utf-8", "replace"))
+            for i, w in zip(ids, workers, strict=True)
+            if isinstance(w, bytes) and w
+        ]
+
+
+def _periodic_or_none(name: bytes, raw: bytes) -> PeriodicSpec | None:
+    """A stored periodic spec, or None (logged) if it no longer decodes: one bad spec must not
+    stop every other from firing or listing."""
+    try:
+        return PeriodicSpec.from_json(raw)
+    except (ValueError, TypeError, JobqError) as exc:
+        log.warning(
+            "periodic spec %s is unreadable and skipped (%s): remove it with "
+            "`jobq periodic remove`",
+            escape_controls(name.decode("utf-8", "replace")),
+            escape_controls(str(exc)),
+        )
+        return None
+
+
+def _corrupt_record(job_id: str, exc: Exception) -> JobRecord:
+    """What a reader shows for a job key that is not a job hash: a row marked corrupt."""
+    return JobRecord(job_id, "", "", JobState.FAILED, corrupt=f"job key unreadable: {exc}")
+
+
+def _state_of(raw: Any) -> JobState | None:
+    """A stored state; None if missing or not one jobq writes (a corrupt hash)."""
+    if not raw or not isinstance(raw, bytes):
+        return None
+    try:
+        return JobState(raw.decode())
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _encode_cursor(source: int, after: tuple[float, str] | None) -> str:
+    raw = orjson.dumps([source, *(after or ())])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None, n_sources: int) -> tuple[int, tuple[float, str] | None]:
+    if not cursor:
+        return 0, None
+    try:
+        v = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        src = int(v[0])
+        after = (float(v[1]), str(v[2])) if len(v) == 3 else None
+        if not 0 <= src <= n_sources or (after is not None and not isinstance(v[2], str)):
+            raise ValueError
+    except (ValueError, TypeError, IndexError, KeyError) as exc:
+        raise ValueError("cursor is not one returned by this listing") from exc
+    return src, after
