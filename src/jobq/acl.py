@@ -51,7 +51,7 @@ ROLES = ("admin", "worker", "producer")
 #: alive, and may submit jobs from inside a task (workflows), so they get enqueue and await too.
 WORKER_SCRIPTS = (
     "claim", "complete", "fail", "heartbeat", "requeue", "progress", "enqueue", "await",
-    "leader", "reap", "promote", "orphans",
+    "leader", "reap", "promote", "orphans", "trim_dead",
 )  # fmt: skip
 PRODUCER_SCRIPTS = ("enqueue", "await", "cancel")
 
