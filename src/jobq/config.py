@@ -42,6 +42,10 @@ class Settings:
     """A job targeted at a worker not seen for this long fails (or goes to its fallback)."""
     leader_ms: int = 5_000
     """Leader lease of the maintenance loop; a new leader takes over this long after one dies."""
+    max_lost: int = 3
+    """How often a job may lose its worker (killed, or cut off past its lease) while running
+    before it is dead-lettered as a poison pill; apart from the task's retries. Jobs claimed
+    ahead that never started are released without counting."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -77,6 +81,8 @@ class Settings:
                 f"worker_gone_ms ({self.worker_gone_ms}) must be at least twice heartbeat_ms "
                 f"({self.heartbeat_ms}), or live workers are taken for gone between heartbeats"
             )
+        if self.max_lost < 1:
+            raise ConfigError(f"max_lost ({self.max_lost}) must be at least 1")
         if self.lease_ms <= 0 or self.tick_ms <= 0:
             raise ConfigError("lease_ms and tick_ms must be positive")
 

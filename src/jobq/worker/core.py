@@ -4,9 +4,10 @@ Threads and what they own:
 - main: the claim loop. Claims up to the free capacity in one script call; when nothing is
   queued, blocks on the queues' wake lists (BLPOP), never polls.
 - reporter: drains finished outcomes and records them in one pipelined round trip per batch;
-  on a broker outage it keeps the batch and retries, so no outcome is dropped.
-- heartbeat: extends the leases of every job in flight (one script call) and refreshes the
-  worker's registry entry.
+  on a broker outage it keeps the batch and retries (at once when the server answers again),
+  so no outcome is dropped.
+- heartbeat (`leases.py`): extends the leases of every job in flight, marks jobs that began,
+  and fences jobs whose lease is gone, on connections of its own with a short timeout.
 - maintenance: the scheduler ticks, only while no `jobq master` is alive.
 """
 
@@ -29,6 +30,7 @@ from ..maintenance import Maintainer
 from ..model import Claimed, Outcome
 from ..store import redact
 from ..tasks import parse_rate
+from .leases import LeaseKeeper
 from .pools import make_pool
 
 if TYPE_CHECKING:
@@ -76,7 +78,10 @@ class Worker:
         self.grace_s = grace_s
         self.settings = app.settings
         self.store = app.store
-        self.pool = make_pool(pool, app, concurrency, self._on_done, app_path)
+        self.leases = LeaseKeeper(self)
+        self.pool = make_pool(
+            pool, app, concurrency, self._on_done, app_path, may_start=self.leases.may_start
+        )
         self.pool_kind = pool
         self.inflight: dict[str, Claimed] = {}
         self.cond = threading.Condition()
@@ -94,6 +99,8 @@ class Worker:
                 is_master=False,
                 name=f"worker:{self.name}",
                 worker_gone_ms=self.settings.worker_gone_ms,
+                lease_ms=self.settings.lease_ms,
+                max_lost=self.settings.max_lost,
             )
             if maintenance
             else None
@@ -119,7 +126,7 @@ class Worker:
             log.error("could not publish rate limits / register: %s", exc)
         self.pool.start()
         self._start_thread(self._report_loop, "jobq-reporter")
-        self._start_thread(self._heartbeat_loop, "jobq-heartbeat")
+        self._start_thread(self.leases.run, "jobq-heartbeat")
         if self.maintainer:
             self._threads.append(self.maintainer.start_thread())
         log.info(
@@ -154,6 +161,7 @@ class Worker:
         if immediate:
             self.immediate.set()
         self.stopping.set()
+        self.leases.wake.set()
         with self.cond:
             self.cond.notify_all()
         # Interrupt the claim loop's blocking wait through this worker's own wake list (no
@@ -186,10 +194,16 @@ class Worker:
                 while len(self.inflight) >= self.capacity and not self.stopping.is_set():
                     self.cond.wait(1.0)
                 free = min(self.capacity - len(self.inflight), CLAIM_BATCH)
+                # Jobs that go into idle slots at once are marked begun by the claim itself
+                # (the async pool starts everything it is given); the rest are claimed ahead.
+                idle = free if self.pool_kind == "async" else self.concurrency - len(self.inflight)
+                start = max(0, min(free, idle))
             if self.stopping.is_set():
                 return
             try:
-                jobs = self.store.claim(self.name, self.queues, free, self.settings.lease_ms)
+                jobs = self.store.claim(
+                    self.name, self.queues, free, self.settings.lease_ms, start=start
+                )
                 if not jobs:
                     self.store.wait_for_work(self.queues, 1.0)
                     continue
@@ -200,16 +214,28 @@ class Worker:
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            with self.cond:
-                for c in jobs:
-                    self.inflight[c.id] = c
-            for c in jobs:
-                self.pool.submit(c)
+            self._hand_over(jobs, start)
             if drained:
                 with contextlib.suppress(BrokerUnavailable):  # the next claim reports it
                     self.store.wait_for_work(self.queues, 1.0)
 
+    def _hand_over(self, jobs: list[Claimed], start: int) -> None:
+        """Give claimed jobs to the pool in order; a suspect (its worker died under it before)
+        runs alone, and the jobs claimed after it wait until it is done."""
+        with self.cond:
+            for c in jobs:
+                self.inflight[c.id] = c
+            self.leases.claimed(jobs, start)
+        for i, c in enumerate(jobs):
+            if c.lost and not self.leases.run_alone(c, jobs[i + 1 :]):
+                self._requeue(jobs[i:], "not started (stopping)")
+                return
+            if not c.lost:
+                self.pool.submit(c)
+
     def _on_done(self, outcome: Outcome) -> None:
+        if self.leases.discard(outcome):
+            return
         # Exponential moving average; races between pool threads only blur it slightly.
         self.avg_runtime_s += (outcome.runtime_s - self.avg_runtime_s) * 0.05
         # The only job in flight and the reporter idle: record it from this thread, saving a
@@ -271,7 +297,7 @@ class Worker:
                 )
         with self.cond:
             for o in batch:
-                self.inflight.pop(o.claimed.id, None)
+                self.leases.forget(o.claimed.id)
             self.processed += len(batch)
             self.cond.notify_all()
 
@@ -282,23 +308,12 @@ class Worker:
                 return self.store.report(batch)
             except BrokerUnavailable as exc:
                 log.error("%s; keeping %d outcome(s), retrying in %.1fs", exc, len(batch), backoff)
-                time.sleep(backoff)
+                # The heartbeat thread probes the server often during an outage and sets
+                # `reachable` when it answers: report at once then, not after a long back-off
+                # (a finished job must not sit here until the reaper takes its lease).
+                self.leases.reachable.clear()
+                self.leases.reachable.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
-
-    def _heartbeat_loop(self) -> None:
-        period = self.settings.heartbeat_ms / 1000
-        while not self.done.wait(period):
-            with self.cond:
-                items = [(c.id, c.token) for c in self.inflight.values()]
-            try:
-                lost, cancel = self.store.heartbeat(items, self.settings.lease_ms, worker=self.name)
-                self.store.register_worker(self.name, self._info(), self.settings.lease_ms * 3)
-            except BrokerUnavailable as exc:
-                log.error("heartbeat failed: %s", exc)
-                continue
-            for job_id in lost:
-                log.warning("lost the lease of job %s; its outcome will be discarded", job_id)
-            self._enforce_cancels(cancel)
 
     def _enforce_cancels(self, requested: set[str]) -> None:
         """Hard-stop jobs still running `cancel_grace_s` after their cancel was requested
@@ -358,6 +373,7 @@ class Worker:
             self.inflight.clear()
         self._requeue(left_over, "still running at shutdown")
         self.done.set()
+        self.leases.wake.set()
         if self.maintainer:
             self.maintainer.stop_event.set()
         # Join the loops that talk to the broker, so none is mid-call (or re-takes the leader
@@ -376,7 +392,8 @@ class Worker:
             return
         with self.cond:
             for c in jobs:
-                self.inflight.pop(c.id, None)
+                self.leases.forget(c.id)
+            self.cond.notify_all()
         try:
             n = self.store.requeue([(c.id, c.token) for c in jobs])
             log.info("requeued %d job(s) %s", n, why)

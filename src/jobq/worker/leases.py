@@ -1,0 +1,260 @@
+"""The worker's side of its leases: heartbeats, begin marks, and self-fencing.
+
+Why begin marks: when a worker dies, the reaper must tell the jobs it was running (a lost worker:
+counted, so a poison pill ends dead-lettered) from the ones it had only claimed ahead (released,
+not counted). The cheapest reliable way to tell the server which jobs began:
+- jobs that go into idle slots at once are marked by the claim script itself (no extra call: the
+  common case of an idle worker and of a job that kills its worker the instant it starts);
+- a prefetched job that starts later is marked by a heartbeat call nudged the moment it starts.
+  The nudge carries every start since the previous one, so under load one call marks many jobs
+  and the hot path (claim, run, report) gains no round trip; it runs on the heartbeat thread,
+  never on the path of a job.
+- a mark lost in flight (the job killed its worker before the nudge landed) is caught by the
+  reaper's bound on releases of one job.
+
+Self-fencing: a heartbeat that learns a lease is gone stops the attempt where the pool can
+(process: kill the child; async: cancel the task; thread: cannot, so its outcome is discarded),
+and a prefetched job whose lease is gone never starts. Heartbeats run on connections of their
+own with a short socket timeout, so a partition is noticed and logged within a lease; while they
+fail past the lease, no prefetched job starts (its lease is surely gone), and the log says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from ..errors import BrokerUnavailable
+from ..model import Claimed, Outcome
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..store import Store
+    from .pools import Pool
+
+log = logging.getLogger("jobq.worker")
+
+#: How soon a failed heartbeat is tried again (an outage is noticed, and its end, quickly).
+RETRY_S = 0.25
+
+
+class Host(Protocol):
+    """What the lease keeper needs of its worker."""
+
+    name: str
+    settings: Settings
+    store: Store
+    pool: Pool
+    cond: threading.Condition
+    inflight: dict[str, Claimed]
+    stopping: threading.Event
+    done: threading.Event
+
+    def _info(self) -> dict[str, str]: ...
+    def _enforce_cancels(self, requested: set[str]) -> None: ...
+    def _requeue(self, jobs: list[Claimed], why: str) -> None: ...
+
+
+def heartbeat_timeout_s(settings: Settings) -> float:
+    """Socket timeout of heartbeat calls: short against the lease (a call that hangs must fail,
+    and be retried, well before the lease runs out), but not so short that a busy server fails
+    healthy heartbeats."""
+    return max(0.2, min(2.0, settings.lease_ms / 10_000))
+
+
+class LeaseKeeper:
+    """Bookkeeping of the worker's jobs as the server sees them (all under the worker's cond)."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.marked: set[str] = set()  # begin mark made (by the claim) or sent
+        self.to_mark: list[tuple[str, str]] = []  # started, mark not sent yet
+        self.started: set[str] = set()  # running in the pool now
+        self.finished: set[str] = set()  # outcome produced, not reported yet
+        self.fenced: set[str] = set()  # lease gone: never start, discard the outcome
+        self.wake = threading.Event()  # a nudge (a job started) or shutdown
+        self.reachable = threading.Event()  # set by each heartbeat the server answers
+        self.ok_at = time.monotonic()
+        self.stale_logged = False
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = self.host.store.for_heartbeats(heartbeat_timeout_s(self.host.settings))
+        return self._store
+
+    # -- called with host.cond held ----------------------------------------------------------
+
+    def claimed(self, jobs: list[Claimed], start: int) -> None:
+        """Note which of a claim's jobs the claim script marked begun (see claim.lua)."""
+        for c in jobs:
+            if c.lost or start <= 0:
+                return
+            self.marked.add(c.id)
+            start -= 1
+
+    def forget(self, job_id: str) -> None:
+        self.host.inflight.pop(job_id, None)
+        for s in (self.marked, self.started, self.finished, self.fenced):
+            s.discard(job_id)
+
+    # -- called by the pools -------------------------------------------------------------------
+
+    def may_start(self, c: Claimed) -> bool | None:
+        """Whether a pool may start `c` now: True; False = never (its lease is gone); None =
+        not yet (heartbeats have failed past the lease: ask again shortly)."""
+        h = self.host
+        with h.cond:
+            if c.id in self.fenced or c.id not in h.inflight:
+                if c.id in self.fenced:
+                    log.warning("job %s not started: its lease is gone", c.id)
+                self.forget(c.id)
+                h.cond.notify_all()
+                return False
+        if self.stale():
+            if h.stopping.is_set():
+                h._requeue([c], "not started (stopping during an outage)")
+                return False
+            return None
+        with h.cond:
+            self.started.add(c.id)
+            if c.id in self.marked:
+                return True
+            self.marked.add(c.id)
+            self.to_mark.append((c.id, c.token))
+        self.wake.set()
+        return True
+
+    def discard(self, outcome: Outcome) -> bool:
+        """True if the outcome belongs to a fenced attempt (dropped, never reported)."""
+        c = outcome.claimed
+        with self.host.cond:
+            self.started.discard(c.id)
+            if c.id not in self.fenced:
+                self.finished.add(c.id)
+                return False
+            self.forget(c.id)
+            self.host.cond.notify_all()
+        log.warning(
+            "outcome of job %s (attempt %d) discarded: its lease was lost while it ran (fenced)",
+            c.id,
+            c.attempt,
+        )
+        return True
+
+    def stale(self) -> bool:
+        """Heartbeats have failed for longer than a lease: the server has taken our jobs."""
+        return time.monotonic() - self.ok_at > self.host.settings.lease_ms / 1000
+
+    # -- suspects ------------------------------------------------------------------------------
+
+    def run_alone(self, c: Claimed, after: list[Claimed]) -> bool:
+        """Run a suspect with nothing else running beside it (so that if it kills this worker,
+        the crash is blamed on it alone): wait for the others, mark it begun, run it, wait for
+        its outcome. False if the worker is stopping (the caller requeues it and `after`)."""
+        h = self.host
+        held = {c.id, *(x.id for x in after)}
+        log.warning("job %s lost its worker %d time(s) before; running it alone", c.id, c.lost)
+        with h.cond:
+            while not h.stopping.is_set() and set(h.inflight) - held:
+                h.cond.wait(0.2)
+        lost: set[str] = set()
+        while not h.stopping.is_set():
+            try:
+                lost, _ = self.store.heartbeat([], h.settings.lease_ms, began=[(c.id, c.token)])
+                break
+            except BrokerUnavailable as exc:
+                log.error("cannot mark suspect job %s begun (%s); retrying", c.id, exc)
+                h.stopping.wait(RETRY_S)
+        if h.stopping.is_set():
+            return False
+        with h.cond:
+            if c.id in lost:
+                self.forget(c.id)
+                log.warning("job %s not started: its lease is gone", c.id)
+                return True
+            self.marked.add(c.id)
+        h.pool.submit(c)
+        with h.cond:
+            while c.id in h.inflight and c.id not in self.finished and c.id not in self.fenced:
+                h.cond.wait(0.2)
+        return True
+
+    # -- the heartbeat thread ------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Heartbeat every `heartbeat_ms`, and at once when nudged by a start."""
+        h = self.host
+        period = h.settings.heartbeat_ms / 1000
+        lease_s = h.settings.lease_ms / 1000
+        next_full = time.monotonic() + period
+        failing_since: float | None = None
+        warned_stale = False
+        while not h.done.is_set():
+            self.wake.wait(max(0.0, next_full - time.monotonic()))
+            self.wake.clear()
+            if h.done.is_set():
+                return
+            now = time.monotonic()
+            full = now >= next_full
+            with h.cond:
+                marks, self.to_mark = self.to_mark, []
+                items = [(c.id, c.token) for c in h.inflight.values()] if full else []
+            if not full and not marks:
+                continue
+            try:
+                lost, cancel = self.store.heartbeat(
+                    items, h.settings.lease_ms, worker=h.name if full else "", began=marks
+                )
+                if full:
+                    self.store.register_worker(h.name, h._info(), h.settings.lease_ms * 3)
+            except BrokerUnavailable as exc:
+                with h.cond:
+                    self.to_mark[:0] = marks
+                if failing_since is None:
+                    failing_since = now
+                    log.error("heartbeat failed: %s; retrying every %.2fs", exc, RETRY_S)
+                elif not warned_stale and now - failing_since > lease_s:
+                    warned_stale = True
+                    log.error(
+                        "heartbeats have failed for %.1fs, longer than the lease (%.1fs): the "
+                        "server will have taken this worker's jobs back; starting no prefetched "
+                        "job until it answers",
+                        now - failing_since,
+                        lease_s,
+                    )
+                next_full = now + min(period, RETRY_S)
+                continue
+            self.ok_at = time.monotonic()
+            self.reachable.set()
+            if failing_since is not None:
+                log.info("heartbeats answer again after %.1fs", self.ok_at - failing_since)
+                failing_since, warned_stale = None, False
+            if full:
+                next_full = self.ok_at + period
+            self.fence(lost)
+            if full:
+                h._enforce_cancels(cancel)
+
+    def fence(self, lost: set[str]) -> None:
+        """Stop (or at least never start, and discard) attempts whose lease is gone."""
+        h = self.host
+        for job_id in lost:
+            with h.cond:
+                if job_id not in h.inflight or job_id in self.finished or job_id in self.fenced:
+                    continue  # reported meanwhile (or already fenced): nothing to stop
+                self.fenced.add(job_id)
+                running = job_id in self.started
+            if not running:
+                log.warning("lost the lease of job %s before it started: it will not start", job_id)
+            elif h.pool.cancel(job_id):
+                log.warning("lost the lease of job %s (reaped or taken over): stopped it", job_id)
+            else:
+                log.warning(
+                    "lost the lease of job %s (reaped or taken over); this pool cannot stop a "
+                    "running thread, so its outcome will be discarded",
+                    job_id,
+                )
