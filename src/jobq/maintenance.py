@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 
 from .errors import BrokerUnavailable
@@ -109,6 +110,11 @@ class Maintainer:
         # their leases are taken for dead. 0 = no grace running.
         self.reap_after = 0
         self.run_id: str | None = None
+        # A live step that finds it could not reach the server for this long (an outage, the
+        # server or this process stalled: SIGSTOP, a call hung in a partition) grants the grace
+        # too, even if no call failed outright.
+        self.stall_s = max(lease_ms / 4000, 5 * tick_ms / 1000)
+        self.last_ok = time.monotonic()
         self.tick_ms = tick_ms
         self.leader_ms = leader_ms
         self.is_master = is_master
@@ -120,6 +126,11 @@ class Maintainer:
 
     def step(self, now: int = 0) -> TickReport | None:
         """Renew presence/leadership, then tick if leading; None when another process leads."""
+        report = self._step(now)
+        self.last_ok = time.monotonic()  # (not after a failed step: an outage is a gap)
+        return report
+
+    def _step(self, now: int) -> TickReport | None:
         if self.is_master:
             self.store.mark_master_alive(self.name, self.leader_ms)
         elif self.store.master_alive():
@@ -137,6 +148,9 @@ class Maintainer:
         rid = self.store.server_run_id()
         if self.run_id is not None and rid != self.run_id:
             self.grant_grace("the server restarted (new run id)", now)
+        elif not now and time.monotonic() - self.last_ok > self.stall_s:
+            gap = time.monotonic() - self.last_ok
+            self.grant_grace(f"no contact with the server for {gap:.1f}s", now)
         self.run_id = rid
         reap = True
         if self.reap_after:
@@ -169,8 +183,6 @@ class Maintainer:
         down = False
         while not self.stop_event.is_set():
             try:
-                if down:
-                    self.grant_grace("broker reachable again")
                 self.step()
                 if down:
                     log.info("broker reachable again; maintenance resumes")

@@ -41,14 +41,14 @@ for k = #ids, 1, -1 do
     if not began and rel < MAX_RELEASES then
       release_slot(jk, f[9])
       redis.call('HSET', jk, 'state', 'queued', 'att', att, 'rel', rel + 1)
-      redis.call('HDEL', jk, 'token')
+      redis.call('HDEL', jk, 'token', 'began')
       push_front(id, f[2], f[5])
       emit(id, 'queued', f[2], 'released: never started on lost worker ' .. tostring(f[7]))
       requeued = requeued + 1
     elseif lost + 1 < max_lost then
       release_slot(jk, f[9])
       redis.call('HSET', jk, 'state', 'queued', 'att', att, 'lost', lost + 1, 'rel', 0)
-      redis.call('HDEL', jk, 'token')
+      redis.call('HDEL', jk, 'token', 'began')
       push_front(id, f[2], f[5])
       stat(f[2], 'retried', 1)
       emit(id, 'queued', f[2], 'lease expired: worker ' .. tostring(f[7]) .. ' lost (' ..

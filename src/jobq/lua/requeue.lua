@@ -14,7 +14,7 @@ for i = #ARGV - 1, 4, -2 do
     redis.call('ZREM', KEYS[2], id)
     release_slot(jk, f[6])
     redis.call('HSET', jk, 'state', 'queued', 'att', math.max((tonumber(f[5]) or 1) - 1, 0))
-    redis.call('HDEL', jk, 'token')
+    redis.call('HDEL', jk, 'token', 'began')
     -- Front of its priority band (see reap.lua): it was next in line when it was claimed.
     local seq = redis.call('INCR', KEYS[3])
     redis.call('ZADD', P .. K_QUEUE .. f[3], -(tonumber(f[4]) or 0) * PRI_SPAN - seq, id)

@@ -223,6 +223,16 @@ class Worker:
         """Give claimed jobs to the pool in order; a suspect (its worker died under it before)
         runs alone, and the jobs claimed after it wait until it is done."""
         with self.cond:
+            # A job handed to us again under a new token: our older attempt's lease is gone
+            # (reaped before a heartbeat could tell us). Fence it before the new claim hides it.
+            stale = {
+                (c.id, old.token)
+                for c in jobs
+                if (old := self.inflight.get(c.id)) is not None and old.token != c.token
+            }
+        if stale:
+            self.leases.fence(stale)
+        with self.cond:
             for c in jobs:
                 self.inflight[c.id] = c
             self.leases.claimed(jobs, start)
@@ -297,7 +307,7 @@ class Worker:
                 )
         with self.cond:
             for o in batch:
-                self.leases.forget(o.claimed.id)
+                self.leases.forget(o.claimed)
             self.processed += len(batch)
             self.cond.notify_all()
 
@@ -392,7 +402,7 @@ class Worker:
             return
         with self.cond:
             for c in jobs:
-                self.leases.forget(c.id)
+                self.leases.forget(c)
             self.cond.notify_all()
         try:
             n = self.store.requeue([(c.id, c.token) for c in jobs])

@@ -61,19 +61,24 @@ def heartbeat_timeout_s(settings: Settings) -> float:
     """Socket timeout of heartbeat calls: short against the lease (a call that hangs must fail,
     and be retried, well before the lease runs out), but not so short that a busy server fails
     healthy heartbeats."""
-    return max(0.2, min(2.0, settings.lease_ms / 10_000))
+    return max(0.1, min(2.0, settings.lease_ms / 20_000))
+
+
+Attempt = tuple[str, str]  # (job id, token): one claim of a job (a job may be claimed again)
 
 
 class LeaseKeeper:
-    """Bookkeeping of the worker's jobs as the server sees them (all under the worker's cond)."""
+    """Bookkeeping of the worker's attempts as the server sees them (under the worker's cond).
+    Keyed by (id, token): after a lost lease the same job may come back to this worker under a
+    new token while the old attempt still runs in a thread."""
 
     def __init__(self, host: Host) -> None:
         self.host = host
-        self.marked: set[str] = set()  # begin mark made (by the claim) or sent
-        self.to_mark: list[tuple[str, str]] = []  # started, mark not sent yet
-        self.started: set[str] = set()  # running in the pool now
-        self.finished: set[str] = set()  # outcome produced, not reported yet
-        self.fenced: set[str] = set()  # lease gone: never start, discard the outcome
+        self.marked: set[Attempt] = set()  # begin mark made (by the claim) or sent
+        self.to_mark: list[Attempt] = []  # started, mark not sent yet
+        self.started: set[Attempt] = set()  # running in the pool now
+        self.finished: set[Attempt] = set()  # outcome produced, not reported yet
+        self.fenced: set[Attempt] = set()  # lease gone: never start, discard the outcome
         self.wake = threading.Event()  # a nudge (a job started) or shutdown
         self.reachable = threading.Event()  # set by each heartbeat the server answers
         self.ok_at = time.monotonic()
@@ -93,13 +98,21 @@ class LeaseKeeper:
         for c in jobs:
             if c.lost or start <= 0:
                 return
-            self.marked.add(c.id)
+            self.marked.add((c.id, c.token))
             start -= 1
 
-    def forget(self, job_id: str) -> None:
-        self.host.inflight.pop(job_id, None)
+    def owns(self, c: Claimed) -> bool:
+        """Whether `c` is the worker's current claim of its job."""
+        mine = self.host.inflight.get(c.id)
+        return mine is not None and mine.token == c.token
+
+    def forget(self, c: Claimed) -> None:
+        """Drop an attempt from the books (and from inflight, if it is the current claim)."""
+        if self.owns(c):
+            del self.host.inflight[c.id]
+        a = (c.id, c.token)
         for s in (self.marked, self.started, self.finished, self.fenced):
-            s.discard(job_id)
+            s.discard(a)
 
     # -- called by the pools -------------------------------------------------------------------
 
@@ -107,11 +120,12 @@ class LeaseKeeper:
         """Whether a pool may start `c` now: True; False = never (its lease is gone); None =
         not yet (heartbeats have failed past the lease: ask again shortly)."""
         h = self.host
+        a = (c.id, c.token)
         with h.cond:
-            if c.id in self.fenced or c.id not in h.inflight:
-                if c.id in self.fenced:
+            if a in self.fenced or not self.owns(c):
+                if a in self.fenced:
                     log.warning("job %s not started: its lease is gone", c.id)
-                self.forget(c.id)
+                self.forget(c)
                 h.cond.notify_all()
                 return False
         if self.stale():
@@ -120,23 +134,24 @@ class LeaseKeeper:
                 return False
             return None
         with h.cond:
-            self.started.add(c.id)
-            if c.id in self.marked:
+            self.started.add(a)
+            if a in self.marked:
                 return True
-            self.marked.add(c.id)
-            self.to_mark.append((c.id, c.token))
+            self.marked.add(a)
+            self.to_mark.append(a)
         self.wake.set()
         return True
 
     def discard(self, outcome: Outcome) -> bool:
         """True if the outcome belongs to a fenced attempt (dropped, never reported)."""
         c = outcome.claimed
+        a = (c.id, c.token)
         with self.host.cond:
-            self.started.discard(c.id)
-            if c.id not in self.fenced:
-                self.finished.add(c.id)
+            self.started.discard(a)
+            if a not in self.fenced:
+                self.finished.add(a)
                 return False
-            self.forget(c.id)
+            self.forget(c)
             self.host.cond.notify_all()
         log.warning(
             "outcome of job %s (attempt %d) discarded: its lease was lost while it ran (fenced)",
@@ -171,15 +186,16 @@ class LeaseKeeper:
                 h.stopping.wait(RETRY_S)
         if h.stopping.is_set():
             return False
+        a = (c.id, c.token)
         with h.cond:
             if c.id in lost:
-                self.forget(c.id)
+                self.forget(c)
                 log.warning("job %s not started: its lease is gone", c.id)
                 return True
-            self.marked.add(c.id)
+            self.marked.add(a)
         h.pool.submit(c)
         with h.cond:
-            while c.id in h.inflight and c.id not in self.finished and c.id not in self.fenced:
+            while self.owns(c) and a not in self.finished and a not in self.fenced:
                 h.cond.wait(0.2)
         return True
 
@@ -203,6 +219,7 @@ class LeaseKeeper:
             with h.cond:
                 marks, self.to_mark = self.to_mark, []
                 items = [(c.id, c.token) for c in h.inflight.values()] if full else []
+            sent = dict(items + marks)
             if not full and not marks:
                 continue
             try:
@@ -235,19 +252,21 @@ class LeaseKeeper:
                 failing_since, warned_stale = None, False
             if full:
                 next_full = self.ok_at + period
-            self.fence(lost)
+            self.fence({(i, sent[i]) for i in lost if i in sent})
             if full:
                 h._enforce_cancels(cancel)
 
-    def fence(self, lost: set[str]) -> None:
+    def fence(self, lost: set[Attempt]) -> None:
         """Stop (or at least never start, and discard) attempts whose lease is gone."""
         h = self.host
-        for job_id in lost:
+        for a in lost:
+            job_id, token = a
             with h.cond:
-                if job_id not in h.inflight or job_id in self.finished or job_id in self.fenced:
+                mine = h.inflight.get(job_id)
+                if mine is None or mine.token != token or a in self.finished or a in self.fenced:
                     continue  # reported meanwhile (or already fenced): nothing to stop
-                self.fenced.add(job_id)
-                running = job_id in self.started
+                self.fenced.add(a)
+                running = a in self.started
             if not running:
                 log.warning("lost the lease of job %s before it started: it will not start", job_id)
             elif h.pool.cancel(job_id):
