@@ -6,9 +6,9 @@ not counted). The cheapest reliable way to tell the server which jobs began:
 - jobs that go into idle slots at once are marked by the claim script itself (no extra call: the
   common case of an idle worker and of a job that kills its worker the instant it starts);
 - a prefetched job that starts later is marked by a heartbeat call nudged the moment it starts.
-  The nudge carries every start since the previous one, so under load one call marks many jobs
-  and the hot path (claim, run, report) gains no round trip; it runs on the heartbeat thread,
-  never on the path of a job.
+  The nudge carries every start since the previous one, and mark calls are at most one per
+  10 ms, so under load one call marks many jobs and the hot path (claim, run, report) gains no
+  round trip; it runs on the heartbeat thread, never on the path of a job.
 - a mark lost in flight (the job killed its worker before the nudge landed) is caught by the
   reaper's bound on releases of one job.
 
@@ -38,6 +38,10 @@ log = logging.getLogger("jobq.worker")
 
 #: How soon a failed heartbeat is tried again (an outage is noticed, and its end, quickly).
 RETRY_S = 0.25
+#: Begin marks go out at once, but at most one call per this interval: under load each call
+#: carries every start since the last (measured: marking each start on its own call cost about
+#: 40% of the processing rate of no-op jobs).
+MARK_INTERVAL_S = 0.01
 
 
 class Host(Protocol):
@@ -139,7 +143,9 @@ class LeaseKeeper:
                 return True
             self.marked.add(a)
             self.to_mark.append(a)
-        self.wake.set()
+            first = len(self.to_mark) == 1
+        if first:  # later ones ride on the same call: one wake-up per call, not per job
+            self.wake.set()
         return True
 
     def discard(self, outcome: Outcome) -> bool:
@@ -207,14 +213,18 @@ class LeaseKeeper:
         period = h.settings.heartbeat_ms / 1000
         lease_s = h.settings.lease_ms / 1000
         next_full = time.monotonic() + period
+        last_marks = 0.0
         failing_since: float | None = None
         warned_stale = False
         while not h.done.is_set():
-            self.wake.wait(max(0.0, next_full - time.monotonic()))
-            self.wake.clear()
-            if h.done.is_set():
-                return
             now = time.monotonic()
+            due = next_full
+            if self.to_mark:  # (a racy peek is fine: a nudge follows every first mark)
+                due = min(due, last_marks + MARK_INTERVAL_S)
+            if due > now:
+                self.wake.wait(due - now)
+                self.wake.clear()
+                continue
             full = now >= next_full
             with h.cond:
                 marks, self.to_mark = self.to_mark, []
@@ -222,6 +232,8 @@ class LeaseKeeper:
             sent = dict(items + marks)
             if not full and not marks:
                 continue
+            if marks:
+                last_marks = now
             try:
                 lost, cancel = self.store.heartbeat(
                     items, h.settings.lease_ms, worker=h.name if full else "", began=marks
