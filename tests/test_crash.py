@@ -6,7 +6,7 @@ What is killed, stopped or restarted here, and what must hold afterwards:
 - the server killed and restarted (AOF): no job lost, workers reconnect by themselves;
 - SIGTERM / SIGINT: graceful shutdown, grace period, second Ctrl-C;
 - hard timeouts in the process, thread and async pools;
-- a job that kills its own worker every time: dead-lettered after its attempts;
+- a job that kills its own worker every time: dead-lettered after JOBQ_MAX_LOST losses;
 - the broker unreachable: a clear error naming the URL; a worker waits for the server;
 - and the reaper stepped deterministically with an explicit clock (STYLE habit 7).
 
