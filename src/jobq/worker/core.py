@@ -237,11 +237,15 @@ class Worker:
                 self.inflight[c.id] = c
             self.leases.claimed(jobs, start)
         for i, c in enumerate(jobs):
-            if c.lost and not self.leases.run_alone(c, jobs[i + 1 :]):
+            if self.stopping.is_set() and any(x.lost for x in jobs[i:]):
+                # (held back behind a suspect: not in the pool, so the shutdown would miss them)
                 self._requeue(jobs[i:], "not started (stopping)")
                 return
             if not c.lost:
                 self.pool.submit(c)
+            elif not self.leases.run_alone(c, jobs[i + 1 :]):
+                self._requeue(jobs[i:], "not started (stopping)")
+                return
 
     def _on_done(self, outcome: Outcome) -> None:
         if self.leases.discard(outcome):
@@ -393,6 +397,7 @@ class Worker:
                 t.join(30)
         if self.maintainer:
             self.maintainer.stop()
+        self.leases.close()
         with contextlib.suppress(BrokerUnavailable):
             self.store.unregister_worker(self.name)
         log.info("worker %s stopped after %d job(s)", self.name, self.processed)

@@ -86,14 +86,11 @@ class LeaseKeeper:
         self.wake = threading.Event()  # a nudge (a job started) or shutdown
         self.reachable = threading.Event()  # set by each heartbeat the server answers
         self.ok_at = time.monotonic()
-        self.stale_logged = False
-        self._store: Store | None = None
+        self.store = host.store.for_heartbeats(heartbeat_timeout_s(host.settings))
 
-    @property
-    def store(self) -> Store:
-        if self._store is None:
-            self._store = self.host.store.for_heartbeats(heartbeat_timeout_s(self.host.settings))
-        return self._store
+    def close(self) -> None:
+        """Close the heartbeat connections (after the heartbeat thread ended)."""
+        self.store.close()
 
     # -- called with host.cond held ----------------------------------------------------------
 
@@ -200,8 +197,13 @@ class LeaseKeeper:
                 return True
             self.marked.add(a)
         h.pool.submit(c)
-        with h.cond:
-            while self.owns(c) and a not in self.finished and a not in self.fenced:
+        with h.cond:  # (on shutdown, stop waiting: the pool has it, the shutdown handles it)
+            while (
+                not h.stopping.is_set()
+                and self.owns(c)
+                and a not in self.finished
+                and a not in self.fenced
+            ):
                 h.cond.wait(0.2)
         return True
 
