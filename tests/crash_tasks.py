@@ -27,23 +27,28 @@ def runs_key(prefix: str, tag: str) -> str:
 
 
 def record(tag: str, step: str) -> dict[str, Any]:
-    """Append {step, job, attempt, token, pid} to the runs list of `tag`; return it."""
+    """Append {step, job, attempt, token, pid, run} to the runs list of `tag`; return it.
+    `run` counts the executions of the job (1 = its first): unlike `attempt`, it also goes up
+    after a lost worker, which is not a counted attempt."""
     ctx = current_job()
+    key = runs_key(app.settings.prefix, tag)
+    runs = app.store.r.hincrby(key + ":run", ctx.id if ctx else "", 1 if step == "start" else 0)
     entry: dict[str, Any] = {
         "step": step,
         "job": ctx.id if ctx else None,
         "attempt": ctx.attempt if ctx else None,
         "token": ctx.token if ctx else None,
         "pid": os.getpid(),
+        "run": int(runs),
     }
-    app.store.r.rpush(runs_key(app.settings.prefix, tag), json.dumps(entry))
+    app.store.r.rpush(key, json.dumps(entry))
     return entry
 
 
-def for_attempt(seconds: float | list[float], attempt: int) -> float:
-    """`seconds`, or its entry for this attempt (the last one for later attempts)."""
+def for_attempt(seconds: float | list[float], run: int) -> float:
+    """`seconds`, or its entry for this run of the job (the last one for later runs)."""
     if isinstance(seconds, list):
-        return float(seconds[min(attempt, len(seconds)) - 1])
+        return float(seconds[min(run, len(seconds)) - 1])
     return float(seconds)
 
 
@@ -51,10 +56,10 @@ def for_attempt(seconds: float | list[float], attempt: int) -> float:
 def record_and_sleep(tag: str, seconds: float | list[float]) -> dict[str, Any]:
     """Record the start, sleep (a long sleep = a hung job), record the end; return the start.
 
-    `seconds` may be a list, one entry per attempt: [30, 0.1] hangs on the first attempt only.
+    `seconds` may be a list, one entry per run: [30, 0.1] hangs on the first run only.
     """
     start = record(tag, "start")
-    time.sleep(for_attempt(seconds, start["attempt"]))
+    time.sleep(for_attempt(seconds, start["run"]))
     record(tag, "end")
     return start
 
@@ -64,7 +69,7 @@ async def async_record_and_sleep(tag: str, seconds: float | list[float]) -> dict
     """The async flavour; records "cancelled" if the pool cancels it at its timeout."""
     start = record(tag, "start")
     try:
-        await asyncio.sleep(for_attempt(seconds, start["attempt"]))
+        await asyncio.sleep(for_attempt(seconds, start["run"]))
     except asyncio.CancelledError:
         record(tag, "cancelled")
         raise
@@ -74,9 +79,9 @@ async def async_record_and_sleep(tag: str, seconds: float | list[float]) -> dict
 
 @app.task
 def kill_own_process(tag: str, kill_attempts: int) -> dict[str, Any]:
-    """SIGKILL the process running this attempt while attempt <= kill_attempts, else return."""
+    """SIGKILL the process running this attempt on the first `kill_attempts` runs, else return."""
     start = record(tag, "start")
-    if start["attempt"] <= kill_attempts:
+    if start["run"] <= kill_attempts:
         os.kill(os.getpid(), signal.SIGKILL)
     return start
 

@@ -381,7 +381,7 @@ def test_heartbeats_keep_a_long_job_alive(url: str, prefix: str) -> None:
             assert job.result(timeout=WAIT) == 1
         evs = app.store.r.xrange(app.keys.events)
         infos = [f.get(b"info") for _, f in evs if f[b"job"] == job.id.encode()]
-        assert b"lease expired" not in infos
+        assert not any(i and i.startswith(b"lease expired") for i in infos)
 
 
 # -- maintenance: ticks and the leader lease ---------------------------------------------------
@@ -409,7 +409,7 @@ def test_master_ticks_drive_a_worker_without_maintenance(app: App) -> None:
         assert tick(app.store, now=now).requeued == 1
     with running(app, queues=["orphans"], maintenance=False):
         assert stuck.result(timeout=WAIT) == "hi"
-    assert stuck.info().attempt == 2
+    assert stuck.info().attempt == 1  # the ghost never started it: released, not counted
 
 
 def test_worker_takes_the_maintenance_lease_and_a_master_takes_it_over(

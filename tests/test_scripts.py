@@ -264,7 +264,7 @@ def test_zombie_attempt_cannot_overwrite_the_newer_one(store: Store) -> None:
     (old,) = claim(store, now=T)
     assert store.reap(now=T + LEASE + 1) == (1, 0)  # the lease expired: requeued
     (new,) = claim(store, now=T + LEASE + 2)
-    assert new.attempt == 2 and new.token != old.token
+    assert new.attempt == old.attempt and new.token != old.token  # a lost lease is not counted
     assert store.report([ok(old, "zombie")], now=T + LEASE + 3) == {"z": -2}
     assert store.report([bad(old)], now=T + LEASE + 3) == {"z": -2}
     assert store.report([ok(new, "fresh")], now=T + LEASE + 4) == {"z": 1}
@@ -386,21 +386,19 @@ def test_heartbeat_reports_lost_jobs_and_does_not_revive_them(store: Store) -> N
 # -- reap (the deterministic half; tests/test_crash.py kills real workers) ----------------------
 
 
-def test_reap_requeues_expired_leases_and_dead_letters_when_attempts_run_out(
-    store: Store,
-) -> None:
+def test_reap_requeues_expired_leases_without_counting_the_attempt(store: Store) -> None:
+    # (Dead-lettering a job that keeps losing its worker: tests/test_delivery.py.)
     submit(store, spec("again", max_attempts=2, priority=4), spec("last"), spec("fresh"))
-    cs = {c.id: c for c in claim(store, n=3, now=T)}
+    cs = {c.id: c for c in store.claim("w1", ["default"], 3, LEASE, now=T, start=3)}
     store.heartbeat([("fresh", cs["fresh"].token)], LEASE, now=T + 5000)
-    assert store.reap(now=T + LEASE) == (1, 1)
-    assert state(store, "again") == "queued" and field(store, "again", "att") == "1"
+    assert store.reap(now=T + LEASE) == (2, 0)
+    assert state(store, "again") == "queued" and field(store, "again", "att") == "0"
     assert state(store, "fresh") == "running"
-    assert state(store, "last") == "failed" and store.dead_letters() == ["last"]
-    err = orjson.loads(field(store, "last", "error") or "")
-    assert err["type"] == "LeaseExpired" and "w1" in err["message"]
-    assert events(store, "again")[-1] == ("queued", "lease expired")
+    assert state(store, "last") == "queued" and store.dead_letters() == []
+    assert field(store, "last", "lost") == "1"  # a suspect now
+    assert events(store, "again")[-1][1].startswith("lease expired: worker w1 lost (1 of 3)")
     (c,) = claim(store, now=T + LEASE + 1)
-    assert (c.id, c.attempt) == ("again", 2)
+    assert (c.id, c.attempt, c.lost) == ("again", 1, 1)
 
 
 def test_reap_respects_its_limit(store: Store) -> None:

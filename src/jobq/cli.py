@@ -256,6 +256,8 @@ def master(
         leader_ms=app.settings.leader_ms,
         is_master=True,
         worker_gone_ms=app.settings.worker_gone_ms,
+        lease_ms=app.settings.lease_ms,
+        max_lost=app.settings.max_lost,
     )
     signal.signal(signal.SIGTERM, lambda *_: m.stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: m.stop_event.set())

@@ -64,6 +64,10 @@ class Settings:
     embedded_memory: str = "50%"
     """maxmemory of the embedded server (noeviction): bytes with a unit (512mb, 2gb) or a share
     of the machine's RAM (50%); 0 = no limit. Applied when the server starts."""
+    max_lost: int = 3
+    """How often a job may lose its worker (killed, or cut off past its lease) while running
+    before it is dead-lettered as a poison pill; apart from the task's retries. Jobs claimed
+    ahead that never started are released without counting."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -110,6 +114,8 @@ class Settings:
                 f"memory_limit ({self.memory_limit}) must be a share of maxmemory in (0, 1], "
                 "e.g. JOBQ_MEMORY_LIMIT=0.9"
             )
+        if self.max_lost < 1:
+            raise ConfigError(f"max_lost ({self.max_lost}) must be at least 1")
         if self.lease_ms <= 0 or self.tick_ms <= 0:
             raise ConfigError("lease_ms and tick_ms must be positive")
         if self.wait_replicas < 0 or self.durable_timeout_ms <= 0:

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 
 from .errors import BrokerError
@@ -23,6 +24,7 @@ from .store import Store
 log = logging.getLogger("jobq.maintenance")
 
 BATCH = 1000
+DEFAULT_MAX_LOST = 3
 _JSON = Serializer("json")
 
 
@@ -42,19 +44,26 @@ class TickReport:
 QUEUES_PER_TICK = 200
 
 
-def tick(store: Store, now: int = 0, batch: int = BATCH, gone_ms: int = 0) -> TickReport:
-    """One maintenance pass: promote due scheduled jobs, reap expired leases (batched), fire
-    due periodic jobs, drop dead letters past their retention (one batch), and take one
-    bounded step over the queue registry: settle jobs targeted at workers gone longer than
-    `gone_ms`, and prune idle queues nobody serves."""
+def tick(
+    store: Store,
+    now: int = 0,
+    batch: int = BATCH,
+    gone_ms: int = 0,
+    reap: bool = True,
+    max_lost: int = DEFAULT_MAX_LOST,
+) -> TickReport:
+    """One maintenance pass: promote due scheduled jobs, reap expired leases (batched, unless
+    `reap` is False: a grace after an outage), fire due periodic jobs, drop dead letters past
+    their retention (one batch), and take one bounded step over the queue registry: settle jobs
+    targeted at workers gone longer than `gone_ms`, and prune idle queues nobody serves."""
     promoted = requeued = dead = 0
     while True:
         n = store.promote(batch, now)
         promoted += n
         if n < batch:
             break
-    while True:
-        r, d = store.reap(batch, now)
+    while reap:
+        r, d = store.reap(batch, now, max_lost)
         requeued += r
         dead += d
         if r + d < batch:
@@ -103,9 +112,23 @@ class Maintainer:
         is_master: bool,
         name: str | None = None,
         worker_gone_ms: int = 0,
+        lease_ms: int = 30_000,
+        max_lost: int = DEFAULT_MAX_LOST,
     ) -> None:
         self.store = store
         self.worker_gone_ms = worker_gone_ms
+        self.lease_ms = lease_ms
+        self.max_lost = max_lost
+        # Reaping waits until this server time (ms) after an outage or a server restart, so live
+        # workers get one lease period to heartbeat (and report what finished meanwhile) before
+        # their leases are taken for dead. 0 = no grace running.
+        self.reap_after = 0
+        self.run_id: str | None = None
+        # A live step that finds it could not reach the server for this long (an outage, the
+        # server or this process stalled: SIGSTOP, a call hung in a partition) grants the grace
+        # too, even if no call failed outright.
+        self.stall_s = max(lease_ms / 4000, 5 * tick_ms / 1000)
+        self.last_ok = time.monotonic()
         self.tick_ms = tick_ms
         self.leader_ms = leader_ms
         self.is_master = is_master
@@ -119,6 +142,11 @@ class Maintainer:
 
     def step(self, now: int = 0) -> TickReport | None:
         """Renew presence/leadership, then tick if leading; None when another process leads."""
+        report = self._step(now)
+        self.last_ok = time.monotonic()  # (not after a failed step: an outage is a gap)
+        return report
+
+    def _step(self, now: int) -> TickReport | None:
         if self.is_master:
             self.store.mark_master_alive(self.name, self.leader_ms)
         elif self.store.master_alive():
@@ -133,7 +161,23 @@ class Maintainer:
             log.info("%s %s the maintenance lease", self.name, "took" if self.leading else "lost")
         if not self.leading:
             return None
-        report = tick(self.store, now, gone_ms=self.worker_gone_ms)
+        rid = self.store.server_run_id()
+        if self.run_id is not None and rid != self.run_id:
+            self.grant_grace("the server restarted (new run id)", now)
+        elif not now and time.monotonic() - self.last_ok > self.stall_s:
+            gap = time.monotonic() - self.last_ok
+            self.grant_grace(f"no contact with the server for {gap:.1f}s", now)
+        self.run_id = rid
+        reap = True
+        if self.reap_after:
+            if (now or self.store.server_time_ms()) < self.reap_after:
+                reap = False
+            else:
+                self.reap_after = 0
+                log.info("reaping expired leases again (grace over)")
+        report = tick(
+            self.store, now, gone_ms=self.worker_gone_ms, reap=reap, max_lost=self.max_lost
+        )
         if report.requeued or report.dead_lettered:
             log.warning(
                 "expired leases: %d job(s) requeued, %d dead-lettered",
@@ -141,6 +185,14 @@ class Maintainer:
                 report.dead_lettered,
             )
         return report
+
+    def grant_grace(self, why: str, now: int = 0) -> None:
+        """Hold off reaping for one lease period from now (server clock): after an outage a
+        lease may look expired only because its worker could not heartbeat."""
+        self.reap_after = (now or self.store.server_time_ms()) + self.lease_ms
+        log.warning(
+            "%s: not reaping expired leases for %d ms (workers heartbeat first)", why, self.lease_ms
+        )
 
     def run(self) -> None:
         """Loop until `stop()`. Survives every error, the broker's and any other (backs off,

@@ -201,6 +201,9 @@ class Claimed:
     pass_results: str = ""
     inputs: tuple[bytes, ...] = ()
     """Encoded results of the parents, in order, when `pass_results` is set."""
+    lost: int = 0
+    """How often this job's worker died (or lost its lease) under it: > 0 makes it a suspect,
+    which the worker runs alone."""
 
     @classmethod
     def from_reply(cls, row: list[Any]) -> Claimed:
@@ -231,6 +234,7 @@ class Claimed:
             backoff_ms=number(row[8]) or None,
             pass_results=text(row[9]) if len(row) > 9 else "",
             inputs=tuple(row[10]) if len(row) > 10 else (),
+            lost=int(row[11] or 0) if len(row) > 11 else 0,
         )
 
 

@@ -276,12 +276,20 @@ class Scripts:
         return self._call("enqueue", [k.scheduled, k.seq, k.queues], flat, now)
 
     def claim(
-        self, client: Client, worker: str, queues: list[str], n: int, lease_ms: int, now: int = 0
+        self,
+        client: Client,
+        worker: str,
+        queues: list[str],
+        n: int,
+        lease_ms: int,
+        now: int = 0,
+        start: int = 0,
     ) -> Any:
-        """Claim up to `n` jobs; reply rows as documented in claim.lua."""
+        """Claim up to `n` jobs, the first `start` of them marked begun (they go into idle slots
+        at once); reply rows as documented in claim.lua."""
         k = self.keys
         keys = [k.leases, k.token, k.scheduled, k.ratelimits]
-        return self._run(client, "claim", keys, [worker, lease_ms, n, *queues], now)
+        return self._run(client, "claim", keys, [worker, lease_ms, n, start, *queues], now)
 
     def complete(
         self, client: Client, items: list[tuple[str, str, bytes]], default_ttl: int, now: int = 0
@@ -307,10 +315,10 @@ class Scripts:
         k = self.keys
         return self._run(client, "fail", [k.leases, k.scheduled, k.dead], flat, now)
 
-    def reap(self, client: Client, limit: int, now: int = 0) -> Any:
-        """Requeue or dead-letter jobs with expired leases; reply {requeued, dead}."""
+    def reap(self, client: Client, limit: int, now: int = 0, max_lost: int = 3) -> Any:
+        """Release, requeue or dead-letter jobs with expired leases; reply {requeued, dead}."""
         k = self.keys
-        return self._run(client, "reap", [k.leases, k.dead, k.seq], [limit], now)
+        return self._run(client, "reap", [k.leases, k.dead, k.seq], [limit, max_lost], now)
 
     def promote(self, client: Client, limit: int, now: int = 0) -> Any:
         """Queue scheduled jobs that are due; reply: count."""
@@ -323,9 +331,11 @@ class Scripts:
         lease_ms: int,
         now: int = 0,
         worker: str = "",
+        began: int = 0,
     ) -> Any:
-        """Extend leases (and mark `worker` seen); reply {lost ids, cancel-requested ids}."""
-        flat: list[Any] = [lease_ms, worker]
+        """Extend leases (and mark `worker` seen), marking the first `began` items begun; reply
+        {lost ids, cancel-requested ids}."""
+        flat: list[Any] = [lease_ms, worker, began]
         for it in items:
             flat.extend(it)
         return self._run(client, "heartbeat", [self.keys.leases, self.keys.workers], flat, now)

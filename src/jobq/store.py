@@ -123,6 +123,7 @@ class Store(Reads):
         self.url = url
         self.keys = keys
         self.scripts = Scripts(client, keys, events_maxlen)
+        self.events_maxlen = events_maxlen
         self.result_ttl_s = result_ttl_s
         #: Durable mode: what submits and outcomes wait for (WAITAOF); None = acknowledge at once.
         self.durability = Durability.for_settings(
@@ -210,11 +211,12 @@ class Store(Reads):
     # -- workers -----------------------------------------------------------------------------
 
     def claim(
-        self, worker: str, queues: list[str], n: int, lease_ms: int, now: int = 0
+        self, worker: str, queues: list[str], n: int, lease_ms: int, now: int = 0, start: int = 0
     ) -> list[Claimed]:
-        """Claim up to `n` jobs from `queues` (in order) under a lease."""
+        """Claim up to `n` jobs from `queues` (in order) under a lease; the first `start` go
+        into idle slots at once and are marked begun (the rest are claimed ahead)."""
         with self.broker("claiming jobs"):
-            rows = self.scripts.claim(self.r, worker, queues, n, lease_ms, now)
+            rows = self.scripts.claim(self.r, worker, queues, n, lease_ms, now, start)
         out = []
         for row in rows:
             if isinstance(row[0], int):  # the notice row: ids the claim could not run
@@ -262,15 +264,50 @@ class Store(Reads):
         return codes
 
     def heartbeat(
-        self, items: list[tuple[str, str]], lease_ms: int, now: int = 0, worker: str = ""
+        self,
+        items: list[tuple[str, str]],
+        lease_ms: int,
+        now: int = 0,
+        worker: str = "",
+        began: Iterable[tuple[str, str]] = (),
     ) -> tuple[set[str], set[str]]:
-        """Extend leases and mark `worker` as seen (server clock); returns (ids lost to another
-        attempt, ids whose cancel was requested)."""
+        """Extend leases and mark `worker` as seen (server clock); the `began` (id, token) pairs
+        are also marked as started (so a lost lease counts as a lost worker, not a release).
+        Returns (ids no longer ours: reaped, finished or taken by a newer attempt, ids whose
+        cancel was requested)."""
+        marks = list(began)
+        if marks:
+            seen = set(marks)
+            items = marks + [it for it in items if it not in seen]
         if not items and not worker:
             return set(), set()
         with self.broker("extending leases"):
-            lost, cancel = self.scripts.heartbeat(self.r, items, lease_ms, now, worker)
+            lost, cancel = self.scripts.heartbeat(
+                self.r, items, lease_ms, now, worker, began=len(marks)
+            )
         return {x.decode() for x in lost}, {x.decode() for x in cancel}
+
+    def for_heartbeats(self, timeout_s: float) -> Store:
+        """A store on connections of its own with a short socket timeout, for the heartbeat
+        thread: a partition then fails a heartbeat within `timeout_s` (and is logged) instead
+        of hanging for the long timeout the blocking claim path needs."""
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        client = connect(
+            self.url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            health_check_interval=0,
+            retry=Retry(NoBackoff(), 0),  # the heartbeat loop retries (and logs) itself
+        )
+        return Store(
+            client,
+            self.url,
+            self.keys,
+            events_maxlen=self.events_maxlen,
+            result_ttl_s=self.result_ttl_s,
+        )
 
     def requeue(self, items: list[tuple[str, str]], now: int = 0) -> int:
         """Give running jobs back to their queues (shutdown); the attempt is not counted."""
@@ -281,10 +318,18 @@ class Store(Reads):
 
     # -- maintenance -------------------------------------------------------------------------
 
-    def reap(self, limit: int = 1000, now: int = 0) -> tuple[int, int]:
+    def reap(self, limit: int = 1000, now: int = 0, max_lost: int = 3) -> tuple[int, int]:
+        """Take back jobs whose lease expired: (released or requeued, dead-lettered after
+        losing their worker `max_lost` times)."""
         with self.broker("reaping expired leases"):
-            requeued, dead = self.scripts.reap(self.r, limit, now)
+            requeued, dead = self.scripts.reap(self.r, limit, now, max_lost)
         return int(requeued), int(dead)
+
+    def server_run_id(self) -> str:
+        """The server process's run id: it changes when the server restarts (or fails over)."""
+        with self.broker("reading the server's run id"):
+            info = self.r.info("server")
+        return str(info.get("run_id", ""))
 
     def promote(self, limit: int = 1000, now: int = 0) -> int:
         with self.broker("promoting scheduled jobs"):

@@ -2,20 +2,26 @@
 -- Jobs over their task's rate limit wait in `scheduled` for their reserved slot; jobs whose
 -- concurrency key is at its limit wait in that key's list until a slot frees. Neither is dropped.
 -- KEYS: 1 events, 2 leases zset, 3 fencing-token counter, 4 scheduled zset, 5 rate limits hash
--- ARGV: 4 worker name, 5 lease_ms, 6 n, 7.. queue names (first = served first)
+-- ARGV: 4 worker name, 5 lease_ms, 6 n, 7 start (how many of the claimed jobs go into idle
+--       slots at once: they are marked begun here, the rest are prefetched and the worker marks
+--       them through its heartbeat when they start), 8.. queue names (first = served first)
 -- Returns: array of {id, token, attempt, task, payload, max_attempts, timeout_ms, queue,
---          backoff_ms, pass, {parent result blobs...}}, then, if any popped id was unusable,
---          one notice row {0, n missing, n malformed, {missing ids (first 20)},
+--          backoff_ms, pass, {parent result blobs...}, lost}, then, if any popped id was
+--          unusable, one notice row {0, n missing, n malformed, {missing ids (first 20)},
 --          {malformed ids (first 20)}}: missing = no job hash (evicted?), malformed = a hash
 --          lacking task/payload or with non-numeric options, dead-lettered as MalformedJob.
+-- A job whose earlier worker died under it (lost > 0, a suspect) is not marked begun, nor is any
+-- job after it: the worker runs the suspect alone and marks it itself, so that a crash during
+-- that run is blamed on the suspect only.
 -- Errors (nothing written): "JOBQ_ARGS ...", "JOBQ_WRONGTYPE ..." (a key of another type).
 -- Cost: O(log n) per claimed job, independent of queue length.
 local worker, lease, want = ARGV[4], num(ARGV[5], 'lease_ms'), math.floor(num(ARGV[6], 'n'))
+local start = tonumber(ARGV[7]) or 0
 expect(KEYS[2], 'zset')
 expect_counter(KEYS[3])
 expect(KEYS[4], 'zset')
 expect(KEYS[5], 'hash')
-for qi = 7, #ARGV do expect(P .. K_QUEUE .. ARGV[qi], 'zset') end
+for qi = 8, #ARGV do expect(P .. K_QUEUE .. ARGV[qi], 'zset') end
 local out = {}
 local missing, malformed = {}, {}
 local function numeric_or_absent(v)
@@ -69,7 +75,7 @@ local function park(id, jk, queue, due, info)
   emit(id, 'scheduled', queue, info)
 end
 
-for qi = 7, #ARGV do
+for qi = 8, #ARGV do
   if want <= 0 then break end
   local queue = ARGV[qi]
   local qk = P .. K_QUEUE .. queue
@@ -79,7 +85,7 @@ for qi = 7, #ARGV do
     local id = popped[j]
     local jk = P .. K_JOB .. id
     local f, corrupt = fields(jk, 'state', 'task', 'payload', 'att', 'max', 'timeout',
-      'backoff', 'ckey', 'climit', 'pass', 'parents', 'rslot')
+      'backoff', 'ckey', 'climit', 'pass', 'parents', 'rslot', 'lost')
     local why = f[1] == 'queued' and malformation(f)
     if corrupt then
       malformed[#malformed + 1] = id -- not a hash: nothing to mark, only the dead-letter entry
@@ -127,6 +133,12 @@ for qi = 7, #ARGV do
         redis.call('HSET', jk, 'state', 'running', 'att', att, 'token', tok, 'worker', worker,
           'started', NOW)
         redis.call('ZADD', KEYS[2], NOW + lease, id)
+        if f[13] then
+          start = 0 -- a suspect: the worker runs it alone, after the jobs before it
+        elseif start > 0 then
+          redis.call('HSET', jk, 'began', tok)
+          start = start - 1
+        end
         emit(id, 'running', queue, worker)
         local inputs = {}
         if f[10] and f[11] then
@@ -135,7 +147,7 @@ for qi = 7, #ARGV do
           end
         end
         out[#out + 1] = {id, tok, att, f[2], f[3], f[5] or '1', f[6] or '', queue, f[7] or '',
-          f[10] or '', inputs}
+          f[10] or '', inputs, f[13] or '0'}
         want = want - 1
         claimed = claimed + 1
       end

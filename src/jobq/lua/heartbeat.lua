@@ -1,16 +1,23 @@
--- heartbeat: extend the leases of jobs a worker still owns, and mark the worker as seen.
+-- heartbeat: extend the leases of jobs a worker still owns, mark the ones that began running,
+-- and mark the worker as seen.
 -- KEYS: 1 events, 2 leases zset, 3 workers zset (name -> last seen ms, server clock)
--- ARGV: 4 lease_ms, 5 worker name ('' = don't mark), then pairs: id, token
+-- ARGV: 4 lease_ms, 5 worker name ('' = don't mark), 6 nb: the first nb pairs also mark their
+--       job begun (the reaper then counts a lost lease as a lost worker, not a release), then
+--       pairs: id, token. Without a worker name (a call that only marks jobs as they start),
+--       marked jobs keep their lease as it is: one fewer write per job on that path.
 -- Returns: {{lost ids...} (no longer running under this token), {ids whose cancel was requested}}
-local lease = num(ARGV[4], 'lease_ms')
+local lease, nb = num(ARGV[4], 'lease_ms'), tonumber(ARGV[6]) or 0
 expect(KEYS[2], 'zset')
 if ARGV[5] ~= '' then redis.call('ZADD', KEYS[3], NOW, ARGV[5]) end
 local lost, cancel = {}, {}
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   local id, tok = ARGV[i], ARGV[i + 1]
-  local f = fields(P .. K_JOB .. id, 'state', 'token', 'cancel')
+  local jk = P .. K_JOB .. id
+  local f = fields(jk, 'state', 'token', 'cancel')
   if f[1] == 'running' and f[2] == tok then
-    redis.call('ZADD', KEYS[2], 'XX', NOW + lease, id)
+    local mark = (i - 7) / 2 < nb
+    if not mark or ARGV[5] ~= '' then redis.call('ZADD', KEYS[2], 'XX', NOW + lease, id) end
+    if mark then redis.call('HSET', jk, 'began', tok) end
     if f[3] then cancel[#cancel + 1] = id end
   else
     lost[#lost + 1] = id

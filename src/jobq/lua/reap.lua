@@ -1,34 +1,72 @@
--- reap: requeue jobs whose lease expired (worker killed, host gone); dead-letter them once their
--- attempts are used up, so a job that kills its worker again and again does not loop forever.
+-- reap: take back jobs whose lease expired (worker killed, host gone, worker cut off). A lost
+-- worker is not a failed attempt: the attempt is not counted against the task's retries, and the
+-- job goes back to the FRONT of its queue (within its priority), since it was next in line.
+-- - never began (claimed ahead, still waiting in the worker; `began` ~= its token): released,
+--   nothing counted. (A safety net against a begin mark lost in flight, e.g. a job that kills its
+--   worker the instant it starts: a release past MAX_RELEASES of one job counts as a loss.)
+-- - began: it lost its worker. Its `lost` count goes up and it becomes a suspect, which workers
+--   run alone; the `max_lost`-th loss dead-letters it (`WorkerLost`): it keeps killing or losing
+--   its worker even when it runs alone (a poison pill). Jobs that merely shared a dying worker
+--   lose it once, run alone next and succeed.
 -- KEYS: 1 events, 2 leases zset, 3 dead-letter zset, 4 seq counter
--- ARGV: 4 max jobs to reap in this call
--- Returns: {requeued, dead_lettered}
+-- ARGV: 4 max jobs to reap in this call, 5 max_lost (losses of a worker that dead-letter a job)
+-- Returns: {requeued (released + lost and retried), dead_lettered}
+local MAX_RELEASES = 5
+local max_lost = tonumber(ARGV[5]) or 3
 expect(KEYS[3], 'zset')
 local ids = redis.call('ZRANGE', KEYS[2], '-inf', NOW, 'BYSCORE', 'LIMIT', 0, math.floor(num(ARGV[4], 'limit')))
 local requeued, dead = 0, 0
-for _, id in ipairs(ids) do
+
+-- Back to the front of its priority band: -pri * 2^40 - seq sorts after every job of a higher
+-- priority (their scores are -(pri+1) * 2^40 + small seq) and before every job of its own.
+-- (push_queue with a negated sequence; like it, a queue key of another type dead-letters the job)
+local function push_front(id, queue, pri)
+  push_queue(id, queue, pri, nil, false, -(try('INCR', KEYS[4]) or 0))
+end
+
+-- Latest deadline first: each push goes in front of the one before, so the oldest claim ends
+-- up first in line.
+for k = #ids, 1, -1 do
+  local id = ids[k]
   redis.call('ZREM', KEYS[2], id)
   local jk = P .. K_JOB .. id
   local f = fields(jk, 'state', 'queue', 'att', 'max', 'pri', 'waiters', 'worker',
-    'ukey', 'cheld', 'kids')
+    'ukey', 'cheld', 'kids', 'token', 'began', 'lost', 'rel')
   if f[1] == 'running' then
     stat(f[2], 'running', -1)
-    if (tonumber(f[3]) or 1) < (tonumber(f[4]) or 1) then
+    local att = math.max((tonumber(f[3]) or 1) - 1, 0)
+    local rel = tonumber(f[14]) or 0
+    local lost = tonumber(f[13]) or 0
+    local began = f[12] and f[12] == f[11]
+    if not began and rel < MAX_RELEASES then
       release_slot(jk, f[9])
-      redis.call('HSET', jk, 'state', 'queued')
-      push_queue(id, f[2], f[5], KEYS[4])
+      redis.call('HSET', jk, 'state', 'queued', 'att', att, 'rel', rel + 1)
+      redis.call('HDEL', jk, 'token', 'began')
+      push_front(id, f[2], f[5])
+      emit(id, 'queued', f[2], 'released: never started on lost worker ' .. tostring(f[7]))
+      requeued = requeued + 1
+    elseif lost + 1 < max_lost then
+      release_slot(jk, f[9])
+      redis.call('HSET', jk, 'state', 'queued', 'att', att, 'lost', lost + 1, 'rel', 0)
+      redis.call('HDEL', jk, 'token', 'began')
+      push_front(id, f[2], f[5])
       stat(f[2], 'retried', 1)
-      emit(id, 'queued', f[2], 'lease expired')
+      emit(id, 'queued', f[2], 'lease expired: worker ' .. tostring(f[7]) .. ' lost (' ..
+        tostring(lost + 1) .. ' of ' .. tostring(max_lost) .. '); retried alone')
       requeued = requeued + 1
     else
-      local err = cjson.encode({type = 'LeaseExpired', message = 'lease expired on worker ' ..
-        tostring(f[7]) .. ' (worker lost?) after ' .. tostring(f[3]) .. ' attempt(s)', traceback = ''})
-      redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', NOW)
+      local err = cjson.encode({type = 'WorkerLost', message = 'job ' .. id ..
+        ' was running when its worker died or lost its lease ' .. tostring(lost + 1) ..
+        ' time(s), the last on worker ' .. tostring(f[7]) .. '; after the first it ran alone,' ..
+        ' so it kills (or hangs) its worker: a poison pill? Fix the task and re-run it' ..
+        ' (JOBQ_MAX_LOST=' .. tostring(max_lost) .. ' sets how many losses are tolerated)',
+        traceback = ''})
+      redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', NOW, 'lost', lost + 1)
       redis.call('ZADD', KEYS[3], NOW, id)
       stat(f[2], 'failed', 1)
       notify(id, jk, f[6], 'failed', err)
       settle(id, jk, 'failed', f[8], f[9], f[10])
-      emit(id, 'failed', f[2], 'lease expired')
+      emit(id, 'failed', f[2], 'worker lost ' .. tostring(lost + 1) .. ' times')
       dead = dead + 1
     end
   end

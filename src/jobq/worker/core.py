@@ -4,9 +4,10 @@ Threads and what they own:
 - main: the claim loop. Claims up to the free capacity in one script call; when nothing is
   queued, blocks on the queues' wake lists (BLPOP), never polls.
 - reporter: drains finished outcomes and records them in one pipelined round trip per batch;
-  on a broker outage it keeps the batch and retries, so no outcome is dropped.
-- heartbeat: extends the leases of every job in flight (one script call) and refreshes the
-  worker's registry entry.
+  on a broker outage it keeps the batch and retries (at once when the server answers again),
+  so no outcome is dropped.
+- heartbeat (`leases.py`): extends the leases of every job in flight, marks jobs that began,
+  and fences jobs whose lease is gone, on connections of its own with a short timeout.
 - maintenance: the scheduler ticks, only while no `jobq master` is alive.
 """
 
@@ -30,6 +31,7 @@ from ..model import Claimed, Outcome
 from ..outage import Outage
 from ..store import redact
 from ..tasks import parse_rate
+from .leases import LeaseKeeper
 from .pools import make_pool
 
 if TYPE_CHECKING:
@@ -81,7 +83,10 @@ class Worker:
         self.grace_s = grace_s
         self.settings = app.settings
         self.store = app.store
-        self.pool = make_pool(pool, app, concurrency, self._on_done, app_path)
+        self.leases = LeaseKeeper(self)
+        self.pool = make_pool(
+            pool, app, concurrency, self._on_done, app_path, may_start=self.leases.may_start
+        )
         self.pool_kind = pool
         self.inflight: dict[str, Claimed] = {}
         self.cond = threading.Condition()
@@ -99,6 +104,8 @@ class Worker:
                 is_master=False,
                 name=f"worker:{self.name}",
                 worker_gone_ms=self.settings.worker_gone_ms,
+                lease_ms=self.settings.lease_ms,
+                max_lost=self.settings.max_lost,
             )
             if maintenance
             else None
@@ -107,7 +114,6 @@ class Worker:
         # One per loop: back-off, and a log line per episode of broker trouble (outage.py).
         self.claim_outage = Outage(log, f"worker {self.name}: claiming")
         self.report_outage = Outage(log, f"worker {self.name}: reporting outcomes")
-        self.heartbeat_outage = Outage(log, f"worker {self.name}: heartbeat", first_s=0)
 
     # -- public ------------------------------------------------------------------------------
 
@@ -128,7 +134,7 @@ class Worker:
             log.error("could not publish rate limits / register: %s", exc)
         self.pool.start()
         self._start_thread(self._report_loop, "jobq-reporter")
-        self._start_thread(self._heartbeat_loop, "jobq-heartbeat")
+        self._start_thread(self.leases.run, "jobq-heartbeat")
         if self.maintainer:
             self._threads.append(self.maintainer.start_thread())
         log.info(
@@ -163,6 +169,7 @@ class Worker:
         if immediate:
             self.immediate.set()
         self.stopping.set()
+        self.leases.wake.set()
         with self.cond:
             self.cond.notify_all()
         # Interrupt the claim loop's blocking wait through this worker's own wake list (no
@@ -194,10 +201,16 @@ class Worker:
                 while len(self.inflight) >= self.capacity and not self.stopping.is_set():
                     self.cond.wait(1.0)
                 free = min(self.capacity - len(self.inflight), CLAIM_BATCH)
+                # Jobs that go into idle slots at once are marked begun by the claim itself
+                # (the async pool starts everything it is given); the rest are claimed ahead.
+                idle = free if self.pool_kind == "async" else self.concurrency - len(self.inflight)
+                start = max(0, min(free, idle))
             if self.stopping.is_set():
                 return
             try:
-                jobs = self.store.claim(self.name, self.queues, free, self.settings.lease_ms)
+                jobs = self.store.claim(
+                    self.name, self.queues, free, self.settings.lease_ms, start=start
+                )
                 self.claim_outage.ok()
                 if not jobs:
                     self.store.wait_for_work(self.queues, 1.0)
@@ -206,16 +219,42 @@ class Worker:
             except Exception as exc:  # the claim loop outlives any error
                 self.stopping.wait(self.claim_outage.failed(exc))
                 continue
-            with self.cond:
-                for c in jobs:
-                    self.inflight[c.id] = c
-            for c in jobs:
-                self.pool.submit(c)
+            self._hand_over(jobs, start)
             if drained:
                 with contextlib.suppress(BrokerError):  # the next claim reports it
                     self.store.wait_for_work(self.queues, 1.0)
 
+    def _hand_over(self, jobs: list[Claimed], start: int) -> None:
+        """Give claimed jobs to the pool in order; a suspect (its worker died under it before)
+        runs alone, and the jobs claimed after it wait until it is done."""
+        with self.cond:
+            # A job handed to us again under a new token: our older attempt's lease is gone
+            # (reaped before a heartbeat could tell us). Fence it before the new claim hides it.
+            stale = {
+                (c.id, old.token)
+                for c in jobs
+                if (old := self.inflight.get(c.id)) is not None and old.token != c.token
+            }
+        if stale:
+            self.leases.fence(stale)
+        with self.cond:
+            for c in jobs:
+                self.inflight[c.id] = c
+            self.leases.claimed(jobs, start)
+        for i, c in enumerate(jobs):
+            if self.stopping.is_set() and any(x.lost for x in jobs[i:]):
+                # (held back behind a suspect: not in the pool, so the shutdown would miss them)
+                self._requeue(jobs[i:], "not started (stopping)")
+                return
+            if not c.lost:
+                self.pool.submit(c)
+            elif not self.leases.run_alone(c, jobs[i + 1 :]):
+                self._requeue(jobs[i:], "not started (stopping)")
+                return
+
     def _on_done(self, outcome: Outcome) -> None:
+        if self.leases.discard(outcome):
+            return
         # Exponential moving average; races between pool threads only blur it slightly.
         self.avg_runtime_s += (outcome.runtime_s - self.avg_runtime_s) * 0.05
         # The only job in flight and the reporter idle: record it from this thread, saving a
@@ -279,7 +318,7 @@ class Worker:
                 )
         with self.cond:
             for o in batch:
-                self.inflight.pop(o.claimed.id, None)
+                self.leases.forget(o.claimed)
             self.processed += len(batch)
             self.cond.notify_all()
 
@@ -292,7 +331,12 @@ class Worker:
             try:
                 codes = self.store.report(batch)
             except BrokerUnavailable as exc:  # the server will serve again: keep the batch
-                time.sleep(self.report_outage.failed(exc))
+                # The heartbeat thread probes the server often during an outage and sets
+                # `reachable` when it answers: report at once then, not after a long back-off
+                # (a finished job must not sit here until the reaper takes its lease).
+                pause = self.report_outage.failed(exc)
+                self.leases.reachable.clear()
+                self.leases.reachable.wait(pause)
                 continue
             except Exception as exc:  # the reporter outlives any error
                 refused += 1
@@ -312,21 +356,6 @@ class Worker:
                 return {batch[0].claimed.id: REPORT_REFUSED}
             self.report_outage.ok()
             return codes
-
-    def _heartbeat_loop(self) -> None:
-        period = self.settings.heartbeat_ms / 1000
-        while not self.done.wait(period):
-            try:
-                with self.cond:
-                    items = [(c.id, c.token) for c in self.inflight.values()]
-                lost, cancel = self.store.heartbeat(items, self.settings.lease_ms, worker=self.name)
-                self.store.register_worker(self.name, self._info(), self.settings.lease_ms * 3)
-                self.heartbeat_outage.ok()
-                for job_id in lost:
-                    log.warning("lost the lease of job %s; its outcome will be discarded", job_id)
-                self._enforce_cancels(cancel)
-            except Exception as exc:  # beat again next period, whatever failed
-                self.heartbeat_outage.failed(exc)
 
     def _enforce_cancels(self, requested: set[str]) -> None:
         """Hard-stop jobs still running `cancel_grace_s` after their cancel was requested
@@ -386,6 +415,7 @@ class Worker:
             self.inflight.clear()
         self._requeue(left_over, "still running at shutdown")
         self.done.set()
+        self.leases.wake.set()
         if self.maintainer:
             self.maintainer.stop_event.set()
         # Join the loops that talk to the broker, so none is mid-call (or re-takes the leader
@@ -395,6 +425,7 @@ class Worker:
                 t.join(30)
         if self.maintainer:
             self.maintainer.stop()
+        self.leases.close()
         with contextlib.suppress(BrokerError):
             self.store.unregister_worker(self.name)
         log.info("worker %s stopped after %d job(s)", self.name, self.processed)
@@ -404,7 +435,8 @@ class Worker:
             return
         with self.cond:
             for c in jobs:
-                self.inflight.pop(c.id, None)
+                self.leases.forget(c)
+            self.cond.notify_all()
         try:
             n = self.store.requeue([(c.id, c.token) for c in jobs])
             log.info("requeued %d job(s) %s", n, why)

@@ -7,6 +7,14 @@ Hard timeouts differ by pool, because only a process can be stopped from outside
 - thread: the attempt is reported failed at the deadline and a fresh thread takes its slot; the
   stuck thread runs on in the background and its late outcome is dropped (fencing would refuse
   it anyway).
+
+Every pool asks the worker's gate right before it starts an attempt (`Gate`): that is where a
+begin mark is nudged, and where a prefetched job whose lease is gone is dropped. A worker whose
+lease is gone stops the attempt through `cancel` where the pool can (process, async).
+
+Process-pool children ignore SIGTERM and SIGINT: the parent decides. A SIGTERM to the whole
+process group (systemd's default KillMode) reaches the parent, which finishes running attempts
+within its grace period or kills the children and requeues their jobs, never failing them.
 """
 
 from __future__ import annotations
@@ -34,7 +42,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("jobq.worker")
 
 OnDone = Callable[[Outcome], None]
+#: Asked right before an attempt starts: True = start it, False = never (its lease is gone, see
+#: leases.py), None = not yet (heartbeats are failing past the lease; ask again shortly).
+Gate = Callable[[Claimed], "bool | None"]
 POOLS = ("thread", "process", "async")
+GATE_POLL_S = 0.1
+
+
+def _always(_c: Claimed) -> bool:
+    return True
+
+
+def _wait_gate(may_start: Gate, c: Claimed) -> bool:
+    """Block this pool thread until the gate says start (True) or never (False)."""
+    while (verdict := may_start(c)) is None:
+        time.sleep(GATE_POLL_S)
+    return verdict
 
 
 class Pool(Protocol):
@@ -69,8 +92,10 @@ def _drain(q: queue.Queue[Claimed | None]) -> list[Claimed]:
 
 
 class ThreadPool:
-    def __init__(self, app: App, concurrency: int, on_done: OnDone) -> None:
-        self.app, self.n, self.on_done = app, concurrency, on_done
+    def __init__(
+        self, app: App, concurrency: int, on_done: OnDone, *, may_start: Gate = _always
+    ) -> None:
+        self.app, self.n, self.on_done, self.may_start = app, concurrency, on_done, may_start
         self.pending: queue.Queue[Claimed | None] = queue.Queue()
         self.lock = threading.Lock()
         self.deadlines: dict[str, tuple[Claimed, float]] = {}
@@ -90,6 +115,8 @@ class ThreadPool:
             c = self.pending.get()
             if c is None:
                 return
+            if not _wait_gate(self.may_start, c):
+                continue
             limit = timeout_s(self.app, c)
             if limit is not None:
                 with self.lock:
@@ -134,8 +161,10 @@ class ThreadPool:
 
 
 class AsyncPool:
-    def __init__(self, app: App, concurrency: int, on_done: OnDone) -> None:
-        self.app, self.n, self.on_done = app, concurrency, on_done
+    def __init__(
+        self, app: App, concurrency: int, on_done: OnDone, *, may_start: Gate = _always
+    ) -> None:
+        self.app, self.n, self.on_done, self.may_start = app, concurrency, on_done, may_start
         self.loop = asyncio.new_event_loop()
         self.tasks: set[asyncio.Task[None]] = set()
         self.by_id: dict[str, asyncio.Task[None]] = {}
@@ -154,6 +183,11 @@ class AsyncPool:
         task.add_done_callback(self.tasks.discard)
 
     async def _run(self, c: Claimed) -> None:
+        while (verdict := self.may_start(c)) is None:
+            await asyncio.sleep(GATE_POLL_S)
+        if not verdict:
+            self.by_id.pop(c.id, None)
+            return
         try:
             outcome = await run_async(self.app, c, timeout_s(self.app, c))
         except asyncio.CancelledError:
@@ -208,10 +242,17 @@ def load_app(path: str) -> App:
     return app
 
 
+#: Signals a child ignores: the parent decides when attempts stop (a SIGTERM to the whole
+#: process group, systemd's default, must not kill running attempts behind the parent's back).
+PARENT_DECIDES = {signal.SIGINT, signal.SIGTERM}
+
+
 def _child_main(app_path: str, conn: Connection) -> None:
     """A process-pool child: run attempts sent by the parent until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for sig in PARENT_DECIDES:
+        signal.signal(sig, signal.SIG_IGN)
+    # Born with these blocked (see _Slot), so one sent before the lines above is dropped now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, PARENT_DECIDES)
     app = load_app(app_path)
     while True:
         try:
@@ -228,7 +269,13 @@ class _Slot:
         parent, child = ctx.Pipe()
         self.conn: Connection = parent
         self.proc = ctx.Process(target=_child_main, args=(app_path, child), daemon=True)
-        self.proc.start()
+        # The child inherits this thread's signal mask: blocked from birth, a group SIGTERM
+        # cannot kill it before it has set its signals to ignored.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, PARENT_DECIDES)
+        try:
+            self.proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
         child.close()
 
     def kill(self) -> None:
@@ -241,8 +288,17 @@ class _Slot:
 class ProcessPool:
     """N child processes (spawned, importing the app by path), one attempt each at a time."""
 
-    def __init__(self, app: App, concurrency: int, on_done: OnDone, app_path: str) -> None:
+    def __init__(
+        self,
+        app: App,
+        concurrency: int,
+        on_done: OnDone,
+        app_path: str,
+        *,
+        may_start: Gate = _always,
+    ) -> None:
         self.app, self.n, self.on_done, self.app_path = app, concurrency, on_done, app_path
+        self.may_start = may_start
         self.ctx = mp.get_context("spawn")
         self.pending: queue.Queue[Claimed | None] = queue.Queue()
         self.slots: list[_Slot] = []
@@ -262,12 +318,13 @@ class ProcessPool:
     def _loop(self, i: int) -> None:
         while True:
             c = self.pending.get()
-            slot = self.slots[i]
             if c is None:
                 with contextlib.suppress(OSError):
-                    slot.conn.send(None)
+                    self.slots[i].conn.send(None)
                 return
-            outcome = self._run(i, slot, c)
+            if not _wait_gate(self.may_start, c):
+                continue
+            outcome = self._run(i, self.slots[i], c)
             if outcome is not None:
                 self.on_done(outcome)
 
@@ -339,15 +396,23 @@ class ProcessPool:
         return True
 
 
-def make_pool(kind: str, app: App, concurrency: int, on_done: OnDone, app_path: str | None) -> Pool:
+def make_pool(
+    kind: str,
+    app: App,
+    concurrency: int,
+    on_done: OnDone,
+    app_path: str | None,
+    *,
+    may_start: Gate = _always,
+) -> Pool:
     from ..errors import ConfigError
 
     if kind == "thread":
-        return ThreadPool(app, concurrency, on_done)
+        return ThreadPool(app, concurrency, on_done, may_start=may_start)
     if kind == "async":
-        return AsyncPool(app, concurrency, on_done)
+        return AsyncPool(app, concurrency, on_done, may_start=may_start)
     if kind == "process":
         if not app_path:
             raise ConfigError("the process pool needs the app's import path ('module:app')")
-        return ProcessPool(app, concurrency, on_done, app_path)
+        return ProcessPool(app, concurrency, on_done, app_path, may_start=may_start)
     raise ConfigError(f"unknown pool {kind!r}: choose one of {', '.join(POOLS)}")

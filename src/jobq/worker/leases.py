@@ -1,0 +1,296 @@
+"""The worker's side of its leases: heartbeats, begin marks, and self-fencing.
+
+Why begin marks: when a worker dies, the reaper must tell the jobs it was running (a lost worker:
+counted, so a poison pill ends dead-lettered) from the ones it had only claimed ahead (released,
+not counted). The cheapest reliable way to tell the server which jobs began:
+- jobs that go into idle slots at once are marked by the claim script itself (no extra call: the
+  common case of an idle worker and of a job that kills its worker the instant it starts);
+- a prefetched job that starts later is marked by a heartbeat call nudged the moment it starts.
+  The nudge carries every start since the previous one, and mark calls are at most one per
+  10 ms, so under load one call marks many jobs and the hot path (claim, run, report) gains no
+  round trip; it runs on the heartbeat thread, never on the path of a job.
+- a mark lost in flight (the job killed its worker before the nudge landed) is caught by the
+  reaper's bound on releases of one job.
+
+Self-fencing: a heartbeat that learns a lease is gone stops the attempt where the pool can
+(process: kill the child; async: cancel the task; thread: cannot, so its outcome is discarded),
+and a prefetched job whose lease is gone never starts. Heartbeats run on connections of their
+own with a short socket timeout, so a partition is noticed and logged within a lease; while they
+fail past the lease, no prefetched job starts (its lease is surely gone), and the log says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from ..errors import BrokerError
+from ..model import Claimed, Outcome
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..store import Store
+    from .pools import Pool
+
+log = logging.getLogger("jobq.worker")
+
+#: How soon a failed heartbeat is tried again (an outage is noticed, and its end, quickly).
+RETRY_S = 0.25
+#: Begin marks go out at once, but at most one call per this interval: under load each call
+#: carries every start since the last (measured: marking each start on its own call cost about
+#: 40% of the processing rate of no-op jobs).
+MARK_INTERVAL_S = 0.01
+
+
+class Host(Protocol):
+    """What the lease keeper needs of its worker."""
+
+    name: str
+    settings: Settings
+    store: Store
+    pool: Pool
+    cond: threading.Condition
+    inflight: dict[str, Claimed]
+    stopping: threading.Event
+    done: threading.Event
+
+    def _info(self) -> dict[str, str]: ...
+    def _enforce_cancels(self, requested: set[str]) -> None: ...
+    def _requeue(self, jobs: list[Claimed], why: str) -> None: ...
+
+
+def heartbeat_timeout_s(settings: Settings) -> float:
+    """Socket timeout of heartbeat calls: short against the lease (a call that hangs must fail,
+    and be retried, well before the lease runs out), but not so short that a busy server fails
+    healthy heartbeats."""
+    return max(0.1, min(2.0, settings.lease_ms / 20_000))
+
+
+Attempt = tuple[str, str]  # (job id, token): one claim of a job (a job may be claimed again)
+
+
+class LeaseKeeper:
+    """Bookkeeping of the worker's attempts as the server sees them (under the worker's cond).
+    Keyed by (id, token): after a lost lease the same job may come back to this worker under a
+    new token while the old attempt still runs in a thread."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.marked: set[Attempt] = set()  # begin mark made (by the claim) or sent
+        self.to_mark: list[Attempt] = []  # started, mark not sent yet
+        self.started: set[Attempt] = set()  # running in the pool now
+        self.finished: set[Attempt] = set()  # outcome produced, not reported yet
+        self.fenced: set[Attempt] = set()  # lease gone: never start, discard the outcome
+        self.wake = threading.Event()  # a nudge (a job started) or shutdown
+        self.reachable = threading.Event()  # set by each heartbeat the server answers
+        self.ok_at = time.monotonic()
+        self.store = host.store.for_heartbeats(heartbeat_timeout_s(host.settings))
+
+    def close(self) -> None:
+        """Close the heartbeat connections (after the heartbeat thread ended)."""
+        self.store.close()
+
+    # -- called with host.cond held ----------------------------------------------------------
+
+    def claimed(self, jobs: list[Claimed], start: int) -> None:
+        """Note which of a claim's jobs the claim script marked begun (see claim.lua)."""
+        for c in jobs:
+            if c.lost or start <= 0:
+                return
+            self.marked.add((c.id, c.token))
+            start -= 1
+
+    def owns(self, c: Claimed) -> bool:
+        """Whether `c` is the worker's current claim of its job."""
+        mine = self.host.inflight.get(c.id)
+        return mine is not None and mine.token == c.token
+
+    def forget(self, c: Claimed) -> None:
+        """Drop an attempt from the books (and from inflight, if it is the current claim)."""
+        if self.owns(c):
+            del self.host.inflight[c.id]
+        a = (c.id, c.token)
+        for s in (self.marked, self.started, self.finished, self.fenced):
+            s.discard(a)
+
+    # -- called by the pools -------------------------------------------------------------------
+
+    def may_start(self, c: Claimed) -> bool | None:
+        """Whether a pool may start `c` now: True; False = never (its lease is gone); None =
+        not yet (heartbeats have failed past the lease: ask again shortly)."""
+        h = self.host
+        a = (c.id, c.token)
+        with h.cond:
+            if a in self.fenced or not self.owns(c):
+                if a in self.fenced:
+                    log.warning("job %s not started: its lease is gone", c.id)
+                self.forget(c)
+                h.cond.notify_all()
+                return False
+        if self.stale():
+            if h.stopping.is_set():
+                h._requeue([c], "not started (stopping during an outage)")
+                return False
+            return None
+        with h.cond:
+            self.started.add(a)
+            if a in self.marked:
+                return True
+            self.marked.add(a)
+            self.to_mark.append(a)
+            first = len(self.to_mark) == 1
+        if first:  # later ones ride on the same call: one wake-up per call, not per job
+            self.wake.set()
+        return True
+
+    def discard(self, outcome: Outcome) -> bool:
+        """True if the outcome belongs to a fenced attempt (dropped, never reported)."""
+        c = outcome.claimed
+        a = (c.id, c.token)
+        with self.host.cond:
+            self.started.discard(a)
+            if a not in self.fenced:
+                self.finished.add(a)
+                return False
+            self.forget(c)
+            self.host.cond.notify_all()
+        log.warning(
+            "outcome of job %s (attempt %d) discarded: its lease was lost while it ran (fenced)",
+            c.id,
+            c.attempt,
+        )
+        return True
+
+    def stale(self) -> bool:
+        """Heartbeats have failed for longer than a lease: the server has taken our jobs."""
+        return time.monotonic() - self.ok_at > self.host.settings.lease_ms / 1000
+
+    # -- suspects ------------------------------------------------------------------------------
+
+    def run_alone(self, c: Claimed, after: list[Claimed]) -> bool:
+        """Run a suspect with nothing else running beside it (so that if it kills this worker,
+        the crash is blamed on it alone): wait for the others, mark it begun, run it, wait for
+        its outcome. False if the worker is stopping (the caller requeues it and `after`)."""
+        h = self.host
+        held = {c.id, *(x.id for x in after)}
+        log.warning("job %s lost its worker %d time(s) before; running it alone", c.id, c.lost)
+        with h.cond:
+            while not h.stopping.is_set() and set(h.inflight) - held:
+                h.cond.wait(0.2)
+        lost: set[str] = set()
+        while not h.stopping.is_set():
+            try:
+                lost, _ = self.store.heartbeat([], h.settings.lease_ms, began=[(c.id, c.token)])
+                break
+            except BrokerError as exc:
+                log.error("cannot mark suspect job %s begun (%s); retrying", c.id, exc)
+                h.stopping.wait(RETRY_S)
+        if h.stopping.is_set():
+            return False
+        a = (c.id, c.token)
+        with h.cond:
+            if c.id in lost:
+                self.forget(c)
+                log.warning("job %s not started: its lease is gone", c.id)
+                return True
+            self.marked.add(a)
+        h.pool.submit(c)
+        with h.cond:  # (on shutdown, stop waiting: the pool has it, the shutdown handles it)
+            while (
+                not h.stopping.is_set()
+                and self.owns(c)
+                and a not in self.finished
+                and a not in self.fenced
+            ):
+                h.cond.wait(0.2)
+        return True
+
+    # -- the heartbeat thread ------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Heartbeat every `heartbeat_ms`, and at once when nudged by a start."""
+        h = self.host
+        period = h.settings.heartbeat_ms / 1000
+        lease_s = h.settings.lease_ms / 1000
+        next_full = time.monotonic() + period
+        last_marks = 0.0
+        failing_since: float | None = None
+        warned_stale = False
+        while not h.done.is_set():
+            now = time.monotonic()
+            due = next_full
+            if self.to_mark:  # (a racy peek is fine: a nudge follows every first mark)
+                due = min(due, last_marks + MARK_INTERVAL_S)
+            if due > now:
+                self.wake.wait(due - now)
+                self.wake.clear()
+                continue
+            full = now >= next_full
+            with h.cond:
+                marks, self.to_mark = self.to_mark, []
+                items = [(c.id, c.token) for c in h.inflight.values()] if full else []
+            sent = dict(items + marks)
+            if not full and not marks:
+                continue
+            if marks:
+                last_marks = now
+            try:
+                lost, cancel = self.store.heartbeat(
+                    items, h.settings.lease_ms, worker=h.name if full else "", began=marks
+                )
+                if full:
+                    self.store.register_worker(h.name, h._info(), h.settings.lease_ms * 3)
+            except Exception as exc:  # the heartbeat thread outlives any error
+                with h.cond:
+                    self.to_mark[:0] = marks
+                if failing_since is None:
+                    failing_since = now
+                    log.error("heartbeat failed: %s; retrying every %.2fs", exc, RETRY_S)
+                elif not warned_stale and now - failing_since > lease_s:
+                    warned_stale = True
+                    log.error(
+                        "heartbeats have failed for %.1fs, longer than the lease (%.1fs): the "
+                        "server will have taken this worker's jobs back; starting no prefetched "
+                        "job until it answers",
+                        now - failing_since,
+                        lease_s,
+                    )
+                next_full = now + min(period, RETRY_S)
+                continue
+            self.ok_at = time.monotonic()
+            self.reachable.set()
+            if failing_since is not None:
+                log.info("heartbeats answer again after %.1fs", self.ok_at - failing_since)
+                failing_since, warned_stale = None, False
+            if full:
+                next_full = self.ok_at + period
+            try:
+                self.fence({(i, sent[i]) for i in lost if i in sent})
+                if full:
+                    h._enforce_cancels(cancel)
+            except Exception:  # a pool that failed to stop a job must not stop the heartbeats
+                log.exception("heartbeat: could not fence or cancel jobs; carrying on")
+
+    def fence(self, lost: set[Attempt]) -> None:
+        """Stop (or at least never start, and discard) attempts whose lease is gone."""
+        h = self.host
+        for a in lost:
+            job_id, token = a
+            with h.cond:
+                mine = h.inflight.get(job_id)
+                if mine is None or mine.token != token or a in self.finished or a in self.fenced:
+                    continue  # reported meanwhile (or already fenced): nothing to stop
+                self.fenced.add(a)
+                running = a in self.started
+            if not running:
+                log.warning("lost the lease of job %s before it started: it will not start", job_id)
+            elif h.pool.cancel(job_id):
+                log.warning("lost the lease of job %s (reaped or taken over): stopped it", job_id)
+            else:
+                log.warning(
+                    "lost the lease of job %s (reaped or taken over); this pool cannot stop a "
+                    "running thread, so its outcome will be discarded",
+                    job_id,
+                )
