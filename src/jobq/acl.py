@@ -85,7 +85,8 @@ FORBIDDEN = frozenset(
 )  # fmt: skip
 
 _UNKNOWN_RULE = re.compile(r"modifier '([^']+)': Unknown command")
-_CALL = re.compile(r"redis\.p?call\(\s*['\"]([A-Za-z_]+)['\"]")
+#: A command the library runs: redis.call/pcall, or the preamble's try() wrapper for side writes.
+_CALL = re.compile(r"(?:redis\.p?call|\btry)\(\s*['\"]([A-Za-z_]+)['\"]")
 
 
 def script_commands() -> frozenset[str]:
