@@ -179,8 +179,11 @@ class Server:
         # A short path: a unix socket's name is limited to 107 bytes.
         self.sock = Path(tempfile.gettempdir()) / f"jqchaos-{self.port}.sock" if unix else None
         self.proc: subprocess.Popen[bytes] | None = None
-        self.tcp_url = f"redis://{bind}:{self.port}/0"
-        self.url = f"unix://{self.sock}?db=0" if self.sock else self.tcp_url
+        # Off loopback Valkey refuses clients without a password (protected mode): give it one.
+        self.password = uuid.uuid4().hex if bind != "127.0.0.1" else None
+        auth = f":{self.password}@" if self.password else ""
+        self.tcp_url = f"redis://{auth}{bind}:{self.port}/0"
+        self.url = f"unix://{auth}{self.sock}?db=0" if self.sock else self.tcp_url
 
     def start(self) -> None:
         args = [*self.wrapper, find_binary(), "--port", str(self.port), "--bind", self.bind,
@@ -189,6 +192,8 @@ class Server:
                 "--auto-aof-rewrite-percentage", "0", *self.extra]  # fmt: skip
         if self.sock:
             args += ["--unixsocket", str(self.sock), "--unixsocketperm", "700"]
+        if self.password:
+            args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = now() + 20
         while now() < deadline:
@@ -327,6 +332,11 @@ class Verdict:
     refused: int = 0
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    fencing: dict[str, list[str]] = field(default_factory=dict)
+    """Fencing violations by kind: the jobs they hit, with an example each."""
+
+    def flag(self, kind: str, example: str) -> None:
+        self.fencing.setdefault(kind, []).append(example)
 
     def assert_ok(self) -> None:
         assert not self.problems, "; ".join(self.problems)
@@ -442,6 +452,8 @@ def check(
         v.problems.append(f"{v.unexcused_duplicates} duplicate executions no fault explains")
     if v.wedged and not v.lost:
         v.problems.append(f"{v.wedged} jobs never drained (wedge)")
+    for kind, hits in v.fencing.items():
+        v.problems.append(f"{len(hits)} jobs: {kind} (e.g. {hits[0]})")
     v.notes = v.notes[:8]
     return v
 
@@ -456,10 +468,10 @@ def _check_commit(app: App, r: Any, runs: list[dict[str, Any]], v: Verdict) -> s
     if not isinstance(out, dict) or "x" not in out:
         return None
     if str(r.token) != str(out["tok"]):
-        v.problems.append(f"{r.id}: committed token {r.token} but result from token {out['tok']}")
+        v.flag("committed token is not its result's", f"{r.id} {r.token} vs {out['tok']}")
     newest = max(runs, key=_token_order, default=None)
     if newest is not None and out["x"] != newest["x"]:
-        v.problems.append(f"{r.id}: a stale execution's result committed, not the newest's")
+        v.flag("a stale execution's result committed, not the newest's", r.id)
     return str(out["x"])
 
 
@@ -472,14 +484,12 @@ def _token_order(run: dict[str, Any]) -> tuple[int, float]:
 def _check_tokens(job_id: str, runs: list[dict[str, Any]], v: Verdict) -> None:
     toks = [s["tok"] for s in runs]
     if len(set(toks)) != len(toks):
-        v.problems.append(f"{job_id}: one fencing token handed to two executions {toks}")
+        v.flag("one fencing token handed to two executions", f"{job_id} tokens {toks}")
     ordered = sorted(runs, key=lambda s: s["t"])
     for i, s in enumerate(ordered):
         if any(_token_order(o) > _token_order(s) for o in ordered[:i]):
-            v.problems.append(
-                f"{job_id}: attempt {s['att']} started after a newer attempt had (a job its "
-                "worker no longer owned)"
-            )
+            v.flag("an attempt started after a newer one (a job its worker no longer owned)",
+                   f"{job_id} attempt {s['att']} on pid {s['pid']}")  # fmt: skip
             break
 
 

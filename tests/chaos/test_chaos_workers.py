@@ -13,9 +13,18 @@ import signal
 import time
 
 import pytest
-from conftest import Scenario
-from harness import LEASE_S, check, children, now, started_on, submit_batch, submit_work, wait_for
 
+from chaos.harness import (
+    LEASE_S,
+    check,
+    children,
+    now,
+    started_on,
+    submit_batch,
+    submit_work,
+    wait_for,
+)
+from chaos.scenario import Scenario
 from jobq import App, JobState
 
 pytestmark = pytest.mark.timeout(240)
@@ -101,8 +110,14 @@ def poison_pill(sc: Scenario, pool: str, poison: str, work: str) -> None:
     assert deaths <= bound, f"the pill took its worker down {deaths} times (bound {bound})"
 
 
-@pytest.mark.chaos
-@pytest.mark.parametrize("pool", ["thread", "process", "async"])
+@pytest.mark.parametrize(
+    "pool",
+    [
+        pytest.param("thread", marks=pytest.mark.chaos),
+        pytest.param("process", marks=pytest.mark.chaos_ci),
+        pytest.param("async", marks=pytest.mark.chaos),
+    ],
+)
 def test_poison_pill(scenario: Scenario, pool: str) -> None:
     """Only the job that kills its worker ends dead-lettered; its neighbours all succeed."""
     if pool == "async":
