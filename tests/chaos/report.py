@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -78,9 +79,9 @@ def render(rows: list[dict[str, Any]], started: str, took_s: float) -> str:
         verdict = {"passed": "PASS", "skipped": "SKIP"}.get(r["outcome"], "FAIL")
         passed += verdict == "PASS"
         rec = r.get("recovery_s")
-        why = r["reason"] or "; ".join(r.get("notes", [])[:2])
-        if r["reason"] and r.get("notes"):
-            why += " — " + "; ".join(r["notes"][:2])
+        notes = [n for n in r.get("notes", []) if n not in r["reason"]][:2]
+        why = " — ".join(x for x in (r["reason"], "; ".join(notes)) if x)
+        why = re.sub(r"/tmp/\S+", "<tmp>", why.replace(str(ROOT) + "/", ""))
         dup = f"{r['duplicates']} ({r['unexcused']})" if r.get("checked") else "-"
         nums = [r[k] if r.get("checked") else None for k in ("jobs", "lost", "failed", "stale")]
         lines.append(
