@@ -57,6 +57,8 @@ DRAIN_S = 90.0
 
 #: Exceptions after which a client call may or may not have taken effect.
 INDETERMINATE = ("ConnectionError", "TimeoutError", "BrokerUnavailable", "BusyLoadingError")
+#: Exceptions that say the call was refused and did nothing (jobq.BrokerFull: memory is full).
+REFUSALS = ("BrokerFull", "OutOfMemoryError")
 
 
 def now() -> float:
@@ -99,7 +101,10 @@ class Recorder:
         except Exception as exc:
             kind = type(exc).__name__
             names = {c.__name__ for c in type(exc).__mro__}
+            # A refusal (the server is full) is definite, whatever BrokerFull derives from.
             status = "indeterminate" if names & set(INDETERMINATE) else "failed"
+            if kind in REFUSALS:
+                status = "failed"
             self._append(
                 {"k": "call", "op": op, "ids": list(job_ids), "st": status, "err": kind,
                  "msg": str(exc)[:300], "t": t}

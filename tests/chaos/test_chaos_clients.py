@@ -110,6 +110,15 @@ def master(scenario: Scenario) -> Iterator[Master]:
     yield m
 
 
+#: What a browser sends with a web page's `fetch(url, {method: "POST", mode: "no-cors"})`.
+NO_CORS = {
+    "Content-Type": "text/plain;charset=UTF-8",
+    "Origin": "https://evil.example",
+    "Sec-Fetch-Site": "cross-site",
+    "Sec-Fetch-Mode": "no-cors",
+}
+
+
 @pytest.mark.chaos
 def test_hostile_http_cross_site_and_foreign_host(scenario: Scenario, master: Master) -> None:
     """A web page's no-cors text/plain POST, a cross-site JSON POST, and a request for a
@@ -124,7 +133,7 @@ def test_hostile_http_cross_site_and_foreign_host(scenario: Scenario, master: Ma
     ):
         probe = f"csrf-{uuid.uuid4().hex[:8]}"
         body = f'{{"task": "work", "args": [0], "job_id": "{probe}"}}'
-        r = http.post("/v1/jobs", content=body, headers={"Content-Type": "text/plain"})
+        r = http.post("/v1/jobs", content=body, headers=NO_CORS)
         if r.status_code not in (403, 415) or app.job(probe).status() is not None:
             strangers.append(f"text/plain submit -> {r.status_code}")
         probe2 = probe + "-x"
@@ -136,7 +145,7 @@ def test_hostile_http_cross_site_and_foreign_host(scenario: Scenario, master: Ma
         if r.status_code != 403 or app.job(probe2).status() is not None:
             strangers.append(f"cross-site JSON submit -> {r.status_code}")
         held = submit_batch(app, sc.rec, "work", [[0]] * 5, queue="held")  # nobody serves it
-        r = http.post("/v1/queues/held/purge", content="", headers={"Content-Type": "text/plain"})
+        r = http.post("/v1/queues/held/purge", content="", headers=NO_CORS)
         if r.status_code not in (403, 415) or any(
             app.job(i).status() != JobState.QUEUED for i in held
         ):
