@@ -437,10 +437,7 @@ def check(
             if not any(_touched(run, ends, faults) for run in runs[:-1]):
                 v.unexcused_duplicates += len(runs) - 1
                 if v.unexcused_duplicates <= 3:
-                    v.notes.append(
-                        f"{job_id} ran {len(runs)}x untouched by a fault: attempts "
-                        f"{[r['att'] for r in runs]} on pids {[r['pid'] for r in runs]}"
-                    )
+                    v.notes.append(_explain(job_id, runs, faults))
     committed = {
         r.id: str(r.token) for r in final.values() if r is not None and r.token is not None
     }
@@ -501,7 +498,9 @@ def _check_tokens(job_id: str, runs: list[dict[str, Any]], v: Verdict) -> None:
 def _touched(run: dict[str, Any], ends: dict[str, Any], faults: list[dict[str, Any]]) -> bool:
     """Whether a fault hit this execution: it overlapped the fault's window, on a process the
     fault hit (or any process, for faults of the server or the network)."""
-    end = ends.get(run["x"], {}).get("t", float("inf"))
+    # A body that ended shortly before the fault may still have had its outcome in flight
+    # (the reporter batches): it counts as hit if it ended within a lease of the fault.
+    end = ends.get(run["x"], {}).get("t", float("inf")) + LEASE_S
     for f in faults:
         if f["pids"] is None:  # the server or the network: whatever overlapped the window
             if run["t"] <= f["t1"] and end >= f["t0"]:
@@ -513,6 +512,23 @@ def _touched(run: dict[str, Any], ends: dict[str, Any], faults: list[dict[str, A
         ):
             return True
     return False
+
+
+def _explain(job_id: str, runs: list[dict[str, Any]], faults: list[dict[str, Any]]) -> str:
+    """Words for an unexcused duplicate; names a process that started the job after a fault
+    had cost it the lease (a prefetched job it no longer owned)."""
+    for r in runs[:-1]:
+        for f in faults:
+            hit = f["pids"] is not None and (r["pid"] in f["pids"] or r["ppid"] in f["pids"])
+            if hit and r["t"] > min(f["t1"], f["t0"] + LEASE_S):
+                return (
+                    f"{job_id}: attempt {r['att']} started by pid {r['pid']} "
+                    f"{r['t'] - f['t0']:.1f} s after the {f['what']} (lease gone), then ran again"
+                )
+    return (
+        f"{job_id} ran {len(runs)}x untouched by a fault: attempts "
+        f"{[r['att'] for r in runs]} on pids {[r['pid'] for r in runs]}"
+    )
 
 
 def _recovery(faults: list[dict[str, Any]], ends: list[dict[str, Any]]) -> float | None:

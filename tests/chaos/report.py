@@ -47,7 +47,9 @@ for every job to finish, then counts:
 A row passes when it shows 0 lost, 0 failed that should have succeeded, no unexcused
 duplicate, no wedge, no stranger in (HTTP), plus the scenario's own checks (the *why* column).
 
-Regenerate with `make chaos` (a few minutes); `pytest` runs the `chaos_ci` subset by default.
+Regenerate with `make chaos` (about ten minutes). `pytest` runs the `chaos_ci` subset (marked
+in the test files, under a minute) with every test run; `python tests/chaos/report.py -k NAME`
+reruns some scenarios and writes a table of those rows only.
 """
 
 
