@@ -11,7 +11,8 @@ Checker: reads the log and the broker's final state of every job and counts
 - stale: executions that ran to their end under a token that is not the committed one (their
   write was refused), and violations of fencing: a (job, token) handed to two executions, or a
   committed outcome from an execution that was not the job's newest;
-- recovery: from the end of each fault to the first execution that finished after it.
+- recovery: from the end of each fault to the first execution that finished after it and
+  committed (the worst over the faults; reported, never asserted).
 """
 
 from __future__ import annotations
