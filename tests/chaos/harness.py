@@ -429,7 +429,7 @@ def check(
         if r.state == JobState.SUCCEEDED and r.result is not None:
             committed_x.add(_check_commit(app, r, by_job.get(job_id, []), v))
     if lost_ex:
-        v.notes.append(f"{lost_ex} acked submits inside the stated everysec loss window gone")
+        v.notes.insert(0, f"{lost_ex} acked submits inside the stated everysec loss window gone")
 
     for job_id, runs in by_job.items():
         _check_tokens(job_id, runs, v)

@@ -17,7 +17,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -119,13 +118,14 @@ def main() -> int:
     if args.rows_only:
         results, status = Path(args.rows_only), 0
     else:
-        results = Path(tempfile.mkdtemp(prefix="jobq-chaos-"))
+        # The rows of the last run stay in build/ (`--rows-only build/chaos-last` re-renders).
+        results = ROOT / "build" / "chaos-last"
+        shutil.rmtree(results, ignore_errors=True)
+        results.mkdir(parents=True)
         status = run_pytest(results, ["-k", args.k] if args.k else [])
     rows = [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
     Path(args.out).write_text(render(rows, started, time.monotonic() - t0))
     print(f"wrote {args.out}: {len(rows)} scenarios")
-    if not args.rows_only:
-        shutil.rmtree(results, ignore_errors=True)
     return status if rows else max(status, 1)
 
 
