@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench scale profile throughput clean
+.PHONY: demo test lint chaos bench scale profile throughput clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest
+
+# Every chaos scenario (tests/chaos/), then the table in docs/reliability.md (fails while a row fails).
+chaos: $(STAMP)
+	$(PY) tests/chaos/report.py
 
 throughput: $(STAMP)
 	$(PY) bench/throughput.py
