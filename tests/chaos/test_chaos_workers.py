@@ -50,7 +50,7 @@ def sigkill_storm(sc: Scenario, **options: object) -> None:
     v.assert_ok()
 
 
-@pytest.mark.chaos
+@pytest.mark.chaos_ci
 def test_sigkill_storm_default_options(scenario: Scenario) -> None:
     """A killed worker is not a failed attempt: with retries=0 every job still succeeds."""
     sigkill_storm(scenario)
@@ -126,7 +126,7 @@ def test_poison_pill(scenario: Scenario, pool: str) -> None:
         poison_pill(scenario, pool, "poison", "work")
 
 
-@pytest.mark.chaos
+@pytest.mark.chaos_ci
 def test_rolling_sigterm(scenario: Scenario) -> None:
     """Every worker SIGTERMed in turn and replaced, the process-pool one through its process
     group (systemd's KillMode): running jobs finish within the grace, nothing is failed."""
