@@ -349,3 +349,41 @@ def test_an_oom_reply_makes_the_next_submit_read_memory_again(
     finally:
         admin.config_set("maxmemory", "0")
         app.close()
+
+
+def test_heartbeats_on_a_full_server_keep_the_worker_in_its_leases(
+    server: ValkeyProcess, admin: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At maxmemory the heartbeat script still extends leases (allow-oom) while the worker
+    list's plain HSET is refused: that refusal must not count as a failed heartbeat, or the
+    worker takes its leases for gone and starts none of its prefetched jobs."""
+    caplog.set_level(logging.INFO, logger="jobq")
+    app = make_app(server.url, prefix, lease_ms=1000)
+
+    @app.task
+    def nap(s: float) -> float:
+        time.sleep(s)
+        return s
+
+    w = Worker(app, concurrency=1, prefetch=2, maintenance=False, grace_s=5)
+    t = threading.Thread(target=w.run, daemon=True)
+    t.start()
+    try:
+        ids = [app.submit("nap", [1.5]).id for _ in range(3)]
+        wait_until(lambda: len(w.inflight) == 3 or None, 10, "the jobs to be claimed")
+        used = int(admin.info("memory")["used_memory"])
+        admin.config_set("maxmemory", str(used - (1 << 20)))  # full: writes refused
+        time.sleep(2.5)  # past two leases, heartbeats running into OOM
+        assert not w.leases.stale(), "the worker took its leases for gone"
+        assert "longer than the lease" not in caplog.text
+        assert "worker list" in caplog.text  # the refused refresh is logged, once
+        admin.config_set("maxmemory", "0")
+        for i in ids:
+            assert app.job(i).result(timeout=WAIT) == 1.5
+        rec = app.store.get_job(ids[0])
+        assert rec is not None and rec.attempt == 1
+    finally:
+        admin.config_set("maxmemory", "0")
+        w.stop()
+        t.join(30)
+        app.close()
