@@ -25,7 +25,7 @@ from jobq.config import Settings
 from jobq.embedded import ensure_server, stop_server
 from jobq.errors import ConfigError
 from jobq.maintenance import Maintainer
-from jobq.memory import MemoryState, check_policy, parse_budget
+from jobq.memory import MemoryState, RoomCheck, check_policy, parse_budget
 from jobq.worker import Worker
 
 pytestmark = pytest.mark.timeout(90)
@@ -271,3 +271,119 @@ def test_memory_settings() -> None:
     assert parse_budget("25%", total_ram=8 << 30) == 2 << 30
     with pytest.raises(ConfigError, match="512mb"):
         parse_budget("lots")
+
+
+def frozen_room(app: App) -> None:
+    """Give the app's store a back-pressure check whose clock never moves: its reading never
+    goes stale, as for a producer filling the headroom faster than a reading is trusted."""
+    app.store.room = RoomCheck(app.store.memory, app.store.url, 0.9, clock=lambda: 0.0)
+
+
+def test_back_pressure_holds_against_a_burst_faster_than_its_readings(
+    server: ValkeyProcess, admin: redis.Redis, prefix: str
+) -> None:
+    """A producer writing 4 KB jobs as fast as it can, all within the life of one cached
+    reading: it is refused by the back-pressure before the server's wall (not by the server's
+    OOM, after which no job could be claimed or finished), and every acked job completes."""
+    app = make_app(server.url, prefix)
+
+    @app.task
+    def measure(text: str) -> int:
+        return len(text)
+
+    try:
+        pipe = admin.pipeline(transaction=False)
+        for i in range(128):  # 4 MB of other data, so the 10% left holds the jobs' outcomes
+            pipe.set(f"{prefix}-ballast:{i}", b"x" * 32_768)
+        pipe.execute()
+        used = int(admin.info("memory")["used_memory"])
+        admin.config_set("maxmemory", str(used + (4 << 20)))
+        frozen_room(app)
+        pad = "x" * 4000
+        acked: list[str] = []
+        refusal = None
+        for _ in range(100):  # 2000 jobs at most: 8 MB, twice the headroom
+            specs = [app.spec("measure", [pad], {}, {}) for _ in range(20)]
+            try:
+                app.submit_specs(specs)
+            except BrokerFull as exc:
+                refusal = str(exc)
+                break
+            acked += [s.id for s in specs]
+        assert refusal is not None, "the server never filled"
+        assert "JOBQ_MEMORY_LIMIT" in refusal, f"refused only at the wall: {refusal}"
+        info = admin.info("memory")
+        assert int(info["used_memory"]) < int(info["maxmemory"])
+        w = Worker(app, concurrency=4, maintenance=False, grace_s=5)
+        t = threading.Thread(target=w.run, daemon=True)
+        t.start()
+        try:
+            # (read-only polling: a waiter registering for each result would write too)
+            wait_until(
+                lambda: set(app.store.get_states(acked)) == {JobState.SUCCEEDED} or None,
+                WAIT,
+                "every acked job to succeed",
+            )
+        finally:
+            w.stop()
+            t.join(30)
+    finally:
+        app.close()
+
+
+def test_an_oom_reply_makes_the_next_submit_read_memory_again(
+    server: ValkeyProcess, admin: redis.Redis, prefix: str
+) -> None:
+    """The server's own OOM means the cached reading was behind: the next submit reads again
+    and is refused by the back-pressure (without a write the server would refuse anyway)."""
+    app = make_app(server.url, prefix)
+    try:
+        frozen_room(app)
+        app.submit("echo", [1])  # the one reading: plenty of room
+        used = int(admin.info("memory")["used_memory"])
+        admin.config_set("maxmemory", str(used - (1 << 20)))
+        with pytest.raises(BrokerFull, match="out of memory"):
+            app.submit("echo", [2])
+        with pytest.raises(BrokerFull, match="JOBQ_MEMORY_LIMIT"):
+            app.submit("echo", [3])
+    finally:
+        admin.config_set("maxmemory", "0")
+        app.close()
+
+
+def test_heartbeats_on_a_full_server_keep_the_worker_in_its_leases(
+    server: ValkeyProcess, admin: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At maxmemory the heartbeat script still extends leases (allow-oom) while the worker
+    list's plain HSET is refused: that refusal must not count as a failed heartbeat, or the
+    worker takes its leases for gone and starts none of its prefetched jobs."""
+    caplog.set_level(logging.INFO, logger="jobq")
+    app = make_app(server.url, prefix, lease_ms=1000)
+
+    @app.task
+    def nap(s: float) -> float:
+        time.sleep(s)
+        return s
+
+    w = Worker(app, concurrency=1, prefetch=2, maintenance=False, grace_s=5)
+    t = threading.Thread(target=w.run, daemon=True)
+    t.start()
+    try:
+        ids = [app.submit("nap", [1.5]).id for _ in range(3)]
+        wait_until(lambda: len(w.inflight) == 3 or None, 10, "the jobs to be claimed")
+        used = int(admin.info("memory")["used_memory"])
+        admin.config_set("maxmemory", str(used - (1 << 20)))  # full: writes refused
+        time.sleep(2.5)  # past two leases, heartbeats running into OOM
+        assert not w.leases.stale(), "the worker took its leases for gone"
+        assert "longer than the lease" not in caplog.text
+        assert "worker list" in caplog.text  # the refused refresh is logged, once
+        admin.config_set("maxmemory", "0")
+        for i in ids:
+            assert app.job(i).result(timeout=WAIT) == 1.5
+        rec = app.store.get_job(ids[0])
+        assert rec is not None and rec.attempt == 1
+    finally:
+        admin.config_set("maxmemory", "0")
+        w.stop()
+        t.join(30)
+        app.close()

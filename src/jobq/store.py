@@ -20,10 +20,10 @@ import orjson
 import redis
 
 from .durability import Durability
-from .errors import BrokerUnavailable
+from .errors import BrokerFull, BrokerUnavailable
 from .faults import RAISED, translate
 from .keys import Keys
-from .memory import MemoryState, RoomCheck, read_memory
+from .memory import MemoryState, RoomCheck, job_bytes, read_memory
 from .model import Claimed, JobRecord, JobSpec, Outcome
 from .names import encodable, escape_controls
 from .periodic import PeriodicSpec
@@ -147,6 +147,16 @@ class Store(Reads):
         except RAISED as exc:
             raise translate(exc, redact(self.url), doing) from exc
 
+    @contextlib.contextmanager
+    def _room_kept(self) -> Iterator[None]:
+        """A submit the server refused for lack of memory (its OOM: the back-pressure's reading
+        was behind) makes the next submit read memory use again, and refuse before the wall."""
+        try:
+            yield
+        except BrokerFull:
+            self.room.expire()
+            raise
+
     def ping(self) -> None:
         with self.broker("connecting"):
             self.r.ping()
@@ -180,8 +190,8 @@ class Store(Reads):
                 durable.ensure_supported(self.r)
         if isinstance(specs, list) and len(specs) <= chunk:  # the common case: one call
             one = [self.scripts.enqueue_call([s.as_row() for s in specs], now)]
-            with self.broker("submitting jobs"):
-                self.room.check()
+            with self._room_kept(), self.broker("submitting jobs"):
+                self.room.check(sum(map(job_bytes, specs)))
                 replies = self.scripts.execute([*one, durable.call()] if durable else one)
             reply = replies[0]
             if durable:
@@ -193,11 +203,13 @@ class Store(Reads):
         def calls() -> Iterator[Call]:
             while part := list(islice(it, chunk)):
                 chunks.append(part)
+                # Counted, not checked: a refusal half-way would leave replies unread.
+                self.room.add(sum(map(job_bytes, part)))
                 yield self.scripts.enqueue_call([s.as_row() for s in part], now)
             if durable:
                 yield durable.call()
 
-        with self.broker("submitting jobs"):
+        with self._room_kept(), self.broker("submitting jobs"):
             self.room.check()
             replies = self.scripts.execute(calls())
         ack = replies.pop() if durable else None

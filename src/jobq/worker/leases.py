@@ -86,6 +86,7 @@ class LeaseKeeper:
         self.wake = threading.Event()  # a nudge (a job started) or shutdown
         self.reachable = threading.Event()  # set by each heartbeat the server answers
         self.ok_at = time.monotonic()
+        self.unlisted_logged: float | None = None  # last log of a refused worker-list refresh
         self.store = host.store.for_heartbeats(heartbeat_timeout_s(host.settings))
 
     def close(self) -> None:
@@ -240,8 +241,6 @@ class LeaseKeeper:
                 lost, cancel = self.store.heartbeat(
                     items, h.settings.lease_ms, worker=h.name if full else "", began=marks
                 )
-                if full:
-                    self.store.register_worker(h.name, h._info(), h.settings.lease_ms * 3)
             except Exception as exc:  # the heartbeat thread outlives any error
                 with h.cond:
                     self.to_mark[:0] = marks
@@ -266,12 +265,33 @@ class LeaseKeeper:
                 failing_since, warned_stale = None, False
             if full:
                 next_full = self.ok_at + period
+                self._register()
             try:
                 self.fence({(i, sent[i]) for i in lost if i in sent})
                 if full:
                     h._enforce_cancels(cancel)
             except Exception:  # a pool that failed to stop a job must not stop the heartbeats
                 log.exception("heartbeat: could not fence or cancel jobs; carrying on")
+
+    def _register(self) -> None:
+        """Refresh the worker's entry in the worker list (`jobq workers`). Not part of the
+        heartbeat proper: the leases were extended by the script before, which still runs on a
+        server at maxmemory (allow-oom) where this plain HSET is refused. Counting that refusal
+        as a failed heartbeat made a worker on a full server think its leases gone, so it
+        stopped starting its prefetched jobs and fencing what it really had lost."""
+        h = self.host
+        try:
+            self.store.register_worker(h.name, h._info(), h.settings.lease_ms * 3)
+        except Exception as exc:  # the heartbeat thread outlives any error
+            # (a full server refuses some writes and takes others: one line a minute at most)
+            now = time.monotonic()
+            if self.unlisted_logged is None or now - self.unlisted_logged > 60:
+                self.unlisted_logged = now
+                log.warning(
+                    "could not refresh this worker's entry in the worker list (its leases are "
+                    "extended all the same): %s",
+                    exc,
+                )
 
     def fence(self, lost: set[Attempt]) -> None:
         """Stop (or at least never start, and discard) attempts whose lease is gone."""
