@@ -1,4 +1,4 @@
-"""Peer comparison for jobq (issue 6): one private Valkey, every peer, several repetitions.
+"""Peer comparison for jobq: one private Valkey, every peer, several repetitions.
 
 Run with the project's venv after `bench/peers/setup.sh`:
 
@@ -309,7 +309,7 @@ def write_markdown(path: Path, summary: dict[str, dict[str, Any]], meta: dict[st
             row = [p] + [ratio(jobq.get(k), med.get(k), hb) for k, _, _, hb in METRICS]
             a("| " + " | ".join(row) + " |")
     a("")
-    a("## Targets (issue 6)")
+    a("## Targets")
     a("")
     a(targets(summary))
     a("")
@@ -375,7 +375,7 @@ def targets(summary: dict[str, dict[str, Any]]) -> str:
             *rows,
             "",
             "Memory per queued job, claim cost at 1M queued, worker RSS and HTTP submit "
-            "(issue 6 workloads 4-6) are measured by `bench/scale.py`: "
+            "(the scale workloads) are measured by `bench/scale.py`: "
             "[benchmarks-scale.md](benchmarks-scale.md). Where the time goes: "
             "[profile.md](profile.md) (`bench/profile_paths.py`).",
         ]

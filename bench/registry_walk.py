@@ -38,16 +38,20 @@ def main(n: int) -> None:
             tick(store, now=T, gone_ms=300_000)
             times.append(time.perf_counter() - t0)
         times.sort()
-        print(f"tick, {n} queues registered: median {times[10] * 1000:.1f} ms, max "
-              f"{times[-1] * 1000:.1f} ms; registry now {r.scard(k.queues)}")
+        print(
+            f"tick, {n} queues registered: median {times[10] * 1000:.1f} ms, max "
+            f"{times[-1] * 1000:.1f} ms; registry now {r.scard(k.queues)}"
+        )
         ticks = 20
         while r.scard(k.queues) and ticks < 10 * n:
             tick(store, now=T, gone_ms=300_000)
             ticks += 1
         t0 = time.perf_counter()
         store.queues()
-        print(f"after {ticks} ticks: registry {r.scard(k.queues)}, queues view "
-              f"{(time.perf_counter() - t0) * 1000:.1f} ms")
+        print(
+            f"after {ticks} ticks: registry {r.scard(k.queues)}, queues view "
+            f"{(time.perf_counter() - t0) * 1000:.1f} ms"
+        )
         r.flushall()
         jobs = 20_000
         t0 = time.perf_counter()

@@ -210,10 +210,10 @@ def test_schedule_answers_503_when_the_broker_is_down() -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        "redis://:hunter2@h:6379/0",
-        "redis://user:hunter2@h:6379/0",
-        "redis://h:6379/0?password=hunter2",
-        "rediss://h:6379/0?username=u&Password=hunter2&db=1",
+        "redis://:hunter2@h:6390/0",
+        "redis://user:hunter2@h:6390/0",
+        "redis://h:6390/0?password=hunter2",
+        "rediss://h:6390/0?username=u&Password=hunter2&db=1",
         "unix:///tmp/v.sock?password=hunter2&db=0",
     ],
 )

@@ -1,4 +1,4 @@
-"""Scheduling (issue 3) against a real Valkey with several `jobq worker` subprocesses.
+"""Scheduling against a real Valkey with several `jobq worker` subprocesses.
 
 Covered (each with several worker processes, apart from the tests that step a fake clock):
 - dependencies: a diamond DAG whose fan-in gets both results in order; chain, chord, group, a

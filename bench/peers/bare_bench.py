@@ -1,5 +1,5 @@
 """The "bare limit": redis-py (the client jobq uses, with hiredis) sending one LPUSH per round
-trip from one process, N times. Issue 6's enqueue target is >= 90% of this figure.
+trip from one process, N times. The enqueue target is >= 90% of this figure.
 
 Run with the project's venv python: `python bare_bench.py redis://127.0.0.1:PORT --n 20000`.
 """
