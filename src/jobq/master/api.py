@@ -199,7 +199,10 @@ def queues(
     cursor: Annotated[str | None, Query(pattern=r"^\d{1,20}$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> QueuesOut:
-    page, nxt = c.app.store.queue_page(int(cursor or 0), limit)
+    at = int(cursor or 0)
+    if at >= 2**64:  # (SSCAN cursors are unsigned 64-bit; Valkey refuses anything larger)
+        raise HTTPException(400, "cursor: not a cursor of this listing; pass its next_cursor")
+    page, nxt = c.app.store.queue_page(at, limit)
     out = []
     for q in page:
         ok, bad = c.rates.recent(q.name)
