@@ -373,7 +373,9 @@ def test_process_pool_kills_the_child_at_the_timeout_and_retries(
     app: App, rclient: redis.Redis, prefix: str, workers: Workers
 ) -> None:
     w = workers.start("-c", "1", "--pool", "process")
-    job = app.submit("record_and_sleep", ["ptmo", 60], timeout=1, retries=1, backoff=0.1)
+    # (timeout 3 s, not 1: a replacement child must import the app first, which on a loaded
+    # 2-core machine took longer than 1 s, so the attempt timed out before it started)
+    job = app.submit("record_and_sleep", ["ptmo", 60], timeout=3, retries=1, backoff=0.1)
     rec = terminal(app, job.id, 60)
     assert (rec.state, rec.attempt) == (JobState.FAILED, 2)
     assert rec.error is not None and rec.error["type"] == "TimeoutError"

@@ -177,7 +177,9 @@ class Worker:
         threading.Thread(target=self._interrupt_wait, daemon=True).start()
 
     def _interrupt_wait(self) -> None:
-        with contextlib.suppress(BrokerError):
+        # Best effort, from a thread of its own that may outlive the App (a caller that closes
+        # it right after stop()): the claim loop's 1 s wait ends anyway, so no error matters.
+        with contextlib.suppress(Exception):
             self.store.wake(worker_queue(self.name))
 
     # -- loops -------------------------------------------------------------------------------
