@@ -2,7 +2,7 @@
 
 Workers: 2 x `jobq worker jobq_bench:app --url URL --prefix P -c C --pool thread`
 (C = 1 for no-ops and latency, 32 for the sleep workload), started from the project's venv.
-Run with /work/main/.venv/bin/python (the project's own venv).
+Run with .venv/bin/python (the project's own venv).
 """
 
 from __future__ import annotations
