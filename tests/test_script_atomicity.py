@@ -118,6 +118,7 @@ def calls(s: Scripts, w: World) -> dict[str, list[Call]]:
     s.orphans(b["orphans"], 1_000, 10, now=LATER)
     s.purge(b["purge"], "default", 10, 60, now=T)
     s.trim_dead(b["trim_dead"], LATER, 10, now=LATER)
+    s.epoch(b["epoch"], 1_000, now=T)
     return {name: batch.calls for name, batch in b.items()}
 
 

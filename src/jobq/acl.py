@@ -51,9 +51,10 @@ ROLES = ("admin", "worker", "producer")
 #: alive, and may submit jobs from inside a task (workflows), so they get enqueue and await too.
 WORKER_SCRIPTS = (
     "claim", "complete", "fail", "heartbeat", "requeue", "progress", "enqueue", "await",
-    "leader", "reap", "promote", "orphans", "trim_dead",
+    "leader", "reap", "promote", "orphans", "trim_dead", "epoch",
 )  # fmt: skip
-PRODUCER_SCRIPTS = ("enqueue", "await", "cancel")
+#: Every role runs `epoch` first on each connection (topology.py: primary check, token epoch).
+PRODUCER_SCRIPTS = ("enqueue", "await", "cancel", "epoch")
 
 #: Commands every non-admin role sends outside scripts: connection set-up (redis-py sends
 #: CLIENT SETINFO, and HELLO for RESP3), reads of jobs, queues, periodic specs and events, the

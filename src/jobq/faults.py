@@ -19,6 +19,7 @@ from .errors import (
     JobqError,
     reply_error,
 )
+from .topology import NotPrimary
 
 
 def reply_code(exc: BaseException) -> str:
@@ -52,6 +53,13 @@ def translate(exc: BaseException, url: str, doing: str) -> JobqError:
         return reply_error("LOADING", _message(exc), url, doing)
     if isinstance(exc, redis.AuthenticationError):  # wrong password: retrying will not help
         return reply_error(reply_code(exc), _message(exc), url, doing)
+    if isinstance(exc, NotPrimary):
+        return BrokerUnavailable(
+            f"Valkey at {url} is a read-only replica now, not the primary, while {doing} "
+            f"({msg}): jobq writes only to a primary and waits for one; a redis+sentinel:// URL "
+            "follows failovers, a one-server URL must name the primary",
+            "not the primary",
+        )
     # Before error replies: "max number of clients reached" is a ConnectionError with a code.
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
         reason = "timed out" if isinstance(exc, redis.TimeoutError | TimeoutError) else msg

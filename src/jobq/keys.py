@@ -33,7 +33,10 @@ into each script's preamble by `scripts.py`), so no key name is written anywhere
 | ``periodic:next``       | zset   | periodic registration, fire        | maintenance (due specs)      |
 | ``events``              | stream | every transition (capped)          | watch, SSE, dashboard        |
 | ``seq``                 | string | enqueue (FIFO order counter)       | -                            |
-| ``token``               | string | claim (fencing token counter)      | -                            |
+| ``token``               | string | claim (fencing token counter),     | -                            |
+|                         |        | epoch (rebased on a new primary)   |                              |
+| ``epoch``               | string | epoch (run id:replication id of    | epoch (on every connect)     |
+|                         |        | the primary issuing tokens)        |                              |
 | ``leader``              | string | maintenance (leader lease)         | maintenance                  |
 | ``master``              | string | jobq master (presence, with TTL)   | workers (defer leadership)   |
 | ``worker:<name>``       | hash   | worker heartbeat (with TTL)        | workers view                 |
@@ -138,6 +141,10 @@ class Keys:
     @property
     def token(self) -> str:
         return self.base + "token"
+
+    @property
+    def epoch(self) -> str:
+        return self.base + "epoch"
 
     @property
     def leader(self) -> str:

@@ -31,6 +31,7 @@ from hiredis import pack_command
 from redis.exceptions import NoPermissionError, ResponseError
 
 from .keys import LUA_SUFFIXES, WORKER_QUEUE, Keys
+from .topology import NotPrimary
 
 SCRIPT_NAMES = (
     "enqueue",
@@ -49,6 +50,7 @@ SCRIPT_NAMES = (
     "orphans",
     "purge",
     "trim_dead",
+    "epoch",
 )
 
 
@@ -89,6 +91,10 @@ def source(name: str) -> str:
 def function_name(name: str) -> str:
     return f"{library()[0]}_{name}"
 
+
+#: How far past its own clock a new primary's first fencing token starts (epoch.lua): the
+#: clock skew between two primaries up to which a failover can never reissue a token.
+EPOCH_MARGIN_MS = 60_000
 
 #: Pauses between reconnection attempts before a call gives up (about 1 s in all).
 RECONNECT_PAUSES_S = (0.05, 0.1, 0.2, 0.4)
@@ -145,6 +151,33 @@ class Scripts:
         self._fn = {name: function_name(name) for name in SCRIPT_NAMES}
         self._local = threading.local()
         self._conns: list[Any] = []  # every lean connection made, to close them all
+
+    # -- connection hook -----------------------------------------------------------------------
+
+    def check_primary(self, conn: Any) -> None:
+        """Run on every new connection (topology.py), before any other command: refuse a node
+        that is not a primary, and move the token epoch if the primary changed (epoch.lua).
+        A server without the library (new, or wiped) is loaded first when this user may; when
+        it may not, there is nothing to check yet: such a server lost its token counter with
+        everything else, and the clock floor of `fencing_token` covers it."""
+        packed = self._pack(self.epoch_call())
+        for attempt in range(2):
+            conn.send_packed_command([packed], check_health=False)
+            try:
+                reply = conn.read_response()
+            except ResponseError as exc:
+                if not _missing_library(exc) or attempt:
+                    raise _explain_refusal(exc, self._lib) from None
+                conn.send_command("FUNCTION", "LOAD", "REPLACE", self._src, check_health=False)
+                try:
+                    conn.read_response()
+                except NoPermissionError:
+                    return  # a role user; the master loads the library (see load())
+                continue
+            break
+        if int(reply[0]) != 1:
+            primary = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+            raise NotPrimary(f"Valkey at {conn.host}:{conn.port} is a replica of {primary}")
 
     # -- transport -----------------------------------------------------------------------------
 
@@ -405,6 +438,15 @@ class Scripts:
         k = self.keys
         keys = [k.queues, k.workers, k.dead, k.seq, k.orphans_cursor]
         return self._run(client, "orphans", keys, [gone_ms, limit, queues], now)
+
+    def epoch(self, client: Client, margin_ms: int = 0, now: int = 0) -> Any:
+        """Check the node is a primary and move the token epoch if it changed (epoch.lua);
+        reply {1, moved} on a primary, {0, its primary's address} on a replica."""
+        return self._dispatch(client, self.epoch_call(margin_ms, now))
+
+    def epoch_call(self, margin_ms: int = 0, now: int = 0) -> Call:
+        k = self.keys
+        return self._call("epoch", [k.epoch, k.token], [margin_ms or EPOCH_MARGIN_MS], now)
 
     def trim_dead(self, client: Client, cutoff_ms: int, limit: int, now: int = 0) -> Any:
         """Drop up to `limit` jobs dead-lettered at or before `cutoff_ms`; reply: count."""

@@ -30,6 +30,7 @@ from .periodic import PeriodicSpec
 from .reads import Reads
 from .scripts import Batch, Call, Scripts
 from .states import JobState
+from .topology import client_for, hooks_of
 
 log = logging.getLogger("jobq.store")
 
@@ -52,7 +53,9 @@ def redact(url: str) -> str:
 
 
 def connect(url: str, **kwargs: Any) -> redis.Redis:
-    """A client for `url` (redis://, rediss://, unix://) that retries briefly on reconnect."""
+    """A client for `url` (redis://, rediss://, unix://, redis+sentinel://; see topology.py)
+    that retries briefly on reconnect and whose every connection checks it reached the
+    primary."""
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
 
@@ -65,7 +68,7 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
         kwargs.setdefault("socket_keepalive", True)
     kwargs.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), 3))
     kwargs.setdefault("retry_on_error", [redis.ConnectionError])
-    return redis.Redis.from_url(url, **kwargs)
+    return client_for(url, **kwargs)
 
 
 def _warn_unusable(queues: list[str], row: list[Any]) -> None:
@@ -132,6 +135,11 @@ class Store(Reads):
         #: Back-pressure: submits refused past `memory_limit` of maxmemory (see memory.py).
         self.room = RoomCheck(self.memory, redact(url), memory_limit)
         self.dead_ttl_s = dead_ttl_s
+        # Every new connection first checks it reached the primary and moves the token epoch
+        # if the primary changed (Scripts.check_primary), before any of our commands.
+        hooks = hooks_of(client)
+        if hooks is not None:
+            hooks.append(self.scripts.check_primary)
 
     def close(self) -> None:
         """Close this store's connections (the pool's and the scripts' lean ones)."""

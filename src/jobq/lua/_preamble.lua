@@ -247,9 +247,9 @@ end
 -- Numbers: ms * 2^10 stays below Lua's 2^53 exact-integer limit until the year 2248; the value
 -- is formatted with %d (tostring would give '1.8432e+15') and handed out as a string, so
 -- redis-py and Python read it exactly. A failover to a replica whose clock lags the old
--- primary's by more than the outage could reissue tokens: promoting a replica would need to
--- rebase the counter first (SET it to (now + max skew) * 1024, or carry the replication epoch
--- in the high bits); that is the failover code's job.
+-- primary's by more than the outage could reissue tokens: epoch.lua, which every connection
+-- runs first, rebases the counter to (now + margin) * 1024 whenever the primary's identity
+-- (run id, replication id) changed, so a new primary starts above the old one's tokens.
 local TOKEN_SCALE = 1024
 local function fencing_token(counter)
   local tok = redis.call('INCR', counter)

@@ -1,0 +1,405 @@
+"""Where the primary is: one URL picks the topology, and every connection jobq opens goes to the
+node that is the primary now, or to none.
+
+- ``redis://``, ``rediss://``, ``unix://``: one server, at the address the URL names.
+- ``redis+sentinel://[user:password@]h1:p1[,h2:p2...]/SERVICE[/DB]`` (also ``valkey+sentinel://``,
+  and ``rediss+sentinel://`` or ``?ssl=1`` for TLS to the data nodes; ``?sentinel_password=``
+  and ``?sentinel_username=`` when the Sentinels have their own credentials): a Sentinel group.
+  The user and password in the URL are the data nodes'.
+
+Every connection is a `PrimaryConnection` (or its TLS/unix sibling). Two things happen on each
+connect and reconnect, in the one method every path of redis-py goes through:
+
+1. **Resolve** (Sentinel only): `_connect`, the socket dial itself, asks the Sentinels for the
+   primary's address right before dialing. redis-py's own `SentinelManagedConnection` resolves in
+   `connect()`, but `send_packed_command` reconnects through `connect_check_health()`, which
+   skips `connect()` and dials the connection's default host, ``localhost:6379``: the lean path
+   of `scripts.py` would then talk to whatever runs there (a machine's own Redis). Here the
+   default host is an ``.invalid`` name that cannot resolve, and no dial happens without an
+   address the Sentinels gave.
+2. **Check** (every topology): after the handshake, the hooks the stores installed run on the
+   new connection before any command of the caller; `Scripts.check_primary` refuses a node that
+   is not a primary (a demoted old primary restarted from its AOF, a replica named by mistake)
+   and moves the fencing-token epoch when the primary changed. A READONLY reply on an open
+   connection (the node was demoted under it) drops the connection and raises a connection
+   error, so the caller's usual reconnect finds the new primary.
+
+The Sentinels are asked with short timeouts, starting with the one that answered last; one that
+says the primary is down (``s_down``/``o_down``) is not believed. Nothing here retries: the
+callers' loops already back off (`outage.py`), and `Scripts.execute` reconnects briefly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+import redis
+from redis.backoff import NoBackoff
+from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import ReadOnlyError
+from redis.retry import Retry
+
+from .errors import ConfigError
+
+SENTINEL_SCHEMES = ("redis+sentinel", "valkey+sentinel", "rediss+sentinel", "valkeys+sentinel")
+PLAIN_SCHEMES = ("redis", "rediss", "valkey", "valkeys", "unix")
+DEFAULT_SENTINEL_PORT = 26379
+#: A host name that can never resolve (RFC 2606): what a Sentinel-managed connection dials if
+#: anything ever dialed before resolving, instead of redis-py's default localhost.
+UNRESOLVED_HOST = "primary-not-resolved.invalid"
+#: How long one Sentinel may take to answer before the next one is asked.
+SENTINEL_TIMEOUT_S = 1.0
+
+#: Called on every new connection after its handshake, before the caller's first command.
+Hook = Callable[[Connection], None]
+_SSL_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_ca_path")
+
+
+class NotPrimary(redis.ConnectionError):
+    """The node reached is a replica (demoted in a failover, or named by mistake): a connection
+    error, so every caller's reconnect logic applies and, on a Sentinel URL, finds the primary."""
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelUrl:
+    """A parsed ``redis+sentinel://`` URL."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+    ssl: bool = False
+    ssl_options: dict[str, str] = field(default_factory=dict)
+
+
+def is_sentinel(url: str) -> bool:
+    """Whether `url` names a Sentinel group."""
+    return url.split("://", 1)[0].lower() in SENTINEL_SCHEMES
+
+
+def check_url(url: str) -> None:
+    """Raise `ConfigError` (saying what to write instead) unless jobq can use `url`."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in SENTINEL_SCHEMES:
+        parse_sentinel_url(url)
+        return
+    if scheme not in PLAIN_SCHEMES:
+        raise ConfigError(
+            f"broker URL {_shown(url)!r}: unknown scheme {scheme or '(none)'!r}; use "
+            "redis://host:port/0, rediss:// (TLS), unix:///path/to.sock, or "
+            "redis+sentinel://host:port,host:port/SERVICE"
+        )
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """Parse ``redis+sentinel://[user:pw@]h1:p1,h2:p2/SERVICE[/DB][?options]``."""
+    scheme, _, rest = url.partition("://")
+    netloc, _, tail = rest.partition("/")
+    path, _, query = tail.partition("?")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if not at:
+        userinfo, hosts = "", netloc
+    username, _, password = userinfo.partition(":")
+    shown = _shown(url)
+    example = "redis+sentinel://:PASSWORD@host1:26379,host2:26379,host3:26379/jobq"
+    sentinels = tuple(_host_port(h, shown) for h in hosts.split(",") if h.strip())
+    if not sentinels:
+        raise ConfigError(f"broker URL {shown!r} names no Sentinel: write {example}")
+    parts = [p for p in path.split("/") if p]
+    if not parts or len(parts) > 2:
+        raise ConfigError(
+            f"broker URL {shown!r}: the path must be /SERVICE or /SERVICE/DB (the name the "
+            f"Sentinels monitor the primary under), e.g. {example}"
+        )
+    db = 0
+    if len(parts) == 2:
+        if not parts[1].isdigit():
+            raise ConfigError(f"broker URL {shown!r}: database {parts[1]!r} is not a number")
+        db = int(parts[1])
+    opts = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = set(opts) - {"sentinel_password", "sentinel_username", "ssl", *_SSL_OPTIONS}
+    if unknown:
+        raise ConfigError(
+            f"broker URL {shown!r}: unknown option(s) {', '.join(sorted(unknown))} for a "
+            "Sentinel URL (known: sentinel_password, sentinel_username, ssl, ssl_ca_certs, "
+            "ssl_certfile, ssl_keyfile, ssl_cert_reqs, and jobq's own settings)"
+        )
+    ssl = scheme.lower().startswith(("rediss", "valkeys")) or opts.get("ssl", "").lower() in (
+        "1",
+        "true",
+        "yes",
+    )
+    return SentinelUrl(
+        sentinels=sentinels,
+        service=unquote(parts[0]),
+        db=db,
+        username=unquote(username) or None,
+        password=unquote(password) or None,
+        sentinel_username=opts.get("sentinel_username") or None,
+        sentinel_password=opts.get("sentinel_password") or None,
+        ssl=ssl,
+        ssl_options={k: v for k, v in opts.items() if k in _SSL_OPTIONS},
+    )
+
+
+def _host_port(text: str, shown: str) -> tuple[str, int]:
+    text = text.strip()
+    if text.startswith("["):  # [ipv6]:port
+        host, _, port = text[1:].partition("]")
+        port = port.removeprefix(":")
+    else:
+        host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    if not host:
+        raise ConfigError(f"broker URL {shown!r}: Sentinel {text!r} has no host")
+    if port and not port.isdigit():
+        raise ConfigError(f"broker URL {shown!r}: Sentinel {text!r} has a bad port")
+    return host, int(port) if port else DEFAULT_SENTINEL_PORT
+
+
+def _shown(url: str) -> str:
+    """`url` with its passwords hidden (the store's `redact` handles one-host URLs only)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hosts = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = userinfo.partition(":")[0] + ":***@" + hosts
+    out = scheme + sep + rest
+    if "password=" in out:
+        head, _, query = out.partition("?")
+        pairs = [
+            (k, "***" if "password" in k else v)
+            for k, v in parse_qsl(query, keep_blank_values=True)
+        ]
+        out = head + "?" + "&".join(f"{k}={v}" for k, v in pairs)
+    return out
+
+
+class SentinelResolver:
+    """Asks a Sentinel group where the primary (and the replicas) of one service are."""
+
+    def __init__(self, target: SentinelUrl) -> None:
+        self.target = target
+        self._order = list(target.sentinels)
+        self._clients: dict[tuple[str, int], redis.Redis] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, addr: tuple[str, int]) -> redis.Redis:
+        client = self._clients.get(addr)
+        if client is None:
+            t = self.target
+            client = self._clients[addr] = redis.Redis(
+                host=addr[0],
+                port=addr[1],
+                username=t.sentinel_username,
+                password=t.sentinel_password,
+                socket_timeout=SENTINEL_TIMEOUT_S,
+                socket_connect_timeout=SENTINEL_TIMEOUT_S,
+                ssl=t.ssl,
+                **_ssl_kwargs(t),
+                retry=Retry(NoBackoff(), 0),  # the next Sentinel is the retry
+                decode_responses=True,
+            )
+        return client
+
+    def _ask(self, ask: Callable[[redis.Redis], Any]) -> Any:
+        """`ask` of the first Sentinel that answers; that one is asked first next time."""
+        errors: list[str] = []
+        with self._lock:
+            order = list(self._order)
+        for addr in order:
+            try:
+                answer = ask(self._client(addr))
+            except (redis.RedisError, OSError) as exc:
+                errors.append(f"{addr[0]}:{addr[1]}: {exc}")
+                continue
+            if answer is None:
+                errors.append(f"{addr[0]}:{addr[1]}: says the primary is down")
+                continue
+            with self._lock:
+                if self._order[0] != addr and addr in self._order:
+                    self._order.remove(addr)
+                    self._order.insert(0, addr)
+            return answer
+        names = ", ".join(f"{h}:{p}" for h, p in order)
+        raise redis.ConnectionError(
+            f"no Sentinel of {names} names a reachable primary for service "
+            f"{self.target.service!r} ({'; '.join(errors)}); a failover may be under way, or "
+            "the service name is wrong (`SENTINEL MASTERS` on a Sentinel lists them)"
+        )
+
+    def primary(self) -> tuple[str, int]:
+        """The primary's address, as the first Sentinel that believes it is up says."""
+
+        def ask(client: Any) -> tuple[str, int] | None:
+            state: Any = client.execute_command("SENTINEL MASTER", self.target.service)
+            info = _pairs(state)
+            flags = set(str(info.get("flags", "")).split(","))
+            if flags & {"s_down", "o_down", "disconnected"} or "master" not in flags:
+                return None
+            return str(info["ip"]), int(info["port"])
+
+        host, port = self._ask(ask)
+        return host, port
+
+    def replicas(self) -> list[tuple[str, int]]:
+        """Addresses of the replicas the Sentinels see up and linked to the primary."""
+
+        def ask(client: Any) -> list[tuple[str, int]]:
+            rows: Any = client.execute_command("SENTINEL REPLICAS", self.target.service)
+            out = []
+            for row in rows:
+                info = _pairs(row)
+                flags = set(str(info.get("flags", "")).split(","))
+                if flags & {"s_down", "o_down", "disconnected"}:
+                    continue
+                if str(info.get("master-link-status", "ok")) != "ok":
+                    continue
+                out.append((str(info["ip"]), int(info["port"])))
+            return out
+
+        return list(self._ask(ask))
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+def _pairs(reply: Any) -> dict[str, Any]:
+    """A Sentinel reply as a dict: RESP2 flat [k, v, k, v, ...] or already a dict."""
+    if isinstance(reply, dict):
+        return {str(k): v for k, v in reply.items()}
+    items = list(reply)
+    return {str(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)}
+
+
+def _ssl_kwargs(target: SentinelUrl) -> dict[str, Any]:
+    if not target.ssl:
+        return {}
+    out: dict[str, Any] = dict(target.ssl_options)
+    if out.get("ssl_cert_reqs", "").lower() == "none":
+        out["ssl_cert_reqs"] = None
+    return out
+
+
+class _Hooked:
+    """The mixin of jobq's connections: resolve the address on each dial (Sentinel), run the
+    stores' hooks after each handshake, and turn READONLY into a reconnect."""
+
+    host: str
+    port: int
+
+    def __init__(
+        self,
+        *args: Any,
+        jobq_resolver: SentinelResolver | None = None,
+        jobq_hooks: list[Hook] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.jobq_resolver = jobq_resolver
+        self.jobq_hooks = jobq_hooks if jobq_hooks is not None else []
+        super().__init__(*args, **kwargs)
+        if jobq_resolver is not None:
+            self.host, self.port = UNRESOLVED_HOST, 0
+
+    def _connect(self) -> Any:
+        if self.jobq_resolver is not None:
+            self.host, self.port = self.jobq_resolver.primary()
+        return super()._connect()  # type: ignore[misc]
+
+    def on_connect_check_health(self, check_health: bool = True) -> None:
+        super().on_connect_check_health(check_health)  # type: ignore[misc]
+        for hook in list(self.jobq_hooks):
+            hook(self)  # type: ignore[arg-type]
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except ReadOnlyError as exc:
+            # The node was demoted under this connection: find the primary on reconnect.
+            where = f"{self.host}:{self.port}"
+            self.disconnect()  # type: ignore[attr-defined]
+            raise NotPrimary(f"Valkey at {where} is no longer the primary ({exc})") from exc
+
+
+class PrimaryConnection(_Hooked, Connection):
+    """TCP connection to the primary (see the module docstring)."""
+
+
+class PrimarySSLConnection(_Hooked, SSLConnection):
+    """TLS connection to the primary."""
+
+
+class PrimaryUnixConnection(_Hooked, UnixDomainSocketConnection):
+    """Unix-socket connection to a one-server deployment (hooks only: nothing to resolve)."""
+
+
+_HOOKED = {
+    Connection: PrimaryConnection,
+    SSLConnection: PrimarySSLConnection,
+    UnixDomainSocketConnection: PrimaryUnixConnection,
+}
+
+
+def client_for(url: str, **kwargs: Any) -> redis.Redis:
+    """A redis-py client for `url` whose every connection is one of jobq's (see above)."""
+    check_url(url)
+    hooks: list[Hook] = []
+    if is_sentinel(url):
+        target = parse_sentinel_url(url)
+        cls: type[Connection] = PrimarySSLConnection if target.ssl else PrimaryConnection
+        pool = redis.ConnectionPool(
+            connection_class=cls,
+            jobq_resolver=SentinelResolver(target),
+            jobq_hooks=hooks,
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            **_ssl_kwargs(target),
+            **kwargs,
+        )
+        return redis.Redis(connection_pool=pool)
+    url = url.replace("valkey://", "redis://", 1).replace("valkeys://", "rediss://", 1)
+    pool = redis.ConnectionPool.from_url(url, **kwargs)
+    base = pool.connection_class
+    hooked = _HOOKED.get(base)
+    if hooked is None:  # a connection class of redis-py's we do not know: keep it, unhooked
+        return redis.Redis(connection_pool=pool)
+    pool.connection_class = hooked
+    pool.connection_kwargs["jobq_hooks"] = hooks
+    return redis.Redis(connection_pool=pool)
+
+
+def hooks_of(client: Any) -> list[Hook] | None:
+    """The hook list every new connection of `client` runs, or None for a client jobq did not
+    build (a plain redis-py client or pipeline passed in by a test or a user)."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is None or not issubclass(pool.connection_class, _Hooked):
+        return None
+    hooks: list[Hook] | None = pool.connection_kwargs.get("jobq_hooks")
+    return hooks
+
+
+def resolver_of(client: Any) -> SentinelResolver | None:
+    """The Sentinel resolver behind `client`, if it follows a Sentinel group."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:
+        return None
+    resolver: SentinelResolver | None = pool.connection_kwargs.get("jobq_resolver")
+    return resolver
+
+
+def describe(url: str) -> str:
+    """The topology of `url` in a few words, for logs (passwords hidden)."""
+    if is_sentinel(url):
+        t = parse_sentinel_url(url)
+        names = ",".join(f"{h}:{p}" for h, p in t.sentinels)
+        return f"Sentinel group {names} (service {t.service!r})"
+    return _shown(url)
