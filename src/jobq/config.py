@@ -64,6 +64,14 @@ class Settings:
     embedded_memory: str = "50%"
     """maxmemory of the embedded server (noeviction): bytes with a unit (512mb, 2gb) or a share
     of the machine's RAM (50%); 0 = no limit. Applied when the server starts."""
+    read_from_replicas: bool = False
+    """Let the master serve its stale-tolerant reads (job lists, queue stats, workers,
+    /metrics) from a replica that is at most `max_staleness_ms` behind (replicas.py); job
+    status, results and every write stay on the primary. Also ``?read_from_replicas=1``."""
+    max_staleness_ms: int = 1000
+    """How far behind the primary a replica's answers may be when `read_from_replicas` is on:
+    a replica serves only while it provably holds every write acknowledged that long ago.
+    Also ``?max_staleness_ms=`` on the URL."""
     max_lost: int = 3
     """How often a job may lose its worker (killed, or cut off past its lease) while running
     before it is dead-lettered as a poison pill; apart from the task's retries. Jobs claimed
@@ -118,6 +126,11 @@ class Settings:
             raise ConfigError(f"max_lost ({self.max_lost}) must be at least 1")
         if self.lease_ms <= 0 or self.tick_ms <= 0:
             raise ConfigError("lease_ms and tick_ms must be positive")
+        if self.max_staleness_ms <= 0:
+            raise ConfigError(
+                f"max_staleness_ms ({self.max_staleness_ms}) must be positive, e.g. "
+                "JOBQ_MAX_STALENESS_MS=1000"
+            )
         if self.wait_replicas < 0 or self.durable_timeout_ms <= 0:
             raise ConfigError(
                 f"wait_replicas ({self.wait_replicas}) must be >= 0 and durable_timeout_ms "
@@ -127,7 +140,13 @@ class Settings:
 
 #: Settings a broker URL may carry as query parameters (``redis://h:6379/0?durable=1``); they
 #: are taken out of the URL before it reaches redis-py, which would refuse them.
-URL_SETTINGS = ("durable", "wait_replicas", "durable_timeout_ms")
+URL_SETTINGS = (
+    "durable",
+    "wait_replicas",
+    "durable_timeout_ms",
+    "read_from_replicas",
+    "max_staleness_ms",
+)
 
 
 def url_options(url: str) -> tuple[str, dict[str, Any]]:

@@ -120,7 +120,7 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPage:
     try:
-        recs, nxt = c.app.store.list_jobs(
+        recs, nxt = c.reads().list_jobs(
             state=state, queue=queue, task=task, cursor=cursor, limit=limit
         )
     except ValueError as exc:
@@ -202,7 +202,7 @@ def queues(
     at = int(cursor or 0)
     if at >= 2**64:  # (SSCAN cursors are unsigned 64-bit; Valkey refuses anything larger)
         raise HTTPException(400, "cursor: not a cursor of this listing; pass its next_cursor")
-    page, nxt = c.app.store.queue_page(at, limit)
+    page, nxt = c.reads().queue_page(at, limit)
     out = []
     for q in page:
         ok, bad = c.rates.recent(q.name)
@@ -221,7 +221,7 @@ def queues(
             )
         )
     return QueuesOut(
-        queues=out, dead_lettered=c.app.store.dead_count(), next_cursor=str(nxt) if nxt else None
+        queues=out, dead_lettered=c.reads().dead_count(), next_cursor=str(nxt) if nxt else None
     )
 
 
@@ -269,6 +269,6 @@ def workers(c: Ctx, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> Worker
             info=w.info,
             jobs=w.jobs,
         )
-        for w in c.app.store.list_workers(limit)
+        for w in c.reads().list_workers(limit)
     ]
     return WorkersOut(workers=out)

@@ -62,6 +62,7 @@ def create_app(
         finally:
             jobq.hub.stop()
             jobq.rates.stop()
+            jobq.close()
 
     web = FastAPI(
         title="jobq",

@@ -1,8 +1,10 @@
-"""What every route shares: the jobq App, the master's maintainer, the event hub, the rates."""
+"""What every route shares: the jobq App, the master's maintainer, the event hub, the rates,
+and the router of the reads that may come from a replica (`replicas.py`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fastapi import Request
@@ -10,6 +12,7 @@ from fastapi import Request
 if TYPE_CHECKING:
     from ..client import App
     from ..maintenance import Maintainer
+    from ..replicas import ReadRouter
     from .events import EventHub
     from .rates import RateTracker
 
@@ -23,6 +26,30 @@ class Context:
     trusted: bool = False
     """Every request was authenticated (the master has a token): callers may keep results
     forever (result_ttl <= 0); anonymous ones may not fill the server for good."""
+    router: ReadRouter | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reads(self) -> ReadRouter:
+        """Where the stale-tolerant reads go: the job list, queue stats, workers and /metrics
+        (a fresh replica with ``read_from_replicas``, else the primary). Everything else, and
+        every read that must see a write just made (a job's status), uses ``app.store``."""
+        if self.router is None:
+            from ..replicas import ReadRouter
+
+            with self._lock:
+                if self.router is None:
+                    s = self.app.settings
+                    self.router = ReadRouter(
+                        self.app.store,
+                        enabled=s.read_from_replicas,
+                        max_staleness_ms=s.max_staleness_ms,
+                    )
+        return self.router
+
+    def close(self) -> None:
+        """Stop what this context started (the replica probe and its connections)."""
+        if self.router is not None:
+            self.router.close()
 
 
 def ctx(request: Request) -> Context:

@@ -106,7 +106,7 @@ def _label(v: str) -> str:
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 def metrics(c: Annotated[Context, Depends(ctx)]) -> PlainTextResponse:
-    store = c.app.store
+    store = c.reads()  # may be a replica at most max_staleness_ms behind (replicas.py)
     qs, more = first_queues(store, MAX_QUEUES)  # bounded however many queue names exist
     workers = store.list_workers(1000)
     lines = [

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..model import QueueInfo
 from ..outage import Outage
@@ -21,7 +22,11 @@ log = logging.getLogger("jobq.master")
 MAX_QUEUES = 2000
 
 
-def first_queues(store: Store, limit: int) -> tuple[list[QueueInfo], bool]:
+class QueuePages(Protocol):
+    def queue_page(self, cursor: int = 0, limit: int = 200) -> tuple[list[QueueInfo], int]: ...
+
+
+def first_queues(store: QueuePages, limit: int) -> tuple[list[QueueInfo], bool]:
     """About the first `limit` queues (registry scan order), and whether there are more."""
     out: dict[str, QueueInfo] = {}
     cursor = 0
