@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from .cli_remote import acl_command, listen_options
+from .doctor import doctor_command
 from .errors import (
     BrokerError,
     ConfigError,
@@ -501,6 +502,7 @@ def demo(n: int, data_dir: str, verbose: bool) -> None:
 from . import cli_schedule  # noqa: E402, F401
 
 main.add_command(acl_command)
+main.add_command(doctor_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
