@@ -424,7 +424,7 @@ class Doctor:
     def _library(self, client: redis.Redis) -> None:
         mine = library()[0]
         try:
-            rows: Any = _cmd(client, "FUNCTION", "LIST", "LIBRARYNAME", "jobq_")
+            rows: Any = _cmd(client, "FUNCTION", "LIST", "LIBRARYNAME", "jobq_*")
         except (redis.RedisError, OSError) as exc:
             self.add(
                 "function library",
