@@ -44,6 +44,7 @@ from .topology import (
     describe,
     is_sentinel,
     parse_sentinel_url,
+    resolver_of,
 )
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -108,6 +109,9 @@ class Doctor:
                 self._data_node(client)
             finally:
                 client.close()
+                resolver = resolver_of(client)
+                if resolver is not None:
+                    resolver.close()
         except Unreachable:
             return EXIT_BROKER
         return EXIT_FAILED if any(c.status == FAIL for c in self.checks) else EXIT_OK

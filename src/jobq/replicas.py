@@ -189,6 +189,7 @@ class ReplicaReads(Reads):
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.r.close()
+            self.r.connection_pool.disconnect()  # a client given its pool does not close it
 
 
 def _info(client: Any) -> dict[str, Any]:

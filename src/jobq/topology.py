@@ -348,6 +348,14 @@ _HOOKED = {
 }
 
 
+def _owning(pool: redis.ConnectionPool) -> redis.Redis:
+    """A client that disconnects `pool` when closed (redis-py leaves a pool it was given open,
+    so `Store.close` would leave its sockets to the garbage collector)."""
+    client = redis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True
+    return client
+
+
 def client_for(url: str, **kwargs: Any) -> redis.Redis:
     """A redis-py client for `url` whose every connection is one of jobq's (see above)."""
     check_url(url)
@@ -365,16 +373,16 @@ def client_for(url: str, **kwargs: Any) -> redis.Redis:
             **_ssl_kwargs(target),
             **kwargs,
         )
-        return redis.Redis(connection_pool=pool)
+        return _owning(pool)
     url = url.replace("valkey://", "redis://", 1).replace("valkeys://", "rediss://", 1)
     pool = redis.ConnectionPool.from_url(url, **kwargs)
     base = pool.connection_class
     hooked = _HOOKED.get(base)
     if hooked is None:  # a connection class of redis-py's we do not know: keep it, unhooked
-        return redis.Redis(connection_pool=pool)
+        return _owning(pool)
     pool.connection_class = hooked
     pool.connection_kwargs["jobq_hooks"] = hooks
-    return redis.Redis(connection_pool=pool)
+    return _owning(pool)
 
 
 def hooks_of(client: Any) -> list[Hook] | None:
