@@ -501,10 +501,10 @@ def diagnose(settings: Settings) -> tuple[int, list[Check]]:
     return doctor.run(), doctor.checks
 
 
-def _settings(url: str | None) -> Settings:
+def _settings(url: str | None, prefix: str | None) -> Settings:
     from .embedded import server_url
 
-    settings = Settings.from_env().with_overrides(url=url)
+    settings = Settings.from_env().with_overrides(url=url, prefix=prefix)
     if settings.url:
         return settings
     found = server_url(settings.data_dir)
@@ -515,9 +515,14 @@ def _settings(url: str | None) -> Settings:
 
 @click.command("doctor")
 @click.option("--url", envvar="JOBQ_URL", help="Broker URL (default: the embedded Valkey).")
+@click.option(
+    "--prefix",
+    envvar="JOBQ_PREFIX",
+    help="Key prefix (accepted as everywhere; checks are per server).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of lines.")
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
-def doctor_command(url: str | None, as_json: bool, strict: bool) -> None:
+def doctor_command(url: str | None, prefix: str | None, as_json: bool, strict: bool) -> None:
     """Check a deployment: topology (Sentinels, quorum), primary, replicas and their lag,
     min-replicas-to-write, AOF, maxmemory policy, function library, WAITAOF.
 
@@ -528,7 +533,7 @@ def doctor_command(url: str | None, as_json: bool, strict: bool) -> None:
     emit: Callable[[str], None] = click.echo
     shown: str | None = None
     try:
-        settings = _settings(url)
+        settings = _settings(url, prefix)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)

@@ -228,7 +228,6 @@ class Listings(Protocol):
     def list_workers(self, limit: int = 200) -> list[WorkerInfo]: ...
     def dead_count(self) -> int: ...
     def events_length(self) -> int: ...
-    def get_states(self, job_ids: list[str]) -> list[JobState | None]: ...
 
 
 class ReadRouter:
@@ -279,9 +278,6 @@ class ReadRouter:
 
     def events_length(self) -> int:
         return self._route(lambda r: r.events_length())
-
-    def get_states(self, job_ids: list[str]) -> list[JobState | None]:
-        return self._route(lambda r: r.get_states(job_ids))
 
     # -- routing -------------------------------------------------------------------------------
 
