@@ -374,16 +374,22 @@ class SentinelGroup:
         primary, all replicas (link ok) and all other Sentinels. Sets start_seconds."""
         t0 = time.monotonic()
         try:
-            for n in [*self.nodes, *self.sentinels]:
+            for n in self.nodes:
                 n.spawn()
-            for n in [*self.nodes, *self.sentinels]:
+            for n in self.nodes:
                 n.wait_up(timeout)
             self.wait_synced(timeout)
+            # Sentinels only now: one started next to a primary still busy starting (a loaded
+            # box) could count it down after down_after_ms and fail over before any test ran.
+            for s in self.sentinels:
+                s.spawn()
+            for s in self.sentinels:
+                s.wait_up(timeout)
             poll(
                 self._sentinels_ready,
                 timeout,
                 "every Sentinel to see the whole group",
-                self.describe,
+                self.state,
             )
         except BaseException:
             self.cleanup()
@@ -449,7 +455,7 @@ class SentinelGroup:
         """The primary as a majority of the Sentinels name it (AssertionError if none does)."""
         addr = self._majority_primary()
         if addr is None:
-            raise AssertionError(f"no majority of Sentinels names a primary\n{self.describe()}")
+            raise AssertionError(f"no majority of Sentinels names a primary\n{self.state()}")
         return addr
 
     def node_at(self, addr: Addr) -> DataNode:
@@ -499,7 +505,7 @@ class SentinelGroup:
             lambda: replica.info().get("master_link_status") == "down",
             10,
             f"{replica} replication link to go down",
-            self.describe,
+            self.state,
         )
 
     def restore_replication(self, replica: DataNode) -> None:
@@ -524,7 +530,7 @@ class SentinelGroup:
                     last = e
             time.sleep(0.2)
         raise AssertionError(
-            f"no Sentinel accepted FAILOVER in {timeout:g}s ({last})\n{self.describe()}"
+            f"no Sentinel accepted FAILOVER in {timeout:g}s ({last})\n{self.state()}"
         )
 
     # -- waits ----------------------------------------------------------------------------
@@ -542,7 +548,7 @@ class SentinelGroup:
                 return None
             return addr if self.node_at(addr).role() == "master" else None
 
-        addr = poll(check, timeout, f"a new primary other than {old_addr}", self.describe)
+        addr = poll(check, timeout, f"a new primary other than {old_addr}", self.state)
         assert addr is not None
         return addr, time.monotonic() - t0
 
@@ -559,7 +565,7 @@ class SentinelGroup:
                 and int(i.get("master_port", 0)) == primary[1]
             )
 
-        poll(check, timeout, f"{node} to be demoted to a synced replica", self.describe)
+        poll(check, timeout, f"{node} to be demoted to a synced replica", self.state)
 
     def _synced(self) -> bool:
         primary = self.nodes[0] if self.start_seconds is None else self.current_primary()
@@ -579,7 +585,7 @@ class SentinelGroup:
     def wait_synced(self, timeout: float = 30) -> None:
         """Until every live, unpaused replica's link to the current primary is up and it has
         everything the primary had when checked (offsets; Sentinel hellos keep them moving)."""
-        poll(self._synced, timeout, "the live replicas to be in sync", self.describe)
+        poll(self._synced, timeout, "the live replicas to be in sync", self.state)
 
     # -- introspection --------------------------------------------------------------------
 
@@ -610,6 +616,10 @@ class SentinelGroup:
             addr = s.master_addr(self.service) if state == "up" else None
             out.append(f"  {s.name} :{s.port} {state} primary={addr}")
         return "\n".join(out)
+
+    def state(self) -> str:
+        """describe() and the logs' last lines: what a timed-out wait reports."""
+        return self.describe() + "\nlogs:\n" + self.logs(8)
 
     def logs(self, lines: int = 15) -> str:
         """The last lines of every log (for failure messages)."""
