@@ -398,30 +398,59 @@ class SentinelGroup:
         return self
 
     def _sentinels_ready(self) -> bool:
-        first = self.nodes[0]
+        """At start: every Sentinel sees the first primary, every replica and every other
+        Sentinel, all healthy."""
         for s in self.sentinels:
-            master = s.table("MASTER", self.service)
-            if not master:
-                return False
-            m = master[0]
-            if (
-                m.get("flags") != "master"
-                or int(m.get("port", 0)) != first.port
-                or int(m.get("num-slaves", -1)) != len(self.nodes) - 1
-                or int(m.get("num-other-sentinels", -1)) != len(self.sentinels) - 1
-            ):
-                return False
-            reps = s.table("REPLICAS", self.service)
-            if len(reps) != len(self.nodes) - 1 or any(
-                r.get("flags") != "slave" or r.get("master-link-status") != "ok" for r in reps
-            ):
-                return False
             sens = s.table("SENTINELS", self.service)
             if len(sens) != len(self.sentinels) - 1 or any(
                 o.get("flags") != "sentinel" for o in sens
             ):
                 return False
+        return self._sentinels_settled(self.nodes[0])
+
+    def _sentinels_settled(self, primary: DataNode | None = None, link: bool = True) -> bool:
+        """Every live Sentinel names `primary` (default: the majority's) as a healthy master and
+        sees every other live data node as a healthy replica of it, by the replica's own last
+        reported role. Why the role: a Sentinel still remembering a demoted node as 'master'
+        converts it back to a replica the moment a forced failover promotes it (its promotion
+        then times out, and nothing retries a forced failover). `link`: also require each
+        replica's link up (not for a failover onto a replica cut by stop_replication)."""
+        if primary is None:
+            addr = self._majority_primary()
+            if addr is None:
+                return False
+            primary = self.node_at(addr)
+        want = {n.port for n in self.nodes if n is not primary and n.alive() and not n.paused}
+        for s in self.sentinels:
+            if not s.alive() or s.paused:
+                continue
+            master = s.table("MASTER", self.service)
+            if not master:
+                return False
+            m = master[0]
+            if m.get("flags") != "master" or int(m.get("port", 0)) != primary.port:
+                return False
+            seen = {
+                int(r.get("port", 0))
+                for r in s.table("REPLICAS", self.service)
+                if r.get("flags") == "slave"
+                and r.get("role-reported") == "slave"
+                and (r.get("master-link-status") == "ok" or not link)
+                and int(r.get("master-port", 0)) == primary.port
+            }
+            if not want <= seen:
+                return False
         return True
+
+    def wait_sentinels_settled(self, timeout: float = 30, link: bool = True) -> None:
+        """Until every live Sentinel agrees on the primary and on each live replica's role (see
+        _sentinels_settled; a Sentinel refreshes a replica's role every 10 s)."""
+        poll(
+            lambda: self._sentinels_settled(None, link),
+            timeout,
+            "the Sentinels to agree on every role",
+            self.state,
+        )
 
     def cleanup(self) -> None:
         """Kill every process and remove the dirs (idempotent)."""
@@ -514,7 +543,9 @@ class SentinelGroup:
 
     def failover(self, timeout: float = 30) -> Addr:
         """SENTINEL FAILOVER on the first Sentinel that accepts it (retrying while one is in
-        progress or no replica is good yet). Returns the primary's address before it."""
+        progress or no replica is good yet), once every Sentinel agrees on every role (else a
+        Sentinel's stale view can undo the promotion). Returns the primary's address before it."""
+        self.wait_sentinels_settled(timeout, link=False)
         old = self.primary_addr()
         last: Exception | None = None
         deadline = time.monotonic() + timeout
@@ -552,8 +583,9 @@ class SentinelGroup:
         assert addr is not None
         return addr, time.monotonic() - t0
 
-    def wait_demoted(self, node: DataNode, timeout: float = 30) -> None:
-        """Until `node` is a replica of the current primary with its link up."""
+    def wait_demoted(self, node: DataNode, timeout: float = 30, settle: bool = True) -> None:
+        """Until `node` is a replica of the current primary with its link up, and (settle) every
+        Sentinel has seen it report that role, so the next failover may promote it."""
 
         def check() -> bool:
             i = node.info()
@@ -566,6 +598,8 @@ class SentinelGroup:
             )
 
         poll(check, timeout, f"{node} to be demoted to a synced replica", self.state)
+        if settle:
+            self.wait_sentinels_settled(timeout)
 
     def _synced(self) -> bool:
         primary = self.nodes[0] if self.start_seconds is None else self.current_primary()
