@@ -136,6 +136,16 @@ def server() -> None:
     help="Refuse writes unless this many replicas are attached and at most 10 s behind "
     "(min-replicas-to-write); 1 is advised with two replicas, see docs/deploy.md.",
 )
+@click.option(
+    "--sentinel",
+    "sentinels",
+    metavar="HOST:PORT",
+    multiple=True,
+    help="Ask these Sentinels (repeatable) who the primary is, and replicate it unless it is "
+    "this node: a restarted old primary then rejoins as a replica at once. Overrides "
+    "--replica-of when they answer.",
+)
+@click.option("--service", default="jobq", show_default=True, help="The Sentinels' name for it.")
 @click.option("--prefix", envvar="JOBQ_PREFIX", help="Key prefix: names the role users.")
 @_errors
 def server_start(
@@ -146,6 +156,8 @@ def server_start(
     acl_file: str | None,
     password_file: str | None,
     min_replicas: int | None,
+    sentinels: tuple[str, ...],
+    service: str,
     prefix: str | None,
 ) -> None:
     """Start the embedded server in the data directory (or attach to the running one) and
@@ -161,6 +173,7 @@ def server_start(
             ("--acl-file", acl_file),
             ("--password-file", password_file),
             ("--min-replicas", min_replicas),
+            ("--sentinel", sentinels or None),
         ):
             if value is not None:
                 raise ConfigError(f"{flag} needs --listen HOST:PORT (the address other hosts use)")
@@ -168,6 +181,8 @@ def server_start(
     primary = _address(replica_of, "--replica-of") if replica_of else None
     d = Path(data_dir).absolute()
     had_acl = _take_acl_file(d, acl_file, needed=primary is not None)
+    if sentinels:
+        primary = _ask_sentinels(d, sentinels, service, (host, port), primary)
     if primary is not None:
         from .embedded import replica_roles
 
@@ -200,6 +215,45 @@ def server_start(
         click.echo(f"workers join with JOBQ_URL='{roles.url('worker', show_secret=True)}'")
     else:
         click.echo(f"workers join with {roles.url('worker')} (`jobq acl --show-secrets`)")
+
+
+def _ask_sentinels(
+    d: Path,
+    sentinels: tuple[str, ...],
+    service: str,
+    me: tuple[str, int],
+    fallback: tuple[str, int] | None,
+) -> tuple[str, int] | None:
+    """The primary to replicate: the one the Sentinels name (None if it is this node), else
+    `fallback` (--replica-of) when none answers."""
+    from .acl import DISCOVERY, load_roles
+    from .embedded_sentinel import primary_from_sentinels
+
+    roles = load_roles(d)
+    if roles is None or DISCOVERY not in roles.passwords:
+        return fallback  # first start of the first primary: no Sentinel can know it yet
+    addrs = [_address(s, "--sentinel") for s in sentinels]
+    named = primary_from_sentinels(addrs, service, roles.passwords[DISCOVERY])
+    if named is None:
+        click.echo("note: no Sentinel answered; starting as --replica-of says", err=True)
+        return fallback
+    if named == me or (me[0] in ("0.0.0.0", "::") and named[1] == me[1] and _is_local(named[0])):
+        return None
+    if named != fallback:
+        click.echo(f"note: the Sentinels name {named[0]}:{named[1]} as the primary", err=True)
+    return named
+
+
+def _is_local(ip: str) -> bool:
+    """True if `ip` is an address of this machine (it can be bound)."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as s:
+            s.bind((ip, 0))
+        return True
+    except OSError:
+        return False
 
 
 def _write_copy(d: Path, dest: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -411,6 +412,8 @@ def _check_replica_setup(
         socket_connect_timeout=3,
         socket_timeout=3,
         retry=Retry(NoBackoff(), 0),  # one try: a refusal is the answer
+        lib_name=None,  # no CLIENT SETINFO: the service users may not run it
+        lib_version=None,
     )
     try:
         client.ping()
@@ -421,10 +424,14 @@ def _check_replica_setup(
             "`jobq server start --listen` (it creates the replication user)"
         ) from exc
     except redis.RedisError as exc:
-        raise ConfigError(
-            f"cannot reach the primary at {primary[0]}:{primary[1]} ({exc}): is it started with "
-            "`jobq server start --listen HOST:PORT`, and is the port open from here?"
-        ) from exc
+        # Not fatal: the primary may be restarting (the replica keeps trying to sync).
+        logging.getLogger("jobq.embedded").warning(
+            "cannot reach the primary at %s:%s (%s): is it started with `jobq server start "
+            "--listen HOST:PORT`, and is the port open from here? Replicating once it answers.",
+            primary[0],
+            primary[1],
+            exc,
+        )
     finally:
         client.close()
 
