@@ -172,6 +172,14 @@ def test_replica_and_sentinels_fail_over_with_the_role_users_intact(layout: Layo
     )
     wait_for("a worker write on the new primary", lambda: rw.hset(key, "after", "1") >= 0, 20)
     print(f"\nfailover: the Sentinels named the replica {gap:.2f} s after SIGKILL (down-after 1 s)")
+    # Its unit file, run again (systemd restarting the service), must not demote the new
+    # primary back into a replica of the dead one.
+    again = layout.jobq(
+        "server", "start", "--data-dir", str(replica), "--listen", f"127.0.0.1:{r_port}",
+        "--replica-of", f"127.0.0.1:{p_port}", "--acl-file", str(acl),
+    )  # fmt: skip
+    assert "already runs" in again.stderr
+    assert admin.execute_command("ROLE")[0] == b"master"
 
     # The old primary, started again and told where the Sentinels are, asks them first and
     # comes back as a replica of the new primary at once (no second primary, not even for the

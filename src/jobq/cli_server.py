@@ -181,8 +181,21 @@ def server_start(
     primary = _address(replica_of, "--replica-of") if replica_of else None
     d = Path(data_dir).absolute()
     had_acl = _take_acl_file(d, acl_file, needed=primary is not None)
-    if sentinels:
-        primary = _ask_sentinels(d, sentinels, service, (host, port), primary)
+    from .embedded import server_url
+
+    running = server_url(d) is not None
+    named = _ask_sentinels(d, sentinels, service, (host, port)) if sentinels else None
+    if named is not None:
+        primary = named if named != (host, port) else None  # the Sentinels' word is final
+    elif running and primary is not None:
+        # A running node's role is the Sentinels' to change: it may have been promoted since
+        # the unit file was written, and REPLICAOF now would demote the live primary.
+        click.echo(
+            "note: the server already runs; --replica-of applies when it starts (stop it "
+            "first to change what it replicates)",
+            err=True,
+        )
+        primary = None
     if primary is not None:
         from .embedded import replica_roles
 
@@ -222,25 +235,22 @@ def _ask_sentinels(
     sentinels: tuple[str, ...],
     service: str,
     me: tuple[str, int],
-    fallback: tuple[str, int] | None,
 ) -> tuple[str, int] | None:
-    """The primary to replicate: the one the Sentinels name (None if it is this node), else
-    `fallback` (--replica-of) when none answers."""
+    """The primary the Sentinels name (`me` if it is this node), or None if none answers."""
     from .acl import DISCOVERY, load_roles
     from .embedded_sentinel import primary_from_sentinels
 
     roles = load_roles(d)
     if roles is None or DISCOVERY not in roles.passwords:
-        return fallback  # first start of the first primary: no Sentinel can know it yet
+        return None  # first start of the first primary: no Sentinel can know it yet
     addrs = [_address(s, "--sentinel") for s in sentinels]
     named = primary_from_sentinels(addrs, service, roles.passwords[DISCOVERY])
     if named is None:
         click.echo("note: no Sentinel answered; starting as --replica-of says", err=True)
-        return fallback
-    if named == me or (me[0] in ("0.0.0.0", "::") and named[1] == me[1] and _is_local(named[0])):
         return None
-    if named != fallback:
-        click.echo(f"note: the Sentinels name {named[0]}:{named[1]} as the primary", err=True)
+    if named == me or (me[0] in ("0.0.0.0", "::") and named[1] == me[1] and _is_local(named[0])):
+        return me
+    click.echo(f"note: the Sentinels name {named[0]}:{named[1]} as the primary", err=True)
     return named
 
 
