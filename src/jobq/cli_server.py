@@ -163,7 +163,7 @@ def server_start(
     """Start the embedded server in the data directory (or attach to the running one) and
     print its URL; with --listen, open it to other hosts, as a replica with --replica-of."""
     from .config import Settings
-    from .embedded import ensure_server
+    from .embedded import ensure_server, server_url
     from .errors import ConfigError
     from .store import redact
 
@@ -181,8 +181,6 @@ def server_start(
     primary = _address(replica_of, "--replica-of") if replica_of else None
     d = Path(data_dir).absolute()
     had_acl = _take_acl_file(d, acl_file, needed=primary is not None)
-    from .embedded import server_url
-
     running = server_url(d) is not None
     named = _ask_sentinels(d, sentinels, service, (host, port)) if sentinels else None
     if named is not None:
@@ -214,20 +212,41 @@ def server_start(
     )
     if acl_file and not had_acl:
         _write_copy(d, Path(acl_file))
-    if primary is None:
-        click.echo(f"primary listening on {host}:{port} (data in {d})")
-    else:
+    if primary is not None:
         click.echo(f"replica of {primary[0]}:{primary[1]} listening on {host}:{port}")
         click.echo(_link_status(d))
-    if primary is None:
+    elif _is_replica(d):
+        click.echo(f"replica listening on {host}:{port} (its primary is the Sentinels' choice)")
+    else:
+        click.echo(f"primary listening on {host}:{port} (data in {d})")
+    if generated:  # acl.json was made just now
         click.echo(
             f"copy {d / 'acl.json'} (mode 0600) to every other node and Sentinel: ACL users "
             "are not replicated, each node creates the same ones from it"
         )
-    if generated:
         click.echo(f"workers join with JOBQ_URL='{roles.url('worker', show_secret=True)}'")
+    elif primary is not None or _is_replica(d):
+        click.echo(
+            "workers connect through the Sentinels (a replica refuses writes): see `jobq "
+            "server sentinel start` and docs/deploy.md"
+        )
     else:
         click.echo(f"workers join with {roles.url('worker')} (`jobq acl --show-secrets`)")
+
+
+def _is_replica(d: Path) -> bool:
+    import redis
+
+    from .embedded import server_url
+
+    url = server_url(d)
+    if not url:
+        return False
+    client: Any = redis.Redis.from_url(url)
+    try:
+        return bool(client.execute_command("ROLE")[0] == b"slave")
+    finally:
+        client.close()
 
 
 def _ask_sentinels(

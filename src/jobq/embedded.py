@@ -395,14 +395,16 @@ def _check_replica_setup(
     that refuses the replication user."""
     if tls is not None:
         raise ConfigError("--replica-of with TLS is not supported yet: replicate over plaintext")
-    if password is not None:
-        raise ConfigError(
-            "a replica takes every password from the primary's acl.json: drop --password/"
-            "--password-file (pass --acl-file PRIMARY_ACL_JSON instead)"
-        )
     if primary == (host, port):
         raise ConfigError(f"--replica-of {host}:{port} is this node's own --listen address")
     roles = replica_roles(d, prefix)
+    if password is not None and password != roles.passwords["worker"]:
+        # (The same one is fine: the first primary's unit, restarted as a replica, has it.)
+        raise ConfigError(
+            "a replica takes every password from the primary's acl.json, and --password/"
+            "--password-file differs from its worker password: drop it (or pass --acl-file "
+            "PRIMARY_ACL_JSON)"
+        )
     user = user_name(prefix, "replication")
     client = redis.Redis(
         host=primary[0],
