@@ -242,3 +242,41 @@ def test_a_replica_without_the_primarys_acl_json_is_refused_before_starting(
         "--monitor", "127.0.0.1:2", ok=False,
     )  # fmt: skip
     assert out.returncode == 1 and "no acl.json" in out.stderr
+
+
+def test_a_restarted_sentinel_keeps_what_it_learned_and_takes_new_settings(tmp_path: Path) -> None:
+    """sentinel.conf after a failover names the new primary: a restart must keep that (and the
+    Sentinel's id and epochs), whatever --monitor says, and replace only jobq's own lines."""
+    from jobq.acl import prepare_roles
+    from jobq.embedded_sentinel import SentinelSpec, _conf_lines
+
+    roles, _, _ = prepare_roles(tmp_path, "jobq", "127.0.0.1", 1, False)
+    learned = [
+        "port 1111",
+        'requirepass "old-password"',
+        "user default on #abc ~* &* +@all",
+        "sentinel monitor jobq 10.0.0.2 6380 2",
+        "sentinel down-after-milliseconds jobq 9999",
+        "sentinel myid 3b9e5b4d6aae19098ea98a2a035df705c367b68c",
+        "sentinel known-replica jobq 10.0.0.1 6380",
+        "sentinel current-epoch 7",
+    ]
+    (tmp_path / "sentinel.conf").write_text("\n".join(learned) + "\n")
+    spec = SentinelSpec("10.0.0.3", 26380, ("10.0.0.1", 6380), "jobq", 2, 1500, 8000)
+    lines = _conf_lines(tmp_path, spec, roles, "new-password")
+    assert [x for x in lines if x.startswith("sentinel monitor")] == [
+        "sentinel monitor jobq 10.0.0.2 6380 2"
+    ]
+    for kept in learned[4:]:
+        assert kept in lines or kept.startswith("sentinel down-after")
+    assert "sentinel down-after-milliseconds jobq 1500" in lines
+    assert "sentinel down-after-milliseconds jobq 9999" not in lines
+    assert "requirepass new-password" in lines and 'requirepass "old-password"' not in lines
+    assert "port 26380" in lines and "port 1111" not in lines
+    assert not any(x.startswith("user ") for x in lines)
+    # auth-pass must follow the monitor line it names, or Sentinel refuses the file.
+    monitor = lines.index("sentinel monitor jobq 10.0.0.2 6380 2")
+    assert lines.index(f"sentinel auth-pass jobq {roles.passwords['sentinel']}") > monitor
+    # A first start (no file) monitors --monitor.
+    (tmp_path / "sentinel.conf").unlink()
+    assert "sentinel monitor jobq 10.0.0.1 6380 2" in _conf_lines(tmp_path, spec, roles, "pw")
