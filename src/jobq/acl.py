@@ -88,8 +88,11 @@ BASE_COMMANDS = (
 )  # fmt: skip
 #: What a worker writes directly: its registry entry (HSET/PEXPIRE, DEL/ZREM on exit), rate
 #: limits and periodic specs it declares (HSET/ZADD), its own wake-up (RPUSH), and the finished
-#: index trim of the maintenance tick (ZREMRANGEBYSCORE).
-WORKER_COMMANDS = ("hset", "pexpire", "del", "zrem", "zadd", "rpush", "zremrangebyscore")
+#: index trim of the maintenance tick (ZREMRANGEBYSCORE); the tick's periodic fire is a
+#: transaction fenced on the leader lease (WATCH/UNWATCH).
+WORKER_COMMANDS = (
+    "hset", "pexpire", "del", "zrem", "zadd", "rpush", "zremrangebyscore", "watch", "unwatch",
+)  # fmt: skip
 PRODUCER_COMMANDS: tuple[str, ...] = ()
 
 #: Never granted to a worker or producer, whatever a script or a list above says.

@@ -28,7 +28,7 @@ from .model import Claimed, JobRecord, JobSpec, Outcome
 from .names import encodable, escape_controls
 from .periodic import PeriodicSpec
 from .reads import Reads
-from .scripts import Batch, Call, Scripts
+from .scripts import Batch, Call, Scripts, function_name
 from .states import JobState
 from .topology import client_for, hooks_of
 
@@ -416,6 +416,38 @@ class Store(Reads):
         """Move a spec's due time forward only (two masters cannot move it back)."""
         with self.broker("advancing a periodic job"):
             self.r.zadd(self.keys.periodic_next, {name: next_ms}, xx=True, gt=True)
+
+    def fire_periodic_slot(
+        self, job: JobSpec, name: str, due: int, next_ms: int, holder: str | None, now: int = 0
+    ) -> bool | None:
+        """Submit the job of one due periodic slot and move the spec's due time on, in one
+        transaction fenced on the slot still being due at `due` and, with `holder`, on the
+        leader lease still being `holder`'s (WATCH, then MULTI/EXEC): a leader that stalled
+        past its lease (SIGSTOP, a long pause) and resumes mid-tick fires nothing, even once
+        the slot's job has expired, so no slot ever fires twice. True = created, False = a job
+        with its id existed, None = fenced off (the slot moved, or the lease is another's)."""
+        fn, keys, args = self.scripts.enqueue_call([job.as_row()], now)
+        watched = [self.keys.periodic_next, *([self.keys.leader] if holder else [])]
+        with self._room_kept(), self.broker("firing a periodic job"):
+            self.room.check(job_bytes(job))
+            with self.r.pipeline(transaction=True) as pipe:
+                pipe.watch(*watched)
+                if holder is not None and pipe.get(self.keys.leader) != holder.encode():
+                    return None
+                if pipe.zscore(self.keys.periodic_next, name) != due:
+                    return None
+                pipe.multi()
+                pipe.fcall(function_name(fn), len(keys), *keys, *args)
+                pipe.zadd(self.keys.periodic_next, {name: next_ms}, xx=True, gt=True)
+                try:
+                    created, _ = pipe.execute(raise_on_error=False)
+                except redis.WatchError:
+                    return None
+        if isinstance(created, Exception):
+            # The slot is claimed (the ZADD ran) but its enqueue failed, e.g. a server that
+            # lost the library: submit it again the ordinary way (loads it; same id).
+            return self.submit([job], now)[0]
+        return bool(created[0] == 1)
 
     def lead(self, candidate: str, lease_ms: int, release: bool = False, now: int = 0) -> bool:
         with self.broker("renewing the leader lease"):
