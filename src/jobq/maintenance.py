@@ -93,7 +93,9 @@ def fire_periodic(store: Store, now: int = 0) -> int:
                 priority=spec.priority,
                 max_attempts=spec.retries + 1,
             )
-            fired += sum(store.submit([job], now))
+            # No failover wait: the maintenance loop backs off itself, and must not sit on the
+            # leader lease while it waits.
+            fired += sum(store.submit([job], now, wait_s=0))
         else:
             log.info("periodic %s: skipped the tick due at %d (missed)", spec.name, due)
         store.advance_periodic(spec.name, spec.next_after(max(now, due)))

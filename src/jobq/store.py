@@ -8,34 +8,44 @@ one round trip submits, claims or acknowledges many jobs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import random
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import redis
 
 from .durability import Durability
-from .errors import BrokerFull, BrokerUnavailable
+from .errors import BrokerFull, BrokerUnavailable, gave_up_waiting
 from .faults import RAISED, translate
 from .keys import Keys
 from .memory import MemoryState, RoomCheck, job_bytes, read_memory
 from .model import Claimed, JobRecord, JobSpec, Outcome
 from .names import encodable, escape_controls
+from .outage import Outage
 from .periodic import PeriodicSpec
 from .reads import Reads
 from .scripts import Batch, Call, Scripts
 from .states import JobState
-from .topology import client_for, hooks_of
+from .topology import client_for, hooks_of, is_sentinel
 
 log = logging.getLogger("jobq.store")
+T = TypeVar("T")
 
-#: How long a caller waiting for a result rides out a broker outage before giving up.
+#: How long a caller waiting for a result rides out a broker outage before giving up, unless
+#: `failover_wait_s` says otherwise.
 WAIT_OUTAGE_S = 30.0
+#: What `failover_wait_s=None` means on a Sentinel URL (see `Settings.failover_wait_s`).
+SENTINEL_FAILOVER_WAIT_S = 45.0
+#: Back-off of a submit waiting for a primary: short, so the stall ends soon after the new
+#: primary is named (each retry is a Sentinel query and a dial: cheap).
+RETRY_FIRST_S, RETRY_CAP_S = 0.05, 0.5
 
 
 _QUERY_SECRET = re.compile(r"([?&][^=&#]*password[^=&#]*=)[^&#]*", re.IGNORECASE)
@@ -120,6 +130,7 @@ class Store(Reads):
         durable_timeout_ms: int = 5_000,
         memory_limit: float = 0.9,
         dead_ttl_s: int = 7 * 86_400,
+        failover_wait_s: float | None = None,
     ) -> None:
         # redis-py's annotations cannot express decode_responses=False (replies are bytes).
         self.r: Any = client
@@ -135,6 +146,19 @@ class Store(Reads):
         #: Back-pressure: submits refused past `memory_limit` of maxmemory (see memory.py).
         self.room = RoomCheck(self.memory, redact(url), memory_limit)
         self.dead_ttl_s = dead_ttl_s
+        self.failover_wait_setting = failover_wait_s
+        #: How long a submit waits for a primary before raising (`Settings.failover_wait_s`).
+        self.failover_wait_s = (
+            (SENTINEL_FAILOVER_WAIT_S if is_sentinel(url) else 0.0)
+            if failover_wait_s is None
+            else failover_wait_s
+        )
+        #: How long a result wait rides out an outage: the same bound, at least 30 s by default.
+        self.outage_wait_s = (
+            max(WAIT_OUTAGE_S, self.failover_wait_s) if failover_wait_s is None else failover_wait_s
+        )
+        # One episode log for every submit of this store (all threads), not one line per retry.
+        self.submit_outage = Outage(log, f"submit (waits up to {self.failover_wait_s:g} s)")
         # Every new connection first checks it reached the primary and moves the token epoch
         # if the primary changed (Scripts.check_primary), before any of our commands.
         hooks = hooks_of(client)
@@ -176,18 +200,68 @@ class Store(Reads):
 
     # -- producers ---------------------------------------------------------------------------
 
-    def submit(self, specs: Iterable[JobSpec], now: int = 0) -> list[bool]:
+    def submit(
+        self, specs: Iterable[JobSpec], now: int = 0, *, wait_s: float | None = None
+    ) -> list[bool]:
         """Create jobs in one round trip; per job, True if created, False if it existed (same
-        id, or a pending job holds its unique key)."""
-        return [r == 1 for _s, r in self._enqueue(specs, now)]
+        id, or a pending job holds its unique key). `wait_s`: see `submit_ids`."""
+        return [r == 1 for _s, r in self._enqueue(specs, now, wait_s=wait_s)]
 
-    def submit_ids(self, specs: Iterable[JobSpec], now: int = 0) -> list[str]:
+    def submit_ids(
+        self, specs: Iterable[JobSpec], now: int = 0, *, wait_s: float | None = None
+    ) -> list[str]:
         """Create jobs in one round trip; per job, the id that now stands for it: its own, or
-        that of the pending job holding the same unique key."""
-        return [r.decode() if isinstance(r, bytes) else s.id for s, r in self._enqueue(specs, now)]
+        that of the pending job holding the same unique key.
+
+        While the broker cannot serve (a failover, a restart) the submit is sent again with
+        back-off for up to `wait_s` (default `failover_wait_s`), then raises
+        `BrokerUnavailable` saying how long it waited. Sending again is safe: enqueue is
+        idempotent per job id, so a submit whose reply was lost returns the same ids."""
+        out = self._enqueue(specs, now, wait_s=wait_s)
+        return [r.decode() if isinstance(r, bytes) else s.id for s, r in out]
 
     def _enqueue(
-        self, specs: Iterable[JobSpec], now: int, chunk: int = 500
+        self, specs: Iterable[JobSpec], now: int, chunk: int = 500, wait_s: float | None = None
+    ) -> list[tuple[JobSpec, Any]]:
+        """`_enqueue_once`, retried through a broker outage for up to `wait_s` s."""
+        if not isinstance(specs, list):
+            specs = _Resend(specs)  # a retry sends again what a generator already gave
+        bound = self.failover_wait_s if wait_s is None else wait_s
+        once = functools.partial(self._enqueue_once, specs, now, chunk)
+        return self.retrying(once, bound, "submitting jobs")
+
+    def retrying(self, attempt: Callable[[], T], bound_s: float, doing: str) -> T:
+        """`attempt()`, repeated with back-off while it raises `BrokerUnavailable` (not
+        `BrokerFull`: a full server is back-pressure to report, not to wait out) for up to
+        `bound_s` s; then the last error, saying how long it waited. Only for operations that
+        are safe to repeat. The episode is logged once (and its end, with the stall)."""
+        started: float | None = None  # when the first failed attempt began
+        pause = RETRY_FIRST_S
+        while True:
+            began = time.monotonic()
+            try:
+                out = attempt()
+            except BrokerFull:
+                raise
+            except BrokerUnavailable as exc:
+                if bound_s <= 0:
+                    raise
+                # One attempt may take a while itself (the connection's own brief reconnects),
+                # so the bound counts from the start of the first failed one.
+                started = began if started is None else started
+                waited = time.monotonic() - started
+                if waited >= bound_s:
+                    raise gave_up_waiting(exc, waited, doing, is_sentinel(self.url)) from exc
+                self.submit_outage.failed(exc)
+                time.sleep(min(pause * random.uniform(0.8, 1.2), bound_s - waited))
+                pause = min(pause * 2, RETRY_CAP_S)
+                continue
+            if self.submit_outage.down:
+                self.submit_outage.ok()
+            return out
+
+    def _enqueue_once(
+        self, specs: Iterable[JobSpec], now: int, chunk: int
     ) -> list[tuple[JobSpec, Any]]:
         """Each job with its enqueue reply. A large batch goes as several script calls (so no
         single call holds the server for long), streamed in one round trip: the server runs a
@@ -478,11 +552,12 @@ class Store(Reads):
                 # Waiting is safe to repeat: ride out a restart, a failover or a network blip
                 # (anything retriable) for a while.
                 outage_started = outage_started or time.monotonic()
-                if (
-                    not isinstance(err, BrokerUnavailable)
-                    or time.monotonic() - outage_started > WAIT_OUTAGE_S
-                ):
+                if not isinstance(err, BrokerUnavailable):
                     raise err from exc
+                waited = time.monotonic() - outage_started
+                if waited > self.outage_wait_s:
+                    sentinel = is_sentinel(self.url)
+                    raise gave_up_waiting(err, waited, "waiting for a result", sentinel) from exc
                 time.sleep(0.2)
                 continue
             outage_started = 0.0
@@ -567,3 +642,22 @@ class Store(Reads):
         with self.broker("reading the leader lease"):
             v = self.r.get(self.keys.leader)
         return v.decode() if v else None
+
+
+class _Resend:
+    """An iterable of specs that can be gone through again from the start: what the source gave
+    is kept, so a retried streamed submit sends every job again (enqueue is idempotent per id)
+    and still builds the rest lazily."""
+
+    def __init__(self, source: Iterable[JobSpec]) -> None:
+        self._source = iter(source)
+        self._seen: list[JobSpec] = []
+
+    def __iter__(self) -> Iterator[JobSpec]:
+        i = 0
+        while i < len(self._seen):
+            yield self._seen[i]
+            i += 1
+        for spec in self._source:
+            self._seen.append(spec)
+            yield spec
