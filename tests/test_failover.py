@@ -19,16 +19,20 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from conftest import free_port, jobq_cmd, subprocess_env
 from ha import SentinelGroup
 from procs import wait_until
 
 from jobq import App, BrokerFull, BrokerUnavailable, JobState
-from jobq.errors import BrokerError
+from jobq.config import Settings
+from jobq.errors import BrokerError, ConfigError
+from jobq.failover import Resend
+from jobq.faults import translate
 from jobq.keys import Keys
 from jobq.maintenance import Maintainer
 from jobq.model import JobSpec
-from jobq.store import _Resend
+from jobq.topology import NotPrimary
 from jobq.worker import Worker
 
 pytestmark = pytest.mark.timeout(120)
@@ -360,8 +364,51 @@ def test_a_resend_replays_a_generator() -> None:
             made.append(i)
             yield JobSpec(f"j{i}", "t", "default", b"[]")
 
-    again = _Resend(specs())
+    again = Resend(specs())
     first = iter(again)
     assert [next(first).id for _ in range(3)] == ["j0", "j1", "j2"]
     assert [s.id for s in again] == ["j0", "j1", "j2", "j3", "j4"]
     assert made == [0, 1, 2, 3, 4]
+
+
+def test_the_setting_and_its_defaults() -> None:
+    """JOBQ_FAILOVER_WAIT_S and ?failover_wait_s= set the bound; unset, a Sentinel URL waits
+    45 s and a one-server URL not at all (its result waits ride out 30 s). No connection is
+    made: nothing listens on these ports."""
+    assert Settings.from_env(env={"JOBQ_FAILOVER_WAIT_S": "12.5"}).failover_wait_s == 12.5
+    s = Settings.from_env(env={"JOBQ_URL": "redis+sentinel://127.0.0.1:1/jobq?failover_wait_s=2"})
+    assert (s.url, s.failover_wait_s) == ("redis+sentinel://127.0.0.1:1/jobq", 2.0)
+    with pytest.raises(ConfigError, match="failover_wait_s"):
+        Settings(failover_wait_s=-1).validate()
+    with App("redis+sentinel://127.0.0.1:1/jobq", prefix="x") as app:
+        assert (app.store.failover_wait_s, app.store.outage_wait_s) == (45.0, 45.0)
+    with App("redis://127.0.0.1:1/0", prefix="x") as app:
+        assert (app.store.failover_wait_s, app.store.outage_wait_s) == (0.0, 30.0)
+    with App("redis://127.0.0.1:1/0", prefix="x", failover_wait_s=7) as app:
+        assert (app.store.failover_wait_s, app.store.outage_wait_s) == (7.0, 7.0)
+
+
+def test_sentinel_url_errors_name_a_failover_not_jobq_url() -> None:
+    """On a Sentinel URL a lost connection means no primary now: the message says a failover
+    may be under way and how to ask the Sentinels, not "is the server running? set JOBQ_URL"
+    (which a one-server URL still gets)."""
+    url = "redis+sentinel://:***@127.0.0.1:1,127.0.0.1:2/jobq"
+    cases = [
+        redis.ConnectionError("Error 111 connecting to 127.0.0.1:7. Connection refused."),
+        redis.TimeoutError("Timeout reading from socket"),
+        NotPrimary("Valkey at 127.0.0.1:7 is no longer the primary (READONLY)"),
+    ]
+    for exc in cases:
+        err = translate(exc, url, "submitting jobs")
+        assert isinstance(err, BrokerUnavailable), err
+        text = str(err)
+        assert "failover may be under way" in text and "SENTINEL MASTER" in text, text
+        assert "JOBQ_URL" not in text, text
+    no_primary = redis.ConnectionError(
+        "no Sentinel of 127.0.0.1:1 names a reachable primary for service 'jobq' (...); a "
+        "failover may be under way, or the service name is wrong"
+    )
+    err = translate(no_primary, url, "submitting jobs")
+    assert str(err).startswith(f"no primary for {url} while submitting jobs: no Sentinel of")
+    plain = translate(cases[0], "redis://127.0.0.1:7/0", "submitting jobs")
+    assert "set JOBQ_URL" in str(plain), plain

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +22,7 @@ import redis
 
 from .durability import Durability
 from .errors import BrokerFull, BrokerUnavailable, gave_up_waiting
+from .failover import Resend, ride_out
 from .faults import RAISED, translate
 from .keys import Keys
 from .memory import MemoryState, RoomCheck, job_bytes, read_memory
@@ -43,9 +43,6 @@ T = TypeVar("T")
 WAIT_OUTAGE_S = 30.0
 #: What `failover_wait_s=None` means on a Sentinel URL (see `Settings.failover_wait_s`).
 SENTINEL_FAILOVER_WAIT_S = 45.0
-#: Back-off of a submit waiting for a primary: short, so the stall ends soon after the new
-#: primary is named (each retry is a Sentinel query and a dial: cheap).
-RETRY_FIRST_S, RETRY_CAP_S = 0.05, 0.5
 
 
 _QUERY_SECRET = re.compile(r"([?&][^=&#]*password[^=&#]*=)[^&#]*", re.IGNORECASE)
@@ -146,7 +143,6 @@ class Store(Reads):
         #: Back-pressure: submits refused past `memory_limit` of maxmemory (see memory.py).
         self.room = RoomCheck(self.memory, redact(url), memory_limit)
         self.dead_ttl_s = dead_ttl_s
-        self.failover_wait_setting = failover_wait_s
         #: How long a submit waits for a primary before raising (`Settings.failover_wait_s`).
         self.failover_wait_s = (
             (SENTINEL_FAILOVER_WAIT_S if is_sentinel(url) else 0.0)
@@ -162,8 +158,22 @@ class Store(Reads):
         # Every new connection first checks it reached the primary and moves the token epoch
         # if the primary changed (Scripts.check_primary), before any of our commands.
         hooks = hooks_of(client)
+        self._primary_at: tuple[str, int] | None = None
         if hooks is not None:
             hooks.append(self.scripts.check_primary)
+            if is_sentinel(url):
+                hooks.append(self._follow_primary)
+
+    def _follow_primary(self, conn: Any) -> None:
+        """A new connection reached another primary than the last one did (a failover): drop
+        the idle pooled connections, which may still be open to the old primary. A hung old
+        primary (SIGSTOP, a frozen VM) would otherwise make each of them wait out the socket
+        timeout (15 s) on its next command, one after the other."""
+        addr = (str(conn.host), int(conn.port))
+        last, self._primary_at = self._primary_at, addr
+        if last is not None and last != addr:
+            log.warning("the primary moved from %s:%d to %s:%d", *last, *addr)
+            self.r.connection_pool.disconnect(inuse_connections=False)
 
     def close(self) -> None:
         """Close this store's connections (the pool's and the scripts' lean ones)."""
@@ -225,40 +235,15 @@ class Store(Reads):
     ) -> list[tuple[JobSpec, Any]]:
         """`_enqueue_once`, retried through a broker outage for up to `wait_s` s."""
         if not isinstance(specs, list):
-            specs = _Resend(specs)  # a retry sends again what a generator already gave
+            specs = Resend(specs)  # a retry sends again what a generator already gave
         bound = self.failover_wait_s if wait_s is None else wait_s
         once = functools.partial(self._enqueue_once, specs, now, chunk)
         return self.retrying(once, bound, "submitting jobs")
 
     def retrying(self, attempt: Callable[[], T], bound_s: float, doing: str) -> T:
-        """`attempt()`, repeated with back-off while it raises `BrokerUnavailable` (not
-        `BrokerFull`: a full server is back-pressure to report, not to wait out) for up to
-        `bound_s` s; then the last error, saying how long it waited. Only for operations that
-        are safe to repeat. The episode is logged once (and its end, with the stall)."""
-        started: float | None = None  # when the first failed attempt began
-        pause = RETRY_FIRST_S
-        while True:
-            began = time.monotonic()
-            try:
-                out = attempt()
-            except BrokerFull:
-                raise
-            except BrokerUnavailable as exc:
-                if bound_s <= 0:
-                    raise
-                # One attempt may take a while itself (the connection's own brief reconnects),
-                # so the bound counts from the start of the first failed one.
-                started = began if started is None else started
-                waited = time.monotonic() - started
-                if waited >= bound_s:
-                    raise gave_up_waiting(exc, waited, doing, is_sentinel(self.url)) from exc
-                self.submit_outage.failed(exc)
-                time.sleep(min(pause * random.uniform(0.8, 1.2), bound_s - waited))
-                pause = min(pause * 2, RETRY_CAP_S)
-                continue
-            if self.submit_outage.down:
-                self.submit_outage.ok()
-            return out
+        """`attempt()` through a broker outage of up to `bound_s` s (`failover.ride_out`),
+        logged as one episode per store."""
+        return ride_out(attempt, bound_s, doing, self.submit_outage, is_sentinel(self.url))
 
     def _enqueue_once(
         self, specs: Iterable[JobSpec], now: int, chunk: int
@@ -642,22 +627,3 @@ class Store(Reads):
         with self.broker("reading the leader lease"):
             v = self.r.get(self.keys.leader)
         return v.decode() if v else None
-
-
-class _Resend:
-    """An iterable of specs that can be gone through again from the start: what the source gave
-    is kept, so a retried streamed submit sends every job again (enqueue is idempotent per id)
-    and still builds the rest lazily."""
-
-    def __init__(self, source: Iterable[JobSpec]) -> None:
-        self._source = iter(source)
-        self._seen: list[JobSpec] = []
-
-    def __iter__(self) -> Iterator[JobSpec]:
-        i = 0
-        while i < len(self._seen):
-            yield self._seen[i]
-            i += 1
-        for spec in self._source:
-            self._seen.append(spec)
-            yield spec
