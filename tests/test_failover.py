@@ -169,6 +169,38 @@ def test_submits_ride_out_a_sigkill_failover(
     assert sum("Valkey back after" in m for m in msgs) == 1, msgs
 
 
+def test_a_hung_primary_costs_one_socket_timeout_not_one_per_connection(
+    sentinel_group: SentinelGroup, prefix: str
+) -> None:
+    """The primary is SIGSTOPped (a frozen host: connections stay open, nothing answers). The
+    submit in flight waits out its socket timeout, then lands on the new primary; the idle
+    pooled connections still open to the frozen node are dropped then, so the reads after it
+    do not each wait out a socket timeout of their own."""
+    group = sentinel_group
+    app = make_app(group.url, prefix)
+    try:
+        app.submit("echo", [0])
+        pool = app.store.r.connection_pool
+        held = [pool.get_connection() for _ in range(3)]  # connected to the primary
+        for conn in held:
+            pool.release(conn)
+        old = group.primary_addr()
+        group.pause(group.node_at(old))
+        t0 = time.monotonic()
+        job = app.submit("echo", [1])
+        stall = time.monotonic() - t0
+        group.wait_new_primary(old, timeout=30)
+        t1 = time.monotonic()
+        for _ in range(3):
+            assert app.job(job.id).status() == JobState.QUEUED
+            app.store.memory()
+        reads = time.monotonic() - t1
+        print(f"\nfrozen primary: the submit waited {stall:.2f} s, 6 reads after it {reads:.2f} s")
+        assert reads < 5, f"reads after the failover took {reads:.1f} s: stale connections"
+    finally:
+        app.close()
+
+
 # -- (b) the bound ---------------------------------------------------------------------------
 
 
