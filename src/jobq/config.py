@@ -68,6 +68,17 @@ class Settings:
     """How often a job may lose its worker (killed, or cut off past its lease) while running
     before it is dead-lettered as a poison pill; apart from the task's retries. Jobs claimed
     ahead that never started are released without counting."""
+    failover_wait_s: float | None = None
+    """How long a submit waits for a primary when the broker cannot serve (connection refused,
+    a replica where the primary was, no Sentinel naming a primary, LOADING, ...) before it
+    raises `BrokerUnavailable`, retrying with back-off meanwhile (safe: enqueue is idempotent
+    per job id). Waiting for a result (`Job.result`) rides out the same bound. None = 45 s on a
+    Sentinel URL: a failover takes Sentinel's ``down-after-milliseconds`` (30 s as shipped,
+    often set to 5-10 s) plus a vote and a promotion (a few seconds), so 45 s covers even the
+    shipped default. On a one-server URL None means submits fail at once (there is no other
+    primary to wait for, and a stopped server or a wrong URL should say so now) and result
+    waits ride out 30 s; set it to ride out restarts there too. The HTTP API waits at most a
+    few seconds of it, then answers 503. Also ``?failover_wait_s=`` on the URL."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -118,6 +129,11 @@ class Settings:
             raise ConfigError(f"max_lost ({self.max_lost}) must be at least 1")
         if self.lease_ms <= 0 or self.tick_ms <= 0:
             raise ConfigError("lease_ms and tick_ms must be positive")
+        if self.failover_wait_s is not None and not 0 <= self.failover_wait_s <= 86_400:
+            raise ConfigError(
+                f"failover_wait_s ({self.failover_wait_s}) must be seconds in [0, 86400], "
+                "e.g. JOBQ_FAILOVER_WAIT_S=30"
+            )
         if self.wait_replicas < 0 or self.durable_timeout_ms <= 0:
             raise ConfigError(
                 f"wait_replicas ({self.wait_replicas}) must be >= 0 and durable_timeout_ms "
@@ -127,7 +143,7 @@ class Settings:
 
 #: Settings a broker URL may carry as query parameters (``redis://h:6379/0?durable=1``); they
 #: are taken out of the URL before it reaches redis-py, which would refuse them.
-URL_SETTINGS = ("durable", "wait_replicas", "durable_timeout_ms")
+URL_SETTINGS = ("durable", "wait_replicas", "durable_timeout_ms", "failover_wait_s")
 
 
 def url_options(url: str) -> tuple[str, dict[str, Any]]:

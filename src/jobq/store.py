@@ -8,34 +8,41 @@ one round trip submits, claims or acknowledges many jobs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import redis
 
 from .durability import Durability
-from .errors import BrokerFull, BrokerUnavailable
+from .errors import BrokerFull, BrokerUnavailable, gave_up_waiting
+from .failover import Resend, ride_out
 from .faults import RAISED, translate
 from .keys import Keys
 from .memory import MemoryState, RoomCheck, job_bytes, read_memory
 from .model import Claimed, JobRecord, JobSpec, Outcome
 from .names import encodable, escape_controls
+from .outage import Outage
 from .periodic import PeriodicSpec
 from .reads import Reads
 from .scripts import Batch, Call, Scripts, function_name
 from .states import JobState
-from .topology import client_for, hooks_of
+from .topology import client_for, hooks_of, is_sentinel
 
 log = logging.getLogger("jobq.store")
+T = TypeVar("T")
 
-#: How long a caller waiting for a result rides out a broker outage before giving up.
+#: How long a caller waiting for a result rides out a broker outage before giving up, unless
+#: `failover_wait_s` says otherwise.
 WAIT_OUTAGE_S = 30.0
+#: What `failover_wait_s=None` means on a Sentinel URL (see `Settings.failover_wait_s`).
+SENTINEL_FAILOVER_WAIT_S = 45.0
 
 
 _QUERY_SECRET = re.compile(r"([?&][^=&#]*password[^=&#]*=)[^&#]*", re.IGNORECASE)
@@ -120,6 +127,7 @@ class Store(Reads):
         durable_timeout_ms: int = 5_000,
         memory_limit: float = 0.9,
         dead_ttl_s: int = 7 * 86_400,
+        failover_wait_s: float | None = None,
     ) -> None:
         # redis-py's annotations cannot express decode_responses=False (replies are bytes).
         self.r: Any = client
@@ -135,11 +143,37 @@ class Store(Reads):
         #: Back-pressure: submits refused past `memory_limit` of maxmemory (see memory.py).
         self.room = RoomCheck(self.memory, redact(url), memory_limit)
         self.dead_ttl_s = dead_ttl_s
+        #: How long a submit waits for a primary before raising (`Settings.failover_wait_s`).
+        self.failover_wait_s = (
+            (SENTINEL_FAILOVER_WAIT_S if is_sentinel(url) else 0.0)
+            if failover_wait_s is None
+            else failover_wait_s
+        )
+        #: How long a result wait rides out an outage: the same bound, at least 30 s by default.
+        self.outage_wait_s = (
+            max(WAIT_OUTAGE_S, self.failover_wait_s) if failover_wait_s is None else failover_wait_s
+        )
+        # One episode log for every submit of this store (all threads), not one line per retry.
+        self.submit_outage = Outage(log, f"submit (waits up to {self.failover_wait_s:g} s)")
         # Every new connection first checks it reached the primary and moves the token epoch
         # if the primary changed (Scripts.check_primary), before any of our commands.
         hooks = hooks_of(client)
+        self._primary_at: tuple[str, int] | None = None
         if hooks is not None:
             hooks.append(self.scripts.check_primary)
+            if is_sentinel(url):
+                hooks.append(self._follow_primary)
+
+    def _follow_primary(self, conn: Any) -> None:
+        """A new connection reached another primary than the last one did (a failover): drop
+        the idle pooled connections, which may still be open to the old primary. A hung old
+        primary (SIGSTOP, a frozen VM) would otherwise make each of them wait out the socket
+        timeout (15 s) on its next command, one after the other."""
+        addr = (str(conn.host), int(conn.port))
+        last, self._primary_at = self._primary_at, addr
+        if last is not None and last != addr:
+            log.warning("the primary moved from %s:%d to %s:%d", *last, *addr)
+            self.r.connection_pool.disconnect(inuse_connections=False)
 
     def close(self) -> None:
         """Close this store's connections (the pool's and the scripts' lean ones)."""
@@ -176,18 +210,43 @@ class Store(Reads):
 
     # -- producers ---------------------------------------------------------------------------
 
-    def submit(self, specs: Iterable[JobSpec], now: int = 0) -> list[bool]:
+    def submit(
+        self, specs: Iterable[JobSpec], now: int = 0, *, wait_s: float | None = None
+    ) -> list[bool]:
         """Create jobs in one round trip; per job, True if created, False if it existed (same
-        id, or a pending job holds its unique key)."""
-        return [r == 1 for _s, r in self._enqueue(specs, now)]
+        id, or a pending job holds its unique key). `wait_s`: see `submit_ids`."""
+        return [r == 1 for _s, r in self._enqueue(specs, now, wait_s=wait_s)]
 
-    def submit_ids(self, specs: Iterable[JobSpec], now: int = 0) -> list[str]:
+    def submit_ids(
+        self, specs: Iterable[JobSpec], now: int = 0, *, wait_s: float | None = None
+    ) -> list[str]:
         """Create jobs in one round trip; per job, the id that now stands for it: its own, or
-        that of the pending job holding the same unique key."""
-        return [r.decode() if isinstance(r, bytes) else s.id for s, r in self._enqueue(specs, now)]
+        that of the pending job holding the same unique key.
+
+        While the broker cannot serve (a failover, a restart) the submit is sent again with
+        back-off for up to `wait_s` (default `failover_wait_s`), then raises
+        `BrokerUnavailable` saying how long it waited. Sending again is safe: enqueue is
+        idempotent per job id, so a submit whose reply was lost returns the same ids."""
+        out = self._enqueue(specs, now, wait_s=wait_s)
+        return [r.decode() if isinstance(r, bytes) else s.id for s, r in out]
 
     def _enqueue(
-        self, specs: Iterable[JobSpec], now: int, chunk: int = 500
+        self, specs: Iterable[JobSpec], now: int, chunk: int = 500, wait_s: float | None = None
+    ) -> list[tuple[JobSpec, Any]]:
+        """`_enqueue_once`, retried through a broker outage for up to `wait_s` s."""
+        if not isinstance(specs, list):
+            specs = Resend(specs)  # a retry sends again what a generator already gave
+        bound = self.failover_wait_s if wait_s is None else wait_s
+        once = functools.partial(self._enqueue_once, specs, now, chunk)
+        return self.retrying(once, bound, "submitting jobs")
+
+    def retrying(self, attempt: Callable[[], T], bound_s: float, doing: str) -> T:
+        """`attempt()` through a broker outage of up to `bound_s` s (`failover.ride_out`),
+        logged as one episode per store."""
+        return ride_out(attempt, bound_s, doing, self.submit_outage, is_sentinel(self.url))
+
+    def _enqueue_once(
+        self, specs: Iterable[JobSpec], now: int, chunk: int
     ) -> list[tuple[JobSpec, Any]]:
         """Each job with its enqueue reply. A large batch goes as several script calls (so no
         single call holds the server for long), streamed in one round trip: the server runs a
@@ -446,7 +505,7 @@ class Store(Reads):
         if isinstance(created, Exception):
             # The slot is claimed (the ZADD ran) but its enqueue failed, e.g. a server that
             # lost the library: submit it again the ordinary way (loads it; same id).
-            return self.submit([job], now)[0]
+            return self.submit([job], now, wait_s=0)[0]
         return bool(created[0] == 1)
 
     def lead(self, candidate: str, lease_ms: int, release: bool = False, now: int = 0) -> bool:
@@ -510,11 +569,12 @@ class Store(Reads):
                 # Waiting is safe to repeat: ride out a restart, a failover or a network blip
                 # (anything retriable) for a while.
                 outage_started = outage_started or time.monotonic()
-                if (
-                    not isinstance(err, BrokerUnavailable)
-                    or time.monotonic() - outage_started > WAIT_OUTAGE_S
-                ):
+                if not isinstance(err, BrokerUnavailable):
                     raise err from exc
+                waited = time.monotonic() - outage_started
+                if waited > self.outage_wait_s:
+                    sentinel = is_sentinel(self.url)
+                    raise gave_up_waiting(err, waited, "waiting for a result", sentinel) from exc
                 time.sleep(0.2)
                 continue
             outage_started = 0.0
