@@ -32,7 +32,7 @@ from jobq.faults import translate
 from jobq.keys import Keys
 from jobq.maintenance import Maintainer
 from jobq.model import JobSpec
-from jobq.topology import NotPrimary
+from jobq.topology import NoPrimary, NotPrimary
 from jobq.worker import Worker
 
 pytestmark = pytest.mark.timeout(120)
@@ -436,7 +436,7 @@ def test_sentinel_url_errors_name_a_failover_not_jobq_url() -> None:
         text = str(err)
         assert "failover may be under way" in text and "SENTINEL MASTER" in text, text
         assert "JOBQ_URL" not in text, text
-    no_primary = redis.ConnectionError(
+    no_primary = NoPrimary(
         "no Sentinel of 127.0.0.1:1 names a reachable primary for service 'jobq' (...); a "
         "failover may be under way, or the service name is wrong"
     )

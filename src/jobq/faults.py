@@ -19,10 +19,7 @@ from .errors import (
     JobqError,
     reply_error,
 )
-from .topology import NotPrimary, is_sentinel
-
-#: How the Sentinel resolver's error starts when no Sentinel names a primary (topology.py).
-NO_PRIMARY = "no Sentinel of "
+from .topology import NoPrimary, NotPrimary, is_sentinel
 
 
 def reply_code(exc: BaseException) -> str:
@@ -83,7 +80,7 @@ def _no_primary(exc: BaseException, url: str, doing: str) -> BrokerUnavailable:
     way (the Sentinels' own answer is quoted). Pointing the user at JOBQ_URL would mislead:
     the URL names the Sentinels, and they are what to ask."""
     msg = str(exc) or type(exc).__name__
-    if msg.startswith(NO_PRIMARY):  # the resolver asked every Sentinel: no primary up
+    if isinstance(exc, NoPrimary):  # the resolver asked every Sentinel: no primary up
         return BrokerUnavailable(
             f"no primary for {url} while {doing}: {msg}", "no primary named by the Sentinels"
         )

@@ -59,7 +59,10 @@ SCRIPT_NAMES = (
 #: leases (and can hand its jobs back) while memory is freed; no finished job is reaped as
 #: lost because its heartbeats were refused. Every other script is refused there (OOM) before
 #: it starts, so none stops half-way for lack of memory.
-ALLOW_OOM = frozenset({"heartbeat", "requeue"})
+#: `epoch` runs on every new connection (topology.py) and writes two short strings, only when
+#: the primary changed: refusing it at maxmemory would refuse every new connection, heartbeats'
+#: included.
+ALLOW_OOM = frozenset({"heartbeat", "requeue", "epoch"})
 
 
 @cache

@@ -65,6 +65,11 @@ class NotPrimary(redis.ConnectionError):
     error, so every caller's reconnect logic applies and, on a Sentinel URL, finds the primary."""
 
 
+class NoPrimary(redis.ConnectionError):
+    """No Sentinel of the group names a primary that is up: a failover under way, or a wrong
+    service name. A connection error, so callers retry (within their bounds)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SentinelUrl:
     """A parsed ``redis+sentinel://`` URL."""
@@ -228,7 +233,7 @@ class SentinelResolver:
                     self._order.insert(0, addr)
             return answer
         names = ", ".join(f"{h}:{p}" for h, p in order)
-        raise redis.ConnectionError(
+        raise NoPrimary(
             f"no Sentinel of {names} names a reachable primary for service "
             f"{self.target.service!r} ({'; '.join(errors)}); a failover may be under way, or "
             "the service name is wrong (`SENTINEL MASTERS` on a Sentinel lists them)"
