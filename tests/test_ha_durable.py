@@ -73,10 +73,12 @@ def run_failover(
     group: SentinelGroup,
     query: str,
     before_kill: Callable[[DataNode, DataNode], None] | None = None,
+    after_kill: Callable[[DataNode, DataNode], None] | None = None,
     load_s: float = 4.0,
 ) -> tuple[Produced, list[str], float]:
     """A producer on the Sentinel URL (+`query`) for `load_s` s; after 1 s, `before_kill`
-    (primary, replica), then SIGKILL the primary and wait for Sentinel to promote the replica.
+    (primary, replica), then SIGKILL the primary, `after_kill`, and wait for Sentinel to
+    promote the replica.
     Returns what the producer saw, the acknowledged ids missing on the new primary, and the
     seconds from the kill to the new primary."""
     app = App(group.url + query, prefix="h" + uuid.uuid4().hex[:8])
@@ -93,6 +95,8 @@ def run_failover(
             if before_kill is not None:
                 before_kill(primary, replica)
             group.kill(primary)
+            if after_kill is not None:
+                after_kill(primary, replica)
             addr, gap = group.wait_new_primary(primary.addr, timeout=40)
             assert addr == replica.addr
         finally:
@@ -107,18 +111,20 @@ def run_failover(
 
 
 class CutReplication:
-    """Before the kill: cut the replica off the primary, let the producer run `seconds` more,
-    then give the replica its password back (it cannot reconnect: the primary is about to
-    die), so the promoted replica lacks the writes made during the cut."""
+    """Before the kill: cut the replica off the primary and let the producer run `seconds`
+    more, so the promoted replica lacks the writes made during the cut; after the kill, give
+    the replica its password back (not before: it would resync from the live primary)."""
 
     def __init__(self, group: SentinelGroup, seconds: float) -> None:
         self.group, self.seconds = group, seconds
         self.at = float("inf")  # monotonic time the cut took effect
 
-    def __call__(self, primary: DataNode, replica: DataNode) -> None:
+    def cut(self, primary: DataNode, replica: DataNode) -> None:
         self.at = time.monotonic()  # writes from here on may miss the replica
         self.group.stop_replication(replica)
         time.sleep(self.seconds)
+
+    def restore(self, primary: DataNode, replica: DataNode) -> None:
         self.group.restore_replication(replica)
 
 
@@ -143,7 +149,7 @@ def test_a_lagging_replica_loses_acknowledged_submits_only_without_wait_replicas
     """The replica stops replicating for 1 s before the kill, so it lacks the last writes."""
     cut = CutReplication(sentinel_group, 1.0)
     query = f"?wait_replicas={wait}&durable_timeout_ms=300"
-    out, missing, gap = run_failover(sentinel_group, query, before_kill=cut)
+    out, missing, gap = run_failover(sentinel_group, query, cut.cut, cut.restore)
     during = [i for t, i in out.acked if t >= cut.at]
     print(
         f"\n[ha-durable] wait_replicas={wait}, replica cut 1 s then primary SIGKILLed: "
@@ -165,13 +171,25 @@ def test_a_dead_replica_makes_wait_replicas_submits_time_out_with_the_job_queued
     primary, replica = g.nodes
     prefix = "h" + uuid.uuid4().hex[:8]
     fast = App(g.url + "?wait_replicas=1&durable_timeout_ms=800", prefix=prefix)
-    both = App(g.url + "?wait_replicas=1&durable=1", prefix=prefix)
+    both = App(g.url + "?wait_replicas=1&durable=1&durable_timeout_ms=1000", prefix=prefix)
     try:
+        for node in g.nodes:  # fsync per write, so the fsync wait does not await everysec
+            node.call("CONFIG", "SET", "appendfsync", "always")
         g.reset_stats(primary)
         fast.submit("t", job_id="a")  # the probe (WAIT 0 1), then the submit's own WAIT
         both.submit("t", job_id="b")  # durable as well: WAITAOF 1 1 (the replica runs AOF)
         stats = g.commandstats(primary)
         assert stats["wait"]["calls"] == 2 and stats["waitaof"]["calls"] == 2
+        claimed = fast.store.claim("w1", ["default"], 2, LEASE)
+        assert len(claimed) == 2
+        fast.store.report([Outcome(c, ok=True, result=b"[1]") for c in claimed])
+        assert g.commandstats(primary)["wait"]["calls"] == 3  # outcomes wait too
+
+        # Durable + wait_replicas counts only replicas that fsync: one without AOF never does.
+        replica.call("CONFIG", "SET", "appendonly", "no")
+        with pytest.raises(DurabilityTimeout, match="appendonly yes") as err:
+            both.submit("t", job_id="b2")
+        assert "1/1 local AOF fsync and 0/1 replica fsyncs" in str(err.value)
         both.close()
 
         g.kill(replica)

@@ -27,7 +27,13 @@ settings               appended                     what can still lose an ackno
 =====================  ===========================  =============================================
 
 ``WAIT`` confirms that N replicas *received* the write (in memory), which is what protects
-against a failover: the promoted replica has it. ``WAITAOF 0 N`` would confirm only replicas
+against a failover: the promoted replica has it. With N equal to the number of replicas every
+candidate has it; with fewer (say 1 of 2, so that one dead replica does not stop submits),
+Sentinel's choice rests on the replication offsets it last read from the replicas (about once
+a second while the primary is down), so a write acknowledged by one replica can in rare races
+be lost when the other, a few milliseconds behind, is promoted (as documented for Redis's WAIT:
+it makes such losses unlikely, not impossible). A submit that raised `DurabilityTimeout` is on
+the primary and may or may not survive a failover. ``WAITAOF 0 N`` would confirm only replicas
 that run AOF and have fsynced, so `wait_replicas` alone uses WAIT. Both wait for the offset of
 that connection's own last write, which is why they ride in the same round trip (`scripts.
 wait_call`, `scripts.wait_aof_call`); the enqueue script always writes (its FIFO counter), so
