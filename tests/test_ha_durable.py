@@ -137,9 +137,14 @@ def test_wait_replicas_loses_no_acknowledged_submit_when_the_primary_is_killed(
         f"{len(missing)} lost, refused {dict(out.refusals())}, new primary after {gap:.2f}s"
     )
     assert missing == []
-    # After the failover the new primary has no replica left: its submits must not pass.
-    late = [t1 for t0, t1, _id, why in out.refused if why == "DurabilityTimeout"]
-    assert late, f"no submit timed out with no replica left: {out.refusals()}"
+    # The new primary has no replica left: a submit is queued there but not acknowledged.
+    app = App(sentinel_group.url + "?wait_replicas=1&durable_timeout_ms=300", prefix="hlate")
+    try:
+        with pytest.raises(DurabilityTimeout, match="0/1 replicas received them"):
+            app.submit("t", job_id="late")
+        assert app.store.get_state("late") == JobState.QUEUED
+    finally:
+        app.close()
 
 
 @pytest.mark.parametrize("wait", [0, 1])
@@ -150,18 +155,18 @@ def test_a_lagging_replica_loses_acknowledged_submits_only_without_wait_replicas
     cut = CutReplication(sentinel_group, 1.0)
     query = f"?wait_replicas={wait}&durable_timeout_ms=300"
     out, missing, gap = run_failover(sentinel_group, query, cut.cut, cut.restore)
-    during = [i for t, i in out.acked if t >= cut.at]
+    during = {i for t, i in out.acked if t >= cut.at}
     print(
         f"\n[ha-durable] wait_replicas={wait}, replica cut 1 s then primary SIGKILLed: "
         f"{len(out.acked)} acknowledged ({len(during)} after the cut), {len(missing)} "
-        f"acknowledged LOST, refused {dict(out.refusals())}, new primary after {gap:.2f}s"
+        f"acknowledged LOST ({len(set(missing) - during)} acknowledged before it), refused "
+        f"{dict(out.refusals())}, new primary after {gap:.2f}s"
     )
     if wait:
         assert missing == []
         assert out.refusals()["DurabilityTimeout"] >= 1, "the cut replica confirmed submits?"
-    else:
-        # The loss window without wait_replicas, measured (not asserted: it is the point).
-        assert set(missing) <= set(during), "a job acknowledged before the cut was lost"
+    # Without wait_replicas the loss is the point, measured and printed, not asserted (the
+    # writes of the last moments before the cut may miss the replica too).
 
 
 def test_a_dead_replica_makes_wait_replicas_submits_time_out_with_the_job_queued(
