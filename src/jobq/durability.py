@@ -21,9 +21,9 @@ settings               appended                     what can still lose an ackno
                                                     replicas at once: their ``everysec`` window
 ``durable``            ``WAITAOF 1 0 timeout``      a failover, as with neither (the replica may
                                                     lack it); not a power cut of the primary
-``durable`` +          ``WAITAOF 1 N timeout``      neither a failover nor a power cut of every
-``wait_replicas=N``                                 host; the N replicas must run AOF
-                                                    (``appendonly yes``), or they never confirm
+``durable`` +          ``WAITAOF 1 N timeout``      neither a failover (as above) nor a power
+``wait_replicas=N``                                 cut of every host; the N replicas must run
+                                                    AOF (``appendonly yes``), or never confirm
 =====================  ===========================  =============================================
 
 ``WAIT`` confirms that N replicas *received* the write (in memory), which is what protects
