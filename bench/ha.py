@@ -319,8 +319,8 @@ def main() -> int:
         lines.append(f"| {label} | {cell(0, key)} | {cell(1, key)} | {ratio:.2f}x |")
     gap_lines = [
         "| wait_replicas | runs | kill -> first job succeeded on the new primary (s): median "
-        "[min, max] | kill -> Sentinels name the new primary (s), median | jobs done in the 1 s "
-        "before the kill, median |",
+        "[min, max] | kill -> Sentinels name the new primary (s), median | jobs done (submit + "
+        "result, one at a time) in the 1 s before the kill, median |",
         "|---|---|---|---|---|",
     ]
     for w in MODES:
@@ -383,7 +383,7 @@ def write_docs(meta: str, cost: str, gaps: str, loss: str) -> None:
         "that did not confirm (Sentinel picks the largest replication offset it last read) |\n"
         "| `durable` | `WAITAOF 1 0` | a failover, as with neither |\n"
         "| `durable` + `wait_replicas=N` | `WAITAOF 1 N` (the replicas need `appendonly yes`) "
-        "| a power cut of every host still leaves it on disk; the rare promotion race above |"
+        "| only the rare promotion race above (a power cut of every host leaves it on disk) |"
         "\n\n"
         "When fewer replicas confirm within `durable_timeout_ms` (5000), the submit raises "
         "`DurabilityTimeout` *after* the jobs were queued on the primary: they run, but a "
