@@ -289,7 +289,10 @@ class SentinelGroup:
     """A primary + `replicas` replicas + `sentinels` Sentinels monitoring them as `service`.
 
     Use as a context manager or call start()/cleanup(). Node 0 is the first primary; after a
-    failover use current_primary() / primary_addr(), which ask the Sentinels."""
+    failover use current_primary() / primary_addr(), which ask the Sentinels.
+
+    down_after_ms=1000 gives ~2-3 s failovers; on a CPU-saturated box a node can miss its PINGs
+    for that long and Sentinel then fails over by itself: pass more for load-heavy tests."""
 
     def __init__(
         self,
@@ -590,6 +593,12 @@ class SentinelGroup:
         def check() -> bool:
             i = node.info()
             primary = self._majority_primary()
+            if primary == node.addr:
+                raise AssertionError(
+                    f"{node} is the primary again: the Sentinels failed over back to it, so it "
+                    "will never be demoted (the primary looked down for down_after_ms: a "
+                    f"saturated box? raise down_after_ms)\n{self.state()}"
+                )
             return (
                 primary is not None
                 and i.get("role") == "slave"
