@@ -53,10 +53,12 @@ class Settings:
     ``appendfsync always``. Default off: ``appendfsync everysec`` may lose up to about a second
     of acknowledged writes on a power cut. Also ``?durable=1`` on the URL."""
     wait_replicas: int = 0
-    """Also wait until this many replicas have fsynced each submit/outcome to their own AOF
-    (replicas without AOF never confirm). Also ``?wait_replicas=N`` on the URL."""
+    """Acknowledge a submit (and record an outcome) only once this many replicas have it:
+    received (WAIT), so a failover loses no acknowledged job; with `durable` also fsynced to
+    their own AOF (WAITAOF; replicas without AOF never confirm). See jobq.durability for the
+    loss window of each. Also ``?wait_replicas=N`` on the URL."""
     durable_timeout_ms: int = 5_000
-    """How long a durable write waits for its fsync acknowledgements before `DurabilityTimeout`
+    """How long a durable write waits for its acknowledgements before `DurabilityTimeout`
     (longer than one ``everysec`` fsync interval). Also ``?durable_timeout_ms=`` on the URL."""
     memory_limit: float = 0.9
     """Share of the server's maxmemory past which submits are refused (`BrokerFull`), leaving

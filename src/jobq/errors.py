@@ -95,8 +95,9 @@ class DurabilityUnsupported(ConfigError):
 
 
 class DurabilityTimeout(JobqError, TimeoutError):
-    """The write was applied, but the server did not confirm its fsync (or enough replicas')
-    in time: it may or may not survive a crash. Submitting the same job ids again is safe."""
+    """The write was applied (the jobs are queued), but the server did not confirm its fsync
+    or enough replicas in time: it may or may not survive a crash or a failover. Submitting the
+    same job ids again is safe."""
 
     def __init__(self, message: str, job_ids: tuple[str, ...] = ()) -> None:
         super().__init__(message)
