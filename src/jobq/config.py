@@ -21,7 +21,9 @@ class Settings:
     """Everything a client, worker or master needs to agree on."""
 
     url: str | None = None
-    """Broker URL (redis://, rediss://, unix://). None = the embedded Valkey in `data_dir`."""
+    """Broker URL: redis://, rediss://, unix:// (one server) or
+    redis+sentinel://[user:password@]host:port,host:port/SERVICE (a Sentinel group; see
+    topology.py). None = the embedded Valkey in `data_dir`."""
     prefix: str = "jobq"
     """Key prefix; several deployments (or test runs) can share one server."""
     data_dir: str = ".jobq"
