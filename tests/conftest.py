@@ -134,3 +134,41 @@ def subprocess_env(url: str, prefix: str, **extra: str) -> dict[str, str]:
         **extra,
     )
     return env
+
+
+# -- High availability: real Sentinel groups (tests/ha.py) ------------------------------------
+# Imported here, next to their fixtures, to keep this block self-contained.
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+import ha  # noqa: E402
+
+
+@pytest.fixture
+def sentinel_group() -> Iterator[ha.SentinelGroup]:
+    """A started primary + 1 replica + 3 Sentinels (AOF everysec, down-after 1 s), killed and
+    removed at teardown even when the test fails."""
+    group = ha.SentinelGroup()
+    try:
+        group.start()
+        yield group
+    finally:
+        group.cleanup()
+
+
+@pytest.fixture
+def make_sentinel_group() -> Iterator[Callable[..., ha.SentinelGroup]]:
+    """A factory for groups with other parameters (replicas=2, sentinel_password=...), each
+    started on call and cleaned up at teardown."""
+    groups: list[ha.SentinelGroup] = []
+
+    def make(**kwargs: Any) -> ha.SentinelGroup:
+        group = ha.SentinelGroup(**kwargs)
+        groups.append(group)
+        return group.start()
+
+    try:
+        yield make
+    finally:
+        for group in groups:
+            group.cleanup()
