@@ -406,12 +406,27 @@ class _Hooked:
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+            reply = super().read_response(*args, **kwargs)  # type: ignore[misc]
         except ReadOnlyError as exc:
             # The node was demoted under this connection: find the primary on reconnect.
             where = f"{self.host}:{self.port}"
             self.disconnect()  # type: ignore[attr-defined]
             raise NotPrimary(f"Valkey at {where} is no longer the primary ({exc})") from exc
+        resolver = self.jobq_resolver
+        if resolver is not None and not self.jobq_handshake:
+            # A reply from a node the Sentinels replaced while the command was under way (it
+            # was stopped, or slow, across the failover): what it did is wiped when it is
+            # demoted, so this is no acknowledgement. A connection error: callers retry on
+            # the new primary, or report the outcome as unknown.
+            primary = resolver.current()
+            if primary is not None and primary != (self.host, self.port):
+                where = f"{self.host}:{self.port}"
+                self.disconnect()  # type: ignore[attr-defined]
+                raise NotPrimary(
+                    f"Valkey at {where} answered after the Sentinels made another node the "
+                    "primary: its write will be wiped, retry on the new primary"
+                )
+        return reply
 
 
 class PrimaryConnection(_Hooked, Connection):
