@@ -69,6 +69,9 @@ SENTINEL_TIMEOUT_S = 1.0
 #: answers, they are asked again after RECHECK_S, not on every command.
 FRESH_S = 0.1
 RECHECK_S = 2.0
+#: A Sentinel that did not answer a survey is left out of the next ones for this long: with one
+#: of three hosts cut off, a survey must not wait out its timeout every FRESH_S.
+QUIET_S = 5.0
 #: What `SentinelResolver.current` names while a failover is under way (no node is at it).
 FAILING_OVER = ("failover-in-progress.invalid", 0)
 
@@ -215,6 +218,7 @@ class SentinelResolver:
         self._next = 0.0  # monotonic time after which current() asks again
         self._refreshing = threading.Lock()
         self._failover = False  # a Sentinel said it is failing the service over
+        self._quiet: dict[tuple[str, int], float] = {}  # Sentinel -> skip in surveys until
 
     def _client(self, addr: tuple[str, int]) -> redis.Redis:
         client = self._clients.get(addr)
@@ -305,12 +309,17 @@ class SentinelResolver:
         replicating from the old primary at once, so from then on a write to the old one is
         lost: while any Sentinel says so, there is no primary."""
         failover, found = False, None
+        now = time.monotonic()
         for addr in list(self._order):
+            if self._quiet.get(addr, 0.0) > now:
+                continue  # failed lately: a host that is down must not cost every survey
             client: Any = self._client(addr)
             try:
                 state: Any = client.execute_command("SENTINEL MASTER", self.target.service)
             except (redis.RedisError, OSError):
+                self._quiet[addr] = time.monotonic() + QUIET_S
                 continue
+            self._quiet.pop(addr, None)
             info = _pairs(state)
             if "failover_in_progress" in str(info.get("flags", "")):
                 failover = True
