@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint chaos bench scale profile throughput clean
+.PHONY: demo test lint chaos bench scale profile throughput ha-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench: $(STAMP)
 
 scale: $(STAMP)
 	$(PY) bench/scale.py
+
+# Durable submits' cost (wait_replicas 0 vs 1) and the failover gap: docs/benchmarks-ha.md.
+ha-bench: $(STAMP)
+	$(PY) bench/ha.py --write-docs
 
 profile: $(STAMP)
 	$(PY) bench/profile_paths.py

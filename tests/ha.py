@@ -289,7 +289,10 @@ class SentinelGroup:
     """A primary + `replicas` replicas + `sentinels` Sentinels monitoring them as `service`.
 
     Use as a context manager or call start()/cleanup(). Node 0 is the first primary; after a
-    failover use current_primary() / primary_addr(), which ask the Sentinels."""
+    failover use current_primary() / primary_addr(), which ask the Sentinels.
+
+    down_after_ms=1000 gives ~2-3 s failovers; on a CPU-saturated box a node can miss its PINGs
+    for that long and Sentinel then fails over by itself: pass more for load-heavy tests."""
 
     def __init__(
         self,
@@ -374,16 +377,22 @@ class SentinelGroup:
         primary, all replicas (link ok) and all other Sentinels. Sets start_seconds."""
         t0 = time.monotonic()
         try:
-            for n in [*self.nodes, *self.sentinels]:
+            for n in self.nodes:
                 n.spawn()
-            for n in [*self.nodes, *self.sentinels]:
+            for n in self.nodes:
                 n.wait_up(timeout)
             self.wait_synced(timeout)
+            # Sentinels only now: one started next to a primary still busy starting (a loaded
+            # box) could count it down after down_after_ms and fail over before any test ran.
+            for s in self.sentinels:
+                s.spawn()
+            for s in self.sentinels:
+                s.wait_up(timeout)
             poll(
                 self._sentinels_ready,
                 timeout,
                 "every Sentinel to see the whole group",
-                self.describe,
+                self.state,
             )
         except BaseException:
             self.cleanup()
@@ -392,30 +401,59 @@ class SentinelGroup:
         return self
 
     def _sentinels_ready(self) -> bool:
-        first = self.nodes[0]
+        """At start: every Sentinel sees the first primary, every replica and every other
+        Sentinel, all healthy."""
         for s in self.sentinels:
-            master = s.table("MASTER", self.service)
-            if not master:
-                return False
-            m = master[0]
-            if (
-                m.get("flags") != "master"
-                or int(m.get("port", 0)) != first.port
-                or int(m.get("num-slaves", -1)) != len(self.nodes) - 1
-                or int(m.get("num-other-sentinels", -1)) != len(self.sentinels) - 1
-            ):
-                return False
-            reps = s.table("REPLICAS", self.service)
-            if len(reps) != len(self.nodes) - 1 or any(
-                r.get("flags") != "slave" or r.get("master-link-status") != "ok" for r in reps
-            ):
-                return False
             sens = s.table("SENTINELS", self.service)
             if len(sens) != len(self.sentinels) - 1 or any(
                 o.get("flags") != "sentinel" for o in sens
             ):
                 return False
+        return self._sentinels_settled(self.nodes[0])
+
+    def _sentinels_settled(self, primary: DataNode | None = None, link: bool = True) -> bool:
+        """Every live Sentinel names `primary` (default: the majority's) as a healthy master and
+        sees every other live data node as a healthy replica of it, by the replica's own last
+        reported role. Why the role: a Sentinel still remembering a demoted node as 'master'
+        converts it back to a replica the moment a forced failover promotes it (its promotion
+        then times out, and nothing retries a forced failover). `link`: also require each
+        replica's link up (not for a failover onto a replica cut by stop_replication)."""
+        if primary is None:
+            addr = self._majority_primary()
+            if addr is None:
+                return False
+            primary = self.node_at(addr)
+        want = {n.port for n in self.nodes if n is not primary and n.alive() and not n.paused}
+        for s in self.sentinels:
+            if not s.alive() or s.paused:
+                continue
+            master = s.table("MASTER", self.service)
+            if not master:
+                return False
+            m = master[0]
+            if m.get("flags") != "master" or int(m.get("port", 0)) != primary.port:
+                return False
+            seen = {
+                int(r.get("port", 0))
+                for r in s.table("REPLICAS", self.service)
+                if r.get("flags") == "slave"
+                and r.get("role-reported") == "slave"
+                and (r.get("master-link-status") == "ok" or not link)
+                and int(r.get("master-port", 0)) == primary.port
+            }
+            if not want <= seen:
+                return False
         return True
+
+    def wait_sentinels_settled(self, timeout: float = 30, link: bool = True) -> None:
+        """Until every live Sentinel agrees on the primary and on each live replica's role (see
+        _sentinels_settled; a Sentinel refreshes a replica's role every 10 s)."""
+        poll(
+            lambda: self._sentinels_settled(None, link),
+            timeout,
+            "the Sentinels to agree on every role",
+            self.state,
+        )
 
     def cleanup(self) -> None:
         """Kill every process and remove the dirs (idempotent)."""
@@ -449,7 +487,7 @@ class SentinelGroup:
         """The primary as a majority of the Sentinels name it (AssertionError if none does)."""
         addr = self._majority_primary()
         if addr is None:
-            raise AssertionError(f"no majority of Sentinels names a primary\n{self.describe()}")
+            raise AssertionError(f"no majority of Sentinels names a primary\n{self.state()}")
         return addr
 
     def node_at(self, addr: Addr) -> DataNode:
@@ -499,7 +537,7 @@ class SentinelGroup:
             lambda: replica.info().get("master_link_status") == "down",
             10,
             f"{replica} replication link to go down",
-            self.describe,
+            self.state,
         )
 
     def restore_replication(self, replica: DataNode) -> None:
@@ -508,7 +546,9 @@ class SentinelGroup:
 
     def failover(self, timeout: float = 30) -> Addr:
         """SENTINEL FAILOVER on the first Sentinel that accepts it (retrying while one is in
-        progress or no replica is good yet). Returns the primary's address before it."""
+        progress or no replica is good yet), once every Sentinel agrees on every role (else a
+        Sentinel's stale view can undo the promotion). Returns the primary's address before it."""
+        self.wait_sentinels_settled(timeout, link=False)
         old = self.primary_addr()
         last: Exception | None = None
         deadline = time.monotonic() + timeout
@@ -524,7 +564,7 @@ class SentinelGroup:
                     last = e
             time.sleep(0.2)
         raise AssertionError(
-            f"no Sentinel accepted FAILOVER in {timeout:g}s ({last})\n{self.describe()}"
+            f"no Sentinel accepted FAILOVER in {timeout:g}s ({last})\n{self.state()}"
         )
 
     # -- waits ----------------------------------------------------------------------------
@@ -542,16 +582,23 @@ class SentinelGroup:
                 return None
             return addr if self.node_at(addr).role() == "master" else None
 
-        addr = poll(check, timeout, f"a new primary other than {old_addr}", self.describe)
+        addr = poll(check, timeout, f"a new primary other than {old_addr}", self.state)
         assert addr is not None
         return addr, time.monotonic() - t0
 
-    def wait_demoted(self, node: DataNode, timeout: float = 30) -> None:
-        """Until `node` is a replica of the current primary with its link up."""
+    def wait_demoted(self, node: DataNode, timeout: float = 30, settle: bool = True) -> None:
+        """Until `node` is a replica of the current primary with its link up, and (settle) every
+        Sentinel has seen it report that role, so the next failover may promote it."""
 
         def check() -> bool:
             i = node.info()
             primary = self._majority_primary()
+            if primary == node.addr:
+                raise AssertionError(
+                    f"{node} is the primary again: the Sentinels failed over back to it, so it "
+                    "will never be demoted (the primary looked down for down_after_ms: a "
+                    f"saturated box? raise down_after_ms)\n{self.state()}"
+                )
             return (
                 primary is not None
                 and i.get("role") == "slave"
@@ -559,7 +606,9 @@ class SentinelGroup:
                 and int(i.get("master_port", 0)) == primary[1]
             )
 
-        poll(check, timeout, f"{node} to be demoted to a synced replica", self.describe)
+        poll(check, timeout, f"{node} to be demoted to a synced replica", self.state)
+        if settle:
+            self.wait_sentinels_settled(timeout)
 
     def _synced(self) -> bool:
         primary = self.nodes[0] if self.start_seconds is None else self.current_primary()
@@ -579,7 +628,7 @@ class SentinelGroup:
     def wait_synced(self, timeout: float = 30) -> None:
         """Until every live, unpaused replica's link to the current primary is up and it has
         everything the primary had when checked (offsets; Sentinel hellos keep them moving)."""
-        poll(self._synced, timeout, "the live replicas to be in sync", self.describe)
+        poll(self._synced, timeout, "the live replicas to be in sync", self.state)
 
     # -- introspection --------------------------------------------------------------------
 
@@ -610,6 +659,10 @@ class SentinelGroup:
             addr = s.master_addr(self.service) if state == "up" else None
             out.append(f"  {s.name} :{s.port} {state} primary={addr}")
         return "\n".join(out)
+
+    def state(self) -> str:
+        """describe() and the logs' last lines: what a timed-out wait reports."""
+        return self.describe() + "\nlogs:\n" + self.logs(8)
 
     def logs(self, lines: int = 15) -> str:
         """The last lines of every log (for failure messages)."""

@@ -38,7 +38,7 @@ def role(node: DataNode, password: str) -> str:
     return str(reply[0].decode() if isinstance(reply[0], bytes) else reply[0])
 
 
-def test_group_starts_in_sync(sentinel_group: SentinelGroup) -> None:
+def test_group_starts_in_sync_and_fails_over_on_request(sentinel_group: SentinelGroup) -> None:
     g = sentinel_group
     print(f"\n[ha] group start (1 primary, 1 replica, 3 sentinels): {g.start_seconds:.2f}s")
     primary, replica = g.nodes
@@ -59,8 +59,16 @@ def test_group_starts_in_sync(sentinel_group: SentinelGroup) -> None:
         assert c.get("k") == b"v"
     assert g.commandstats(primary)["set"]["calls"] >= 1
 
+    before = g.failover()
+    assert before == primary.addr
+    addr, gap = g.wait_new_primary(before, timeout=45)
+    print(f"[ha] SENTINEL FAILOVER gap: {gap:.2f}s")
+    assert addr == replica.addr
+    assert role(replica, g.password) == "master"
+    assert g.current_primary() is replica
 
-def test_kill_restart_and_sentinel_failover(sentinel_group: SentinelGroup) -> None:
+
+def test_kill_and_restart_the_primary(sentinel_group: SentinelGroup) -> None:
     g = sentinel_group
     old, replica = g.nodes
     with plain(old, g.password) as c:
@@ -80,20 +88,15 @@ def test_kill_restart_and_sentinel_failover(sentinel_group: SentinelGroup) -> No
     t0 = time.monotonic()
     g.restart(old)
     assert role(old, g.password) == "master"  # back from its AOF as a primary: split brain
-    g.wait_demoted(old, timeout=60)
+    # settle=False: no failover follows here, so no need to wait for every Sentinel's next
+    # INFO of it (up to 10 s; failover() waits for that itself).
+    g.wait_demoted(old, timeout=60, settle=False)
     print(f"[ha] restarted old primary demoted after {time.monotonic() - t0:.2f}s")
     assert role(old, g.password) == "slave"
     g.wait_synced(30)
     with plain(old, g.password) as c:
         assert c.get("after") == b"2"
-
-    before = g.failover()
-    assert before == replica.addr
-    addr, gap = g.wait_new_primary(before, timeout=45)
-    print(f"[ha] SENTINEL FAILOVER gap: {gap:.2f}s")
-    assert addr == old.addr
-    assert role(old, g.password) == "master"
-    assert g.current_primary() is old
+        assert c.get("before") == b"1"
 
 
 def test_pause_resume_and_cut_replication(sentinel_group: SentinelGroup) -> None:
@@ -121,6 +124,19 @@ def test_pause_resume_and_cut_replication(sentinel_group: SentinelGroup) -> None
     with plain(replica, g.password) as c:
         assert c.get("cut") == b"1"
     assert g.current_primary() is primary  # none of this made Sentinel fail over
+
+    # A write the replica never got, then a failover onto it: the write is gone.
+    g.stop_replication(replica)
+    with plain(primary, g.password) as c:
+        c.set("lost", "1")
+    before = g.failover()
+    addr, gap = g.wait_new_primary(before, timeout=45)
+    print(f"\n[ha] SENTINEL FAILOVER onto a cut replica: {gap:.2f}s")
+    assert addr == replica.addr
+    g.restore_replication(replica)
+    with plain(replica, g.password) as c:
+        assert c.get("lost") is None
+        assert c.get("cut") == b"1"
 
 
 def test_factory_with_sentinel_password_and_two_replicas(

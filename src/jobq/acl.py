@@ -46,6 +46,25 @@ from .scripts import SCRIPT_NAMES, function_name, library
 
 ACL_FILE = "acl.json"
 ROLES = ("admin", "worker", "producer")
+#: The users a replicated deployment's own parts log in as, on every data node: a replica
+#: pulling the primary's stream, and the Sentinels monitoring and reconfiguring the nodes. ACL
+#: users are not replicated, so every node creates them (and the roles) from the same acl.json.
+SERVICE_USERS = ("replication", "sentinel")
+#: The key in acl.json of the Sentinels' own password (their ``requirepass``): clients give it
+#: to ask where the primary is, and the Sentinels use it with each other. No data-node user.
+DISCOVERY = "discovery"
+#: Least privilege, from the Valkey/Redis "ACL rules for Sentinel and replicas": a replica only
+#: syncs (PSYNC, REPLCONF, PING); a Sentinel reads INFO/ROLE, talks on the hello channel, and
+#: turns nodes into replicas or a primary (MULTI, SLAVEOF/REPLICAOF, CONFIG REWRITE, CLIENT
+#: KILL of the old links, EXEC). Neither may read or write a key.
+SERVICE_RULES: Mapping[str, tuple[str, ...]] = {
+    "replication": ("resetchannels", "-@all", "+psync", "+replconf", "+ping"),
+    "sentinel": (
+        "allchannels", "-@all", "+ping", "+info", "+role", "+multi", "+exec", "+slaveof",
+        "+replicaof", "+config|rewrite", "+client|setname", "+client|kill", "+script|kill",
+        "+publish", "+subscribe",
+    ),
+}  # fmt: skip
 
 #: Scripts each role calls (FCALL). Workers also run the maintenance ticks while no master is
 #: alive, and may submit jobs from inside a task (workflows), so they get enqueue and await too.
@@ -69,8 +88,11 @@ BASE_COMMANDS = (
 )  # fmt: skip
 #: What a worker writes directly: its registry entry (HSET/PEXPIRE, DEL/ZREM on exit), rate
 #: limits and periodic specs it declares (HSET/ZADD), its own wake-up (RPUSH), and the finished
-#: index trim of the maintenance tick (ZREMRANGEBYSCORE).
-WORKER_COMMANDS = ("hset", "pexpire", "del", "zrem", "zadd", "rpush", "zremrangebyscore")
+#: index trim of the maintenance tick (ZREMRANGEBYSCORE); the tick's periodic fire is a
+#: transaction fenced on the leader lease (WATCH/UNWATCH).
+WORKER_COMMANDS = (
+    "hset", "pexpire", "del", "zrem", "zadd", "rpush", "zremrangebyscore", "watch", "unwatch",
+)  # fmt: skip
 PRODUCER_COMMANDS: tuple[str, ...] = ()
 
 #: Never granted to a worker or producer, whatever a script or a list above says.
@@ -208,9 +230,10 @@ def load_roles(data_dir: str | os.PathLike[str]) -> Roles | None:
     path = Path(data_dir) / ACL_FILE
     try:
         raw = json.loads(path.read_text())
+        extra = [k for k in (*SERVICE_USERS, DISCOVERY) if k in raw["passwords"]]
         return Roles(
             str(raw["prefix"]),
-            {r: str(raw["passwords"][r]) for r in ROLES},
+            {r: str(raw["passwords"][r]) for r in (*ROLES, *extra)},
             str(raw.get("host", "")),
             int(raw.get("port", 0)),
             bool(raw.get("tls", False)),
@@ -251,7 +274,7 @@ def prepare_roles(
     generated = False
     if worker_password is not None:
         kept["worker"] = worker_password
-    for role in ROLES:
+    for role in (*ROLES, *SERVICE_USERS, DISCOVERY):
         if role not in kept:
             kept[role] = generate_password()
             generated = generated or role == "worker"
@@ -285,6 +308,30 @@ def apply_roles(client: Any, roles: Roles, disable_default: bool = True) -> None
         # Everyone logs in as a role from now on; `reset` also drops default's password and
         # permissions, so re-enabling it by mistake grants nothing.
         client.execute_command("ACL", "SETUSER", "default", "reset")
+
+
+def require_service_passwords(roles: Roles) -> None:
+    """Raise ConfigError if `roles` (an acl.json) lacks the replication, Sentinel or
+    discovery password (a file written by an older jobq)."""
+    for name in (*SERVICE_USERS, DISCOVERY):
+        if name not in roles.passwords:
+            raise ConfigError(
+                f"acl.json of prefix {roles.prefix!r} has no {name!r} password (written by an "
+                "older jobq): start the primary once with `jobq server start --listen` to add "
+                "it, then copy the file to the other hosts again"
+            )
+
+
+def apply_service_users(client: Any, roles: Roles) -> None:
+    """Create or update the replication and Sentinel users (see `SERVICE_RULES`) on the data
+    node behind `client` (an admin connection); idempotent like `apply_roles`."""
+    require_service_passwords(roles)
+    for name in SERVICE_USERS:
+        pw = password_hash(roles.passwords[name])
+        rules = SERVICE_RULES[name]
+        client.execute_command(
+            "ACL", "SETUSER", user_name(roles.prefix, name), "reset", "on", pw, *rules
+        )
 
 
 def parse_listen(text: str) -> tuple[str, int]:

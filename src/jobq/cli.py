@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from .cli_remote import acl_command, listen_options
+from .cli_server import server
 from .doctor import doctor_command
 from .errors import (
     BrokerError,
@@ -444,47 +445,6 @@ def dead(
         click.echo(f"{i}  {rec.task if rec else '?'}  {err.get('type')}: {err.get('message')}")
 
 
-@main.group()
-def server() -> None:
-    """Manage the embedded Valkey server in ./.jobq."""
-
-
-@server.command("start")
-@click.option("--data-dir", default=".jobq", show_default=True)
-@click.option(
-    "--durable",
-    is_flag=True,
-    envvar="JOBQ_DURABLE",
-    help="fsync every write before replying (appendfsync always), switching a running server.",
-)
-def server_start(data_dir: str, durable: bool) -> None:
-    from .config import Settings
-    from .embedded import ensure_server
-    from .store import redact
-
-    memory = Settings.from_env().embedded_memory
-    click.echo(redact(ensure_server(data_dir, durable=durable, memory=memory)))
-
-
-@server.command("stop")
-@click.option("--data-dir", default=".jobq", show_default=True)
-def server_stop(data_dir: str) -> None:
-    from .embedded import stop_server
-
-    click.echo("stopped" if stop_server(data_dir) else "not running")
-
-
-@server.command("status")
-@click.option("--data-dir", default=".jobq", show_default=True)
-def server_status(data_dir: str) -> None:
-    from .embedded import server_url
-    from .store import redact
-
-    url = server_url(data_dir)
-    click.echo(f"running at {redact(url)}" if url else "not running")
-    sys.exit(0 if url else 1)
-
-
 @main.command()
 @click.option("--jobs", "n", default=300, show_default=True, help="How many jobs to submit.")
 @click.option("--data-dir", default=".jobq", show_default=True)
@@ -503,6 +463,7 @@ from . import cli_schedule  # noqa: E402, F401
 
 main.add_command(acl_command)
 main.add_command(doctor_command)
+main.add_command(server)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

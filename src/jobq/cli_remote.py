@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from .acl import ROLES, Roles, load_roles, read_password_file, user_name
+from .acl import DISCOVERY, ROLES, Roles, load_roles, read_password_file, user_name
 from .errors import ConfigError
 
 
@@ -146,6 +146,10 @@ def _print_roles(roles: Roles, show_secrets: bool) -> None:
     for role in ROLES:
         name = user_name(roles.prefix, role)
         click.echo(f"{role:>9} ({name}): {roles.url(role, show_secret=show_secrets)}")
+    if DISCOVERY in roles.passwords:
+        # The Sentinels' own password: `?sentinel_password=` of a redis+sentinel:// URL.
+        shown = roles.passwords[DISCOVERY] if show_secrets else "***"
+        click.echo(f"sentinels (sentinel_password): {shown}")
 
 
 def _apply(admin_url: str, data_dir: str, prefix: str, public: str | None, off: bool) -> None:

@@ -192,6 +192,7 @@ class App:
                 durable_timeout_ms=self.settings.durable_timeout_ms,
                 memory_limit=self.settings.memory_limit,
                 dead_ttl_s=self.settings.dead_ttl_s,
+                failover_wait_s=self.settings.failover_wait_s,
             )
         return self._store
 
@@ -213,12 +214,16 @@ class App:
         task: str,
         args: tuple[Any, ...] | list[Any] = (),
         kwargs: dict[str, Any] | None = None,
+        *,
+        failover_wait_s: float | None = None,
         **options: Any,
     ) -> Job:
         """Queue one job of the task registered (anywhere) under `task`.
 
         Returns the handle of the job that stands for this submit: a new one, the existing job
-        with the same `job_id`, or the pending job holding the same `unique_key`.
+        with the same `job_id`, or the pending job holding the same `unique_key`. While the
+        broker cannot serve (a failover) it waits up to `failover_wait_s` (default: the
+        setting) for a primary, then raises `BrokerUnavailable`.
         """
         if options:
             spec = self.spec(task, args, kwargs or {}, options)
@@ -228,12 +233,18 @@ class App:
                 template = self._templates[task] = self.spec(task, (), {}, {})
             payload = self.serializer.encode_args(args, kwargs or {})
             spec = replace(template, id=new_job_id(), payload=payload)
-        return Job(self, self.store.submit_ids([spec])[0])
+        return Job(self, self.store.submit_ids([spec], wait_s=failover_wait_s)[0])
 
     def submit_many(
-        self, task: str, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], **options: Any
+        self,
+        task: str,
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+        *,
+        failover_wait_s: float | None = None,
+        **options: Any,
     ) -> list[Job]:
-        """Queue many jobs of one task in a single round trip (streamed script calls)."""
+        """Queue many jobs of one task in a single round trip (streamed script calls); waits
+        for a primary like `submit`."""
         if options.get("job_id") is not None:
             raise ConfigError("job_id cannot be shared by a batch; submit such jobs one by one")
         template = self.spec(task, (), {}, options)  # options resolved once, not per job
@@ -242,13 +253,16 @@ class App:
             replace(template, id=new_job_id(), payload=encode(args, kwargs))
             for args, kwargs in calls
         )
-        return [Job(self, i) for i in self.store.submit_ids(specs)]
+        return [Job(self, i) for i in self.store.submit_ids(specs, wait_s=failover_wait_s)]
 
-    def submit_specs(self, specs: list[JobSpec]) -> list[Job]:
-        """Queue prepared specs (any tasks, dependencies among them allowed) in one round trip."""
+    def submit_specs(
+        self, specs: list[JobSpec], *, failover_wait_s: float | None = None
+    ) -> list[Job]:
+        """Queue prepared specs (any tasks, dependencies among them allowed) in one round trip;
+        waits for a primary like `submit`."""
         for s in specs:
             check_spec(s)
-        return [Job(self, i) for i in self.store.submit_ids(specs)]
+        return [Job(self, i) for i in self.store.submit_ids(specs, wait_s=failover_wait_s)]
 
     def spec(
         self,

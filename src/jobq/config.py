@@ -21,7 +21,9 @@ class Settings:
     """Everything a client, worker or master needs to agree on."""
 
     url: str | None = None
-    """Broker URL (redis://, rediss://, unix://). None = the embedded Valkey in `data_dir`."""
+    """Broker URL: redis://, rediss://, unix:// (one server) or
+    redis+sentinel://[user:password@]host:port,host:port/SERVICE (a Sentinel group; see
+    topology.py). None = the embedded Valkey in `data_dir`."""
     prefix: str = "jobq"
     """Key prefix; several deployments (or test runs) can share one server."""
     data_dir: str = ".jobq"
@@ -53,10 +55,12 @@ class Settings:
     ``appendfsync always``. Default off: ``appendfsync everysec`` may lose up to about a second
     of acknowledged writes on a power cut. Also ``?durable=1`` on the URL."""
     wait_replicas: int = 0
-    """Also wait until this many replicas have fsynced each submit/outcome to their own AOF
-    (replicas without AOF never confirm). Also ``?wait_replicas=N`` on the URL."""
+    """Acknowledge a submit (and record an outcome) only once this many replicas have it:
+    received (WAIT), so a failover loses no acknowledged job; with `durable` also fsynced to
+    their own AOF (WAITAOF; replicas without AOF never confirm). See jobq.durability for the
+    loss window of each. Also ``?wait_replicas=N`` on the URL."""
     durable_timeout_ms: int = 5_000
-    """How long a durable write waits for its fsync acknowledgements before `DurabilityTimeout`
+    """How long a durable write waits for its acknowledgements before `DurabilityTimeout`
     (longer than one ``everysec`` fsync interval). Also ``?durable_timeout_ms=`` on the URL."""
     memory_limit: float = 0.9
     """Share of the server's maxmemory past which submits are refused (`BrokerFull`), leaving
@@ -76,6 +80,17 @@ class Settings:
     """How often a job may lose its worker (killed, or cut off past its lease) while running
     before it is dead-lettered as a poison pill; apart from the task's retries. Jobs claimed
     ahead that never started are released without counting."""
+    failover_wait_s: float | None = None
+    """How long a submit waits for a primary when the broker cannot serve (connection refused,
+    a replica where the primary was, no Sentinel naming a primary, LOADING, ...) before it
+    raises `BrokerUnavailable`, retrying with back-off meanwhile (safe: enqueue is idempotent
+    per job id). Waiting for a result (`Job.result`) rides out the same bound. None = 45 s on a
+    Sentinel URL: a failover takes Sentinel's ``down-after-milliseconds`` (30 s as shipped,
+    often set to 5-10 s) plus a vote and a promotion (a few seconds), so 45 s covers even the
+    shipped default. On a one-server URL None means submits fail at once (there is no other
+    primary to wait for, and a stopped server or a wrong URL should say so now) and result
+    waits ride out 30 s; set it to ride out restarts there too. The HTTP API waits at most a
+    few seconds of it, then answers 503. Also ``?failover_wait_s=`` on the URL."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -131,6 +146,11 @@ class Settings:
                 f"max_staleness_ms ({self.max_staleness_ms}) must be positive, e.g. "
                 "JOBQ_MAX_STALENESS_MS=1000"
             )
+        if self.failover_wait_s is not None and not 0 <= self.failover_wait_s <= 86_400:
+            raise ConfigError(
+                f"failover_wait_s ({self.failover_wait_s}) must be seconds in [0, 86400], "
+                "e.g. JOBQ_FAILOVER_WAIT_S=30"
+            )
         if self.wait_replicas < 0 or self.durable_timeout_ms <= 0:
             raise ConfigError(
                 f"wait_replicas ({self.wait_replicas}) must be >= 0 and durable_timeout_ms "
@@ -144,6 +164,7 @@ URL_SETTINGS = (
     "durable",
     "wait_replicas",
     "durable_timeout_ms",
+    "failover_wait_s",
     "read_from_replicas",
     "max_staleness_ms",
 )

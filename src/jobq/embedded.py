@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -27,11 +28,14 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .acl import (
     ROLES,
     Roles,
     apply_roles,
+    apply_service_users,
     check_password,
     prepare_roles,
     save_roles,
@@ -260,9 +264,18 @@ def expose(
     password: str | None,
     prefix: str,
     tls: TlsFiles | None = None,
+    replica_of: tuple[str, int] | None = None,
+    min_replicas: int | None = None,
 ) -> tuple[Roles, bool]:
     """Open the embedded server to other hosts on host:port, with one ACL user per role; returns
     the roles and whether the worker password was generated just now (to be shown once).
+
+    Every node of a replicated deployment runs this: it also creates the replication and
+    Sentinel users and sets ``masteruser``/``masterauth`` (a primary needs them too: Sentinel
+    may demote it after a failover). `replica_of` (HOST, PORT) makes this node a replica of
+    that primary, after the port is open (the replica announces the port it listens on);
+    it takes every password from acl.json, which must be the primary's (ACL users are not
+    replicated). `min_replicas` sets ``min-replicas-to-write`` (see docs/deploy.md).
 
     Idempotent, run on every `jobq master --listen` start: loads jobq's function library (so
     workers and producers never need FUNCTION LOAD), creates or updates the role users, disables
@@ -276,6 +289,8 @@ def expose(
     url = ensure_server(d)
     if tls is not None:
         _check_tls(tls, str((_read_state(d) or {}).get("binary") or find_binary()))
+    if replica_of is not None:
+        _check_replica_setup(d, prefix, host, port, replica_of, tls, password)
     with _locked(d):
         roles, generated, old = prepare_roles(d, prefix, host, port, tls is not None, password)
         local = urlsplit(url)
@@ -286,8 +301,17 @@ def expose(
             )
         client: Any = redis.Redis.from_url(url)
         try:
-            client.execute_command("FUNCTION", "LOAD", "REPLACE", library()[1])
+            if replica_of is None and _role(client) == "master":
+                # A replica gets the library (and every key) from its primary.
+                client.execute_command("FUNCTION", "LOAD", "REPLACE", library()[1])
             save_roles(d, roles)  # before the server changes: a crash here loses nothing
+            # Before apply_roles: it disables `default`, which this connection may be.
+            apply_service_users(client, roles)
+            client.config_set("masteruser", user_name(prefix, "replication"))
+            client.config_set("masterauth", roles.passwords["replication"])
+            if min_replicas is not None:
+                client.config_set("min-replicas-to-write", str(min_replicas))
+                client.config_set("min-replicas-max-lag", "10")
             apply_roles(client, roles)
             if old and old.prefix != prefix:
                 for role in ROLES:
@@ -324,7 +348,94 @@ def expose(
         if not url.startswith("unix:"):
             state["url"] = f"redis://{admin}@127.0.0.1:{port}/0"
             _write_state(d, state)
+        if replica_of is not None:
+            client = redis.Redis.from_url(state["url"])
+            try:
+                client.execute_command("REPLICAOF", replica_of[0], str(replica_of[1]))
+            finally:
+                client.close()
     return roles, generated
+
+
+def _role(client: Any) -> str:
+    """``master`` or ``slave``: what ROLE says this node is now."""
+    role = client.execute_command("ROLE")[0]
+    return role.decode() if isinstance(role, bytes) else str(role)
+
+
+def replica_roles(data_dir: str | os.PathLike[str], prefix: str) -> Roles:
+    """The roles a replica in `data_dir` recreates: its acl.json, which must be the primary's
+    (ACL users are not replicated); ConfigError with the fix if it is missing or another's."""
+    from .acl import load_roles, require_service_passwords
+
+    d = Path(data_dir).absolute()
+    roles = load_roles(d)
+    if roles is None or roles.prefix != prefix:
+        found = f"prefix {roles.prefix!r}" if roles else "none"
+        raise ConfigError(
+            f"a replica needs the primary's acl.json for prefix {prefix!r} in {d} (found {found}): "
+            "copy it from the primary's data directory (mode 0600), or pass --acl-file FILE; "
+            "ACL users are not replicated, so every node creates them from the same file"
+        )
+    require_service_passwords(roles)
+    return roles
+
+
+def _check_replica_setup(
+    d: Path,
+    prefix: str,
+    host: str,
+    port: int,
+    primary: tuple[str, int],
+    tls: TlsFiles | None,
+    password: str | None,
+) -> None:
+    """Refuse a replica that could not work, before anything changes: no acl.json of this
+    prefix (the primary's must be copied here), its own address as primary, TLS, or a primary
+    that refuses the replication user."""
+    if tls is not None:
+        raise ConfigError("--replica-of with TLS is not supported yet: replicate over plaintext")
+    if primary == (host, port):
+        raise ConfigError(f"--replica-of {host}:{port} is this node's own --listen address")
+    roles = replica_roles(d, prefix)
+    if password is not None and password != roles.passwords["worker"]:
+        # (The same one is fine: the first primary's unit, restarted as a replica, has it.)
+        raise ConfigError(
+            "a replica takes every password from the primary's acl.json, and --password/"
+            "--password-file differs from its worker password: drop it (or pass --acl-file "
+            "PRIMARY_ACL_JSON)"
+        )
+    user = user_name(prefix, "replication")
+    client = redis.Redis(
+        host=primary[0],
+        port=primary[1],
+        username=user,
+        password=roles.passwords["replication"],
+        socket_connect_timeout=3,
+        socket_timeout=3,
+        retry=Retry(NoBackoff(), 0),  # one try: a refusal is the answer
+        lib_name=None,  # no CLIENT SETINFO: the service users may not run it
+        lib_version=None,
+    )
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        raise ConfigError(
+            f"the primary at {primary[0]}:{primary[1]} refuses {user} ({exc}): copy acl.json "
+            "from the primary's data directory, and start the primary with "
+            "`jobq server start --listen` (it creates the replication user)"
+        ) from exc
+    except redis.RedisError as exc:
+        # Not fatal: the primary may be restarting (the replica keeps trying to sync).
+        logging.getLogger("jobq.embedded").warning(
+            "cannot reach the primary at %s:%s (%s): is it started with `jobq server start "
+            "--listen HOST:PORT`, and is the port open from here? Replicating once it answers.",
+            primary[0],
+            primary[1],
+            exc,
+        )
+    finally:
+        client.close()
 
 
 @dataclass(frozen=True, slots=True)

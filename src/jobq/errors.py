@@ -95,8 +95,9 @@ class DurabilityUnsupported(ConfigError):
 
 
 class DurabilityTimeout(JobqError, TimeoutError):
-    """The write was applied, but the server did not confirm its fsync (or enough replicas')
-    in time: it may or may not survive a crash. Submitting the same job ids again is safe."""
+    """The write was applied (the jobs are queued), but the server did not confirm its fsync
+    or enough replicas in time: it may or may not survive a crash or a failover. Submitting the
+    same job ids again is safe."""
 
     def __init__(self, message: str, job_ids: tuple[str, ...] = ()) -> None:
         super().__init__(message)
@@ -161,6 +162,28 @@ def memory_full(url: str, used: int, maxmemory: int, limit: float) -> BrokerFull
         f"{_OOM_HINT}",
         "memory limit",
     )
+
+
+def gave_up_waiting(
+    last: BrokerUnavailable, waited_s: float, doing: str, sentinel: bool
+) -> BrokerUnavailable:
+    """The error a caller gets once it waited `waited_s` for the broker in vain while `doing`:
+    the last failure, how long it waited, what to check and how to wait longer."""
+    if sentinel:
+        check = (
+            "Check that a majority of the Sentinels are up and agree on a primary "
+            "(SENTINEL MASTER <service> on each: flags 'master', not s_down/o_down) and that "
+            "a replica was healthy enough to be promoted (SENTINEL REPLICAS <service>)"
+        )
+    else:
+        check = "Check that the server is running and reachable at the URL"
+    err = BrokerUnavailable(
+        f"waited {waited_s:.1f} s for a primary while {doing}, in vain: {last}. {check}; "
+        "JOBQ_FAILOVER_WAIT_S (or ?failover_wait_s= on the URL) sets how long jobq waits",
+        last.reason,
+    )
+    err.retry_after_s = max(last.retry_after_s, 2)
+    return err
 
 
 # Codes returned by the Lua scripts (see the header of each script in lua/).

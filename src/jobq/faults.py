@@ -19,7 +19,7 @@ from .errors import (
     JobqError,
     reply_error,
 )
-from .topology import NotPrimary
+from .topology import NoPrimary, NotPrimary, is_sentinel
 
 
 def reply_code(exc: BaseException) -> str:
@@ -53,6 +53,8 @@ def translate(exc: BaseException, url: str, doing: str) -> JobqError:
         return reply_error("LOADING", _message(exc), url, doing)
     if isinstance(exc, redis.AuthenticationError):  # wrong password: retrying will not help
         return reply_error(reply_code(exc), _message(exc), url, doing)
+    if is_sentinel(url) and isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
+        return _no_primary(exc, url, doing)
     if isinstance(exc, NotPrimary):
         return BrokerUnavailable(
             f"Valkey at {url} is a read-only replica now, not the primary, while {doing} "
@@ -71,6 +73,30 @@ def translate(exc: BaseException, url: str, doing: str) -> JobqError:
     if isinstance(exc, redis.ResponseError) or getattr(exc, "status_code", None):
         return reply_error(reply_code(exc), _message(exc), url, doing)
     return BrokerError(f"Valkey at {url} failed while {doing}: {type(exc).__name__}: {msg}")
+
+
+def _no_primary(exc: BaseException, url: str, doing: str) -> BrokerUnavailable:
+    """A connection failure on a Sentinel URL: no primary now, most likely a failover under
+    way (the Sentinels' own answer is quoted). Pointing the user at JOBQ_URL would mislead:
+    the URL names the Sentinels, and they are what to ask."""
+    msg = str(exc) or type(exc).__name__
+    if isinstance(exc, NoPrimary):  # the resolver asked every Sentinel: no primary up
+        return BrokerUnavailable(
+            f"no primary for {url} while {doing}: {msg}", "no primary named by the Sentinels"
+        )
+    if isinstance(exc, NotPrimary):  # the Sentinels still name a node that was demoted
+        what, reason = "a replica now, not the primary", "not the primary"
+    elif isinstance(exc, redis.TimeoutError | TimeoutError):
+        what, reason = "not answering", "timed out"
+    else:
+        what, reason = "unreachable", "primary unreachable"
+    return BrokerUnavailable(
+        f"the primary the Sentinels of {url} name is {what} while {doing} ({msg}): a failover "
+        "may be under way (it starts once the Sentinels agree the primary is down, after "
+        "their down-after-milliseconds); jobq retries on the primary they name next. If it "
+        "lasts, ask a Sentinel: SENTINEL MASTER <service>, SENTINEL REPLICAS <service>",
+        reason,
+    )
 
 
 #: What `Store.broker` translates: everything redis-py raises, and socket errors under it.

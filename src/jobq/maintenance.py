@@ -51,11 +51,13 @@ def tick(
     gone_ms: int = 0,
     reap: bool = True,
     max_lost: int = DEFAULT_MAX_LOST,
+    holder: str | None = None,
 ) -> TickReport:
     """One maintenance pass: promote due scheduled jobs, reap expired leases (batched, unless
     `reap` is False: a grace after an outage), fire due periodic jobs, drop dead letters past
     their retention (one batch), and take one bounded step over the queue registry: settle jobs
-    targeted at workers gone longer than `gone_ms`, and prune idle queues nobody serves."""
+    targeted at workers gone longer than `gone_ms`, and prune idle queues nobody serves.
+    `holder`: the leader lease this tick runs under; periodic fires are fenced on it."""
     promoted = requeued = dead = 0
     while True:
         n = store.promote(batch, now)
@@ -75,15 +77,22 @@ def tick(
         orphaned, pruned, _ = store.walk_queues(gone_ms, now, batch, QUEUES_PER_TICK)
     # Last: it submits jobs, which a full broker refuses (BrokerFull) before the recovery work
     # above is done; a refused tick fires once memory is freed.
-    fired = fire_periodic(store, now)
+    fired = fire_periodic(store, now, holder)
     return TickReport(promoted, requeued, dead, fired, orphaned, pruned, trimmed)
 
 
-def fire_periodic(store: Store, now: int = 0) -> int:
-    """Submit every due periodic job once (idempotent per tick), then move its due time on."""
+def fire_periodic(store: Store, now: int = 0, holder: str | None = None) -> int:
+    """Submit every due periodic job once, moving its due time on in the same transaction.
+
+    Each slot's job and the move of its due time commit together, and only if the slot is
+    still due and (with `holder`) the leader lease is still `holder`'s (`Store.fire_periodic_slot`):
+    a leader paused past its lease that resumes mid-loop fires nothing. The job id
+    ``periodic:<name>:<due>`` stays a second guard. A slot fenced off is left to whoever leads.
+    """
     now = now or store.server_time_ms()
     fired = 0
     for spec, due in store.due_periodic(now):
+        nxt = spec.next_after(max(now, due))
         if spec.should_fire(due, now):
             job = JobSpec(
                 id=spec.job_id(due),
@@ -93,10 +102,15 @@ def fire_periodic(store: Store, now: int = 0) -> int:
                 priority=spec.priority,
                 max_attempts=spec.retries + 1,
             )
-            fired += sum(store.submit([job], now))
+            created = store.fire_periodic_slot(job, spec.name, due, nxt, holder, now)
+            if created is None:
+                log.info(
+                    "periodic %s: the tick due at %d is no longer ours to fire", spec.name, due
+                )
+            fired += bool(created)
         else:
             log.info("periodic %s: skipped the tick due at %d (missed)", spec.name, due)
-        store.advance_periodic(spec.name, spec.next_after(max(now, due)))
+            store.advance_periodic(spec.name, nxt)
     return fired
 
 
@@ -136,6 +150,7 @@ class Maintainer:
             name or f"{'master' if is_master else 'worker'}:{socket.gethostname()}:{os.getpid()}"
         )
         self.leading = False
+        self.last_holder: str | None = None  # who led when this process last followed
         self.stop_event = threading.Event()
         self.outage = Outage(log, f"maintenance ({self.name})")
         self.thread: threading.Thread | None = None  # for /healthz: is the loop alive?
@@ -157,10 +172,22 @@ class Maintainer:
             return None
         was = self.leading
         self.leading = self.store.lead(self.name, self.leader_ms, now=now)
-        if self.leading != was:
-            log.info("%s %s the maintenance lease", self.name, "took" if self.leading else "lost")
         if not self.leading:
+            holder = self.store.leader_holder()
+            if was:
+                log.warning(
+                    "%s: no longer leading maintenance (the lease is %s's)", self.name, holder
+                )
+            elif holder != self.last_holder and holder is not None:
+                log.info("%s: %s leads maintenance", self.name, holder)
+            self.last_holder = holder
             return None
+        if not was:
+            log.info(
+                "%s: leading maintenance: took the maintenance lease (over from %s)",
+                self.name,
+                self.last_holder or "nobody: no leader was seen",
+            )
         rid = self.store.server_run_id()
         if self.run_id is not None and rid != self.run_id:
             self.grant_grace("the server restarted (new run id)", now)
@@ -176,7 +203,12 @@ class Maintainer:
                 self.reap_after = 0
                 log.info("reaping expired leases again (grace over)")
         report = tick(
-            self.store, now, gone_ms=self.worker_gone_ms, reap=reap, max_lost=self.max_lost
+            self.store,
+            now,
+            gone_ms=self.worker_gone_ms,
+            reap=reap,
+            max_lost=self.max_lost,
+            holder=self.name,
         )
         if report.requeued or report.dead_lettered:
             log.warning(
@@ -207,6 +239,7 @@ class Maintainer:
                 self.outage.ok()
                 pause = self.tick_ms / 1000
             self.stop_event.wait(pause)
+        self.release()
 
     def start_thread(self) -> threading.Thread:
         t = threading.Thread(target=self.run, name="jobq-maintenance", daemon=True)
@@ -215,8 +248,15 @@ class Maintainer:
         return t
 
     def stop(self) -> None:
+        """Stop the loop and give the lease up (the loop also does when it ends)."""
         self.stop_event.set()
+        self.release()
+
+    def release(self) -> None:
+        """Give the leader lease up if this process holds it, so another master (or worker)
+        takes over on its next tick instead of waiting for the lease to expire."""
         if self.leading:
+            self.leading = False
             with contextlib.suppress(BrokerError):
                 self.store.lead(self.name, self.leader_ms, release=True)
-            self.leading = False
+                log.info("%s: stopped; released the maintenance lease", self.name)

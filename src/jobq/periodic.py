@@ -1,13 +1,18 @@
 """Periodic jobs: cron expressions or fixed intervals, declared in code or added at run time.
 
 A spec lives in the ``periodic`` hash; its next due time (ms) in the ``periodic:next`` zset. The
-maintenance leader fires due specs: it submits the job under the id ``periodic:<name>:<due ms>``
-(idempotent, so a second master firing the same tick makes no second job), then moves the due
-time forward with ``ZADD XX GT`` (monotonic, so two masters cannot move it back). A tick is thus
-fired exactly once however many masters run, even if one dies between the two steps.
+maintenance leader fires due specs: one transaction (WATCH on the due time and the leader lease,
+then MULTI/EXEC) submits the job under the id ``periodic:<name>:<due ms>`` and moves the due time
+forward (``ZADD XX GT``), and commits only if the slot is still due and the lease still the
+firing master's. So a slot fires exactly once however many masters run: one that dies mid-fire
+committed both writes or neither, and one paused past its lease (SIGSTOP, a long GC) that
+resumes mid-tick finds the slot moved or the lease taken and fires nothing, even after the
+slot's job has expired. The job id is a second guard (a second submit of it makes no job).
 
-Missed ticks (no master ran): ``missed="skip"`` drops ticks older than one period (or a minute,
-whichever is less) and waits for the next; ``missed="once"`` runs one job for all of them.
+Missed ticks (no master led: none ran, or a takeover after the leader died, which takes up to the
+leader lease): ``missed="skip"`` drops ticks older than one period (or a minute, whichever is
+less) and waits for the next; ``missed="once"`` runs one job (the oldest missed tick's id) for
+all of them. Either way the next job is the first tick after the new leader's clock.
 """
 
 from __future__ import annotations

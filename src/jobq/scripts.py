@@ -59,7 +59,10 @@ SCRIPT_NAMES = (
 #: leases (and can hand its jobs back) while memory is freed; no finished job is reaped as
 #: lost because its heartbeats were refused. Every other script is refused there (OOM) before
 #: it starts, so none stops half-way for lack of memory.
-ALLOW_OOM = frozenset({"heartbeat", "requeue"})
+#: `epoch` runs on every new connection (topology.py) and writes two short strings, only when
+#: the primary changed: refusing it at maxmemory would refuse every new connection, heartbeats'
+#: included.
+ALLOW_OOM = frozenset({"heartbeat", "requeue", "epoch"})
 
 
 @cache
@@ -118,8 +121,11 @@ def _explain_refusal(exc: ResponseError, lib: str) -> ResponseError:
 
 Call = tuple[str, list[str], list[Any]]
 
-#: Not a script: a call of this name is sent as the plain command, after the writes it waits for.
+#: Not scripts: a call of one of these names is sent as the plain command, after the writes it
+#: waits for (durability.py chooses which).
 WAITAOF = "WAITAOF"
+WAIT = "WAIT"
+WAITS = (WAITAOF, WAIT)
 
 
 def wait_aof_call(numlocal: int, numreplicas: int, timeout_ms: int) -> Call:
@@ -128,6 +134,13 @@ def wait_aof_call(numlocal: int, numreplicas: int, timeout_ms: int) -> Call:
     (`numlocal` 1) and on `numreplicas` replicas, or at the timeout, with the acks
     [local, replicas]; an error reply if the server lacks WAITAOF or has AOF off."""
     return (WAITAOF, [], [numlocal, numreplicas, timeout_ms])
+
+
+def wait_call(numreplicas: int, timeout_ms: int) -> Call:
+    """A WAIT to end a round trip of writes (`Scripts.execute`): on the same connection, it
+    returns once `numreplicas` replicas have received (not fsynced) that connection's writes,
+    or at the timeout, with the number that did."""
+    return (WAIT, [], [numreplicas, timeout_ms])
 
 
 class Batch:
@@ -218,8 +231,8 @@ class Scripts:
 
     def _pack(self, call: Call) -> bytes:
         name, keys, args = call
-        if name == WAITAOF:
-            return bytes(pack_command((WAITAOF, *args)))
+        if name in WAITS:
+            return bytes(pack_command((name, *args)))
         return bytes(pack_command(("FCALL", self._fn[name], len(keys), *keys, *args)))
 
     def execute(self, calls: Iterable[Call]) -> list[Any]:
@@ -271,7 +284,7 @@ class Scripts:
                 replies.append(_explain_refusal(exc, self._lib))
         missing = [i for i, r in enumerate(replies) if _missing_library(r)]
         if missing:  # a new server, or one restarted without persistence: load, run those again
-            if sent[-1][0] == WAITAOF:  # and wait for the writes of the second run too
+            if sent[-1][0] in WAITS:  # and wait for the writes of the second run too
                 missing.append(len(sent) - 1)
             self.load()
             again = self._send([sent[i] for i in missing], [])

@@ -8,34 +8,41 @@ one round trip submits, claims or acknowledges many jobs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import redis
 
 from .durability import Durability
-from .errors import BrokerFull, BrokerUnavailable
+from .errors import BrokerFull, BrokerUnavailable, gave_up_waiting
+from .failover import Resend, ride_out
 from .faults import RAISED, translate
 from .keys import Keys
 from .memory import MemoryState, RoomCheck, job_bytes, read_memory
 from .model import Claimed, JobRecord, JobSpec, Outcome
 from .names import encodable, escape_controls
-from .periodic import PeriodicSpec
+from .outage import Outage
 from .reads import Reads
 from .scripts import Batch, Call, Scripts
 from .states import JobState
-from .topology import client_for, hooks_of
+from .topology import client_for, hooks_of, is_sentinel, resolver_of
+from .upkeep import Upkeep
 
 log = logging.getLogger("jobq.store")
+T = TypeVar("T")
 
-#: How long a caller waiting for a result rides out a broker outage before giving up.
+#: How long a caller waiting for a result rides out a broker outage before giving up, unless
+#: `failover_wait_s` says otherwise.
 WAIT_OUTAGE_S = 30.0
+#: What `failover_wait_s=None` means on a Sentinel URL (see `Settings.failover_wait_s`).
+SENTINEL_FAILOVER_WAIT_S = 45.0
 
 
 _QUERY_SECRET = re.compile(r"([?&][^=&#]*password[^=&#]*=)[^&#]*", re.IGNORECASE)
@@ -104,7 +111,7 @@ def _outcome_record(job_id: str, message: bytes) -> JobRecord:
     return JobRecord(job_id, "", "", st, error=orjson.loads(payload) if payload else None)
 
 
-class Store(Reads):
+class Store(Reads, Upkeep):
     """Broker operations for one deployment (client + key prefix + settings)."""
 
     def __init__(
@@ -120,6 +127,7 @@ class Store(Reads):
         durable_timeout_ms: int = 5_000,
         memory_limit: float = 0.9,
         dead_ttl_s: int = 7 * 86_400,
+        failover_wait_s: float | None = None,
     ) -> None:
         # redis-py's annotations cannot express decode_responses=False (replies are bytes).
         self.r: Any = client
@@ -135,16 +143,46 @@ class Store(Reads):
         #: Back-pressure: submits refused past `memory_limit` of maxmemory (see memory.py).
         self.room = RoomCheck(self.memory, redact(url), memory_limit)
         self.dead_ttl_s = dead_ttl_s
+        #: How long a submit waits for a primary before raising (`Settings.failover_wait_s`).
+        self.failover_wait_s = (
+            (SENTINEL_FAILOVER_WAIT_S if is_sentinel(url) else 0.0)
+            if failover_wait_s is None
+            else failover_wait_s
+        )
+        #: How long a result wait rides out an outage: the same bound, at least 30 s by default.
+        self.outage_wait_s = (
+            max(WAIT_OUTAGE_S, self.failover_wait_s) if failover_wait_s is None else failover_wait_s
+        )
+        # One episode log for every submit of this store (all threads), not one line per retry.
+        self.submit_outage = Outage(log, f"submit (waits up to {self.failover_wait_s:g} s)")
         # Every new connection first checks it reached the primary and moves the token epoch
         # if the primary changed (Scripts.check_primary), before any of our commands.
         hooks = hooks_of(client)
+        self._primary_at: tuple[str, int] | None = None
         if hooks is not None:
             hooks.append(self.scripts.check_primary)
+            if is_sentinel(url):
+                hooks.append(self._follow_primary)
+
+    def _follow_primary(self, conn: Any) -> None:
+        """A new connection reached another primary than the last one did (a failover): drop
+        the idle pooled connections, which may still be open to the old primary. A hung old
+        primary (SIGSTOP, a frozen VM) would otherwise make each of them wait out the socket
+        timeout (15 s) on its next command, one after the other."""
+        addr = (str(conn.host), int(conn.port))
+        last, self._primary_at = self._primary_at, addr
+        if last is not None and last != addr:
+            log.warning("the primary moved from %s:%d to %s:%d", *last, *addr)
+            self.r.connection_pool.disconnect(inuse_connections=False)
 
     def close(self) -> None:
-        """Close this store's connections (the pool's and the scripts' lean ones)."""
+        """Close this store's connections (the pool's, the scripts' lean ones, and those to
+        the Sentinels)."""
         self.scripts.close()
         self.r.close()
+        resolver = resolver_of(self.r)
+        if resolver is not None:
+            resolver.close()
 
     @contextlib.contextmanager
     def broker(self, doing: str) -> Iterator[None]:
@@ -176,18 +214,43 @@ class Store(Reads):
 
     # -- producers ---------------------------------------------------------------------------
 
-    def submit(self, specs: Iterable[JobSpec], now: int = 0) -> list[bool]:
+    def submit(
+        self, specs: Iterable[JobSpec], now: int = 0, *, wait_s: float | None = None
+    ) -> list[bool]:
         """Create jobs in one round trip; per job, True if created, False if it existed (same
-        id, or a pending job holds its unique key)."""
-        return [r == 1 for _s, r in self._enqueue(specs, now)]
+        id, or a pending job holds its unique key). `wait_s`: see `submit_ids`."""
+        return [r == 1 for _s, r in self._enqueue(specs, now, wait_s=wait_s)]
 
-    def submit_ids(self, specs: Iterable[JobSpec], now: int = 0) -> list[str]:
+    def submit_ids(
+        self, specs: Iterable[JobSpec], now: int = 0, *, wait_s: float | None = None
+    ) -> list[str]:
         """Create jobs in one round trip; per job, the id that now stands for it: its own, or
-        that of the pending job holding the same unique key."""
-        return [r.decode() if isinstance(r, bytes) else s.id for s, r in self._enqueue(specs, now)]
+        that of the pending job holding the same unique key.
+
+        While the broker cannot serve (a failover, a restart) the submit is sent again with
+        back-off for up to `wait_s` (default `failover_wait_s`), then raises
+        `BrokerUnavailable` saying how long it waited. Sending again is safe: enqueue is
+        idempotent per job id, so a submit whose reply was lost returns the same ids."""
+        out = self._enqueue(specs, now, wait_s=wait_s)
+        return [r.decode() if isinstance(r, bytes) else s.id for s, r in out]
 
     def _enqueue(
-        self, specs: Iterable[JobSpec], now: int, chunk: int = 500
+        self, specs: Iterable[JobSpec], now: int, chunk: int = 500, wait_s: float | None = None
+    ) -> list[tuple[JobSpec, Any]]:
+        """`_enqueue_once`, retried through a broker outage for up to `wait_s` s."""
+        if not isinstance(specs, list):
+            specs = Resend(specs)  # a retry sends again what a generator already gave
+        bound = self.failover_wait_s if wait_s is None else wait_s
+        once = functools.partial(self._enqueue_once, specs, now, chunk)
+        return self.retrying(once, bound, "submitting jobs")
+
+    def retrying(self, attempt: Callable[[], T], bound_s: float, doing: str) -> T:
+        """`attempt()` through a broker outage of up to `bound_s` s (`failover.ride_out`),
+        logged as one episode per store."""
+        return ride_out(attempt, bound_s, doing, self.submit_outage, is_sentinel(self.url))
+
+    def _enqueue_once(
+        self, specs: Iterable[JobSpec], now: int, chunk: int
     ) -> list[tuple[JobSpec, Any]]:
         """Each job with its enqueue reply. A large batch goes as several script calls (so no
         single call holds the server for long), streamed in one round trip: the server runs a
@@ -336,111 +399,6 @@ class Store(Reads):
         with self.broker("requeueing jobs"):
             return int(self.scripts.requeue(self.r, items, now))
 
-    # -- maintenance -------------------------------------------------------------------------
-
-    def reap(self, limit: int = 1000, now: int = 0, max_lost: int = 3) -> tuple[int, int]:
-        """Take back jobs whose lease expired: (released or requeued, dead-lettered after
-        losing their worker `max_lost` times)."""
-        with self.broker("reaping expired leases"):
-            requeued, dead = self.scripts.reap(self.r, limit, now, max_lost)
-        return int(requeued), int(dead)
-
-    def server_run_id(self) -> str:
-        """The server process's run id: it changes when the server restarts (or fails over)."""
-        with self.broker("reading the server's run id"):
-            info = self.r.info("server")
-        return str(info.get("run_id", ""))
-
-    def promote(self, limit: int = 1000, now: int = 0) -> int:
-        with self.broker("promoting scheduled jobs"):
-            return int(self.scripts.promote(self.r, limit, now))
-
-    def trim_finished(self, now: int = 0) -> int:
-        """Drop entries older than the result TTL from the finished-jobs index."""
-        now = now or self.server_time_ms()
-        with self.broker("trimming the finished index"):
-            removed: int = self.r.zremrangebyscore(
-                self.keys.finished, "-inf", now - self.result_ttl_s * 1000
-            )
-        return removed
-
-    def expire_targeted(self, gone_ms: int, now: int = 0, limit: int = 1000) -> int:
-        """Fail (or fall back) jobs waiting for a worker not seen for `gone_ms` (one bounded
-        step of the registry walk, see `walk_queues`); returns how many."""
-        return self.walk_queues(gone_ms, now, limit)[0]
-
-    def walk_queues(
-        self, gone_ms: int, now: int = 0, limit: int = 1000, queues: int = 200
-    ) -> tuple[int, int, bool]:
-        """One bounded step over the queue registry (a cursor kept on the server between
-        calls): settle jobs of gone workers (at most `limit`), prune idle queues (of at most
-        `queues` examined). Returns (jobs settled, queues pruned, whether a pass ended)."""
-        with self.broker("checking targeted jobs"):
-            moved, pruned, wrapped = self.scripts.orphans(self.r, gone_ms, limit, now, queues)
-        return int(moved), int(pruned), bool(wrapped)
-
-    def trim_dead(self, now: int = 0, limit: int = 1000) -> int:
-        """Drop up to `limit` dead-lettered jobs older than the dead-letter retention
-        (`dead_ttl_s`; 0 keeps them forever)."""
-        if self.dead_ttl_s <= 0:
-            return 0
-        now = now or self.server_time_ms()
-        with self.broker("trimming dead letters"):
-            cutoff = now - self.dead_ttl_s * 1000
-            return int(self.scripts.trim_dead(self.r, cutoff, limit, now))
-
-    # -- periodic jobs -------------------------------------------------------------------------
-
-    def upsert_periodic(self, spec: PeriodicSpec, now: int = 0) -> None:
-        """Declare (or update) a periodic job; an unchanged spec keeps its schedule."""
-        now = now or self.server_time_ms()
-        raw = spec.to_json()
-        with self.broker("registering a periodic job"):
-            old = self.r.hget(self.keys.periodic, spec.name)
-            if old == raw and self.r.zscore(self.keys.periodic_next, spec.name) is not None:
-                return
-            pipe = self.r.pipeline(transaction=True)
-            pipe.hset(self.keys.periodic, spec.name, raw)
-            pipe.zadd(self.keys.periodic_next, {spec.name: spec.next_after(now)})
-            pipe.execute()
-
-    def remove_periodic(self, name: str) -> bool:
-        with self.broker("removing a periodic job"):
-            pipe = self.r.pipeline(transaction=True)
-            pipe.hdel(self.keys.periodic, name)
-            pipe.zrem(self.keys.periodic_next, name)
-            removed, _ = pipe.execute()
-        return bool(removed)
-
-    def advance_periodic(self, name: str, next_ms: int) -> None:
-        """Move a spec's due time forward only (two masters cannot move it back)."""
-        with self.broker("advancing a periodic job"):
-            self.r.zadd(self.keys.periodic_next, {name: next_ms}, xx=True, gt=True)
-
-    def lead(self, candidate: str, lease_ms: int, release: bool = False, now: int = 0) -> bool:
-        with self.broker("renewing the leader lease"):
-            return bool(self.scripts.leader(self.r, candidate, lease_ms, release, now))
-
-    def mark_master_alive(self, master_id: str, ttl_ms: int) -> None:
-        with self.broker("announcing the master"):
-            self.r.set(self.keys.master, master_id, px=ttl_ms)
-
-    def master_alive(self) -> bool:
-        with self.broker("looking for a master"):
-            return bool(self.r.exists(self.keys.master))
-
-    def register_worker(self, name: str, info: dict[str, str], ttl_ms: int) -> None:
-        with self.broker("registering the worker"):
-            pipe = self.r.pipeline(transaction=False)
-            pipe.hset(self.keys.worker(name), mapping=info)
-            pipe.pexpire(self.keys.worker(name), ttl_ms)
-            pipe.execute()
-
-    def unregister_worker(self, name: str) -> None:
-        with self.broker("unregistering the worker"):
-            self.r.delete(self.keys.worker(name))
-            self.r.zrem(self.keys.workers, name)
-
     # -- reads and control -------------------------------------------------------------------
 
     def wait(self, job_id: str, timeout_s: float | None, full: bool = True) -> JobRecord | None:
@@ -478,11 +436,12 @@ class Store(Reads):
                 # Waiting is safe to repeat: ride out a restart, a failover or a network blip
                 # (anything retriable) for a while.
                 outage_started = outage_started or time.monotonic()
-                if (
-                    not isinstance(err, BrokerUnavailable)
-                    or time.monotonic() - outage_started > WAIT_OUTAGE_S
-                ):
+                if not isinstance(err, BrokerUnavailable):
                     raise err from exc
+                waited = time.monotonic() - outage_started
+                if waited > self.outage_wait_s:
+                    sentinel = is_sentinel(self.url)
+                    raise gave_up_waiting(err, waited, "waiting for a result", sentinel) from exc
                 time.sleep(0.2)
                 continue
             outage_started = 0.0

@@ -333,6 +333,8 @@ class Verdict:
     unexcused_duplicates: int = 0
     stale_rejected: int = 0
     recovery_s: float | None = None
+    commit_times: list[float] = field(default_factory=list)
+    """When each execution whose outcome committed ended (sorted): the scenarios' gaps."""
     wedged: int = 0
     indeterminate: int = 0
     refused: int = 0
@@ -445,6 +447,7 @@ def check(
     v.stale_rejected = sum(
         1 for s in starts if s["x"] in ends and committed.get(s["job"]) not in (None, s["tok"])
     )
+    v.commit_times = sorted(ends[x]["t"] for x in committed_x if x in ends)
     v.recovery_s = _recovery(faults, [ends[x] for x in committed_x if x in ends])
 
     if v.lost:

@@ -42,6 +42,10 @@ for every job to finish, then counts:
   one token handed to two executions, fails the row;
 - **recovery**: from the end of a fault to the next execution that finished *and* committed
   (the worst over the scenario's faults; a measurement, never asserted).
+- **gap** (the high-availability rows, `test_chaos_ha.py`): the failover gap, the longest
+  stretch from the fault (the primary killed, paused or told to fail over; the leading master
+  killed) on with no job succeeding; also a measurement. Those rows also check that no jobq
+  write lands on the old primary once another node is the primary, and name what did.
 
 A row passes when it shows 0 lost, 0 failed that should have succeeded, no unexcused
 duplicate, no wedge, no stranger in (HTTP), plus the scenario's own checks (the *why* column).
@@ -64,6 +68,12 @@ def run_pytest(results: Path, extra: list[str]) -> int:
 
 def cell(value: Any) -> str:
     return "-" if value is None else str(value)
+
+
+def recovery(rec: float | None, gap: float | None) -> str:
+    """The recovery cell: the time, and the failover gap of the rows that measure one."""
+    text = "-" if rec is None else f"{rec:.1f} s"
+    return text if gap is None else f"{text}; gap {gap:.1f} s"
 
 
 def render(rows: list[dict[str, Any]], started: str, took_s: float) -> str:
@@ -96,7 +106,7 @@ def render(rows: list[dict[str, Any]], started: str, took_s: float) -> str:
                     cell(nums[2]),
                     dup,
                     cell(nums[3]),
-                    "-" if rec is None else f"{rec:.1f} s",
+                    recovery(rec, r.get("gap_s")),
                     f"**{verdict}**",
                     why.replace("|", "\\|").replace("\n", " ")[:500] or "all checks hold",
                 ]

@@ -42,6 +42,15 @@ SHOWN_PARENTS = 100
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No such job (or its result expired)"}
 }
+#: How long an HTTP submit waits for a primary (a failover) before answering 503 with a
+#: Retry-After: HTTP clients have timeouts of their own, and a handler thread waiting the whole
+#: `failover_wait_s` would tie up the pool; a few seconds still hides a short blip.
+API_FAILOVER_WAIT_S = 3.0
+
+
+def api_wait_s(c: Context) -> float:
+    """The failover wait of a submit made over HTTP: the setting, at most a few seconds."""
+    return min(API_FAILOVER_WAIT_S, c.app.store.failover_wait_s)
 
 
 @router.post(
@@ -58,7 +67,9 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 def submit(body: JobIn, c: Ctx, response: Response) -> Submitted:
     _check_keep_forever(body.result_ttl, c)
     with _refusals():
-        job = c.app.submit(body.task, body.args, body.kwargs, **body.as_options())
+        job = c.app.submit(
+            body.task, body.args, body.kwargs, failover_wait_s=api_wait_s(c), **body.as_options()
+        )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return Submitted(id=job.id)
 
@@ -78,7 +89,9 @@ def submit_batch(body: BatchIn, c: Ctx) -> SubmittedMany:
     _check_keep_forever(body.result_ttl, c)
     calls = [(tuple(call.args), call.kwargs) for call in body.calls]
     with _refusals():
-        jobs = c.app.submit_many(body.task, calls, **body.as_options())
+        jobs = c.app.submit_many(
+            body.task, calls, failover_wait_s=api_wait_s(c), **body.as_options()
+        )
     return SubmittedMany(ids=[j.id for j in jobs])
 
 

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import BrokerError, JobqError
 from ..states import JobState
+from .api import api_wait_s
 from .context import Context, ctx
 from .schemas import ErrorOut
 from .views import decode_result
@@ -81,7 +82,9 @@ async def schedule(request: Request, c: Annotated[Context, Depends(ctx)]) -> Res
     if not isinstance(task_type, str) or len(task_type) > 200:
         return _json({"error": "task_type must be a string of at most 200 characters"}, 400)
     try:
-        await run_in_threadpool(c.app.submit, task_type, (), body, job_id=task_id)
+        await run_in_threadpool(
+            c.app.submit, task_type, (), body, job_id=task_id, failover_wait_s=api_wait_s(c)
+        )
     except BrokerError:
         raise  # the broker's trouble, not the request's: 503 (+ Retry-After) from the handler
     except JobqError as exc:

@@ -41,6 +41,8 @@ def healthz(c: Annotated[Context, Depends(ctx)]) -> JSONResponse:
             problems=[str(exc), *problems],
         )
         return JSONResponse(body.model_dump(), status_code=503)
+    if c.maintainer is not None:  # the lease, not the loop's last view of it (it may be stale)
+        mine = leader == c.maintainer.name
     limit = c.app.store.room.limit
     share = mem.share
     full = share is not None and share >= limit

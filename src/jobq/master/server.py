@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from ..client import App
     from ..maintenance import Maintainer
 
@@ -127,8 +129,18 @@ def serve(
         bound[1],
         "bearer token required" if token else "no auth: loopback only",
     )
+
+    class Server(uvicorn.Server):
+        """Ends the maintenance loop at the signal, not after the HTTP shutdown (which waits
+        for open connections): the loop releases the leader lease as it ends, so another
+        master takes over on its next tick."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            maintainer.stop_event.set()
+            super().handle_exit(sig, frame)
+
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        Server(config).run(sockets=[sock])
     finally:
         maintainer.stop_event.set()
         thread.join(5)
