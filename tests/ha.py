@@ -39,9 +39,29 @@ Addr = tuple[str, int]
 T = TypeVar("T")
 
 
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as s:
+    """A loopback port nobody listens on right now, below the kernel's ephemeral range. A port
+    the kernel hands out for bind(0) is one it also hands to outgoing connections, and the
+    tests open thousands: one of them could take it before the server binds it ("Address
+    already in use", a Sentinel that exits at start)."""
+    floor = _ephemeral_floor()
+    low = 20_000 if floor > 21_000 else 1_024
+    for _ in range(1_000):
+        port = low + secrets.randbelow(max(1, floor - low))
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # nothing free below the range: take what the kernel gives
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
 

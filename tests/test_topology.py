@@ -76,7 +76,7 @@ def test_bad_url_errors_hide_the_password() -> None:
 
 def test_an_unresolved_connection_has_no_host_to_fall_back_to() -> None:
     """The trap of redis-py's Sentinel pools: a connection dialed before it is resolved goes to
-    its default, redis-py's localhost default port. Ours has a host that cannot resolve, and resolves on dial."""
+    its default host, localhost. Ours has a host that cannot resolve, and resolves on dial."""
     app = App("redis+sentinel://127.0.0.1:1/svc", prefix="x")
     conn = app.store.r.connection_pool.make_connection()
     assert (conn.host, conn.port) == (UNRESOLVED_HOST, 0)
