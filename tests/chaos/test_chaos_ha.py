@@ -281,6 +281,9 @@ def test_ha_sentinel_failover_graceful(scenario: Scenario) -> None:
                 new = g.node_at(poll_promoted(g, old))
                 watch.arm()  # from the promotion on, the old primary must take no write
                 t_promoted = now()
+                # The Sentinels name the new primary a moment after it answers ROLE master;
+                # wait_demoted takes a majority still naming the old one for a failback.
+                g.wait_new_primary(old.addr, timeout=60)
                 g.wait_demoted(old, timeout=60)
                 healed = now()
                 sc.rec.fault("SENTINEL FAILOVER", t0, healed)
