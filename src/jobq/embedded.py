@@ -164,6 +164,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def launch(argv: list[str], what: str, log: Path, timeout_s: float) -> None:
+    """Run a daemonizing server command line (it forks and its launcher exits), raising
+    `BrokerUnavailable` with its own complaint and its log file when the launch fails."""
+    launcher = subprocess.run(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        timeout=timeout_s,
+        check=False,
+    )
+    if launcher.returncode != 0:
+        raise BrokerUnavailable(
+            f"{what} ({argv[0]}) failed to start (exit {launcher.returncode}): "
+            f"{launcher.stderr.decode(errors='replace').strip()[:300]} — see {log}"
+        )
+
+
 def _start(d: Path, timeout_s: float, durable: bool = False, memory: str = "50%") -> str:
     """Start a daemonized server (it outlives us, re-parented to init) from a config file only
     we can read, so the password never shows in the process list."""
@@ -204,19 +222,7 @@ def _start(d: Path, timeout_s: float, durable: bool = False, memory: str = "50%"
         fh.writelines(f"{k} {v}\n" for k, v in conf.items())
     with contextlib.suppress(FileNotFoundError):
         (d / "valkey.pid").unlink()
-    launcher = subprocess.run(
-        [binary, str(conf_path)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        timeout=timeout_s,
-        check=False,
-    )
-    if launcher.returncode != 0:
-        raise BrokerUnavailable(
-            f"the embedded Valkey ({binary}) failed to start (exit {launcher.returncode}): "
-            f"{launcher.stderr.decode(errors='replace').strip()[:300]} — see {d / 'valkey.log'}"
-        )
+    launch([binary, str(conf_path)], "the embedded Valkey", d / "valkey.log", timeout_s)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if _is_ours(url, d):

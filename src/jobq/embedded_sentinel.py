@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .acl import DISCOVERY, Roles, load_roles, require_service_passwords, user_name
-from .embedded import _locked, find_binary
+from .embedded import _locked, find_binary, launch
 from .errors import BrokerUnavailable, ConfigError
 
 CONF_FILE = "sentinel.conf"
@@ -226,19 +225,7 @@ def start_sentinel(
         with contextlib.suppress(FileNotFoundError):
             (d / PID_FILE).unlink()
         binary = find_binary()
-        launcher = subprocess.run(
-            [binary, str(conf), "--sentinel"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=timeout_s,
-            check=False,
-        )
-        if launcher.returncode != 0:
-            raise BrokerUnavailable(
-                f"the Sentinel ({binary}) failed to start (exit {launcher.returncode}): "
-                f"{launcher.stderr.decode(errors='replace').strip()[:300]} — see {d / LOG_FILE}"
-            )
+        launch([binary, str(conf), "--sentinel"], "the Sentinel", d / LOG_FILE, timeout_s)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if _is_ours(spec.host, spec.port, password, conf):
@@ -352,22 +339,36 @@ def sentinel_status(data_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
 def primary_from_sentinels(
     sentinels: list[tuple[str, int]], service: str, password: str, timeout_s: float = 2.0
 ) -> tuple[str, int] | None:
-    """The primary most of the answering Sentinels name for `service`, or None if none
-    answers (first start: no Sentinel runs yet). A data node asks this on start so that a
-    restarted old primary comes back as a replica at once, instead of serving as a second
-    primary until the Sentinels notice and demote it (about 10 s, measured)."""
-    votes: dict[tuple[str, int], int] = {}
+    """The primary the answering Sentinels name for `service`, or None if none answers (first
+    start: no Sentinel runs yet). A data node asks this on start so that a restarted old
+    primary comes back as a replica at once, instead of serving as a second primary until the
+    Sentinels notice and demote it (about 10 s, measured). The answer of the newest
+    configuration wins (Sentinel's own rule: the highest config epoch, which a failover raises),
+    then the most votes: right after a failover a Sentinel that has not heard of it yet still
+    names the old primary."""
+    votes: dict[tuple[str, int], tuple[int, int]] = {}  # addr -> (config epoch, votes)
     for host, port in sentinels:
         client = _client(host, port, password, timeout=timeout_s)
         try:
-            got = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", service)
+            got: Any = client.execute_command("SENTINEL", "MASTER", service)
         except (redis.RedisError, OSError):
             continue
         finally:
             client.close()
-        if got:
-            addr = (str(got[0]), int(got[1]))
-            votes[addr] = votes.get(addr, 0) + 1
+        if not got:
+            continue
+        pairs = got.items() if isinstance(got, dict) else zip(got[::2], got[1::2], strict=False)
+        info = {_text(k): _text(v) for k, v in pairs}
+        try:
+            addr, epoch = (info["ip"], int(info["port"])), int(info.get("config-epoch", 0))
+        except (KeyError, ValueError):
+            continue
+        seen_epoch, n = votes.get(addr, (epoch, 0))
+        votes[addr] = (max(seen_epoch, epoch), n + 1)
     if not votes:
         return None
     return max(votes, key=lambda a: votes[a])
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
