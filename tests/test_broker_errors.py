@@ -5,7 +5,6 @@ and CLIENT PAUSE: it backs off, logs once per episode, and resumes."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -16,6 +15,7 @@ import httpx
 import pytest
 import redis
 from conftest import ValkeyProcess
+from inprocess import deployment
 from live_master import LiveMaster
 from procs import wait_until
 from redis._parsers.base import BaseParser
@@ -26,7 +26,6 @@ from jobq.faults import translate
 from jobq.maintenance import Maintainer
 from jobq.model import Outcome
 from jobq.outage import Outage
-from jobq.worker import Worker
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -57,29 +56,6 @@ def make_app(url: str, prefix: str, **settings: Any) -> App:
         return x
 
     return app
-
-
-@contextlib.contextmanager
-def deployment(app: App, concurrency: int = 4) -> Iterator[tuple[Worker, Maintainer]]:
-    """A worker (thread) and a master's maintenance loop (thread) serving `app`; on exit,
-    asserts that neither died on the way, then stops both."""
-    w = Worker(app, concurrency=concurrency, maintenance=False, grace_s=5)
-    wt = threading.Thread(target=w.run, name="test-worker", daemon=True)
-    wt.start()
-    m = Maintainer(app.store, tick_ms=100, leader_ms=3000, is_master=True, name="test-master")
-    mt = m.start_thread()
-    try:
-        yield w, m
-        assert wt.is_alive(), "the worker's claim loop died"
-        assert mt.is_alive(), "the maintenance loop died"
-        for t in w._threads:
-            assert t.is_alive(), f"worker thread {t.name} died"
-    finally:
-        w.stop()
-        wt.join(30)
-        m.stop_event.set()
-        mt.join(10)
-        m.stop()
 
 
 def all_succeed(app: App, ids: list[str], timeout: float = WAIT) -> None:

@@ -22,6 +22,7 @@ import pytest
 import redis
 from conftest import free_port, jobq_cmd, subprocess_env
 from ha import SentinelGroup
+from inprocess import deployment
 from procs import wait_until
 
 from jobq import App, BrokerFull, BrokerUnavailable, JobState
@@ -30,10 +31,8 @@ from jobq.errors import BrokerError, ConfigError
 from jobq.failover import Resend
 from jobq.faults import translate
 from jobq.keys import Keys
-from jobq.maintenance import Maintainer
 from jobq.model import JobSpec
 from jobq.topology import NoPrimary, NotPrimary
-from jobq.worker import Worker
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -45,29 +44,6 @@ def make_app(url: str, prefix: str, **settings: Any) -> App:
     settings.setdefault("heartbeat_ms", 300)
     settings.setdefault("lease_ms", 3000)
     return App(url, prefix=prefix, **settings)
-
-
-@contextlib.contextmanager
-def deployment(app: App) -> Iterator[None]:
-    """An in-process worker and a master's maintenance loop (threads) serving `app`; on exit
-    asserts neither died, then stops both."""
-    w = Worker(app, concurrency=4, maintenance=False, grace_s=5)
-    wt = threading.Thread(target=w.run, name="failover-worker", daemon=True)
-    wt.start()
-    m = Maintainer(app.store, tick_ms=100, leader_ms=3000, is_master=True, name="failover-m")
-    mt = m.start_thread()
-    try:
-        yield
-        assert wt.is_alive(), "the worker's claim loop died"
-        assert mt.is_alive(), "the maintenance loop died"
-        for t in w._threads:
-            assert t.is_alive(), f"worker thread {t.name} died"
-    finally:
-        w.stop()
-        wt.join(30)
-        m.stop_event.set()
-        mt.join(10)
-        m.stop()
 
 
 def terminal_events(app: App, job_id: str) -> list[str]:

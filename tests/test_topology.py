@@ -18,11 +18,11 @@ import ha
 import pytest
 import redis
 from conftest import ValkeyProcess
+from inprocess import deployment
 from procs import wait_until
 
 from jobq import App
 from jobq.errors import BrokerUnavailable, ConfigError
-from jobq.maintenance import Maintainer
 from jobq.model import JobSpec, Outcome
 from jobq.scripts import EPOCH_MARGIN_MS
 from jobq.store import Store
@@ -32,7 +32,6 @@ from jobq.topology import (
     hooks_of,
     parse_sentinel_url,
 )
-from jobq.worker import Worker
 
 EMPTY = b"[[],{}]"
 
@@ -109,15 +108,6 @@ def dials() -> Iterator[list[tuple[str, int]]]:
         _RECORDING.clear()
 
 
-def _serve(app: App) -> tuple[Worker, Maintainer, threading.Thread]:
-    w = Worker(app, concurrency=2, maintenance=False, grace_s=5)
-    t = threading.Thread(target=w.run, name="topology-worker", daemon=True)
-    t.start()
-    m = Maintainer(app.store, tick_ms=100, leader_ms=3000, is_master=True, name="topology-m")
-    m.start_thread()
-    return w, m, t
-
-
 def test_no_connection_goes_anywhere_but_the_primary_the_sentinels_name(
     sentinel_group: ha.SentinelGroup, dials: list[tuple[str, int]], prefix: str
 ) -> None:
@@ -128,8 +118,7 @@ def test_no_connection_goes_anywhere_but_the_primary_the_sentinels_name(
     g = sentinel_group
     app = App(g.url, prefix=prefix, lease_ms=5_000, heartbeat_ms=1_000)
     app.task(name="add")(lambda a, b: a + b)
-    w, m, t = _serve(app)
-    try:
+    with app, deployment(app, concurrency=2):
         first = g.primary_addr()
         ids = [app.submit("add", [i, 1]).id for i in range(20)]
         assert [app.job(i).result(timeout=30) for i in ids] == [i + 1 for i in range(20)]
@@ -143,12 +132,6 @@ def test_no_connection_goes_anywhere_but_the_primary_the_sentinels_name(
             except BrokerUnavailable:  # the failover window (submits wait elsewhere)
                 time.sleep(0.2)
         assert [app.job(i).result(timeout=30) for i in more] == [i + 2 for i in range(20)]
-    finally:
-        w.stop()
-        t.join(30)
-        m.stop_event.set()
-        m.stop()
-        app.close()
     allowed = {*g.sentinel_addrs, first, second}
     strangers = sorted({d for d in dials if d not in allowed})
     assert not strangers, f"dialed {strangers}; allowed {sorted(allowed)}"
