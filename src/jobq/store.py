@@ -158,22 +158,8 @@ class Store(Reads, Upkeep):
         # Every new connection first checks it reached the primary and moves the token epoch
         # if the primary changed (Scripts.check_primary), before any of our commands.
         hooks = hooks_of(client)
-        self._primary_at: tuple[str, int] | None = None
         if hooks is not None:
             hooks.append(self.scripts.check_primary)
-            if is_sentinel(url):
-                hooks.append(self._follow_primary)
-
-    def _follow_primary(self, conn: Any) -> None:
-        """A new connection reached another primary than the last one did (a failover): drop
-        the idle pooled connections, which may still be open to the old primary. A hung old
-        primary (SIGSTOP, a frozen VM) would otherwise make each of them wait out the socket
-        timeout (15 s) on its next command, one after the other."""
-        addr = (str(conn.host), int(conn.port))
-        last, self._primary_at = self._primary_at, addr
-        if last is not None and last != addr:
-            log.warning("the primary moved from %s:%d to %s:%d", *last, *addr)
-            self.r.connection_pool.disconnect(inuse_connections=False)
 
     def close(self) -> None:
         """Close this store's connections (the pool's, the scripts' lean ones, and those to
