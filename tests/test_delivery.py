@@ -235,7 +235,9 @@ def test_reaper_grants_the_grace_after_a_stall(store: Store) -> None:
     m = Maintainer(store, tick_ms=100, leader_ms=60_000, is_master=True, lease_ms=2_000)
     submit(store, "j")
     assert m.step() is not None
-    store.claim("w1", ["default"], 1, 1, start=1)  # a 1 ms lease: expired at once
+    # A lease that ended a second ago (a 1 ms lease from now could still be running when a
+    # fast machine reaches the reaper within the same millisecond).
+    store.claim("w1", ["default"], 1, 1, now=store.server_time_ms() - 1_000, start=1)
     m.last_ok -= 10  # as if the last contact with the server was 10 s ago (an outage)
     report = m.step()
     assert report is not None and report.requeued == 0
