@@ -1,9 +1,19 @@
 """Every Redis key jobq uses, in one place.
 
-All keys of one deployment start with ``{<prefix>}:`` where the braces are a Redis Cluster
-hash tag, so the whole deployment lives in one slot and every script is Cluster-safe. The Lua
-scripts build per-job and per-queue keys from the same suffixes below (`LUA_SUFFIXES` is rendered
-into each script's preamble by `scripts.py`), so no key name is written anywhere else.
+A deployment is split into partitions (layout.py). Every key of a partition starts with
+``{<tag>}:`` where the braces are a Cluster hash tag: the whole partition lives in one slot, and
+every script runs inside one partition, so every script is Cluster-safe. Partition 0's tag is
+the prefix (``{jobq}:``): with one partition (the default on one server) the deployment is one
+slot, as before partitions existed. The Lua scripts build per-job and per-queue keys from the key
+base they are given (always their own partition's) and the suffixes below (`LUA_SUFFIXES` is
+rendered into each script's preamble by `scripts.py`), so no key name is written anywhere else
+and no script can reach outside its slot.
+
+Every key below exists once per partition, except the control keys (``leader``, ``master``,
+``worker:<name>``, ``workers``, ``periodic``, ``periodic:next``, ``orphans:cursor``, ``layout``),
+which only the control partition (partition 0) holds and which plain commands or control
+scripts (``leader``) touch. Worker presence (``worker:<name>``) is also copied into every other
+partition, because ``orphans`` reads it there.
 
 | key (after the prefix)  | type   | written by                         | read by                      |
 |-------------------------|--------|------------------------------------|------------------------------|
@@ -41,6 +51,8 @@ into each script's preamble by `scripts.py`), so no key name is written anywhere
 | ``master``              | string | jobq master (presence, with TTL)   | workers (defer leadership)   |
 | ``worker:<name>``       | hash   | worker heartbeat (with TTL)        | workers view                 |
 | ``workers``             | zset   | worker heartbeat (last seen ms)    | workers view                 |
+| ``layout``              | string | the first process of a deployment  | every process (layout.py)    |
+|                         |        | (partition count and tags, JSON)   | (control partition only)     |
 """
 
 from __future__ import annotations
@@ -86,14 +98,36 @@ def group_queue(group: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Key names for one deployment (one prefix)."""
+    """Key names for one partition of one deployment (see layout.py).
+
+    `tag` is the partition's hash tag; partition 0's is the prefix itself, so a deployment of
+    one partition keeps the one-slot layout above byte for byte. Partition 0 is also the
+    control partition: the leader lease, master and worker presence, periodic specs and the
+    layout record are read and written there only.
+    """
 
     prefix: str = DEFAULT_PREFIX
+    tag: str = ""
 
     @property
     def base(self) -> str:
-        """The common start of every key: ``{<prefix>}:``, the hash tag keeping one slot."""
-        return "{" + self.prefix + "}:"
+        """The common start of every key of this partition: ``{<tag>}:``, the hash tag that
+        keeps the partition in one slot."""
+        return "{" + (self.tag or self.prefix) + "}:"
+
+    def partition(self, tag: str) -> Keys:
+        """The keys of another partition of the same deployment."""
+        return Keys(self.prefix, "" if tag == self.prefix else tag)
+
+    @property
+    def control(self) -> Keys:
+        """The keys of the control partition (partition 0)."""
+        return Keys(self.prefix)
+
+    @property
+    def layout(self) -> str:
+        """The deployment's partition layout (JSON), in the control partition."""
+        return self.control.base + "layout"
 
     def job(self, job_id: str) -> str:
         return self.base + LUA_SUFFIXES["JOB"] + job_id
