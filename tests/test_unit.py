@@ -303,7 +303,7 @@ def test_backoff_is_exponential_with_bounded_jitter() -> None:
 def _all_keys(k: Keys) -> dict[str, str]:
     out: dict[str, str] = {}
     for name in dir(Keys):
-        if name.startswith("_") or name in ("prefix", "base"):
+        if name.startswith("_") or name in ("prefix", "tag", "base", "control", "partition"):
             continue
         attr = getattr(Keys, name)
         if isinstance(attr, property):

@@ -42,6 +42,7 @@ from urllib.parse import quote
 import redis
 
 from .errors import ConfigError
+from .layout import TAG_SEPARATOR
 from .scripts import SCRIPT_NAMES, function_name, library
 
 ACL_FILE = "acl.json"
@@ -138,8 +139,12 @@ def role_rules(prefix: str, role: str) -> list[str]:
         raise ConfigError(f"the {role} role names unknown scripts: {unknown}")
     fcalls = [f"+{c}|{function_name(s)}" for s in sorted(scripts) for c in ("fcall", "fcall_ro")]
     # `{` and `}` are literal in ACL glob patterns; `*?[]\` in a prefix must be escaped.
-    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", "{" + prefix + "}:") + "*"
-    return ["resetchannels", f"~{pattern}", "-@all", *(f"+{c}" for c in commands), *fcalls]
+    # The control partition's keys, then every other partition's (`{<prefix>/<n>...}:`).
+    patterns = [
+        re.sub(r"([*?\[\]\\])", r"\\\1", "{" + prefix + end) + "*" for end in ("}:", TAG_SEPARATOR)
+    ]
+    keys = [f"~{p}" for p in patterns]
+    return ["resetchannels", *keys, "-@all", *(f"+{c}" for c in commands), *fcalls]
 
 
 # -- secrets -------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from .names import check_job_id, check_name, check_queue, check_ref, check_spec
 from .periodic import PeriodicSpec
 from .serde import Serializer
 from .states import JobState
-from .store import Store, connect
+from .store import Store, open_store
 from .tasks import SUBMIT_OPTIONS, Task, TaskOptions, parse_rate
 
 MAX_PRIORITY = 1000
@@ -181,10 +181,10 @@ class App:
     def store(self) -> Store:
         if self._store is None:
             url = self.url
-            self._store = Store(
-                connect(url),
+            self._store = open_store(
                 url,
                 self.keys,
+                self.settings.partitions,
                 events_maxlen=self.settings.events_maxlen,
                 result_ttl_s=self.settings.result_ttl_s,
                 durable=self.settings.durable,

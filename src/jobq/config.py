@@ -91,6 +91,12 @@ class Settings:
     primary to wait for, and a stopped server or a wrong URL should say so now) and result
     waits ride out 30 s; set it to ride out restarts there too. The HTTP API waits at most a
     few seconds of it, then answers 503. Also ``?failover_wait_s=`` on the URL."""
+    partitions: int | None = None
+    """How many partitions (slots) a NEW deployment is split into; each queue is spread over
+    all of them. None = one on one server or a Sentinel group (the layout jobq always had),
+    the number of primaries on a Cluster (so one queue uses every primary). Fixed when the
+    deployment is first used (stored in its control partition, layout.py): a process asking
+    for another count follows the stored one and logs it. Also ``?partitions=`` on the URL."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -151,6 +157,10 @@ class Settings:
                 f"failover_wait_s ({self.failover_wait_s}) must be seconds in [0, 86400], "
                 "e.g. JOBQ_FAILOVER_WAIT_S=30"
             )
+        if self.partitions is not None and not 1 <= self.partitions <= 256:
+            raise ConfigError(
+                f"partitions ({self.partitions}) must be between 1 and 256, e.g. JOBQ_PARTITIONS=6"
+            )
         if self.wait_replicas < 0 or self.durable_timeout_ms <= 0:
             raise ConfigError(
                 f"wait_replicas ({self.wait_replicas}) must be >= 0 and durable_timeout_ms "
@@ -167,6 +177,7 @@ URL_SETTINGS = (
     "failover_wait_s",
     "read_from_replicas",
     "max_staleness_ms",
+    "partitions",
 )
 
 

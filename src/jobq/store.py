@@ -1,335 +1,354 @@
-"""The only code that talks to Redis: reads, and every state change through `scripts.py`.
+"""A deployment's broker operations, over its partitions (layout.py).
 
-Sync on purpose: one definition of each broker operation, shared by the client, the worker and the
-master (whose HTTP handlers call it from a thread pool). Hot paths take lists so callers batch:
-one round trip submits, claims or acknowledges many jobs.
+Each partition is served by a `Shard` (shard.py): one slot, so one node, with its own scripts
+and connections. `Store` keeps the API every caller uses (client, worker, master, CLI) and
+decides where each call goes:
+
+- a new job goes to the partition `Layout.place` picks; a lookup by id goes where this process
+  saw the job (`_where`: submits and claims note it), else to the id's home partition, else to
+  every partition (a user-given id placed by a routing key lives outside its home);
+- claims rotate over the partitions, those that rang first (`Doorbell`: one blocking read per
+  partition, since one BLPOP over several slots is CROSSSLOT); heartbeats, reports and
+  requeues go to the partition that handed out each job;
+- maintenance runs every partition; the leader lease, master and worker presence and periodic
+  specs live in the control partition (partition 0);
+- reads add up (counts, queue stats) or concatenate (listings, partition by partition) what
+  the partitions hold (`spread.py`).
+
+With one partition (the default on one server) every call goes straight to the one shard.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import dataclasses
 import logging
-import re
-import time
-from collections.abc import Callable, Iterable, Iterator
-from itertools import islice
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
-import orjson
-import redis
-
-from .durability import Durability
-from .errors import BrokerFull, BrokerUnavailable, gave_up_waiting
-from .failover import Resend, ride_out
 from .faults import RAISED, translate
 from .keys import Keys
-from .memory import MemoryState, RoomCheck, job_bytes, read_memory
-from .model import Claimed, JobRecord, JobSpec, Outcome
-from .names import encodable, escape_controls
-from .outage import Outage
-from .reads import Reads
-from .scripts import Batch, Call, Scripts
+from .layout import Layout, load_or_create
+from .memory import MemoryState
+from .model import Claimed, JobRecord, JobSpec, Outcome, QueueInfo, WorkerInfo
+from .periodic import PeriodicSpec
+from .shard import Shard, connect, redact
+from .spread import Doorbell, EventCursor, list_jobs_over, merge_queue_infos
 from .states import JobState
-from .topology import client_for, hooks_of, is_sentinel, resolver_of
-from .upkeep import Upkeep
+
+__all__ = ["Store", "connect", "redact"]
 
 log = logging.getLogger("jobq.store")
 T = TypeVar("T")
 
-#: How long a caller waiting for a result rides out a broker outage before giving up, unless
-#: `failover_wait_s` says otherwise.
-WAIT_OUTAGE_S = 30.0
-#: What `failover_wait_s=None` means on a Sentinel URL (see `Settings.failover_wait_s`).
-SENTINEL_FAILOVER_WAIT_S = 45.0
+#: Job ids whose partition this process remembers (submitted or claimed here).
+WHERE_CACHE = 200_000
 
 
-_QUERY_SECRET = re.compile(r"([?&][^=&#]*password[^=&#]*=)[^&#]*", re.IGNORECASE)
+class _Where:
+    """Bounded memory of which partition holds a job (thread-safe enough: one lock)."""
+
+    def __init__(self, size: int = WHERE_CACHE) -> None:
+        self._map: OrderedDict[str, int] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def note(self, job_id: str, part: int) -> None:
+        with self._lock:
+            self._map[job_id] = part
+            self._map.move_to_end(job_id)
+            while len(self._map) > self._size:
+                self._map.popitem(last=False)
+
+    def get(self, job_id: str) -> int | None:
+        with self._lock:
+            return self._map.get(job_id)
 
 
-def redact(url: str) -> str:
-    """The URL with any password (in the netloc or a `?password=` style query parameter)
-    replaced by ***, for logs and error messages."""
-    url = _QUERY_SECRET.sub(r"\1***", url)
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+#: How a store learns its layout on first use: (the control partition's client) -> Layout.
+Discover = Callable[[Any], Layout]
 
 
-def connect(url: str, **kwargs: Any) -> redis.Redis:
-    """A client for `url` (redis://, rediss://, unix://, redis+sentinel://; see topology.py)
-    that retries briefly on reconnect and whose every connection checks it reached the
-    primary."""
-    from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
+class Store:
+    """Broker operations for one deployment: its shards behind one API.
 
-    kwargs.setdefault("health_check_interval", 30)
-    kwargs.setdefault("socket_connect_timeout", 5)
-    # Longer than any blocking call we make (those block in slices of at most 5 s), so a
-    # half-open connection after a network cut raises instead of hanging forever.
-    kwargs.setdefault("socket_timeout", 15)
-    if not url.startswith("unix:"):
-        kwargs.setdefault("socket_keepalive", True)
-    kwargs.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), 3))
-    kwargs.setdefault("retry_on_error", [redis.ConnectionError])
-    return client_for(url, **kwargs)
-
-
-def _warn_unusable(queues: list[str], row: list[Any]) -> None:
-    """Say loudly what the claim popped but could not run (claim.lua's notice row)."""
-    n_missing, n_malformed, missing, malformed = int(row[1]), int(row[2]), row[3], row[4]
-    where = escape_controls(",".join(queues))
-    if n_missing:
-        ids = escape_controls(", ".join(i.decode("utf-8", "replace") for i in missing))
-        log.warning(
-            "claim from %s: %d queued job id(s) had no job hash and were dropped (%s): the "
-            "server lost or evicted them; is maxmemory-policy noeviction?",
-            where,
-            n_missing,
-            ids,
-        )
-    if n_malformed:
-        ids = escape_controls(", ".join(i.decode("utf-8", "replace") for i in malformed))
-        log.warning(
-            "claim from %s: dead-lettered %d malformed job(s) (%s): see their error "
-            "(MalformedJob) with `jobq status <id>`",
-            where,
-            n_malformed,
-            ids,
-        )
-
-
-def _outcome_record(job_id: str, message: bytes) -> JobRecord:
-    """The record a finishing script pushed to a waiter: ``<state>|<result or error json>``."""
-    state, _, payload = message.partition(b"|")
-    st = JobState(state.decode())
-    if st == JobState.SUCCEEDED:
-        return JobRecord(job_id, "", "", st, result=payload)
-    return JobRecord(job_id, "", "", st, error=orjson.loads(payload) if payload else None)
-
-
-class Store(Reads, Upkeep):
-    """Broker operations for one deployment (client + key prefix + settings)."""
+    With `layout` the partitions are known; without it and with `discover`, the layout is
+    read (or created) in the control partition on first use, so building a store never
+    talks to the server (a worker may start before its server) and an unreachable server is
+    the usual `BrokerUnavailable` of that first call. `clients` (one per partition, in layout
+    order) or `client_for(tag)` give each shard its connections; else all share `client`.
+    """
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Any,
         url: str,
         keys: Keys,
         *,
-        events_maxlen: int = 100_000,
-        result_ttl_s: int = 86_400,
-        durable: bool = False,
-        wait_replicas: int = 0,
-        durable_timeout_ms: int = 5_000,
-        memory_limit: float = 0.9,
-        dead_ttl_s: int = 7 * 86_400,
-        failover_wait_s: float | None = None,
+        layout: Layout | None = None,
+        discover: Discover | None = None,
+        client_for: Callable[[str], Any] | None = None,
+        **settings: Any,
     ) -> None:
-        # redis-py's annotations cannot express decode_responses=False (replies are bytes).
-        self.r: Any = client
-        self.url = url
-        self.keys = keys
-        self.scripts = Scripts(client, keys, events_maxlen)
-        self.events_maxlen = events_maxlen
-        self.result_ttl_s = result_ttl_s
-        #: Durable mode: what submits and outcomes wait for (WAITAOF); None = acknowledge at once.
-        self.durability = Durability.for_settings(
-            redact(url), durable, wait_replicas, durable_timeout_ms
-        )
-        #: Back-pressure: submits refused past `memory_limit` of maxmemory (see memory.py).
-        self.room = RoomCheck(self.memory, redact(url), memory_limit)
-        self.dead_ttl_s = dead_ttl_s
-        #: How long a submit waits for a primary before raising (`Settings.failover_wait_s`).
-        self.failover_wait_s = (
-            (SENTINEL_FAILOVER_WAIT_S if is_sentinel(url) else 0.0)
-            if failover_wait_s is None
-            else failover_wait_s
-        )
-        #: How long a result wait rides out an outage: the same bound, at least 30 s by default.
-        self.outage_wait_s = (
-            max(WAIT_OUTAGE_S, self.failover_wait_s) if failover_wait_s is None else failover_wait_s
-        )
-        # One episode log for every submit of this store (all threads), not one line per retry.
-        self.submit_outage = Outage(log, f"submit (waits up to {self.failover_wait_s:g} s)")
-        # Every new connection first checks it reached the primary and moves the token epoch
-        # if the primary changed (Scripts.check_primary), before any of our commands.
-        hooks = hooks_of(client)
-        if hooks is not None:
-            hooks.append(self.scripts.check_primary)
+        self._client = client
+        self._url = url
+        self._prefix_keys = keys
+        self._client_for = client_for
+        self._settings = settings
+        self._discover = discover
+        self._layout: Layout | None = None
+        self._shards: list[Shard] = []
+        self._open_lock = threading.Lock()
+        self._where = _Where()
+        self._turn = 0
+        self._bell: Doorbell | None = None
+        self._bell_lock = threading.Lock()
+        if layout is not None or discover is None:
+            self._build(layout or Layout.single(keys.prefix))
+
+    def _build(self, layout: Layout) -> None:
+        shards = []
+        for tag in layout.tags:
+            if tag == layout.prefix or self._client_for is None:
+                client = self._client
+            else:
+                client = self._client_for(tag)
+            shards.append(
+                Shard(client, self._url, self._prefix_keys.partition(tag), **self._settings)
+            )
+        self._shards = shards
+        self._layout = layout
+
+    def _open(self) -> None:
+        with self._open_lock:
+            if self._layout is not None:
+                return
+            assert self._discover is not None
+            try:
+                layout = self._discover(self._client)
+            except RAISED as exc:
+                raise translate(exc, redact(self._url), "reading the partition layout") from exc
+            self._build(layout)
+
+    @property
+    def layout(self) -> Layout:
+        if self._layout is None:
+            self._open()
+        assert self._layout is not None
+        return self._layout
+
+    @property
+    def shards(self) -> list[Shard]:
+        if self._layout is None:
+            self._open()
+        return self._shards
+
+    # -- the control partition's attributes, for callers that need one client ---------------
+
+    @property
+    def control(self) -> Shard:
+        """Partition 0: the leader lease, presence, periodic specs (and, alone, everything)."""
+        return self.shards[0]
+
+    @property
+    def r(self) -> Any:
+        return self.control.r
+
+    @property
+    def keys(self) -> Keys:
+        return self.control.keys
+
+    @property
+    def scripts(self) -> Any:
+        return self.control.scripts
+
+    @property
+    def url(self) -> str:
+        return self.control.url
+
+    @property
+    def durability(self) -> Any:
+        return self.control.durability
+
+    @property
+    def room(self) -> Any:
+        return self.control.room
+
+    @property
+    def result_ttl_s(self) -> int:
+        return self.control.result_ttl_s
+
+    @property
+    def events_maxlen(self) -> int:
+        return self.control.events_maxlen
+
+    @property
+    def dead_ttl_s(self) -> int:
+        return self.control.dead_ttl_s
+
+    @property
+    def failover_wait_s(self) -> float:
+        return self.control.failover_wait_s
+
+    @property
+    def outage_wait_s(self) -> float:
+        return self.control.outage_wait_s
+
+    @property
+    def partitions(self) -> int:
+        return self.layout.count
 
     def close(self) -> None:
-        """Close this store's connections (the pool's, the scripts' lean ones, and those to
-        the Sentinels)."""
-        self.scripts.close()
-        self.r.close()
-        resolver = resolver_of(self.r)
-        if resolver is not None:
-            resolver.close()
+        if self._bell is not None:
+            self._bell.close()
+        if not self._shards:  # never opened: only the control client to close
+            self._client.close()
+        for shard in self._shards:
+            shard.close()
 
-    @contextlib.contextmanager
-    def broker(self, doing: str) -> Iterator[None]:
-        """Turn every redis-py failure into jobq's typed error naming the URL and what to check
-        (`faults.translate`): retriable ones are `BrokerUnavailable`, a full server `BrokerFull`."""
-        try:
-            yield
-        except RAISED as exc:
-            raise translate(exc, redact(self.url), doing) from exc
-
-    @contextlib.contextmanager
-    def _room_kept(self) -> Iterator[None]:
-        """A submit the server refused for lack of memory (its OOM: the back-pressure's reading
-        was behind) makes the next submit read memory use again, and refuse before the wall."""
-        try:
-            yield
-        except BrokerFull:
-            self.room.expire()
-            raise
+    def broker(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        return self.control.broker(doing)
 
     def ping(self) -> None:
-        with self.broker("connecting"):
-            self.r.ping()
+        for shard in self.shards:
+            shard.ping()
 
     def memory(self) -> MemoryState:
-        """The server's memory use, limit and eviction policy (one INFO round trip)."""
-        with self.broker("reading memory use"):
-            return read_memory(self.r)
+        """The memory use of the fullest node holding a partition (one INFO per partition)."""
+        states = [s.memory() for s in self.shards]
+        return max(states, key=lambda m: m.share or 0.0)
+
+    # -- where jobs live ---------------------------------------------------------------------
+
+    def partition_of(self, job_id: str) -> int:
+        """Where to look for `job_id` first: where it was seen here, else its home."""
+        seen = self._where.get(job_id)
+        return self.layout.home(job_id) if seen is None else seen
+
+    def shard_of(self, job_id: str) -> Shard:
+        """The shard holding `job_id`: the first guess, else any that has it (else the first
+        guess). One call for a job submitted or claimed here or living at its home."""
+        first = self.partition_of(job_id)
+        if self.layout.count == 1:
+            return self.shards[0]
+        if self.shards[first].get_state(job_id) is not None:
+            return self.shards[first]
+        for i, shard in enumerate(self.shards):
+            if i != first and shard.get_state(job_id) is not None:
+                self._where.note(job_id, i)
+                return shard
+        return self.shards[first]
+
+    def _near(self, job_id: str) -> int | None:
+        return self._where.get(job_id)
 
     # -- producers ---------------------------------------------------------------------------
 
     def submit(
         self, specs: Iterable[JobSpec], now: int = 0, *, wait_s: float | None = None
     ) -> list[bool]:
-        """Create jobs in one round trip; per job, True if created, False if it existed (same
-        id, or a pending job holds its unique key). `wait_s`: see `submit_ids`."""
-        return [r == 1 for _s, r in self._enqueue(specs, now, wait_s=wait_s)]
+        """Create jobs; per job, True if created, False if it existed (see `Shard.submit`)."""
+        if self.layout.count == 1:
+            return self.control.submit(specs, now, wait_s=wait_s)
+        return [r == s.id for s, r in self._spread(list(specs), now, wait_s, created=True)]
 
     def submit_ids(
         self, specs: Iterable[JobSpec], now: int = 0, *, wait_s: float | None = None
     ) -> list[str]:
-        """Create jobs in one round trip; per job, the id that now stands for it: its own, or
-        that of the pending job holding the same unique key.
+        """Create jobs; per job, the id that now stands for it (see `Shard.submit_ids`)."""
+        if self.layout.count == 1:
+            return self.control.submit_ids(specs, now, wait_s=wait_s)
+        return [r for _s, r in self._spread(list(specs), now, wait_s, created=False)]
 
-        While the broker cannot serve (a failover, a restart) the submit is sent again with
-        back-off for up to `wait_s` (default `failover_wait_s`), then raises
-        `BrokerUnavailable` saying how long it waited. Sending again is safe: enqueue is
-        idempotent per job id, so a submit whose reply was lost returns the same ids."""
-        out = self._enqueue(specs, now, wait_s=wait_s)
-        return [r.decode() if isinstance(r, bytes) else s.id for s, r in out]
+    def _spread(
+        self, specs: list[JobSpec], now: int, wait_s: float | None, created: bool
+    ) -> list[tuple[JobSpec, str]]:
+        """Each spec with its reply, submitted partition by partition (in submission order
+        within each). `created`: the reply is the id if the job was created, else ''.
 
-    def _enqueue(
-        self, specs: Iterable[JobSpec], now: int, chunk: int = 500, wait_s: float | None = None
-    ) -> list[tuple[JobSpec, Any]]:
-        """`_enqueue_once`, retried through a broker outage for up to `wait_s` s."""
-        if not isinstance(specs, list):
-            specs = Resend(specs)  # a retry sends again what a generator already gave
-        bound = self.failover_wait_s if wait_s is None else wait_s
-        once = functools.partial(self._enqueue_once, specs, now, chunk)
-        return self.retrying(once, bound, "submitting jobs")
+        A job whose parents live in other partitions is linked to them through the hand-off
+        (handoff.py) by its shard's submit."""
+        groups: dict[int, list[int]] = {}
+        for i, spec in enumerate(specs):
+            part = self.layout.place(spec, self._near)
+            groups.setdefault(part, []).append(i)
+            self._where.note(spec.id, part)
+        out: list[str] = [""] * len(specs)
+        for part, idx in groups.items():
+            shard = self.shards[part]
+            chunk = [specs[i] for i in idx]
+            if created:
+                flags = shard.submit(chunk, now, wait_s=wait_s)
+                for i, ok in zip(idx, flags, strict=True):
+                    out[i] = specs[i].id if ok else ""
+            else:
+                ids = shard.submit_ids(chunk, now, wait_s=wait_s)
+                for i, got in zip(idx, ids, strict=True):
+                    out[i] = got
+        return list(zip(specs, out, strict=True))
 
     def retrying(self, attempt: Callable[[], T], bound_s: float, doing: str) -> T:
-        """`attempt()` through a broker outage of up to `bound_s` s (`failover.ride_out`),
-        logged as one episode per store."""
-        return ride_out(attempt, bound_s, doing, self.submit_outage, is_sentinel(self.url))
-
-    def _enqueue_once(
-        self, specs: Iterable[JobSpec], now: int, chunk: int
-    ) -> list[tuple[JobSpec, Any]]:
-        """Each job with its enqueue reply. A large batch goes as several script calls (so no
-        single call holds the server for long), streamed in one round trip: the server runs a
-        chunk while the next is built. A bad dependency raises before anything is written."""
-        durable = self.durability
-        if durable:
-            with self.broker("checking durable mode"):
-                durable.ensure_supported(self.r)
-        if isinstance(specs, list) and len(specs) <= chunk:  # the common case: one call
-            one = [self.scripts.enqueue_call([s.as_row() for s in specs], now)]
-            with self._room_kept(), self.broker("submitting jobs"):
-                self.room.check(sum(map(job_bytes, specs)))
-                replies = self.scripts.execute([*one, durable.call()] if durable else one)
-            reply = replies[0]
-            if durable:
-                durable.check_submit(replies[1], [s.id for s in specs])
-            return list(zip(specs, reply, strict=True))
-        it = iter(specs)
-        chunks: list[list[JobSpec]] = []
-
-        def calls() -> Iterator[Call]:
-            while part := list(islice(it, chunk)):
-                chunks.append(part)
-                # Counted, not checked: a refusal half-way would leave replies unread.
-                self.room.add(sum(map(job_bytes, part)))
-                yield self.scripts.enqueue_call([s.as_row() for s in part], now)
-            if durable:
-                yield durable.call()
-
-        with self._room_kept(), self.broker("submitting jobs"):
-            self.room.check()
-            replies = self.scripts.execute(calls())
-        ack = replies.pop() if durable else None
-        out: list[tuple[JobSpec, Any]] = []
-        for part, reply in zip(chunks, replies, strict=True):
-            out.extend(zip(part, reply, strict=True))
-        if durable:
-            durable.check_submit(ack, [sp.id for sp, _r in out])
-        return out
+        return self.control.retrying(attempt, bound_s, doing)
 
     # -- workers -----------------------------------------------------------------------------
 
     def claim(
         self, worker: str, queues: list[str], n: int, lease_ms: int, now: int = 0, start: int = 0
     ) -> list[Claimed]:
-        """Claim up to `n` jobs from `queues` (in order) under a lease; the first `start` go
-        into idle slots at once and are marked begun (the rest are claimed ahead)."""
-        with self.broker("claiming jobs"):
-            rows = self.scripts.claim(self.r, worker, queues, n, lease_ms, now, start)
-        out = []
-        for row in rows:
-            if isinstance(row[0], int):  # the notice row: ids the claim could not run
-                _warn_unusable(queues, row)
-            else:
-                out.append(Claimed.from_reply(row))
+        """Claim up to `n` jobs from `queues` over the partitions: those whose wake-up rang
+        first, then the rest in a rotating order, so every partition is served in turn."""
+        if self.layout.count == 1:
+            return self.control.claim(worker, queues, n, lease_ms, now, start)
+        count = self.layout.count
+        self._turn = (self._turn + 1) % count
+        order = [(self._turn + k) % count for k in range(count)]
+        if self._bell is not None:
+            rang = self._bell.take()
+            order = rang + [p for p in order if p not in rang]
+        out: list[Claimed] = []
+        for part in order:
+            if len(out) >= n:
+                break
+            got = self.shards[part].claim(
+                worker, queues, n - len(out), lease_ms, now, max(start - len(out), 0)
+            )
+            for c in got:
+                self._where.note(c.id, part)
+            out.extend(got)
         return out
 
     def wake(self, queue: str) -> None:
-        """Wake one worker blocked on `queue` (e.g. a worker's own queue, to stop it)."""
-        with self.broker("waking a worker"):
-            self.r.rpush(self.keys.wake(queue), "1")
+        """Wake one worker blocked on `queue` (in whichever partition it blocks)."""
+        for shard in self.shards:
+            shard.wake(queue)
 
     def wait_for_work(self, queues: list[str], timeout_s: float) -> bool:
-        """Block until a queue signals new work (or the timeout); no polling loop."""
-        with self.broker("waiting for jobs"):
-            got = self.r.blpop([self.keys.wake(q) for q in queues], timeout=timeout_s)
-        return got is not None
+        """Block until a queue signals new work in any partition (or the timeout)."""
+        if self.layout.count == 1:
+            return self.control.wait_for_work(queues, timeout_s)
+        with self._bell_lock:
+            if self._bell is None:
+                self._bell = Doorbell(self.shards)
+        return self._bell.wait(queues, timeout_s)
+
+    def _by_partition(self, ids: Iterable[str]) -> dict[int, list[str]]:
+        groups: dict[int, list[str]] = {}
+        for job_id in ids:
+            groups.setdefault(self.partition_of(job_id), []).append(job_id)
+        return groups
 
     def report(self, outcomes: list[Outcome], now: int = 0) -> dict[str, int]:
-        """Record many outcomes in one round trip; returns each job id's script code
-        (1 recorded / 2 dead-lettered / -1 not found / -2 superseded by a newer attempt)."""
-        ok = [o for o in outcomes if o.ok]
-        bad = [o for o in outcomes if not o.ok]
-        with self.broker("reporting results"):
-            batch = Batch()
-            if ok:
-                items = [(o.claimed.id, o.claimed.token, o.result) for o in ok]
-                self.scripts.complete(batch, items, self.result_ttl_s, now)
-            if bad:
-                fitems = [
-                    (o.claimed.id, o.claimed.token, orjson.dumps(o.error), o.retry_delay_ms)
-                    for o in bad
-                ]
-                self.scripts.fail(batch, fitems, self.result_ttl_s, now)
-            if self.durability and batch.calls:
-                batch.calls.append(self.durability.call())
-            replies = self.scripts.execute(batch.calls)
-        if self.durability and batch.calls:
-            self.durability.check_outcomes(replies.pop())
+        """Record outcomes, one call per partition that handed the jobs out."""
+        if self.layout.count == 1:
+            return self.control.report(outcomes, now)
+        groups: dict[int, list[Outcome]] = {}
+        for o in outcomes:
+            groups.setdefault(self.partition_of(o.claimed.id), []).append(o)
         codes: dict[str, int] = {}
-        for group, reply in zip([g for g in (ok, bad) if g], replies, strict=True):
-            for o, code in zip(group, reply, strict=True):
-                codes[o.claimed.id] = int(code)
+        for part, group in groups.items():
+            codes.update(self.shards[part].report(group, now))
         return codes
 
     def heartbeat(
@@ -340,175 +359,278 @@ class Store(Reads, Upkeep):
         worker: str = "",
         began: Iterable[tuple[str, str]] = (),
     ) -> tuple[set[str], set[str]]:
-        """Extend leases and mark `worker` as seen (server clock); the `began` (id, token) pairs
-        are also marked as started (so a lost lease counts as a lost worker, not a release).
-        Returns (ids no longer ours: reaped, finished or taken by a newer attempt, ids whose
-        cancel was requested)."""
+        """Extend leases where each job lives; the worker is marked seen in the control
+        partition (see `Shard.heartbeat`)."""
+        if self.layout.count == 1:
+            return self.control.heartbeat(items, lease_ms, now, worker, began)
         marks = list(began)
-        if marks:
-            seen = set(marks)
-            items = marks + [it for it in items if it not in seen]
-        if not items and not worker:
-            return set(), set()
-        with self.broker("extending leases"):
-            lost, cancel = self.scripts.heartbeat(
-                self.r, items, lease_ms, now, worker, began=len(marks)
+        per_items: dict[int, list[tuple[str, str]]] = {}
+        per_marks: dict[int, list[tuple[str, str]]] = {}
+        for it in items:
+            per_items.setdefault(self.partition_of(it[0]), []).append(it)
+        for it in marks:
+            per_marks.setdefault(self.partition_of(it[0]), []).append(it)
+        lost: set[str] = set()
+        cancel: set[str] = set()
+        for part in sorted({0, *per_items, *per_marks}):
+            got = self.shards[part].heartbeat(
+                per_items.get(part, []),
+                lease_ms,
+                now,
+                worker if part == 0 else "",
+                per_marks.get(part, []),
             )
-        return {x.decode() for x in lost}, {x.decode() for x in cancel}
+            lost |= got[0]
+            cancel |= got[1]
+        return lost, cancel
 
     def for_heartbeats(self, timeout_s: float) -> Store:
-        """A store on connections of its own with a short socket timeout, for the heartbeat
-        thread: a partition then fails a heartbeat within `timeout_s` (and is logged) instead
-        of hanging for the long timeout the blocking claim path needs."""
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        client = connect(
-            self.url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            health_check_interval=0,
-            retry=Retry(NoBackoff(), 0),  # the heartbeat loop retries (and logs) itself
-        )
-        return Store(
-            client,
-            self.url,
-            self.keys,
-            events_maxlen=self.events_maxlen,
-            result_ttl_s=self.result_ttl_s,
-        )
+        """The same deployment on connections of its own with a short timeout (see
+        `Shard.for_heartbeats`), sharing this store's memory of where jobs live."""
+        layout = self.layout
+        shards = [s.for_heartbeats(timeout_s) for s in self.shards]
+        twin = Store(shards[0].r, self._url, self._prefix_keys, discover=lambda _c: layout)
+        twin._shards, twin._layout, twin._where = shards, layout, self._where
+        return twin
 
     def requeue(self, items: list[tuple[str, str]], now: int = 0) -> int:
-        """Give running jobs back to their queues (shutdown); the attempt is not counted."""
-        if not items:
-            return 0
-        with self.broker("requeueing jobs"):
-            return int(self.scripts.requeue(self.r, items, now))
+        if self.layout.count == 1:
+            return self.control.requeue(items, now)
+        per: dict[int, list[tuple[str, str]]] = {}
+        for it in items:
+            per.setdefault(self.partition_of(it[0]), []).append(it)
+        return sum(self.shards[p].requeue(group, now) for p, group in per.items())
 
-    # -- reads and control -------------------------------------------------------------------
+    # -- one job -----------------------------------------------------------------------------
 
     def wait(self, job_id: str, timeout_s: float | None, full: bool = True) -> JobRecord | None:
-        """Block until the job is terminal (or the timeout); returns it, None if not found.
-
-        Registers as a waiter inside a script and blocks on ``done:<id>``, to which the
-        finishing script pushes the outcome: no polling, and no missed wake-up between the
-        check and the block. Both go out pipelined, so a wait is one round trip. With
-        ``full=False`` the record is built from the pushed outcome alone (state, result and
-        error), saving the read after it.
-        """
-        if not encodable(job_id):
-            return None
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        outage_started = 0.0
-        registered = False
-        while True:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                if registered:  # give the registration back: the count stays one per caller
-                    with contextlib.suppress(*RAISED):
-                        self.scripts.await_(self.r, job_id, mode="leave")
-                return self.get_job(job_id)
-            # Block in slices so a dead connection is noticed (socket timeout is longer); each
-            # slice renews the registration (counted once per caller, not once per slice), in
-            # case the job expired or was re-run meanwhile.
-            block = 5.0 if left is None else min(max(left, 0.001), 5.0)
-            try:
-                code, got = self.scripts.await_and_pop(
-                    job_id, self.keys.done(job_id), block, renew=registered
-                )
-                registered = code == 0
-            except RAISED as exc:
-                err = translate(exc, redact(self.url), "waiting for a result")
-                # Waiting is safe to repeat: ride out a restart, a failover or a network blip
-                # (anything retriable) for a while.
-                outage_started = outage_started or time.monotonic()
-                if not isinstance(err, BrokerUnavailable):
-                    raise err from exc
-                waited = time.monotonic() - outage_started
-                if waited > self.outage_wait_s:
-                    sentinel = is_sentinel(self.url)
-                    raise gave_up_waiting(err, waited, "waiting for a result", sentinel) from exc
-                time.sleep(0.2)
-                continue
-            outage_started = 0.0
-            if code == -1:
-                return None
-            if got is not None:
-                return self.get_job(job_id) if full else _outcome_record(job_id, got[1])
+        return self.shard_of(job_id).wait(job_id, timeout_s, full)
 
     def progress(self, job_id: str, token: str, fraction: float, message: str = "") -> bool:
-        """Record a running attempt's progress; False if the attempt no longer owns the job."""
-        with self.broker("recording progress"):
-            return int(self.scripts.progress(self.r, job_id, token, fraction, message)) == 1
+        return self.shards[self.partition_of(job_id)].progress(job_id, token, fraction, message)
 
     def cancel_requested(self, job_id: str) -> bool:
-        with self.broker("checking for a cancel request"):
-            return bool(self.r.hexists(self.keys.job(job_id), "cancel"))
-
-    def set_rate_limits(self, limits: dict[str, str]) -> None:
-        """Publish per-task rate limits (task -> "count:period_ms"); claims enforce them."""
-        if limits:
-            with self.broker("publishing rate limits"):
-                self.r.hset(self.keys.ratelimits, mapping=limits)
+        return self.shards[self.partition_of(job_id)].cancel_requested(job_id)
 
     def cancel(self, job_id: str) -> int:
-        if not encodable(job_id):
-            return -1  # no job can have this id
-        with self.broker("cancelling a job"):
-            return int(self.scripts.cancel(self.r, job_id, self.result_ttl_s))
+        return self.shard_of(job_id).cancel(job_id)
 
     def rerun(self, job_id: str) -> int:
-        if not encodable(job_id):
-            return -1
-        with self.broker("re-running a job"):
-            return int(self.scripts.rerun(self.r, job_id))
+        return self.shard_of(job_id).rerun(job_id)
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        return self.shard_of(job_id).get_job(job_id)
+
+    def get_state(self, job_id: str) -> JobState | None:
+        return self.shard_of(job_id).get_state(job_id)
+
+    def get_states(self, job_ids: list[str]) -> list[JobState | None]:
+        """States in one call per partition (ids not found at their guess: every partition)."""
+        if self.layout.count == 1:
+            return self.control.get_states(job_ids)
+        out: dict[str, JobState | None] = {}
+        for part, ids in self._by_partition(job_ids).items():
+            out.update(zip(ids, self.shards[part].get_states(ids), strict=True))
+        missing = [i for i, st in out.items() if st is None]
+        for part, shard in enumerate(self.shards):
+            if not missing:
+                break
+            for job_id, st in zip(missing, shard.get_states(missing), strict=True):
+                if st is not None:
+                    out[job_id] = st
+                    self._where.note(job_id, part)
+            missing = [i for i in missing if out[i] is None]
+        return [out.get(i) for i in job_ids]
+
+    # -- queues and listings -----------------------------------------------------------------
+
+    def set_rate_limits(self, limits: dict[str, str]) -> None:
+        """Publish per-task rate limits ("count:period_ms"). Each partition enforces its share:
+        the same count over `partitions` times the period, so all add up to the limit."""
+        n = self.layout.count
+        if n == 1:
+            self.control.set_rate_limits(limits)
+            return
+        scaled = {}
+        for task, spec in limits.items():
+            count, _, period = spec.partition(":")
+            scaled[task] = f"{count}:{int(period) * n}" if period.isdigit() else spec
+        for shard in self.shards:
+            shard.set_rate_limits(scaled)
 
     def purge(self, queue: str, batch: int = 1000) -> int:
-        """Cancel every queued job of `queue` (in batches); returns how many."""
-        if not encodable(queue):
-            return 0  # no queue can have this name
-        total = 0
-        while True:
-            with self.broker("purging a queue"):
-                n = int(self.scripts.purge(self.r, queue, batch, self.result_ttl_s))
-            total += n
-            if n < batch:
-                return total
+        return sum(s.purge(queue, batch) for s in self.shards)
 
     def dead_count(self) -> int:
-        with self.broker("counting dead-lettered jobs"):
-            return int(self.r.zcard(self.keys.dead))
+        return sum(s.dead_count() for s in self.shards)
 
-    def server_time_ms(self) -> int:
-        with self.broker("reading the server clock"):
-            sec, usec = self.r.time()
-        return int(sec) * 1000 + int(usec) // 1000
+    def dead_letters(self, limit: int = 100, offset: int = 0) -> list[str]:
+        """Dead-lettered ids, partition by partition (oldest first within each)."""
+        if self.layout.count == 1:
+            return self.control.dead_letters(limit, offset)
+        out: list[str] = []
+        for shard in self.shards:
+            out.extend(shard.dead_letters(offset + limit, 0))
+        return out[offset : offset + limit]
+
+    def queues(self) -> list[QueueInfo]:
+        if self.layout.count == 1:
+            return self.control.queues()
+        return merge_queue_infos([s.queues() for s in self.shards])
+
+    def queue_infos(self, names: list[str]) -> list[QueueInfo]:
+        if self.layout.count == 1:
+            return self.control.queue_infos(names)
+        return merge_queue_infos([s.queue_infos(names) for s in self.shards], names)
+
+    def queue_page(self, cursor: int = 0, limit: int = 200) -> tuple[list[QueueInfo], int]:
+        """One page of queues. Several partitions: `cursor` is an offset into the sorted
+        union of every partition's queue names (0 after the last page)."""
+        if self.layout.count == 1:
+            return self.control.queue_page(cursor, limit)
+        names = sorted({q.name for s in self.shards for q in s.queues()})
+        page = names[cursor : cursor + limit]
+        nxt = cursor + limit if cursor + limit < len(names) else 0
+        return self.queue_infos(page), nxt
+
+    def has_queue(self, name: str) -> bool:
+        return any(s.has_queue(name) for s in self.shards)
+
+    def list_jobs(self, **kwargs: Any) -> tuple[list[JobRecord], str | None]:
+        """One page of jobs (see `Reads.list_jobs`); several partitions are listed one after
+        the other, the cursor saying which partition comes next."""
+        if self.layout.count == 1:
+            return self.control.list_jobs(**kwargs)
+        return list_jobs_over(self.shards, **kwargs)
+
+    def running_jobs(self, limit: int = 2000) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for shard in self.shards:
+            out.extend(shard.running_jobs(limit - len(out)))
+            if len(out) >= limit:
+                break
+        return out
+
+    def list_workers(self, limit: int = 200) -> list[WorkerInfo]:
+        workers = self.control.list_workers(limit)
+        if self.layout.count == 1:
+            return workers
+        by_worker: dict[str, list[str]] = {}
+        for job_id, name in self.running_jobs():
+            by_worker.setdefault(name, []).append(job_id)
+        return [dataclasses.replace(w, jobs=by_worker.get(w.name, [])) for w in workers]
+
+    # -- events ------------------------------------------------------------------------------
 
     def read_events(
         self, after: str, count: int = 500, block_ms: int | None = None
     ) -> list[tuple[str, dict[str, str]]]:
-        """Events after stream id `after` (oldest first), blocking up to `block_ms` for new ones."""
-        with self.broker("reading events"):
-            reply = self.r.xread({self.keys.events: after}, count=count, block=block_ms)
-        if not reply:
-            return []
-        return [
-            (eid.decode(), {k.decode(): v.decode() for k, v in fields.items()})
-            for eid, fields in reply[0][1]
-        ]
+        """Events after cursor `after` (oldest first within each partition), blocking up to
+        `block_ms` for new ones. Several partitions: the cursor holds one stream id per
+        partition (`spread.EventCursor`); each event carries the cursor just after it."""
+        if self.layout.count == 1:
+            return self.control.read_events(after, count, block_ms)
+        return EventCursor.read(self.shards, after, count, block_ms)
 
     def last_event_id(self) -> str:
-        """The id of the newest event ("0-0" when there is none)."""
-        with self.broker("reading events"):
-            got = self.r.xrevrange(self.keys.events, "+", "-", count=1)
-        return got[0][0].decode() if got else "0-0"
+        if self.layout.count == 1:
+            return self.control.last_event_id()
+        return EventCursor.join([s.last_event_id() for s in self.shards])
 
     def events_length(self) -> int:
-        with self.broker("reading events"):
-            return int(self.r.xlen(self.keys.events))
+        return sum(s.events_length() for s in self.shards)
+
+    # -- maintenance: every partition --------------------------------------------------------
+
+    def server_time_ms(self) -> int:
+        return self.control.server_time_ms()
+
+    def server_run_id(self) -> str:
+        """The run ids of the servers holding the partitions: it changes when any of them
+        restarts or fails over."""
+        return ",".join(dict.fromkeys(s.server_run_id() for s in self.shards))
+
+    def reap(self, limit: int = 1000, now: int = 0, max_lost: int = 3) -> tuple[int, int]:
+        requeued = dead = 0
+        for shard in self.shards:
+            r, d = shard.reap(limit, now, max_lost)
+            requeued, dead = requeued + r, dead + d
+        return requeued, dead
+
+    def promote(self, limit: int = 1000, now: int = 0) -> int:
+        return sum(s.promote(limit, now) for s in self.shards)
+
+    def trim_finished(self, now: int = 0) -> int:
+        return sum(s.trim_finished(now) for s in self.shards)
+
+    def trim_dead(self, now: int = 0, limit: int = 1000) -> int:
+        return sum(s.trim_dead(now, limit) for s in self.shards)
+
+    def expire_targeted(self, gone_ms: int, now: int = 0, limit: int = 1000) -> int:
+        return self.walk_queues(gone_ms, now, limit)[0]
+
+    def walk_queues(
+        self, gone_ms: int, now: int = 0, limit: int = 1000, queues: int = 200
+    ) -> tuple[int, int, bool]:
+        moved = pruned = 0
+        wrapped = True
+        for shard in self.shards:
+            m, p, w = shard.walk_queues(gone_ms, now, limit, queues)
+            moved, pruned, wrapped = moved + m, pruned + p, wrapped and w
+        return moved, pruned, wrapped
+
+    # -- control partition: leader, presence, periodic specs ---------------------------------
 
     def leader_holder(self) -> str | None:
-        """Who holds the maintenance leader lease now, if anyone."""
-        with self.broker("reading the leader lease"):
-            v = self.r.get(self.keys.leader)
-        return v.decode() if v else None
+        return self.control.leader_holder()
+
+    def lead(self, candidate: str, lease_ms: int, release: bool = False, now: int = 0) -> bool:
+        return self.control.lead(candidate, lease_ms, release, now)
+
+    def mark_master_alive(self, master_id: str, ttl_ms: int) -> None:
+        self.control.mark_master_alive(master_id, ttl_ms)
+
+    def master_alive(self) -> bool:
+        return self.control.master_alive()
+
+    def register_worker(self, name: str, info: dict[str, str], ttl_ms: int) -> None:
+        """Register in every partition: each partition's orphan walk reads which queues a
+        worker serves from its own copy (a script cannot read another slot)."""
+        for shard in self.shards:
+            shard.register_worker(name, info, ttl_ms)
+
+    def unregister_worker(self, name: str) -> None:
+        for shard in self.shards:
+            shard.unregister_worker(name)
+
+    def list_periodic(self) -> list[tuple[PeriodicSpec, int | None]]:
+        return self.control.list_periodic()
+
+    def due_periodic(self, now: int) -> list[tuple[PeriodicSpec, int]]:
+        return self.control.due_periodic(now)
+
+    def upsert_periodic(self, spec: PeriodicSpec, now: int = 0) -> None:
+        self.control.upsert_periodic(spec, now)
+
+    def remove_periodic(self, name: str) -> bool:
+        return self.control.remove_periodic(name)
+
+    def advance_periodic(self, name: str, next_ms: int) -> None:
+        self.control.advance_periodic(name, next_ms)
+
+    def fire_periodic_slot(
+        self, job: JobSpec, name: str, due: int, next_ms: int, holder: str | None, now: int = 0
+    ) -> bool | None:
+        """Periodic jobs live in the control partition, with the lease fencing their fire."""
+        return self.control.fire_periodic_slot(job, name, due, next_ms, holder, now)
+
+
+def open_store(url: str, keys: Keys, partitions: int | None = None, **settings: Any) -> Store:
+    """The store of the deployment at `url` under `keys.prefix`: its layout is read from the
+    server on first use (created there by the first process: `partitions`, default 1)."""
+    prefix = keys.prefix
+
+    def discover(control: Any) -> Layout:
+        return load_or_create(control, prefix, partitions, lambda n: Layout.even(prefix, n).tags)
+
+    return Store(connect(url), url, keys, discover=discover, **settings)

@@ -1,0 +1,219 @@
+"""What `Store` needs to serve several partitions at once: one blocking wake-up per partition,
+event cursors over several streams, and listings and queue figures added up over shards.
+
+Nothing here polls: a worker blocks on every partition at once (`Doorbell`, one thread and one
+connection per partition, since a BLPOP over keys of several slots is refused as CROSSSLOT on a
+Cluster), and a blocking event read blocks on every stream at once the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .model import JobRecord, QueueInfo
+from .outage import Outage
+
+if TYPE_CHECKING:
+    from .shard import Shard
+
+log = logging.getLogger("jobq.store")
+
+#: Longest single blocking read of a doorbell thread: how soon it notices a close().
+BELL_SLICE_S = 2.0
+
+
+class Doorbell:
+    """One thread per partition blocking on its wake-up lists while a caller waits for work;
+    `wait` returns as soon as any rings, and `take` says which rang (claims go there first)."""
+
+    def __init__(self, shards: Sequence[Shard]) -> None:
+        self._shards = list(shards)
+        self._cond = threading.Condition()
+        self._rang: list[int] = []
+        self._queues: list[str] = []
+        self._wanted = 0
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._listen, args=(i,), name=f"jobq-bell-{i}", daemon=True)
+            for i in range(len(self._shards))
+        ]
+        for t in self._threads:
+            t.start()
+
+    def wait(self, queues: list[str], timeout_s: float) -> bool:
+        """Block until a partition signals work on `queues` (True) or the timeout (False)."""
+        with self._cond:
+            self._queues = list(queues)
+            if self._rang:
+                return True
+            self._wanted += 1
+            self._cond.notify_all()
+            try:
+                self._cond.wait_for(lambda: bool(self._rang) or self._closed, timeout_s)
+            finally:
+                self._wanted -= 1
+            return bool(self._rang)
+
+    def take(self) -> list[int]:
+        """The partitions that rang since the last take, first rung first."""
+        with self._cond:
+            rang, self._rang = self._rang, []
+            return rang
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _listen(self, part: int) -> None:
+        shard = self._shards[part]
+        outage = Outage(log, f"waiting for jobs in partition {part}")
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._wanted > 0 or self._closed)
+                if self._closed:
+                    return
+                queues = self._queues
+            try:
+                got = shard.wait_for_work(queues, BELL_SLICE_S)
+            except Exception as exc:  # the listener outlives any broker error
+                if self._closed:
+                    return
+                pause = outage.failed(exc)
+                with self._cond:
+                    self._cond.wait_for(lambda: self._closed, max(0.5, pause))
+                continue
+            outage.ok()
+            if got:
+                with self._cond:
+                    if part not in self._rang:
+                        self._rang.append(part)
+                    self._cond.notify_all()
+
+
+class EventCursor:
+    """A position in every partition's event stream: their ids joined by '_', in partition
+    order (one partition: the plain stream id). '0-0' alone means the start of every stream."""
+
+    SEP = "_"
+    PATTERN = re.compile(r"^\d{1,20}-\d{1,20}(_\d{1,20}-\d{1,20}){0,255}$")
+
+    @staticmethod
+    def split(cursor: str, n: int) -> list[str]:
+        ids = cursor.split(EventCursor.SEP)
+        if len(ids) == 1:
+            return ids * n
+        if len(ids) != n:
+            raise ValueError(f"an event cursor of {len(ids)} streams for {n} partitions")
+        return ids
+
+    @staticmethod
+    def join(ids: Sequence[str]) -> str:
+        return EventCursor.SEP.join(ids)
+
+    @staticmethod
+    def read(
+        shards: Sequence[Shard], after: str, count: int, block_ms: int | None
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Events after `after` from every stream, each tagged with the cursor just after it.
+        Blocking: every stream is read at once (one thread each) and the first to answer is
+        returned, with whatever the others had already."""
+        ids = EventCursor.split(after, len(shards))
+        got = EventCursor._gather(shards, ids, count, None)
+        if not any(got) and block_ms is not None:
+            got = EventCursor._gather(shards, ids, count, block_ms)
+        out: list[tuple[str, dict[str, str]]] = []
+        pos = list(ids)
+        for part, events in enumerate(got):
+            for eid, fields in events:
+                pos[part] = eid
+                out.append((EventCursor.join(pos), fields))
+        return out
+
+    @staticmethod
+    def _gather(
+        shards: Sequence[Shard], ids: list[str], count: int, block_ms: int | None
+    ) -> list[list[tuple[str, dict[str, str]]]]:
+        if block_ms is None:
+            return [s.read_events(i, count, None) for s, i in zip(shards, ids, strict=True)]
+        pool = concurrent.futures.ThreadPoolExecutor(len(shards), thread_name_prefix="jobq-ev")
+        try:
+            futs = [
+                pool.submit(s.read_events, i, count, block_ms)
+                for s, i in zip(shards, ids, strict=True)
+            ]
+            done, _ = concurrent.futures.wait(
+                futs, timeout=block_ms / 1000 + 5, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            out: list[list[tuple[str, dict[str, str]]]] = []
+            for f in futs:
+                if f in done:
+                    out.append(f.result())  # (an error of the first to answer is raised)
+                else:
+                    out.append([])
+            return out
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def merge_queue_infos(
+    per_shard: Sequence[Sequence[QueueInfo]], names: Sequence[str] | None = None
+) -> list[QueueInfo]:
+    """One QueueInfo per queue name, its figures added up over the partitions, sorted by name
+    (or in the order of `names`)."""
+    total: dict[str, list[int]] = {}
+    for infos in per_shard:
+        for q in infos:
+            row = total.setdefault(q.name, [0] * 7)
+            figures = (q.queued, q.scheduled, q.running, q.succeeded, q.failed, q.cancelled)
+            for k, v in enumerate((*figures, q.retried)):
+                row[k] += v
+    order = list(names) if names is not None else sorted(total)
+    return [QueueInfo(n, *total.get(n, [0] * 7)) for n in order]
+
+
+def _encode(part: int, inner: str | None) -> str:
+    raw = orjson.dumps([part, inner])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str | None, n: int) -> tuple[int, str | None]:
+    if not cursor:
+        return 0, None
+    try:
+        v: Any = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        part, inner = int(v[0]), v[1]
+    except (ValueError, TypeError, IndexError, orjson.JSONDecodeError) as exc:
+        raise ValueError("malformed cursor: pass the cursor a previous page returned") from exc
+    if not 0 <= part < n or not (inner is None or isinstance(inner, str)):
+        raise ValueError("malformed cursor: pass the cursor a previous page returned")
+    return part, inner
+
+
+def list_jobs_over(
+    shards: Sequence[Shard], *, limit: int = 50, cursor: str | None = None, **kwargs: Any
+) -> tuple[list[JobRecord], str | None]:
+    """`Reads.list_jobs` over several partitions, one after the other: the cursor names the
+    partition and that partition's own cursor. A page can end early at a partition's end."""
+    part, inner = _decode(cursor, len(shards))
+    out: list[JobRecord] = []
+    while part < len(shards) and len(out) < limit:
+        rows, nxt = shards[part].list_jobs(cursor=inner, limit=limit - len(out), **kwargs)
+        out.extend(rows)
+        if nxt is None:
+            part, inner = part + 1, None
+        else:
+            inner = nxt
+            if not rows:  # this partition's scan budget ran out: resume there next page
+                break
+    if part >= len(shards):
+        return out, None
+    return out, _encode(part, inner)
