@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,13 +26,15 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import BrokerError
 from ..outage import Outage
+from ..spread import EventCursor
 from ..store import Store
 from .context import Context, ctx
 from .schemas import ErrorOut
 
 log = logging.getLogger("jobq.master")
 
-EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+#: A stream id, or one per partition joined by '_' (spread.EventCursor).
+EVENT_ID = EventCursor.PATTERN
 PAGE = 500
 KEEPALIVE_S = 15.0
 CATCH_UP_READERS = 4
@@ -292,7 +293,9 @@ async def events(
     start = last_event_id or since
     if start is not None and not EVENT_ID.match(start):
         field = "Last-Event-ID" if last_event_id else "since"
-        raise HTTPException(400, f"{field} must be a stream id like 1700000000000-0")
+        raise HTTPException(
+            400, f"{field} must be an event id as sent in `id:` (like 1700000000000-0)"
+        )
     if c.hub.full:
         raise HTTPException(
             503,
