@@ -59,10 +59,11 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
-def connect(url: str, **kwargs: Any) -> redis.Redis:
-    """A client for `url` (redis://, rediss://, unix://, redis+sentinel://; see topology.py)
-    that retries briefly on reconnect and whose every connection checks it reached the
-    primary."""
+def connect(url: str, tag: str | None = None, **kwargs: Any) -> redis.Redis:
+    """A client for `url` (redis://, rediss://, unix://, redis+sentinel://,
+    redis+cluster://; see topology.py) that retries briefly on reconnect and whose every
+    connection checks it reached the primary. On a Cluster, `tag` names the partition (hash
+    tag) whose slot's primary the client reaches (default: the slot of the bare tag '')."""
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
 
@@ -75,6 +76,8 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
         kwargs.setdefault("socket_keepalive", True)
     kwargs.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), 3))
     kwargs.setdefault("retry_on_error", [redis.ConnectionError])
+    if tag is not None:
+        kwargs["jobq_tag"] = tag
     return client_for(url, **kwargs)
 
 
@@ -366,6 +369,7 @@ class Shard(Reads, Upkeep):
 
         client = connect(
             self.url,
+            self.keys.tag or self.keys.prefix,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=0,

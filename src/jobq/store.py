@@ -131,6 +131,12 @@ class Store:
             except RAISED as exc:
                 raise translate(exc, redact(self._url), "reading the partition layout") from exc
             self._build(layout)
+            # The layout read dialled before the shards hooked their primary check and token
+            # epoch onto the client's connections (shard.py): redial, so every connection
+            # used from now on ran them.
+            pool = getattr(self._client, "connection_pool", None)
+            if pool is not None:
+                pool.disconnect()
 
     @property
     def layout(self) -> Layout:

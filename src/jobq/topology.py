@@ -482,6 +482,7 @@ def _owning(pool: redis.ConnectionPool) -> redis.Redis:
 def client_for(url: str, **kwargs: Any) -> redis.Redis:
     """A redis-py client for `url` whose every connection is one of jobq's (see above)."""
     check_url(url)
+    kwargs.pop("jobq_tag", None)  # (the partition a Cluster client serves: cluster.py)
     hooks: list[Hook] = []
     if is_sentinel(url):
         target = parse_sentinel_url(url)

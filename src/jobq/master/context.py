@@ -3,6 +3,7 @@ and the router of the reads that may come from a replica (`replicas.py`)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -15,6 +16,9 @@ if TYPE_CHECKING:
     from ..replicas import ReadRouter
     from .events import EventHub
     from .rates import RateTracker
+
+
+log = logging.getLogger("jobq.master")
 
 
 @dataclass(slots=True)
@@ -39,9 +43,20 @@ class Context:
             with self._lock:
                 if self.router is None:
                     s = self.app.settings
+                    store = self.app.store
+                    enabled = s.read_from_replicas
+                    if enabled and store.partitions > 1:
+                        # The replica reads of replicas.py read one server's keys; a
+                        # deployment of several partitions reads every one from its primary.
+                        log.warning(
+                            "read_from_replicas is for a deployment of one partition; this one "
+                            "has %d: reading from the primaries",
+                            store.partitions,
+                        )
+                        enabled = False
                     self.router = ReadRouter(
-                        self.app.store,
-                        enabled=s.read_from_replicas,
+                        store,
+                        enabled=enabled,
                         max_staleness_ms=s.max_staleness_ms,
                     )
         return self.router
