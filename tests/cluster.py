@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import Any
 
 import redis
-from ha import HOST, Addr, Node, poll
+from ha import HOST, Addr, Node, free_port, poll
 
 SLOTS = 16384
 #: Short, so a killed primary is failed over in a few seconds (the default is 15 s). On a
@@ -56,6 +56,14 @@ class ClusterNode(Node):
 
     kind = "valkey"
 
+    def __init__(self, name: str, root: Path, password: str | None) -> None:
+        super().__init__(name, root, password)
+        # The cluster bus port, chosen like the port: the default (port + 10000) can be above
+        # the ephemeral floor, where an outgoing connection may hold it.
+        self.bus_port = free_port()
+        while self.bus_port == self.port:
+            self.bus_port = free_port()
+
     def write_config(self, node_timeout_ms: int, appendonly: bool, extra: Sequence[str]) -> None:
         lines = [
             f"port {self.port}",
@@ -69,6 +77,7 @@ class ClusterNode(Node):
             f"masterauth {self.password}",
             "cluster-enabled yes",
             "cluster-config-file nodes.conf",
+            f"cluster-port {self.bus_port}",
             f"cluster-node-timeout {node_timeout_ms}",
             # A replica may always be promoted (the default refuses one whose link to the
             # dead primary is older than 10 node timeouts, which a slow CI box reaches).
@@ -201,7 +210,7 @@ class ValkeyCluster:
                 self.ids[n.port] = n.node_id
             first = self.nodes[0]
             for n in self.nodes[1:]:
-                first.call("CLUSTER", "MEET", HOST, n.port)
+                first.call("CLUSTER", "MEET", HOST, n.port, n.bus_port)
             poll(self._all_met, timeout, "every node to know every other", self.state)
             ranges = _split(SLOTS, self.n_primaries)
             for n, (lo, hi) in zip(self.nodes[: self.n_primaries], ranges, strict=True):
