@@ -130,6 +130,8 @@ class ClusterMap:
         self._stale = False
         self._hint: Addr | None = None
         self.version = 0  # counts the answers that changed the map
+        #: Every address a seed or an answer ever named: all this map has dialed is in it.
+        self.seen: set[Addr] = set(self.seeds)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -244,6 +246,7 @@ class ClusterMap:
         if owners != self._owners or replicas != self._replicas:
             self.version += 1
         self._owners, self._replicas = owners, replicas
+        self.seen |= self.known()
 
     def _client(self, addr: Addr) -> redis.Redis:
         client = self._clients.get(addr)
