@@ -296,6 +296,66 @@ def test_a_client_follows_a_live_migration(make_cluster: Callable[..., ValkeyClu
         r.close()
 
 
+def test_the_lean_script_path_follows_a_migration_and_loads_the_library_there(
+    make_cluster: Callable[..., ValkeyCluster],
+) -> None:
+    """FCALLs on scripts.py's lean path (one connection per thread, its own retry) while the
+    slot migrates to a primary that never had the library: they end up on the new owner,
+    whose first connection loads the library (check_primary), with no call lost for good."""
+    c = make_cluster(replicas_per_primary=0)
+    tag = "lean"
+    slot = slot_of(tag)
+    src = c.owner(slot)
+    dest = next(p for p in c.primaries() if p is not src)
+    name = library()[0]
+    r = connect(c.url_for(src), tag)
+    scripts = Scripts(r, Keys(tag), 1000)
+    hooks = hooks_of(r)
+    assert hooks is not None
+    hooks.append(scripts.check_primary)
+    scripts.epoch(r, 1_000)
+    assert src.call("FUNCTION", "LIST", "LIBRARYNAME", name)
+    assert not dest.call("FUNCTION", "LIST", "LIBRARYNAME", name)
+    stop = threading.Event()
+    out: dict[str, Any] = {"ok": 0, "errors": {}}
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                assert int(scripts.epoch(r, 1_000)[0]) == 1
+                out["ok"] += 1
+            except redis.RedisError as exc:
+                out["errors"][type(exc).__name__] = out["errors"].get(type(exc).__name__, 0) + 1
+                time.sleep(0.05)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        seeder = src.client()
+        try:
+            for i in range(300):
+                seeder.set(f"{{{tag}}}:fill:{i}", i)
+        finally:
+            seeder.close()
+        time.sleep(0.2)
+        before = out["ok"]
+        c.migrate_slot(slot, dest)
+        time.sleep(0.5)
+        stop.set()
+        t.join(10)
+        assert out["ok"] > before, out
+        assert set(out["errors"]) <= {"SlotMoved"}, out
+        # This thread's own lean connection (still on the old owner) redials before sending.
+        assert int(scripts.epoch(r, 1_000)[0]) == 1
+        assert scripts._conn().port == dest.port
+        assert dest.call("FUNCTION", "LIST", "LIBRARYNAME", name)
+        print(f"{out['ok']} FCALLs across the migration, errors {out['errors']}")
+    finally:
+        stop.set()
+        scripts.close()
+        r.close()
+
+
 def test_a_client_reaches_the_promoted_replica(make_cluster: Callable[..., ValkeyCluster]) -> None:
     """SIGKILL the primary of a client's slot: the client runs commands on the promoted
     replica within seconds, with no new client and nothing but retries."""

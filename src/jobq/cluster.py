@@ -34,6 +34,7 @@ answer instead of asking again.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -128,6 +129,7 @@ class ClusterMap:
         self._lock = threading.Lock()
         self._at = float("-inf")  # monotonic time the last refresh began
         self._stale = False
+        self._answered = False  # some node answered once
         self._hint: Addr | None = None
         self.version = 0  # counts the answers that changed the map
         #: Every address a seed or an answer ever named: all this map has dialed is in it.
@@ -170,8 +172,8 @@ class ClusterMap:
     # -- asking -------------------------------------------------------------------------------
 
     def ensure(self) -> None:
-        """Ask once if the map was never asked."""
-        if self._at == float("-inf"):
+        """Ask now if no node ever answered (raises `NoSlotOwner` if none does)."""
+        if not self._answered:
             self.refresh(force=True)
 
     def mark_stale(self, hint: Addr | None = None) -> None:
@@ -246,6 +248,7 @@ class ClusterMap:
         if owners != self._owners or replicas != self._replicas:
             self.version += 1
         self._owners, self._replicas = owners, replicas
+        self._answered = True
         self.seen |= self.known()
 
     def _client(self, addr: Addr) -> redis.Redis:
@@ -329,6 +332,18 @@ class SlotResolver:
 
 _MAPS: dict[str, ClusterMap] = {}
 _MAPS_LOCK = threading.Lock()
+
+
+def _after_fork() -> None:
+    """A forked child gets fresh locks: one held by another thread of the parent at the fork
+    would never be released in the child (redis-py's pools handle their own connections)."""
+    global _MAPS_LOCK
+    _MAPS_LOCK = threading.Lock()
+    for cmap in _MAPS.values():
+        cmap._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def map_for(url: str) -> ClusterMap:
