@@ -296,6 +296,34 @@ def test_a_client_follows_a_live_migration(make_cluster: Callable[..., ValkeyClu
         r.close()
 
 
+def test_a_blocked_pop_follows_a_migration(make_cluster: Callable[..., ValkeyCluster]) -> None:
+    """A BLPOP blocked on the old owner when its slot moves is redirected (the server unblocks
+    it with MOVED), resent to the new owner, and gets what is pushed there."""
+    c = make_cluster(primaries=2, replicas_per_primary=0)
+    tag = "blk"
+    slot = slot_of(tag)
+    src = c.owner(slot)
+    dest = next(p for p in c.primaries() if p is not src)
+    r = connect(c.url_for(src), tag)
+    got: list[Any] = []
+    t = threading.Thread(target=lambda: got.append(r.blpop([f"{{{tag}}}:wake"], 4)), daemon=True)
+    try:
+        r.set(f"{{{tag}}}:x", 1)  # the slot has a key to migrate
+        t.start()
+        time.sleep(0.3)
+        c.migrate_slot(slot, dest)
+        pusher = dest.client()
+        try:
+            time.sleep(0.3)
+            pusher.rpush(f"{{{tag}}}:wake", "go")
+        finally:
+            pusher.close()
+        t.join(10)
+        assert got == [(f"{{{tag}}}:wake".encode(), b"go")]
+    finally:
+        r.close()
+
+
 def test_the_lean_script_path_follows_a_migration_and_loads_the_library_there(
     make_cluster: Callable[..., ValkeyCluster],
 ) -> None:
