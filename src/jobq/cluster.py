@@ -230,13 +230,13 @@ class ClusterMap:
                 self._order.remove(addr)
             self._order.insert(0, addr)
             return
-        hint = "the cluster may be restarting or unreachable; check the seed nodes of the URL"
+        advice = "the cluster may be restarting or unreachable; check the seed nodes of the URL"
         if any("NOPERM" in e or "no permissions" in e for e in errors):
-            hint = "the URL's user may not run CLUSTER SLOTS: grant it +cluster|slots"
+            advice = "the URL's user may not run CLUSTER SLOTS: grant it +cluster|slots"
         raise NoSlotOwner(
             "no node of the Valkey Cluster answered CLUSTER SLOTS ("
             + "; ".join(errors)
-            + f"): {hint}"
+            + f"): {advice}"
         )
 
     def _install(self, asked: Addr, rows: Any) -> None:
