@@ -20,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import redis
 
+from .cluster import client_for_slot
+from .cluster_url import is_cluster
 from .durability import Durability
 from .errors import BrokerFull, BrokerUnavailable, gave_up_waiting
 from .failover import Resend, ride_out
@@ -76,8 +78,8 @@ def connect(url: str, tag: str | None = None, **kwargs: Any) -> redis.Redis:
         kwargs.setdefault("socket_keepalive", True)
     kwargs.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), 3))
     kwargs.setdefault("retry_on_error", [redis.ConnectionError])
-    if tag is not None:
-        kwargs["jobq_tag"] = tag
+    if is_cluster(url):
+        return client_for_slot(url, tag or "", **kwargs)
     return client_for(url, **kwargs)
 
 

@@ -28,14 +28,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from .cluster_url import is_cluster
 from .faults import RAISED, translate
 from .keys import Keys
 from .layout import Layout, load_or_create
 from .memory import MemoryState
 from .model import Claimed, JobRecord, JobSpec, Outcome, QueueInfo, WorkerInfo
-from .periodic import PeriodicSpec
 from .shard import Shard, connect, redact
 from .spread import Doorbell, EventCursor, list_jobs_over, merge_queue_infos
+from .spread_upkeep import SpreadUpkeep
 from .states import JobState
 
 __all__ = ["Store", "connect", "redact"]
@@ -71,7 +72,7 @@ class _Where:
 Discover = Callable[[Any], Layout]
 
 
-class Store:
+class Store(SpreadUpkeep):
     """Broker operations for one deployment: its shards behind one API.
 
     With `layout` the partitions are known; without it and with `discover`, the layout is
@@ -546,97 +547,36 @@ class Store:
     def events_length(self) -> int:
         return sum(s.events_length() for s in self.shards)
 
-    # -- maintenance: every partition --------------------------------------------------------
-
-    def server_time_ms(self) -> int:
-        return self.control.server_time_ms()
-
-    def server_run_id(self) -> str:
-        """The run ids of the servers holding the partitions: it changes when any of them
-        restarts or fails over."""
-        return ",".join(dict.fromkeys(s.server_run_id() for s in self.shards))
-
-    def reap(self, limit: int = 1000, now: int = 0, max_lost: int = 3) -> tuple[int, int]:
-        requeued = dead = 0
-        for shard in self.shards:
-            r, d = shard.reap(limit, now, max_lost)
-            requeued, dead = requeued + r, dead + d
-        return requeued, dead
-
-    def promote(self, limit: int = 1000, now: int = 0) -> int:
-        return sum(s.promote(limit, now) for s in self.shards)
-
-    def trim_finished(self, now: int = 0) -> int:
-        return sum(s.trim_finished(now) for s in self.shards)
-
-    def trim_dead(self, now: int = 0, limit: int = 1000) -> int:
-        return sum(s.trim_dead(now, limit) for s in self.shards)
-
-    def expire_targeted(self, gone_ms: int, now: int = 0, limit: int = 1000) -> int:
-        return self.walk_queues(gone_ms, now, limit)[0]
-
-    def walk_queues(
-        self, gone_ms: int, now: int = 0, limit: int = 1000, queues: int = 200
-    ) -> tuple[int, int, bool]:
-        moved = pruned = 0
-        wrapped = True
-        for shard in self.shards:
-            m, p, w = shard.walk_queues(gone_ms, now, limit, queues)
-            moved, pruned, wrapped = moved + m, pruned + p, wrapped and w
-        return moved, pruned, wrapped
-
-    # -- control partition: leader, presence, periodic specs ---------------------------------
-
-    def leader_holder(self) -> str | None:
-        return self.control.leader_holder()
-
-    def lead(self, candidate: str, lease_ms: int, release: bool = False, now: int = 0) -> bool:
-        return self.control.lead(candidate, lease_ms, release, now)
-
-    def mark_master_alive(self, master_id: str, ttl_ms: int) -> None:
-        self.control.mark_master_alive(master_id, ttl_ms)
-
-    def master_alive(self) -> bool:
-        return self.control.master_alive()
-
-    def register_worker(self, name: str, info: dict[str, str], ttl_ms: int) -> None:
-        """Register in every partition: each partition's orphan walk reads which queues a
-        worker serves from its own copy (a script cannot read another slot)."""
-        for shard in self.shards:
-            shard.register_worker(name, info, ttl_ms)
-
-    def unregister_worker(self, name: str) -> None:
-        for shard in self.shards:
-            shard.unregister_worker(name)
-
-    def list_periodic(self) -> list[tuple[PeriodicSpec, int | None]]:
-        return self.control.list_periodic()
-
-    def due_periodic(self, now: int) -> list[tuple[PeriodicSpec, int]]:
-        return self.control.due_periodic(now)
-
-    def upsert_periodic(self, spec: PeriodicSpec, now: int = 0) -> None:
-        self.control.upsert_periodic(spec, now)
-
-    def remove_periodic(self, name: str) -> bool:
-        return self.control.remove_periodic(name)
-
-    def advance_periodic(self, name: str, next_ms: int) -> None:
-        self.control.advance_periodic(name, next_ms)
-
-    def fire_periodic_slot(
-        self, job: JobSpec, name: str, due: int, next_ms: int, holder: str | None, now: int = 0
-    ) -> bool | None:
-        """Periodic jobs live in the control partition, with the lease fencing their fire."""
-        return self.control.fire_periodic_slot(job, name, due, next_ms, holder, now)
-
 
 def open_store(url: str, keys: Keys, partitions: int | None = None, **settings: Any) -> Store:
     """The store of the deployment at `url` under `keys.prefix`: its layout is read from the
-    server on first use (created there by the first process: `partitions`, default 1)."""
+    server on first use (created there by the first process: `partitions`; default one on
+    one server or a Sentinel group, one per primary on a Cluster)."""
     prefix = keys.prefix
+    if is_cluster(url):
+        from .cluster import map_for, tag_on_each_primary
 
-    def discover(control: Any) -> Layout:
+        def discover(control: Any) -> Layout:
+            slots = map_for(url)
+            slots.ensure()
+            return load_or_create(
+                control,
+                prefix,
+                partitions,
+                lambda n: tag_on_each_primary(slots, prefix, n),
+                default=len(slots.primaries()),
+            )
+
+        return Store(
+            connect(url, prefix),
+            url,
+            keys,
+            discover=discover,
+            client_for=lambda tag: connect(url, tag),
+            **settings,
+        )
+
+    def discover_one(control: Any) -> Layout:
         return load_or_create(control, prefix, partitions, lambda n: Layout.even(prefix, n).tags)
 
-    return Store(connect(url), url, keys, discover=discover, **settings)
+    return Store(connect(url), url, keys, discover=discover_one, **settings)

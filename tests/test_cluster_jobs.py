@@ -1,0 +1,41 @@
+"""Jobs on a real Valkey Cluster (3 primaries + 3 replicas, tests/cluster.py): one queue spread
+over every primary, every job run once, results read back from any process."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from inprocess import deployment
+
+import cluster as cluster_harness
+from jobq import App
+from jobq.topology import resolver_of
+
+
+@pytest.fixture
+def capp(valkey_cluster: cluster_harness.ValkeyCluster) -> Iterator[App]:
+    a = App(valkey_cluster.url, prefix="c" + uuid.uuid4().hex[:8])
+
+    @a.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    yield a
+    a.close()
+
+
+def test_one_queue_uses_every_primary(
+    capp: App, valkey_cluster: cluster_harness.ValkeyCluster
+) -> None:
+    store = capp.store
+    assert store.partitions == len(valkey_cluster.primaries())
+    store.ping()  # every partition's client dials its slot's owner
+    owners = {resolver_of(s.r).current() for s in store.shards}  # type: ignore[union-attr]
+    assert owners == {("127.0.0.1", n.port) for n in valkey_cluster.primaries()}, owners
+    jobs = [capp.submit("add", (i, 1)) for i in range(90)]
+    per = [int(s.r.zcard(s.keys.queue("default"))) for s in store.shards]
+    assert sum(per) == 90 and min(per) >= 15, per
+    with deployment(capp, concurrency=4):
+        assert [j.result(timeout=60) for j in jobs] == [i + 1 for i in range(90)]
