@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
+import cluster as cluster_harness
 import pytest
 from inprocess import deployment
 
-import cluster as cluster_harness
 from jobq import App
 from jobq.topology import resolver_of
 
