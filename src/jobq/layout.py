@@ -156,6 +156,11 @@ def load_or_create(
     key = Keys(prefix).layout
     raw = control.get(key)
     if raw is None:
+        if want is None and default == 1:
+            # One partition, not asked for: what a deployment without a record has always
+            # been. Nothing is written (a reader leaves no trace); a later process asking for
+            # more partitions creates the record (layout changes: `jobq migrate`).
+            return Layout.single(prefix)
         n = default if want is None else want
         if not 1 <= n <= MAX_PARTITIONS:
             raise LayoutMismatch(f"partitions must be between 1 and {MAX_PARTITIONS}, got {n}")

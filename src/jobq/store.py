@@ -100,7 +100,11 @@ class Store(SpreadUpkeep):
         self._settings = settings
         self._discover = discover
         self._layout: Layout | None = None
-        self._shards: list[Shard] = []
+        # The control partition's shard needs no layout (its tag is the prefix): built now, so
+        # settings and the control client are there before anything is read, and its primary
+        # check is hooked on before the first dial (the layout read included).
+        self._control = Shard(client, url, keys.partition(keys.prefix), **settings)
+        self._shards: list[Shard] = [self._control]
         self._open_lock = threading.Lock()
         self._where = _Where()
         self._turn = 0
@@ -110,15 +114,11 @@ class Store(SpreadUpkeep):
             self._build(layout or Layout.single(keys.prefix))
 
     def _build(self, layout: Layout) -> None:
-        shards = []
-        for tag in layout.tags:
-            if tag == layout.prefix or self._client_for is None:
-                client = self._client
-            else:
-                client = self._client_for(tag)
-            shards.append(
-                Shard(client, self._url, self._prefix_keys.partition(tag), **self._settings)
-            )
+        shards = [self._control]
+        for tag in layout.tags[1:]:
+            client = self._client if self._client_for is None else self._client_for(tag)
+            keys = self._prefix_keys.partition(tag)
+            shards.append(Shard(client, self._url, keys, **self._settings))
         self._shards = shards
         self._layout = layout
 
@@ -132,12 +132,13 @@ class Store(SpreadUpkeep):
             except RAISED as exc:
                 raise translate(exc, redact(self._url), "reading the partition layout") from exc
             self._build(layout)
-            # The layout read dialled before the shards hooked their primary check and token
-            # epoch onto the client's connections (shard.py): redial, so every connection
-            # used from now on ran them.
-            pool = getattr(self._client, "connection_pool", None)
-            if pool is not None:
-                pool.disconnect()
+            if layout.count > 1 and self._client_for is None:
+                # The other partitions' shards share the control client and hooked their
+                # primary check and token epoch onto its connections just now: redial, so
+                # every connection used from now on ran all of them.
+                pool = getattr(self._client, "connection_pool", None)
+                if pool is not None:
+                    pool.disconnect()
 
     @property
     def layout(self) -> Layout:
@@ -157,7 +158,7 @@ class Store(SpreadUpkeep):
     @property
     def control(self) -> Shard:
         """Partition 0: the leader lease, presence, periodic specs (and, alone, everything)."""
-        return self.shards[0]
+        return self._control
 
     @property
     def r(self) -> Any:
@@ -183,6 +184,10 @@ class Store(SpreadUpkeep):
     def room(self) -> Any:
         return self.control.room
 
+    @room.setter
+    def room(self, value: Any) -> None:
+        self.control.room = value
+
     @property
     def result_ttl_s(self) -> int:
         return self.control.result_ttl_s
@@ -194,6 +199,12 @@ class Store(SpreadUpkeep):
     @property
     def dead_ttl_s(self) -> int:
         return self.control.dead_ttl_s
+
+    @dead_ttl_s.setter
+    def dead_ttl_s(self, value: int) -> None:
+        self._settings["dead_ttl_s"] = value
+        for shard in self._shards:
+            shard.dead_ttl_s = value
 
     @property
     def failover_wait_s(self) -> float:
@@ -210,8 +221,6 @@ class Store(SpreadUpkeep):
     def close(self) -> None:
         if self._bell is not None:
             self._bell.close()
-        if not self._shards:  # never opened: only the control client to close
-            self._client.close()
         for shard in self._shards:
             shard.close()
 
@@ -396,8 +405,11 @@ class Store(SpreadUpkeep):
         `Shard.for_heartbeats`), sharing this store's memory of where jobs live."""
         layout = self.layout
         shards = [s.for_heartbeats(timeout_s) for s in self.shards]
-        twin = Store(shards[0].r, self._url, self._prefix_keys, discover=lambda _c: layout)
-        twin._shards, twin._layout, twin._where = shards, layout, self._where
+        twin = Store.__new__(Store)
+        twin.__dict__.update(self.__dict__)  # the same settings, layout and memory of jobs
+        twin._client, twin._control, twin._shards = shards[0].r, shards[0], shards
+        twin._open_lock, twin._bell, twin._bell_lock = threading.Lock(), None, threading.Lock()
+        twin._layout = layout
         return twin
 
     def requeue(self, items: list[tuple[str, str]], now: int = 0) -> int:
