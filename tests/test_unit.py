@@ -430,6 +430,14 @@ CALLS: dict[str, tuple[Callable[[Scripts, Any], Any], Callable[[Scripts, Any], A
     "purge": (lambda s, c: s.purge(c, "q", 10, 60),) * 2,
     "trim_dead": (lambda s, c: s.trim_dead(c, 1000, 10),) * 2,
     "epoch": (lambda s, c: s.epoch(c, 1000),) * 2,
+    "link": (
+        lambda s, c: s.link(c, [("j", 1, "k", True)]),
+        lambda s, c: s.link(c, [("j", 1, "k", True)] * 2),
+    ),
+    "deliver": (
+        lambda s, c: s.deliver(c, [("k", "j", "succeeded", b"[1]")], 60),
+        lambda s, c: s.deliver(c, [("k", "j", "succeeded", b"[1]")] * 2, 60),
+    ),
 }
 
 
@@ -559,7 +567,7 @@ def test_claimed_decodes_bytes_and_text_rows() -> None:
 
 def test_job_spec_row_uses_empty_strings_for_defaults() -> None:
     row = JobSpec("j", "t", "q", b"p").as_row()
-    assert row == ["j", "t", "q", b"p", 0, 1, "", "", "", 0, "", "", "", "", "", ""]
+    assert row == ["j", "t", "q", b"p", 0, 1, "", "", "", 0, "", "", "", "", "", "", b""]
     assert len(row) == parse_header("enqueue").per_item
 
 

@@ -77,9 +77,12 @@ class JobSpec:
     concurrency_limit: int = 1
     fallback_queue: str | None = None
     """For a job targeted at a worker: where it goes if that worker is gone (else it fails)."""
+    remote_parents: tuple[RemoteParent, ...] = ()
+    """Those of `parents` that live in other partitions, with what their partition said when
+    the child was linked to them (handoff.py fills it in; users leave it empty)."""
 
     def as_row(self) -> list[Any]:
-        """The 16 fields enqueue.lua takes per job (empty string = the default)."""
+        """The 17 fields enqueue.lua takes per job (empty string = the default)."""
         return [
             self.id,
             self.task,
@@ -97,7 +100,29 @@ class JobSpec:
             self.concurrency_key or "",
             self.concurrency_limit if self.concurrency_key else "",
             self.fallback_queue or "",
+            encode_remote_parents(self.remote_parents),
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteParent:
+    """A parent in another partition, as link.lua answered for it: `state` is ``pending`` (a
+    hand-off will follow when it settles) or its terminal state; `result` its result blob when
+    it succeeded and the child takes results."""
+
+    id: str
+    state: str
+    result: bytes = b""
+
+
+def encode_remote_parents(parents: tuple[RemoteParent, ...]) -> bytes:
+    """The remote-parents field of enqueue.lua: per parent ``<state>:<len id>:<len result>:``
+    then the id and the result (lengths in bytes), so ids and results may hold any byte."""
+    out = bytearray()
+    for p in parents:
+        pid = p.id.encode()
+        out += b"%s:%d:%d:%s%s" % (p.state.encode(), len(pid), len(p.result), pid, p.result)
+    return bytes(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,35 +167,40 @@ local function drop_unique(id, ukey)
   end
 end
 
--- A job reached a terminal state: index it, drop its unique key, free its concurrency slot,
--- and settle its dependents: queue those whose parents all succeeded, or fail them (and their
--- own dependents, iteratively) naming the parent that failed. O(children), not O(all jobs).
--- `f` = the job's {ukey, cheld (its concurrency key), kids} fields.
-local function settle(id, jk, state, ukey, cheld, kids)
-  finished(id)
-  drop_unique(id, ukey)
-  release_slot(jk, cheld)
-  if not kids then return end
-  local ck = P .. K_CHILDREN .. id
-  local children = try('SMEMBERS', ck) or {}
-  redis.call('DEL', ck)
-  if state == 'succeeded' then
-    for _, kid in ipairs(children) do
-      local kjk = P .. K_JOB .. kid
-      local kf = fields(kjk, 'state', 'queue', 'pri')
-      -- (a cancelled or expired child is left alone: no write may recreate its hash)
-      if kf[1] == 'scheduled' and (try('HINCRBY', kjk, 'waiting', -1) or 0) <= 0 then
-        redis.call('HSET', kjk, 'state', 'queued')
-        redis.call('HDEL', kjk, 'waiting')
-        stat(kf[2], 'scheduled', -1)
-        push_queue(kid, kf[2], kf[3], P .. K_SEQ)
-        emit(kid, 'queued', kf[2], 'dependencies met')
+-- Children in other partitions (link.lua registered them in xkids:<id>): one hand-off record
+-- each, appended to this partition's outbox by the script that settles the job, so a record
+-- exists exactly when the outcome does (a failover loses both or neither). handoff.py delivers
+-- them (deliver.lua in the child's partition, idempotent) and then deletes them. A child that
+-- wants results gets this job's result in its record. Every script that can settle a job calls
+-- expect_outbox() before its first write, so the XADD here cannot fail half-way.
+local function expect_outbox()
+  expect(P .. K_OUTBOX, 'stream')
+end
+
+local function hand_off(id, jk, state)
+  local xk = P .. K_XKIDS .. id
+  local members = try('SMEMBERS', xk)
+  if not members or #members == 0 then return end
+  redis.call('DEL', xk)
+  local result
+  for _, m in ipairs(members) do
+    local part, pass, kid = string.match(m, '^(%d+)|(%d)|(.+)$')
+    if part then
+      if pass == '1' and state == 'succeeded' then
+        result = result or try('HGET', jk, 'result') or ''
+        redis.call('XADD', P .. K_OUTBOX, '*', 'c', part, 'k', kid, 'p', id, 's', state,
+          'r', result)
+      else
+        redis.call('XADD', P .. K_OUTBOX, '*', 'c', part, 'k', kid, 'p', id, 's', state)
       end
     end
-    return
   end
-  local stack = {}
-  for _, kid in ipairs(children) do stack[#stack + 1] = {kid, id} end
+end
+
+-- Fail dependents waiting on a parent that failed or was cancelled, and their own dependents
+-- (iteratively), naming the parent; remote ones get a hand-off each. `stack` holds
+-- {child id, parent id} pairs. (A cancelled or finished child is left alone.)
+local function fail_dependents(stack, state)
   while #stack > 0 do
     local item = table.remove(stack)
     local kid, parent = item[1], item[2]
@@ -214,12 +219,50 @@ local function settle(id, jk, state, ukey, cheld, kids)
       drop_unique(kid, kf[4])
       emit(kid, 'failed', kf[2], 'dependency failed')
       if kf[5] then
+        hand_off(kid, kjk, 'failed')
         local gk = P .. K_CHILDREN .. kid
         for _, g in ipairs(try('SMEMBERS', gk) or {}) do stack[#stack + 1] = {g, kid} end
         redis.call('DEL', gk)
       end
     end
   end
+end
+
+-- Queue a dependent whose last pending parent just succeeded (HINCRBY on its count).
+local function release_dependent(kid)
+  local kjk = P .. K_JOB .. kid
+  local kf = fields(kjk, 'state', 'queue', 'pri')
+  -- (a cancelled or expired child is left alone: no write may recreate its hash)
+  if kf[1] == 'scheduled' and (try('HINCRBY', kjk, 'waiting', -1) or 0) <= 0 then
+    redis.call('HSET', kjk, 'state', 'queued')
+    redis.call('HDEL', kjk, 'waiting')
+    stat(kf[2], 'scheduled', -1)
+    push_queue(kid, kf[2], kf[3], P .. K_SEQ)
+    emit(kid, 'queued', kf[2], 'dependencies met')
+  end
+end
+
+-- A job reached a terminal state: index it, drop its unique key, free its concurrency slot,
+-- and settle its dependents: queue those whose parents all succeeded, or fail them (and their
+-- own dependents, iteratively) naming the parent that failed; dependents in other partitions
+-- get a hand-off record each (hand_off). O(children), not O(all jobs).
+-- `f` = the job's {ukey, cheld (its concurrency key), kids} fields.
+local function settle(id, jk, state, ukey, cheld, kids)
+  finished(id)
+  drop_unique(id, ukey)
+  release_slot(jk, cheld)
+  if not kids then return end
+  hand_off(id, jk, state)
+  local ck = P .. K_CHILDREN .. id
+  local children = try('SMEMBERS', ck) or {}
+  redis.call('DEL', ck)
+  if state == 'succeeded' then
+    for _, kid in ipairs(children) do release_dependent(kid) end
+    return
+  end
+  local stack = {}
+  for _, kid in ipairs(children) do stack[#stack + 1] = {kid, id} end
+  fail_dependents(stack, state)
 end
 
 -- Make a terminal job expire after its result TTL (0 or negative = keep forever). The TTL is

@@ -7,6 +7,7 @@ local jk = P .. K_JOB .. id
 local f = redis.call('HMGET', jk, 'state', 'queue', 'ttl', 'waiters', 'ukey', 'kids')
 if not f[1] then return -1 end
 expect(KEYS[2], 'zset')
+expect_outbox()
 if f[1] == 'queued' then expect(P .. K_QUEUE .. (f[2] or ''), 'zset') end
 if f[1] == 'running' then
   redis.call('HSET', jk, 'cancel', NOW)

@@ -21,6 +21,7 @@ expect(KEYS[2], 'zset')
 expect_counter(KEYS[3])
 expect(KEYS[4], 'zset')
 expect(KEYS[5], 'hash')
+expect_outbox()
 for qi = 8, #ARGV do expect(P .. K_QUEUE .. ARGV[qi], 'zset') end
 local out = {}
 local missing, malformed = {}, {}
@@ -85,7 +86,7 @@ for qi = 8, #ARGV do
     local id = popped[j]
     local jk = P .. K_JOB .. id
     local f, corrupt = fields(jk, 'state', 'task', 'payload', 'att', 'max', 'timeout',
-      'backoff', 'ckey', 'climit', 'pass', 'parents', 'rslot', 'lost')
+      'backoff', 'ckey', 'climit', 'pass', 'parents', 'rslot', 'lost', 'xp')
     local why = f[1] == 'queued' and malformation(f)
     if corrupt then
       malformed[#malformed + 1] = id -- not a hash: nothing to mark, only the dead-letter entry
@@ -143,7 +144,13 @@ for qi = 8, #ARGV do
         local inputs = {}
         if f[10] and f[11] then
           for pid in string.gmatch(f[11], '[^,]+') do
-            inputs[#inputs + 1] = try('HGET', P .. K_JOB .. pid, 'result') or ''
+            -- (a parent in another partition: its result came with its hand-off, deliver.lua)
+            local x = f[14] and try('HGET', jk, 'x:' .. pid)
+            if x then
+              inputs[#inputs + 1] = string.sub(x, (string.find(x, '|', 1, true) or #x) + 1)
+            else
+              inputs[#inputs + 1] = try('HGET', P .. K_JOB .. pid, 'result') or ''
+            end
           end
         end
         out[#out + 1] = {id, tok, att, f[2], f[3], f[5] or '1', f[6] or '', queue, f[7] or '',

@@ -1,20 +1,43 @@
 -- enqueue: create N jobs, each queued, scheduled (eta in the future, or waiting on parents), or
 -- failed at once (a parent already failed). Idempotent per id; unique keys dedupe pending jobs.
 -- KEYS: 1 events, 2 scheduled zset, 3 seq counter, 4 queues set
--- ARGV: 4 n, then per job 16 fields:
+-- ARGV: 4 n, then per job 17 fields:
 --   id, task, queue, payload, priority, max_attempts, timeout_ms, backoff_ms, result_ttl_s,
 --   delay_ms, parents (comma-separated ids), pass ('' | 'one' | 'list': hand parents' results
---   to the job), unique_key, concurrency_key, concurrency_limit, fallback_queue
+--   to the job), unique_key, concurrency_key, concurrency_limit, fallback_queue, remote parents
 --   (empty string = default; delay is relative to the server clock, so client skew can't shift it)
+-- Remote parents: those of `parents` that live in other partitions, with what link.lua said of
+--   each (handoff.py): per parent "<state>:<id length>:<result length>:<id><result>", state
+--   pending (a hand-off will come, or came early and waits in dlv:<id>) or terminal.
 -- Returns: array of n: 1 = created, 0 = a job with this id already exists (unchanged),
 --          or the id (string) of the pending job holding the same unique key.
 -- Errors (nothing written): "JOBQ_PARENT <id>: no such job", "JOBQ_CYCLE <id>", "JOBQ_ARGS ...",
 --   "JOBQ_WRONGTYPE ..." (a key the batch writes holds another type).
-local F = 16
+local F = 17
 local n = count(ARGV[4], 4, F, 'enqueue')
 expect(KEYS[2], 'zset')
 expect_counter(KEYS[3])
 expect(KEYS[4], 'set')
+local LINKED = {pending = true, succeeded = true, failed = true, cancelled = true}
+-- Decode the remote parents field of job `id` (see above): {parent id -> {state, result}}.
+local function remote_parents(s, id, parents)
+  local out, i = {}, 1
+  while i <= #s do
+    local st, li, lr, j = string.match(s, '^(%l+):(%d+):(%d+):()', i)
+    li, lr = tonumber(li), tonumber(lr)
+    if not st or not LINKED[st] or li == 0 or j + li + lr - 1 > #s then
+      fail_early('JOBQ_ARGS', 'enqueue: remote parents of ' .. id .. ' malformed at byte ' .. i)
+    end
+    local pid = string.sub(s, j, j + li - 1)
+    if not string.find(',' .. parents .. ',', ',' .. pid .. ',', 1, true) then
+      fail_early('JOBQ_ARGS', 'enqueue: remote parent ' .. pid .. ' is not a parent of ' .. id)
+    end
+    out[pid] = {st, string.sub(s, j + li, j + li + lr - 1)}
+    i = j + li + lr
+  end
+  return out
+end
+local remotes = {} -- per job index with remote parents: their table
 -- Validate every dependency first, so a bad batch changes nothing. Parents must exist or come
 -- earlier in the batch; pointing at a later job of the batch could close a cycle: refused.
 local seen, later, checked = {}, {}, {}
@@ -22,6 +45,12 @@ for i = 0, n - 1 do later[ARGV[4 + i * F + 1]] = true end
 for i = 0, n - 1 do
   local b = 4 + i * F
   local id, parents = ARGV[b + 1], ARGV[b + 11]
+  local remote = {}
+  if ARGV[b + 17] ~= '' then
+    remote = remote_parents(ARGV[b + 17], id, parents)
+    remotes[i] = remote
+    expect(P .. K_DLV .. id, 'hash')
+  end
   if not checked[ARGV[b + 3]] then -- (once per queue of the batch, not once per job)
     expect(P .. K_QUEUE .. ARGV[b + 3], 'zset')
     checked[ARGV[b + 3]] = true
@@ -33,7 +62,7 @@ for i = 0, n - 1 do
         return redis.error_reply('JOBQ_CYCLE ' .. id .. ' depends on ' .. pid ..
           ', submitted after it in the same batch (parents must come first)')
       end
-      if not seen[pid] then
+      if not seen[pid] and not remote[pid] then
         local t = redis.call('TYPE', P .. K_JOB .. pid)['ok']
         if t == 'none' then
           return redis.error_reply('JOBQ_PARENT ' .. pid .. ': no such job (parent of ' .. id .. ')')
@@ -87,16 +116,42 @@ for i = 0, n - 1 do
     if parents ~= '' then
       redis.call('HSET', jk, 'parents', parents)
       if pass ~= '' then redis.call('HSET', jk, 'pass', pass) end
+      local remote, dk, applied = remotes[i], P .. K_DLV .. id, {}
       for pid in string.gmatch(parents, '[^,]+') do
         local pjk = P .. K_JOB .. pid
-        local ps = try('HGET', pjk, 'state')
-        if ps == 'failed' or ps == 'cancelled' then
+        local ps = nil
+        if not (remote and remote[pid]) then ps = try('HGET', pjk, 'state') end
+        if remote and remote[pid] then
+          -- In another partition: a hand-off that came before this job did wins over what
+          -- link said (it is newer); a parent named twice counts once.
+          if not applied[pid] then
+            applied[pid] = true
+            local st, res = remote[pid][1], remote[pid][2]
+            local early = redis.call('HGET', dk, pid)
+            if early then
+              local bar = string.find(early, '|', 1, true) or #early + 1
+              st, res = string.sub(early, 1, bar - 1), string.sub(early, bar + 1)
+            end
+            if st == 'pending' then
+              waiting = waiting + 1
+            else
+              redis.call('HSET', jk, 'x:' .. pid, st .. '|' .. res)
+              if st ~= 'succeeded' then
+                failed_parent, parent_state = failed_parent or pid, parent_state or st
+              end
+            end
+          end
+        elseif ps == 'failed' or ps == 'cancelled' then
           failed_parent, parent_state = failed_parent or pid, parent_state or ps
         elseif ps ~= 'succeeded' and try('SADD', P .. K_CHILDREN .. pid, id) == 1 then
           -- (a parent named twice counts once, or the child would wait forever)
           redis.call('HSET', pjk, 'kids', 1)
           waiting = waiting + 1
         end
+      end
+      if remote then
+        redis.call('DEL', dk)
+        redis.call('HSET', jk, 'xp', 1)
       end
     end
     if failed_parent then

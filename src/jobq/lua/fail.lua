@@ -6,11 +6,13 @@
 --       (negative = never retry)
 -- Returns: array of n codes: 1 = retry scheduled, 2 = failed (dead-lettered), 3 = cancelled,
 --          -1 = job not found, -2 = stale token / not running.
--- Errors (nothing written): "JOBQ_ARGS ...", "JOBQ_WRONGTYPE ..." (scheduled/dead not zsets).
+-- Errors (nothing written): "JOBQ_ARGS ...", "JOBQ_WRONGTYPE ..." (scheduled/dead not zsets, outbox
+--   not a stream).
 local default_ttl, n = ARGV[4], count(ARGV[5], 5, 4, 'fail')
 for i = 0, n - 1 do num(ARGV[5 + i * 4 + 4], 'retry delay of item ' .. (i + 1)) end
 expect(KEYS[3], 'zset')
 expect(KEYS[4], 'zset')
+expect_outbox()
 local out = {}
 for i = 0, n - 1 do
   local b = 5 + i * 4

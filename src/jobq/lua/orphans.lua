@@ -22,6 +22,7 @@ local count = math.max(1, math.floor(num(ARGV[6], 'max queues')))
 expect(KEYS[2], 'set')
 expect(KEYS[3], 'zset')
 expect(KEYS[4], 'zset')
+expect_outbox()
 local cursor = try('GET', KEYS[6]) or '0'
 if not string.match(cursor, '^%d+$') then cursor = '0' end
 local scan = redis.call('SSCAN', KEYS[2], cursor, 'COUNT', count)

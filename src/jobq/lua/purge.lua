@@ -5,7 +5,9 @@
 local queue = ARGV[4]
 local qk = P .. K_QUEUE .. queue
 local n = 0
-for _, id in ipairs(redis.call('ZRANGE', qk, 0, math.floor(num(ARGV[5], 'limit')) - 1)) do
+local limit = math.floor(num(ARGV[5], 'limit'))
+expect_outbox()
+for _, id in ipairs(redis.call('ZRANGE', qk, 0, limit - 1)) do
   redis.call('ZREM', qk, id)
   local jk = P .. K_JOB .. id
   local f = fields(jk, 'state', 'ttl', 'waiters', 'ukey', 'kids')

@@ -14,6 +14,7 @@
 local MAX_RELEASES = 5
 local max_lost = tonumber(ARGV[5]) or 3
 expect(KEYS[3], 'zset')
+expect_outbox()
 local ids = redis.call('ZRANGE', KEYS[2], '-inf', NOW, 'BYSCORE', 'LIMIT', 0, math.floor(num(ARGV[4], 'limit')))
 local requeued, dead = 0, 0
 
