@@ -8,6 +8,7 @@ real report; hand-offs go through the real outboxes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -441,3 +442,77 @@ def test_a_child_of_a_unique_duplicate_depends_on_the_job_holding_the_key(
     succeed(parts[0], "a1", 1)
     deliver_from(parts, 0)
     assert state(parts[1], "b") == "queued"
+
+
+# -- failover of the child's primary mid-delivery ------------------------------------------------
+
+
+def settled_read(read: Any, timeout: float = 30.0) -> Any:
+    """`read()` once the client reaches the new primary (Sentinels may still disagree a moment
+    after the promotion), bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return read()
+        except (redis.RedisError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@pytest.mark.timeout(180)
+def test_a_delivery_lost_in_a_failover_is_sent_again_and_applied_once(
+    parts: list[Store], url: str, prefix: str, sentinel_group: Any
+) -> None:
+    """The child's partition on a real Sentinel group (primary + replica, wait_replicas=1): the
+    replica is cut off, the hand-off is applied on the primary but not confirmed, so its record
+    stays; the primary is SIGKILLed and the replica, which lacks the delivery, promoted. The
+    next pass delivers again to the new primary: the child runs once, with the result."""
+    g = sentinel_group
+    primary, replica = g.nodes[0], g.nodes[1]
+    child = Store(
+        connect(g.url),
+        g.url,
+        Keys(prefix, f"{prefix}.1"),
+        wait_replicas=1,
+        durable_timeout_ms=300,
+    )
+    view = [parts[0], child, parts[2]]
+    try:
+        submit(view, [(0, spec("a")), (1, spec("b", parents=("a",), pass_results="one"))])
+        succeed(parts[0], "a", "A")
+        g.stop_replication(replica)
+        got = deliver_from(view, 0)
+        assert (got.left, outbox_length(parts[0])) == (1, 1)
+        assert state(child, "b") == "queued"  # on the old primary only
+        g.kill(primary)
+        g.wait_new_primary(primary.addr, timeout=60)
+        g.restore_replication(replica)
+        # The promoted replica never saw the delivery (read once the client follows it).
+        assert settled_read(lambda: state(child, "b")) == "scheduled"
+        # The old primary comes back as a replica of the new one, so WAIT can confirm again.
+        g.restart(primary)
+        g.wait_demoted(primary, timeout=60)
+        got = deliver_from(view, 0)
+        assert (got.applied, got.left, outbox_length(parts[0])) == (1, 0, 0)
+        assert state(child, "b") == "queued"
+        c = claim_one(child, "b")
+        assert [orjson.loads(x) for x in c.inputs] == ["A"]
+        assert child.r.hget(child.keys.stats("default"), "scheduled") == b"0"
+    finally:
+        child.close()
+
+
+def test_ids_and_results_with_separator_bytes_travel_intact(parts: list[Store]) -> None:
+    """Outbox records are stream fields and enqueue's remote parents are length-prefixed, so
+    ids with ':' or '|' and binary results cross unchanged."""
+    blob = b"\x00|:x\xff\n"
+    submit(parts, [(0, spec("p:1|a")), (2, spec("p|2:b"))])
+    succeed(parts[2], "p|2:b", 0)  # finished before the child links: its result via link
+    parts[2].r.hset(parts[2].keys.job("p|2:b"), "result", blob)
+    kid = spec("k|:1", parents=("p:1|a", "p|2:b"), pass_results="list")
+    submit(parts, [(1, kid)])
+    c = claim_one(parts[0], "p:1|a")
+    parts[0].report([Outcome(c, ok=True, result=blob[::-1])])
+    assert deliver_from(parts, 0).applied == 1
+    assert claim_one(parts[1], "k|:1").inputs == (blob[::-1], blob)
