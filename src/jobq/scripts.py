@@ -30,6 +30,7 @@ import redis
 from hiredis import pack_command
 from redis.exceptions import NoPermissionError, ResponseError
 
+from .codes import Role
 from .keys import LUA_SUFFIXES, WORKER_QUEUE, Keys
 from .topology import NotPrimary
 
@@ -188,7 +189,7 @@ class Scripts:
                     return  # a role user; the master loads the library (see load())
                 continue
             break
-        if int(reply[0]) != 1:
+        if int(reply[0]) != Role.PRIMARY:
             primary = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
             raise NotPrimary(f"Valkey at {conn.host}:{conn.port} is a replica of {primary}")
 

@@ -8,8 +8,9 @@
 -- Returns: array of {id, token, attempt, task, payload, max_attempts, timeout_ms, queue,
 --          backoff_ms, pass, {parent result blobs...}, lost}, then, if any popped id was
 --          unusable, one notice row {0, n missing, n malformed, {missing ids (first 20)},
---          {malformed ids (first 20)}}: missing = no job hash (evicted?), malformed = a hash
---          lacking task/payload or with non-numeric options, dead-lettered as MalformedJob.
+--          {malformed ids (first 20)}} (first field 0 = a notice row; a job row starts with its
+--          id): missing = no job hash (evicted?), malformed = a hash lacking task/payload or
+--          with non-numeric options, dead-lettered as MalformedJob.
 -- A job whose earlier worker died under it (lost > 0, a suspect) is not marked begun, nor is any
 -- job after it: the worker runs the suspect alone and marks it itself, so that a crash during
 -- that run is blamed on the suspect only.

@@ -13,8 +13,8 @@
 -- KEYS: 1 events, 2 queues set, 3 workers zset (last seen ms), 4 dead-letter zset, 5 seq, 6 cursor
 -- (KEYS[6], a string, holds the SSCAN cursor of the walk between calls.)
 -- ARGV: 4 gone_ms, 5 max jobs examined in this call, 6 max queues examined in this call
--- Returns: {jobs moved or failed, queues pruned, 1 if this call finished a pass over the
---          registry else 0}
+-- Returns: {jobs moved or failed, queues pruned, pass}: pass 1 = this call finished a pass
+--          over the registry, 0 = the pass goes on at the next call.
 -- Errors (nothing written): "JOBQ_ARGS ...", "JOBQ_WRONGTYPE ..." (registry/workers/dead).
 local gone = num(ARGV[4], 'gone_ms')
 local budget = math.floor(num(ARGV[5], 'max jobs'))
