@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import luasrc
 import pytest
 import redis
 from redis.crc import key_slot
@@ -66,9 +67,9 @@ def test_allowed_transitions() -> None:
 
 
 def _written_states(script: str) -> set[str]:
-    """States a script writes literally (``'state', 'x'``)."""
-    text = (LUA_DIR / f"{script}.lua").read_text()
-    return set(re.findall(r"'HSET', \w+, 'state', '(\w+)'", text))
+    """States a script writes (``'state', 'x'``), itself or through the preamble's helpers
+    (dead_letter, cancel_job, release_to_queue...)."""
+    return luasrc.written_states(script)
 
 
 def test_states_table_matches_the_scripts() -> None:

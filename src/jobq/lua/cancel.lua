@@ -22,10 +22,5 @@ elseif f[1] == 'scheduled' then
 else
   return 0
 end
-redis.call('HSET', jk, 'state', 'cancelled', 'finished', NOW)
-stat(f[2], 'cancelled', 1)
-notify(id, jk, f[4], 'cancelled')
-expire_after(jk, f[3], ARGV[5])
-settle(id, jk, 'cancelled', f[5], nil, f[6])
-emit(id, 'cancelled', f[2])
+cancel_job(id, jk, f[2], nil, nil, f[4], f[5], nil, f[6], f[3], ARGV[5])
 return 1

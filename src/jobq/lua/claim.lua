@@ -38,15 +38,10 @@ local function malformation(f)
   return nil
 end
 -- Dead-letter a job the claim cannot run, with an error naming what is wrong with it.
-local function dead_letter(id, jk, queue, why)
+local function malformed_job(id, jk, queue, why)
   local g = fields(jk, 'waiters', 'ukey', 'kids')
-  local err = cjson.encode({type = 'MalformedJob', message = why, traceback = ''})
-  redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', NOW)
-  try('ZADD', P .. K_DEAD, NOW, id)
-  stat(queue, 'failed', 1)
-  notify(id, jk, g[1], 'failed', err)
-  settle(id, jk, 'failed', g[2], nil, g[3])
-  emit(id, 'failed', queue, 'malformed job')
+  dead_letter(id, jk, queue, job_error('MalformedJob', why), 'malformed job', g[1], g[2], nil,
+    g[3])
 end
 local limits = {}
 local function rate_limit(task)
@@ -95,7 +90,7 @@ for qi = 8, #ARGV do
       missing[#missing + 1] = id
     elseif why then
       malformed[#malformed + 1] = id
-      dead_letter(id, jk, queue, why)
+      malformed_job(id, jk, queue, why)
     elseif f[1] == 'queued' then
       local ok = true
       local rl = rate_limit(f[2])

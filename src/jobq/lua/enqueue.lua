@@ -99,14 +99,9 @@ for i = 0, n - 1 do
         end
       end
     end
-    if failed_parent then
-      local err = cjson.encode({type = 'DependencyFailed',
-        message = 'parent job ' .. failed_parent .. ' ' .. parent_state, traceback = ''})
-      state = 'failed'
-      redis.call('HSET', jk, 'state', state, 'error', err, 'finished', NOW)
-      try('ZADD', P .. K_DEAD, NOW, id)
-      stat(queue, 'failed', 1)
-      settle(id, jk, 'failed', ukey ~= '' and ukey or nil, nil, nil)
+    if failed_parent then -- (a new job: no waiters, no dependents yet; this emits its event)
+      dead_letter(id, jk, queue, job_error('DependencyFailed', 'parent job ' .. failed_parent ..
+        ' ' .. parent_state), nil, nil, ukey ~= '' and ukey or nil, nil, nil)
     elseif waiting > 0 then
       state = 'scheduled'
       redis.call('HSET', jk, 'state', state, 'waiting', waiting)
@@ -120,7 +115,7 @@ for i = 0, n - 1 do
       queued[queue] = true
     end
     touched[queue] = true
-    emit(id, state, queue)
+    if not failed_parent then emit(id, state, queue) end
     out[i + 1] = 1
   end
 end

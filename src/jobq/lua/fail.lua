@@ -26,12 +26,7 @@ for i = 0, n - 1 do
     try('ZREM', KEYS[2], id)
     stat(f[3], 'running', -1)
     if f[10] then
-      redis.call('HSET', jk, 'state', 'cancelled', 'error', err, 'finished', NOW)
-      stat(f[3], 'cancelled', 1)
-      notify(id, jk, f[6], 'cancelled', err)
-      settle(id, jk, 'cancelled', f[7], f[8], f[9])
-      expire_after(jk, f[11], default_ttl)
-      emit(id, 'cancelled', f[3])
+      cancel_job(id, jk, f[3], err, nil, f[6], f[7], f[8], f[9], f[11], default_ttl)
       out[i + 1] = 3
     elseif delay >= 0 and (tonumber(f[4]) or 1) < (tonumber(f[5]) or 1) then
       local due = NOW + delay
@@ -43,12 +38,7 @@ for i = 0, n - 1 do
       emit(id, 'scheduled', f[3], 'retry')
       out[i + 1] = 1
     else
-      redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', NOW)
-      redis.call('ZADD', KEYS[4], NOW, id)
-      stat(f[3], 'failed', 1)
-      notify(id, jk, f[6], 'failed', err)
-      settle(id, jk, 'failed', f[7], f[8], f[9])
-      emit(id, 'failed', f[3])
+      dead_letter(id, jk, f[3], err, nil, f[6], f[7], f[8], f[9])
       out[i + 1] = 2
     end
   end

@@ -85,14 +85,9 @@ for _, queue in ipairs(scan[2]) do
               emit(id, 'queued', f[3], 'worker ' .. name .. ' gone: fell back')
             end
           else
-            local err = cjson.encode({type = 'WorkerGone', message = 'worker ' .. name ..
-              ' has not been seen for over ' .. math.floor(gone / 1000) .. ' s', traceback = ''})
-            redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', NOW)
-            redis.call('ZADD', KEYS[4], NOW, id)
-            stat(queue, 'failed', 1)
-            notify(id, jk, f[5], 'failed', err)
-            settle(id, jk, 'failed', f[6], nil, f[7])
-            emit(id, 'failed', queue, 'worker gone')
+            dead_letter(id, jk, queue, job_error('WorkerGone', 'worker ' .. name ..
+              ' has not been seen for over ' .. math.floor(gone / 1000) .. ' s'),
+              'worker gone', f[5], f[6], nil, f[7])
           end
           moved = moved + 1
         end

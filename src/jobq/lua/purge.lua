@@ -10,12 +10,7 @@ for _, id in ipairs(redis.call('ZRANGE', qk, 0, math.floor(num(ARGV[5], 'limit')
   local jk = P .. K_JOB .. id
   local f = fields(jk, 'state', 'ttl', 'waiters', 'ukey', 'kids')
   if f[1] == 'queued' then
-    redis.call('HSET', jk, 'state', 'cancelled', 'finished', NOW)
-    stat(queue, 'cancelled', 1)
-    notify(id, jk, f[3], 'cancelled')
-    expire_after(jk, f[2], ARGV[6])
-    settle(id, jk, 'cancelled', f[4], nil, f[5])
-    emit(id, 'cancelled', queue, 'purged')
+    cancel_job(id, jk, queue, nil, 'purged', f[3], f[4], nil, f[5], f[2], ARGV[6])
     n = n + 1
   end
 end

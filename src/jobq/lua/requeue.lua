@@ -12,13 +12,8 @@ for i = #ARGV - 1, 4, -2 do
   local f = fields(jk, 'state', 'token', 'queue', 'pri', 'att', 'cheld')
   if f[1] == 'running' and f[2] == tok then
     redis.call('ZREM', KEYS[2], id)
-    release_slot(jk, f[6])
-    redis.call('HSET', jk, 'state', 'queued', 'att', math.max((tonumber(f[5]) or 1) - 1, 0))
-    redis.call('HDEL', jk, 'token', 'began')
-    -- Front of its priority band (see reap.lua): it was next in line when it was claimed.
-    push_queue(id, f[3], f[4], nil, false, -(try('INCR', KEYS[3]) or 0))
     stat(f[3], 'running', -1)
-    emit(id, 'queued', f[3], 'requeued at shutdown')
+    release_to_queue(id, jk, f[3], f[4], f[5], f[6], KEYS[3], 'requeued at shutdown')
     moved = moved + 1
   end
 end
