@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import luasrc
+import orjson
 import pytest
 import redis
 from redis.crc import key_slot
@@ -558,10 +559,46 @@ def test_claimed_decodes_bytes_and_text_rows() -> None:
     assert c2.backoff_ms is None
 
 
-def test_job_spec_row_uses_empty_strings_for_defaults() -> None:
+def test_job_spec_row_sends_only_the_options_that_differ() -> None:
     row = JobSpec("j", "t", "q", b"p").as_row()
-    assert row == ["j", "t", "q", b"p", 0, 1, "", "", "", 0, "", "", "", "", "", ""]
+    assert row == ["j", "t", "q", b"p", ""]  # every option at its default: nothing to decode
     assert len(row) == parse_header("enqueue").per_item
+    full = JobSpec(
+        "j",
+        "t",
+        "q",
+        b"\x00\xff",
+        priority=-2,
+        max_attempts=3,
+        timeout_ms=0,
+        backoff_ms=250,
+        result_ttl_s=60,
+        delay_ms=5,
+        parents=("a", "b"),
+        pass_results="list",
+        unique_key="u",
+        concurrency_key="c",
+        concurrency_limit=4,
+        fallback_queue="fb",
+    ).as_row()
+    assert full[:4] == ["j", "t", "q", b"\x00\xff"]  # the payload stays bytes, outside JSON
+    assert orjson.loads(full[4]) == {
+        "pri": -2,
+        "max": 3,
+        "timeout": 0,
+        "backoff": 250,
+        "ttl": 60,
+        "delay": 5,
+        "parents": "a,b",
+        "pass": "list",
+        "ukey": "u",
+        "ckey": "c",
+        "climit": 4,
+        "fallback": "fb",
+    }
+    # A default concurrency limit goes unsaid, and so does `pass` without parents.
+    some = JobSpec("j", "t", "q", b"p", concurrency_key="c", pass_results="one").as_row()
+    assert orjson.loads(some[4]) == {"ckey": "c"}
 
 
 # -- URLs in messages and app paths ------------------------------------------------------------

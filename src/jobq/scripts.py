@@ -310,8 +310,8 @@ class Scripts:
         return self.execute([call])[0]  # a plain client: this thread's lean connection
 
     def enqueue(self, client: Client, jobs: list[list[Any]], now: int = 0) -> Any:
-        """Create jobs (16 fields each, see enqueue.lua); reply per job: 1 created / 0 existed /
-        the id holding the same unique key."""
+        """Create jobs (`JobSpec.as_row` each, see enqueue.lua); reply per job: `codes.Enqueue`,
+        or the id of the pending job holding the same unique key."""
         return self._dispatch(client, self.enqueue_call(jobs, now))
 
     def enqueue_call(self, jobs: list[list[Any]], now: int = 0) -> Call:
