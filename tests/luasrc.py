@@ -9,6 +9,7 @@ from functools import cache
 from pathlib import Path
 
 from jobq import scripts
+from jobq.keys import LUA_SUFFIXES
 
 LUA_DIR = Path(scripts.__file__).parent / "lua"
 
@@ -86,3 +87,32 @@ def written_states(name: str) -> set[str]:
 def built_suffixes(name: str) -> set[str]:
     """The key suffixes (K_*) a script builds keys from, itself or through its helpers."""
     return set(re.findall(r"\bK_([A-Z]+)\b", with_helpers(name)))
+
+
+def header_paragraph(name: str, label: str) -> str:
+    """The `label:` line of a script's header with its indented continuation lines, joined."""
+    out: list[str] = []
+    for line in (LUA_DIR / f"{name}.lua").read_text().splitlines():
+        if not line.startswith("--"):
+            break
+        text = line[2:]
+        if text.strip().startswith(label + ":"):
+            out.append(text.strip()[len(label) + 1 :])
+        elif out and text.startswith("   "):
+            out.append(text.strip())
+        elif out:
+            break
+    assert out, f"{name}.lua has no {label}: line"
+    return " ".join(out)
+
+
+def header_builds(name: str) -> set[str]:
+    """The key suffixes (K_* names) a script's `Builds:` header line lists: `job:<id>, dead`."""
+    text = header_paragraph(name, "Builds").strip()
+    if text.startswith("nothing"):
+        return set()
+    by_suffix = {v: k for k, v in LUA_SUFFIXES.items()}
+    items = [re.sub(r"<.*?>", "", item).strip() for item in text.split(",")]
+    unknown = [i for i in items if i not in by_suffix]
+    assert not unknown, f"{name}.lua: Builds: names no key suffix {unknown}"
+    return {by_suffix[i] for i in items}

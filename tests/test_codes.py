@@ -8,30 +8,18 @@ import re
 from enum import IntEnum
 from pathlib import Path
 
+import luasrc
 import pytest
 
 from jobq import codes, errors
 from jobq.scripts import SCRIPT_NAMES
 
-LUA_DIR = Path(codes.__file__).parent / "lua"
 SRC_DIR = Path(codes.__file__).parent
 
 
 def returns_paragraph(name: str) -> str:
     """The `Returns:` line of a script's header and its indented continuation lines."""
-    out: list[str] = []
-    for line in (LUA_DIR / f"{name}.lua").read_text().splitlines():
-        if not line.startswith("--"):
-            break
-        text = line[2:]
-        if text.strip().startswith("Returns:"):
-            out.append(text.strip()[len("Returns:") :])
-        elif out and text.startswith("   "):
-            out.append(text.strip())
-        elif out:
-            break
-    assert out, f"{name}.lua has no Returns: line"
-    return " ".join(out)
+    return luasrc.header_paragraph(name, "Returns")
 
 
 def header_codes(name: str) -> set[int]:

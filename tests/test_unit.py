@@ -482,6 +482,13 @@ def test_script_header_matches_its_body_and_wrapper(name: str) -> None:
             assert int(stride.group(1) or stride.group(2)) == h.per_item, name
 
 
+@pytest.mark.parametrize("name", SCRIPT_NAMES)
+def test_script_header_lists_the_keys_it_builds_in_its_slot(name: str) -> None:
+    """`Builds:` names every key family the script builds from the key base (itself or through
+    a preamble helper it calls), and only those: with KEYS, what the script can touch."""
+    assert luasrc.header_builds(name) == luasrc.built_suffixes(name), name
+
+
 def test_script_source_has_the_key_suffixes_and_preamble() -> None:
     from jobq.scripts import source
 

@@ -5,6 +5,9 @@
 -- (0 = use the server clock), ARGV[3] = events stream cap; KEYS[1] is always the events stream.
 -- Deadlines come from the server's TIME so clock skew between hosts cannot expire a lease;
 -- tests pass an explicit `now` to step time.
+-- Each script's header lists its KEYS and, under Builds:, the keys it builds from the key base
+-- (itself or through a helper below): per job, queue or key, so they cannot be passed ahead;
+-- all share the base's hash tag, hence the slot of its KEYS.
 local KEYS, ARGV, P, NOW, MAXLEN, EVENTS
 local function begin(keys, args)
   KEYS, ARGV = keys, args

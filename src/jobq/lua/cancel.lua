@@ -1,5 +1,7 @@
 -- cancel: cancel a queued or scheduled job at once; flag a running one (the task sees it).
 -- KEYS: 1 events, 2 scheduled zset
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
+--   children:<id>, unique:<key>, conc:<key>, cwait:<key>, dead
 -- ARGV: 4 id, 5 default result ttl (s)
 -- Returns: 1 = cancelled, 2 = running (cancel requested), 0 = already finished, -1 = not found.
 local id = ARGV[4]

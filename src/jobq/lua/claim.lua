@@ -2,6 +2,8 @@
 -- Jobs over their task's rate limit wait in `scheduled` for their reserved slot; jobs whose
 -- concurrency key is at its limit wait in that key's list until a slot frees. Neither is dropped.
 -- KEYS: 1 events, 2 leases zset, 3 fencing-token counter, 4 scheduled zset, 5 rate limits hash
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
+--   children:<id>, unique:<key>, conc:<key>, cwait:<key>, rate:<task>, dead
 -- ARGV: 4 worker name, 5 lease_ms, 6 n, 7 start (how many of the claimed jobs go into idle
 --       slots at once: they are marked begun here, the rest are prefetched and the worker marks
 --       them through its heartbeat when they start), 8.. queue names (first = served first)

@@ -1,6 +1,8 @@
 -- enqueue: create N jobs, each queued, scheduled (eta in the future, or waiting on parents), or
 -- failed at once (a parent already failed). Idempotent per id; unique keys dedupe pending jobs.
 -- KEYS: 1 events, 2 scheduled zset, 3 seq counter, 4 queues set
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
+--   children:<id>, unique:<key>, conc:<key>, cwait:<key>, dead
 -- ARGV: 4 n, then per job 5 fields: id, task, queue, payload, options: '' when every option
 --   has its default, else one JSON object of the options that differ (model.JobSpec.as_row),
 --   integers: pri (priority), max (attempts), timeout (ms), backoff (ms), ttl (result, s),

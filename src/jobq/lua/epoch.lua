@@ -1,6 +1,7 @@
 -- epoch: run on every new connection before anything else. Refuse a node that is not a
 -- primary, and move the fencing-token epoch when the primary changed since the last token.
 -- KEYS: 1 events, 2 epoch string ("<run id>:<replication id>" of the token issuer), 3 token counter
+-- Builds: nothing (every key it touches is in KEYS)
 -- ARGV: 4 margin ms (how far past its clock a new primary's first token starts)
 -- Returns: {role, moved}: role 1 = a primary, then moved 0 = same epoch, 1 = epoch moved
 --          (counter rebased); role 0 = a replica: {0, "<host>:<port>" of its primary},

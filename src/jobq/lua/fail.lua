@@ -2,6 +2,8 @@
 -- A job whose cancel was requested ends `cancelled` instead (it stopped because we asked), and
 -- expires after its result TTL like every other terminal job.
 -- KEYS: 1 events, 2 leases zset, 3 scheduled zset, 4 dead-letter zset
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
+--   children:<id>, unique:<key>, conc:<key>, cwait:<key>, dead
 -- ARGV: 4 default result ttl (s), 5 n, then per job: id, token, error json, retry delay ms
 --       (negative = never retry)
 -- Returns: array of n codes: 1 = retry scheduled, 2 = failed (dead-lettered), 3 = cancelled,

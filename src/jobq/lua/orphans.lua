@@ -11,6 +11,8 @@
 --   The next submit to a pruned queue registers it again.
 -- Group queues' jobs are left alone: any member of the group may still come.
 -- KEYS: 1 events, 2 queues set, 3 workers zset (last seen ms), 4 dead-letter zset, 5 seq, 6 cursor
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
+--   children:<id>, unique:<key>, conc:<key>, cwait:<key>, dead, worker:<name>
 -- (KEYS[6], a string, holds the SSCAN cursor of the walk between calls.)
 -- ARGV: 4 gone_ms, 5 max jobs examined in this call, 6 max queues examined in this call
 -- Returns: {jobs moved or failed, queues pruned, pass}: pass 1 = this call finished a pass

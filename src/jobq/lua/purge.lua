@@ -1,5 +1,7 @@
 -- purge: cancel up to N queued jobs of a queue (their dependents fail, naming them).
 -- KEYS: 1 events
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
+--   children:<id>, unique:<key>, conc:<key>, cwait:<key>, dead
 -- ARGV: 4 queue, 5 max jobs in this call, 6 default result ttl (s)
 -- Returns: number of jobs cancelled.
 local queue = ARGV[4]

@@ -9,6 +9,8 @@
 --   its worker even when it runs alone (a poison pill). Jobs that merely shared a dying worker
 --   lose it once, run alone next and succeed.
 -- KEYS: 1 events, 2 leases zset, 3 dead-letter zset, 4 seq counter
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
+--   children:<id>, unique:<key>, conc:<key>, cwait:<key>, dead
 -- ARGV: 4 max jobs to reap in this call, 5 max_lost (losses of a worker that dead-letter a job)
 -- Returns: {requeued (released + lost and retried), dead_lettered}
 local MAX_RELEASES = 5

@@ -2,6 +2,7 @@
 -- counting the attempt (graceful shutdown past its grace period, a second Ctrl-C, or jobs the
 -- worker took but will not start).
 -- KEYS: 1 events, 2 leases zset, 3 seq counter
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, seq, conc:<key>, cwait:<key>, dead
 -- ARGV: 4.. pairs: id, token
 -- Returns: number of jobs requeued (stale tokens are skipped).
 local moved = 0
