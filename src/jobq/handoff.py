@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .codes import Deliver
 from .errors import BrokerError, DependencyCycle, JobNotFound
 from .model import JobSpec, RemoteParent
 from .store import Store
@@ -357,10 +358,10 @@ def _deliver_round(parts: Sequence[Store], src: int, limit: int, now: int) -> tu
             continue
         done.extend(eid for eid, _item in records)
         result += Delivery(
-            applied=codes.count(1),
-            duplicates=codes.count(0),
-            kept=codes.count(2),
-            ignored=codes.count(3),
+            applied=codes.count(Deliver.APPLIED),
+            duplicates=codes.count(Deliver.DUPLICATE),
+            kept=codes.count(Deliver.KEPT),
+            ignored=codes.count(Deliver.IGNORED),
         )
     if done:
         try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from .states import JobState
 
 
@@ -82,24 +84,42 @@ class JobSpec:
     the child was linked to them (handoff.py fills it in; users leave it empty)."""
 
     def as_row(self) -> list[Any]:
-        """The 17 fields enqueue.lua takes per job (empty string = the default)."""
+        """The 6 fields enqueue.lua takes per job: id, task, queue, payload, one record of the
+        options that differ from their defaults (JSON; '' when none differs, the common case,
+        which the script then need not decode), and the remote parents (b'' unless handoff.py
+        filled them in). The payload and the remote parents' results stay out of the JSON:
+        they are any bytes (a pickle, msgpack), which JSON cannot carry."""
+        opts: dict[str, Any] = {}
+        if self.priority:
+            opts["pri"] = self.priority
+        if self.max_attempts != 1:
+            opts["max"] = self.max_attempts
+        if self.timeout_ms is not None:
+            opts["timeout"] = self.timeout_ms
+        if self.backoff_ms is not None:
+            opts["backoff"] = self.backoff_ms
+        if self.result_ttl_s is not None:
+            opts["ttl"] = self.result_ttl_s
+        if self.delay_ms:
+            opts["delay"] = self.delay_ms
+        if self.parents:
+            opts["parents"] = ",".join(self.parents)
+            if self.pass_results:
+                opts["pass"] = self.pass_results
+        if self.unique_key:
+            opts["ukey"] = self.unique_key
+        if self.concurrency_key:
+            opts["ckey"] = self.concurrency_key
+            if self.concurrency_limit != 1:
+                opts["climit"] = self.concurrency_limit
+        if self.fallback_queue:
+            opts["fallback"] = self.fallback_queue
         return [
             self.id,
             self.task,
             self.queue,
             self.payload,
-            self.priority,
-            self.max_attempts,
-            "" if self.timeout_ms is None else self.timeout_ms,
-            "" if self.backoff_ms is None else self.backoff_ms,
-            "" if self.result_ttl_s is None else self.result_ttl_s,
-            self.delay_ms,
-            ",".join(self.parents),
-            self.pass_results,
-            self.unique_key or "",
-            self.concurrency_key or "",
-            self.concurrency_limit if self.concurrency_key else "",
-            self.fallback_queue or "",
+            orjson.dumps(opts) if opts else "",
             encode_remote_parents(self.remote_parents),
         ]
 

@@ -30,6 +30,7 @@ import redis
 from hiredis import pack_command
 from redis.exceptions import NoPermissionError, ResponseError
 
+from .codes import Role
 from .keys import LUA_SUFFIXES, WORKER_QUEUE, Keys
 from .topology import NotPrimary
 
@@ -190,7 +191,7 @@ class Scripts:
                     return  # a role user; the master loads the library (see load())
                 continue
             break
-        if int(reply[0]) != 1:
+        if int(reply[0]) != Role.PRIMARY:
             primary = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
             raise NotPrimary(f"Valkey at {conn.host}:{conn.port} is a replica of {primary}")
 
@@ -311,8 +312,8 @@ class Scripts:
         return self.execute([call])[0]  # a plain client: this thread's lean connection
 
     def enqueue(self, client: Client, jobs: list[list[Any]], now: int = 0) -> Any:
-        """Create jobs (17 fields each, see enqueue.lua); reply per job: 1 created / 0 existed /
-        the id holding the same unique key."""
+        """Create jobs (`JobSpec.as_row` each, see enqueue.lua); reply per job: `codes.Enqueue`,
+        or the id of the pending job holding the same unique key."""
         return self._dispatch(client, self.enqueue_call(jobs, now))
 
     def enqueue_call(self, jobs: list[list[Any]], now: int = 0) -> Call:

@@ -9,6 +9,8 @@
 -- in dlv:<child>, which the child's enqueue applies; it expires after the TTL given, in case
 -- the child never comes.
 -- KEYS: 1 events
+-- Builds: job:<id>, dlv:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
+--   children:<id>, xkids:<id>, outbox, unique:<key>, conc:<key>, cwait:<key>, dead
 -- ARGV: 4 ttl of a kept hand-off (s), 5 n, then per item 4 fields: child id, parent id, parent
 --   state (succeeded, failed or cancelled), result blob ('' unless passed)
 -- Returns: array of n codes: 1 = applied, 0 = delivered before (nothing done), 2 = kept for a

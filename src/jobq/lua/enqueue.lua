@@ -1,23 +1,64 @@
 -- enqueue: create N jobs, each queued, scheduled (eta in the future, or waiting on parents), or
 -- failed at once (a parent already failed). Idempotent per id; unique keys dedupe pending jobs.
 -- KEYS: 1 events, 2 scheduled zset, 3 seq counter, 4 queues set
--- ARGV: 4 n, then per job 17 fields:
---   id, task, queue, payload, priority, max_attempts, timeout_ms, backoff_ms, result_ttl_s,
---   delay_ms, parents (comma-separated ids), pass ('' | 'one' | 'list': hand parents' results
---   to the job), unique_key, concurrency_key, concurrency_limit, fallback_queue, remote parents
---   (empty string = default; delay is relative to the server clock, so client skew can't shift it)
--- Remote parents: those of `parents` that live in other partitions, with what link.lua said of
---   each (handoff.py): per parent "<state>:<id length>:<result length>:<id><result>", state
---   pending (a hand-off will come, or came early and waits in dlv:<id>) or terminal.
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
+--   children:<id>, unique:<key>, conc:<key>, cwait:<key>, dead, dlv:<id>, xkids:<id>, outbox
+-- ARGV: 4 n, then per job 6 fields: id, task, queue, payload, options, remote parents.
+--   Options: '' when every option
+--   has its default, else one JSON object of the options that differ (model.JobSpec.as_row),
+--   integers: pri (priority), max (attempts), timeout (ms), backoff (ms), ttl (result, s),
+--   delay (ms, relative to the server clock so client skew can't shift it), climit
+--   (concurrency limit); strings: parents (comma-separated ids), pass ('one' | 'list': hand
+--   parents' results to the job), ukey (unique key), ckey (concurrency key), fallback (queue)
+--   Remote parents: '' or those of `parents` that live in other partitions, with what link.lua
+--   said of each (handoff.py): per parent "<state>:<id length>:<result length>:<id><result>"
+--   (binary-safe, unlike JSON), state pending (a hand-off will come, or came early and waits
+--   in dlv:<id>) or terminal (succeeded with its result, failed, cancelled).
 -- Returns: array of n: 1 = created, 0 = a job with this id already exists (unchanged),
 --          or the id (string) of the pending job holding the same unique key.
--- Errors (nothing written): "JOBQ_PARENT <id>: no such job", "JOBQ_CYCLE <id>", "JOBQ_ARGS ...",
---   "JOBQ_WRONGTYPE ..." (a key the batch writes holds another type).
-local F = 17
+-- Errors (nothing written): "JOBQ_PARENT <id>: no such job", "JOBQ_CYCLE <id>", "JOBQ_ARGS ..."
+--   (also "JOBQ_ARGS enqueue: job <id>: ..." for a malformed options record), "JOBQ_WRONGTYPE ..."
+--   (a key the batch writes holds another type).
+local F = 6
 local n = count(ARGV[4], 4, F, 'enqueue')
 expect(KEYS[2], 'zset')
 expect_counter(KEYS[3])
 expect(KEYS[4], 'set')
+
+-- One job's options record, decoded and checked whole (before anything is written): integers
+-- come back as digit strings, as the hash stores them, so the rest reads them like ARGV.
+local OPTION = {pri = 'int', max = 'int', timeout = 'int', backoff = 'int', ttl = 'int',
+  delay = 'int', climit = 'int', parents = 'string', pass = 'string', ukey = 'string',
+  ckey = 'string', fallback = 'string'}
+local DEFAULTS = {}
+local EXACT = 2 ^ 53 -- (integers up to here are exact in a Lua number)
+local function options(id, rec)
+  if rec == '' then return DEFAULTS end
+  local ok, o = pcall(cjson.decode, rec)
+  local bad = (not ok or type(o) ~= 'table') and 'not a JSON object'
+  if not bad then
+    for k, v in pairs(o) do
+      local want = OPTION[k]
+      if want == 'int' then
+        if type(v) ~= 'number' or v ~= math.floor(v) or math.abs(v) >= EXACT then
+          bad = 'option ' .. k .. ' is not an integer'
+          break
+        end
+        o[k] = string.format('%d', v) -- (assigning an existing key is allowed during pairs)
+      elseif want ~= type(v) then
+        bad = want and ('option ' .. k .. ' is not a ' .. want) or
+          ('unknown option ' .. tostring(k))
+        break
+      end
+    end
+  end
+  if bad then
+    fail_early('JOBQ_ARGS', 'enqueue: job ' .. id .. ': options record ' .. string.sub(rec, 1, 80) ..
+      ': ' .. bad)
+  end
+  return o
+end
+
 local LINKED = {pending = true, succeeded = true, failed = true, cancelled = true}
 -- Decode the remote parents field of job `id` (see above): {parent id -> {state, result}}.
 local function remote_parents(s, id, parents)
@@ -40,14 +81,16 @@ end
 local remotes = {} -- per job index with remote parents: their table
 -- Validate every dependency first, so a bad batch changes nothing. Parents must exist or come
 -- earlier in the batch; pointing at a later job of the batch could close a cycle: refused.
-local seen, later, checked = {}, {}, {}
+local seen, later, checked, opts = {}, {}, {}, {}
 for i = 0, n - 1 do later[ARGV[4 + i * F + 1]] = true end
 for i = 0, n - 1 do
   local b = 4 + i * F
-  local id, parents = ARGV[b + 1], ARGV[b + 11]
+  local id = ARGV[b + 1]
+  opts[i + 1] = options(id, ARGV[b + 5])
+  local parents = opts[i + 1].parents or ''
   local remote = {}
-  if ARGV[b + 17] ~= '' then
-    remote = remote_parents(ARGV[b + 17], id, parents)
+  if ARGV[b + 6] ~= '' then
+    remote = remote_parents(ARGV[b + 6], id, parents)
     remotes[i] = remote
     expect(P .. K_DLV .. id, 'hash')
   end
@@ -82,10 +125,12 @@ local seq = redis.call('INCRBY', KEYS[3], n) - n -- FIFO numbers for the whole b
 for i = 0, n - 1 do
   local b = 4 + i * F
   local id, task, queue, payload = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
-  local pri, maxa, tmo, bo, ttl = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8], ARGV[b + 9]
-  local eta = NOW + (tonumber(ARGV[b + 10]) or 0)
-  local parents, pass, ukey = ARGV[b + 11], ARGV[b + 12], ARGV[b + 13]
-  local ckey, climit, fallback = ARGV[b + 14], ARGV[b + 15], ARGV[b + 16]
+  local o = opts[i + 1] -- ('' below = the option's default, as an absent one)
+  local pri, maxa, tmo, bo, ttl = o.pri or '', o.max or '', o.timeout or '', o.backoff or '',
+    o.ttl or ''
+  local eta = NOW + (tonumber(o.delay) or 0)
+  local parents, pass, ukey = o.parents or '', o.pass or '', o.ukey or ''
+  local ckey, climit, fallback = o.ckey or '', o.climit or '1', o.fallback or ''
   local jk = P .. K_JOB .. id
   local holder = nil
   if ukey ~= '' then
@@ -154,14 +199,9 @@ for i = 0, n - 1 do
         redis.call('HSET', jk, 'xp', 1)
       end
     end
-    if failed_parent then
-      local err = cjson.encode({type = 'DependencyFailed',
-        message = 'parent job ' .. failed_parent .. ' ' .. parent_state, traceback = ''})
-      state = 'failed'
-      redis.call('HSET', jk, 'state', state, 'error', err, 'finished', NOW)
-      try('ZADD', P .. K_DEAD, NOW, id)
-      stat(queue, 'failed', 1)
-      settle(id, jk, 'failed', ukey ~= '' and ukey or nil, nil, nil)
+    if failed_parent then -- (a new job: no waiters, no dependents yet; this emits its event)
+      dead_letter(id, jk, queue, job_error('DependencyFailed', 'parent job ' .. failed_parent ..
+        ' ' .. parent_state), nil, nil, ukey ~= '' and ukey or nil, nil, nil)
     elseif waiting > 0 then
       state = 'scheduled'
       redis.call('HSET', jk, 'state', state, 'waiting', waiting)
@@ -175,7 +215,7 @@ for i = 0, n - 1 do
       queued[queue] = true
     end
     touched[queue] = true
-    emit(id, state, queue)
+    if not failed_parent then emit(id, state, queue) end
     out[i + 1] = 1
   end
 end

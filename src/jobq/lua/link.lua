@@ -4,6 +4,7 @@
 -- A registered child gets one hand-off record in this partition's outbox when its parent
 -- settles (settle in the preamble); handoff.py delivers it to the child's partition.
 -- KEYS: 1 events
+-- Builds: job:<id>, xkids:<id>
 -- ARGV: 4 n, then per item 4 fields: parent id, child partition index, child id, pass ('1' =
 --   the child takes the parent's result, else '')
 -- Returns: array of n {state, result}: state 'pending' (registered: a hand-off follows when the
