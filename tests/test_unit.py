@@ -305,8 +305,8 @@ def test_backoff_is_exponential_with_bounded_jitter() -> None:
 def _all_keys(k: Keys) -> dict[str, str]:
     out: dict[str, str] = {}
     for name in dir(Keys):
-        if name.startswith("_") or name in ("prefix", "base"):
-            continue
+        if name.startswith("_") or name in ("prefix", "tag", "base", "partition", "control"):
+            continue  # (partition/control give the Keys of another partition, not a key)
         attr = getattr(Keys, name)
         if isinstance(attr, property):
             out[name] = getattr(k, name)
