@@ -516,3 +516,23 @@ def test_ids_and_results_with_separator_bytes_travel_intact(parts: list[Store]) 
     parts[0].report([Outcome(c, ok=True, result=blob[::-1])])
     assert deliver_from(parts, 0).applied == 1
     assert claim_one(parts[1], "k|:1").inputs == (blob[::-1], blob)
+
+
+def test_a_purged_or_reaped_parent_hands_off_too(parts: list[Store]) -> None:
+    """Every script that ends a job hands off: purge (cancelled) and the reaper dead-lettering
+    a job whose worker kept dying (failed)."""
+    submit(
+        parts,
+        [
+            (0, spec("a", queue="purged")),
+            (0, spec("r")),
+            (1, spec("b", parents=("a",))),
+            (2, spec("c", parents=("r",))),
+        ],
+    )
+    assert parts[0].purge("purged") == 1
+    parts[0].claim("w1", ["default"], 1, 1_000, now=1_000, start=1)  # begun, then lost
+    assert parts[0].reap(10, now=10_000, max_lost=1) == (0, 1)
+    assert drain(parts).applied == 2
+    assert error_of(parts[1], "b")["message"] == "parent job a cancelled"
+    assert error_of(parts[2], "c")["message"] == "parent job r failed"
