@@ -536,3 +536,17 @@ def test_a_purged_or_reaped_parent_hands_off_too(parts: list[Store]) -> None:
     assert drain(parts).applied == 2
     assert error_of(parts[1], "b")["message"] == "parent job a cancelled"
     assert error_of(parts[2], "c")["message"] == "parent job r failed"
+
+
+def test_a_malformed_record_is_dropped_and_one_for_an_unknown_partition_left(
+    parts: list[Store], caplog: pytest.LogCaptureFixture
+) -> None:
+    submit(parts, [(0, spec("a")), (1, spec("b", parents=("a",)))])
+    out = parts[0].keys.outbox
+    parts[0].r.xadd(out, {"c": "1", "k": "b", "p": "a", "s": "exploded"})
+    parts[0].r.xadd(out, {"c": "7", "k": "z", "p": "a", "s": "failed"})
+    succeed(parts[0], "a", 1)
+    got = deliver_from(parts, 0)
+    assert (got.applied, got.left, outbox_length(parts[0])) == (1, 1, 1)
+    assert state(parts[1], "b") == "queued"
+    assert "malformed hand-off" in caplog.text and "partition 7" in caplog.text

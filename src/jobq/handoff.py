@@ -48,7 +48,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .codes import Deliver
-from .errors import BrokerError, DependencyCycle, JobNotFound
+from .errors import BrokerError, DependencyCycle, JobNotFound, JobqError
 from .model import JobSpec, RemoteParent
 from .store import Store
 
@@ -124,8 +124,8 @@ def submit(
         if not 0 <= part < len(parts):
             raise ValueError(f"partition {part} does not exist (there are {len(parts)})")
     home = _check_order(jobs)
-    outside = {p for _part, s in jobs for p in s.parents if p not in home}
-    where = {**_find(parts, outside, locate), **home}
+    outside = {p: s.id for _part, s in jobs for p in reversed(s.parents) if p not in home}
+    where = {**_find(parts, outside, locate, wait_s), **home}
     crossing = any(where[p] != part for part, s in jobs for p in s.parents)
     if not crossing:  # no hand-off: each partition's jobs in one submit, as before
         return _by_partition(parts, list(enumerate(jobs)), now, wait_s)
@@ -163,9 +163,13 @@ def _check_order(jobs: Sequence[tuple[int, JobSpec]]) -> dict[str, int]:
     return seen
 
 
-def _find(parts: Sequence[Store], ids: set[str], locate: Locate | None) -> dict[str, int]:
-    """The partition holding each job of `ids`: the one `locate` names, checked first, then
-    every partition in order. Raises JobNotFound for one that none holds (nothing written)."""
+def _find(
+    parts: Sequence[Store], wanted: dict[str, str], locate: Locate | None, wait_s: float | None
+) -> dict[str, int]:
+    """The partition holding each parent of `wanted` (parent id -> a child naming it): the one
+    `locate` names, checked first, then every partition in order. Raises JobNotFound for one
+    that none holds, as enqueue would (nothing is written)."""
+    ids = set(wanted)
     found: dict[str, int] = {}
     hinted: dict[int, list[str]] = {}
     for job_id in sorted(ids):
@@ -173,25 +177,32 @@ def _find(parts: Sequence[Store], ids: set[str], locate: Locate | None) -> dict[
         if hint is not None and 0 <= hint < len(parts):
             hinted.setdefault(hint, []).append(job_id)
     for part, group in hinted.items():
-        found.update({j: part for j in _existing(parts[part], group)})
+        found.update({j: part for j in _existing(parts[part], group, wait_s)})
     for part, store in enumerate(parts):
         todo = sorted(ids - set(found))
         if not todo:
             break
-        found.update({j: part for j in _existing(store, todo)})
+        found.update({j: part for j in _existing(store, todo, wait_s)})
     missing = sorted(ids - set(found))
     if missing:
-        raise JobNotFound(f"depends_on: {missing[0]}: no such job")
+        pid = missing[0]
+        raise JobNotFound(f"depends_on: {pid}: no such job (parent of {wanted[pid]})")
     return found
 
 
-def _existing(store: Store, ids: list[str]) -> list[str]:
-    """Those of `ids` whose job hash exists in `store`'s partition (one round trip)."""
-    with store.broker("looking up parent jobs"):
-        pipe = store.r.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.exists(store.keys.job(job_id))
-        got = pipe.execute()
+def _existing(store: Store, ids: list[str], wait_s: float | None) -> list[str]:
+    """Those of `ids` whose job hash exists in `store`'s partition (one round trip, sent
+    again through an outage as a submit is)."""
+
+    def attempt() -> list[Any]:
+        with store.broker("looking up parent jobs"):
+            pipe = store.r.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.exists(store.keys.job(job_id))
+            return list(pipe.execute())
+
+    bound = store.failover_wait_s if wait_s is None else wait_s
+    got = store.retrying(attempt, bound, "looking up parent jobs")
     return [j for j, n in zip(ids, got, strict=True) if n]
 
 
@@ -372,8 +383,13 @@ def _deliver_round(parts: Sequence[Store], src: int, limit: int, now: int) -> tu
     return result, len(entries)
 
 
+#: The parent states a hand-off carries (deliver.lua refuses a call with any other).
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
 def _record(fields: dict[bytes, bytes]) -> tuple[int, Item] | None:
-    """(child partition, (child, parent, state, result)) of an outbox entry; None if bad."""
+    """(child partition, (child, parent, state, result)) of an outbox entry; None if bad (only
+    a hand-written one can be: settle writes every record whole)."""
     try:
         item = (
             fields[b"k"].decode(),
@@ -381,9 +397,10 @@ def _record(fields: dict[bytes, bytes]) -> tuple[int, Item] | None:
             fields[b"s"].decode(),
             fields.get(b"r", b""),
         )
-        return int(fields[b"c"]), item
+        part = int(fields[b"c"])
     except (KeyError, ValueError, UnicodeDecodeError):
         return None
+    return (part, item) if item[2] in TERMINAL else None
 
 
 def _deliver_to(store: Store, items: list[Item], now: int) -> list[int] | None:
@@ -397,7 +414,7 @@ def _deliver_to(store: Store, items: list[Item], now: int) -> list[int] | None:
                 durable.ensure_supported(store.r)
                 calls.append(durable.call())
             replies = store.scripts.execute(calls)
-    except BrokerError as exc:
+    except JobqError as exc:  # unreachable, refused, or a durable mode it cannot confirm
         log.warning("hand-offs to %s not delivered yet: %s", store.keys.base, exc)
         return None
     if durable and not durable.confirms(replies[1]):
