@@ -4,8 +4,9 @@ Submits N jobs in one `Store.submit` call (streamed as enqueue calls of 500 jobs
 does), R times on an emptied server, and prints the best and median of: jobs/s (wall, client
 side: building rows, packing, the round trip), Valkey CPU per job (INFO cpu, user + sys) and
 FCALL time per job (INFO commandstats). `--options` picks the jobs: `none` (every option at its
-default, the common case), `some` (priority, attempts, timeout, a unique key), `all` (every
-option, parents included). Server CPU is the figure to compare between versions on a shared
+default), `task` (attempts and a timeout, as a task declared with retries and a timeout
+submits), `some` (priority, attempts, timeout, a unique key), `all` (every option, parents
+included). Server CPU is the figure to compare between versions on a shared
 machine: wall time also counts whatever else runs.
 
     .venv/bin/python bench/submit_cost.py --n 20000 --repeat 7 --options none
@@ -42,6 +43,8 @@ def specs(n: int, options: str, run: int) -> list[JobSpec]:
         jid = f"r{run}-{i}"
         if options == "none":
             out.append(JobSpec(jid, "add", "default", PAYLOAD))
+        elif options == "task":  # what a task declared with retries and a timeout submits
+            out.append(JobSpec(jid, "add", "default", PAYLOAD, max_attempts=4, timeout_ms=30_000))
         elif options == "some":
             out.append(
                 JobSpec(
@@ -94,7 +97,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--options", choices=["none", "some", "all"], default="none")
+    ap.add_argument("--options", choices=["none", "task", "some", "all"], default="none")
     ap.add_argument("--json", action="store_true", help="print one JSON line")
     args = ap.parse_args()
 

@@ -31,21 +31,23 @@ local OPTION = {pri = 'int', max = 'int', timeout = 'int', backoff = 'int', ttl 
   delay = 'int', climit = 'int', parents = 'string', pass = 'string', ukey = 'string',
   ckey = 'string', fallback = 'string'}
 local DEFAULTS = {}
-local EXACT = 2 ^ 53 -- (integers up to here are exact in a Lua number)
+local EXACT = 2 ^ 53 -- (integers below this are exact in a Lua number)
+local decode, format, typeof = cjson.decode, string.format, type -- (locals: this runs per job)
 local function options(id, rec)
   if rec == '' then return DEFAULTS end
-  local ok, o = pcall(cjson.decode, rec)
-  local bad = (not ok or type(o) ~= 'table') and 'not a JSON object'
+  local ok, o = pcall(decode, rec)
+  local bad = (not ok or typeof(o) ~= 'table') and 'not a JSON object'
   if not bad then
     for k, v in pairs(o) do
       local want = OPTION[k]
       if want == 'int' then
-        if type(v) ~= 'number' or v ~= math.floor(v) or math.abs(v) >= EXACT then
+        -- (v % 1 is 0 for a whole number only: not for a fraction, an infinity or a NaN)
+        if typeof(v) ~= 'number' or v % 1 ~= 0 or v >= EXACT or v <= -EXACT then
           bad = 'option ' .. k .. ' is not an integer'
           break
         end
-        o[k] = string.format('%d', v) -- (assigning an existing key is allowed during pairs)
-      elseif want ~= type(v) then
+        o[k] = format('%d', v) -- (assigning an existing key is allowed during pairs)
+      elseif want ~= typeof(v) then
         bad = want and ('option ' .. k .. ' is not a ' .. want) or
           ('unknown option ' .. tostring(k))
         break
