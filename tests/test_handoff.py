@@ -19,7 +19,14 @@ import redis
 from jobq import App
 from jobq.canvas import chain, chord
 from jobq.errors import DependencyCycle, JobNotFound
-from jobq.handoff import Delivery, deliver_from, deliver_pending, outbox_length, submit
+from jobq.handoff import (
+    Delivery,
+    deliver_from,
+    deliver_pending,
+    handed_length,
+    outbox_length,
+    submit,
+)
 from jobq.keys import Keys
 from jobq.model import Claimed, JobSpec, Outcome, RemoteParent
 from jobq.store import Store, connect
@@ -483,7 +490,7 @@ def test_a_delivery_lost_in_a_failover_is_sent_again_and_applied_once(
         succeed(parts[0], "a", "A")
         g.stop_replication(replica)
         got = deliver_from(view, 0)
-        assert (got.left, outbox_length(parts[0])) == (1, 1)
+        assert (got.left, outbox_length(parts[0])) == (1, 1)  # WAIT confirmed nothing
         assert state(child, "b") == "queued"  # on the old primary only
         g.kill(primary)
         g.wait_new_primary(primary.addr, timeout=60)
@@ -550,3 +557,53 @@ def test_a_malformed_record_is_dropped_and_one_for_an_unknown_partition_left(
     assert (got.applied, got.left, outbox_length(parts[0])) == (1, 1, 1)
     assert state(parts[1], "b") == "queued"
     assert "malformed hand-off" in caplog.text and "partition 7" in caplog.text
+
+
+def test_a_delivery_nothing_confirmed_is_made_again_after_the_grace(parts: list[Store]) -> None:
+    """Without a durability wait on the child's partition, a delivered record is held in
+    `handed` and delivered a second time once GRACE_MS old (a no-op unless a failover lost
+    the first), then deleted."""
+    submit(parts, [(0, spec("a")), (1, spec("b", parents=("a",)))])
+    succeed(parts[0], "a", 1)
+    first = deliver_from(parts, 0)
+    assert (first.applied, first.held, outbox_length(parts[0]), handed_length(parts[0])) == (
+        1,
+        1,
+        0,
+        1,
+    )
+    assert deliver_pending(parts).removed == 0  # younger than the grace: left alone
+    assert handed_length(parts[0]) == 1
+    second = deliver_pending(parts, grace_ms=0)
+    assert (second.duplicates, handed_length(parts[0])) == (1, 0)
+    assert state(parts[1], "b") == "queued"
+    assert parts[1].r.zcard(parts[1].keys.queue("default")) == 1
+
+
+@pytest.mark.timeout(180)
+def test_without_a_replica_wait_the_second_delivery_repairs_one_a_failover_lost(
+    parts: list[Store], prefix: str, sentinel_group: Any
+) -> None:
+    """As above with wait_replicas=0 on the child's partition: the record is deleted from the
+    outbox at once but held in `handed`; after the failover lost the first delivery, the
+    second one (after the grace) applies it on the new primary."""
+    g = sentinel_group
+    primary, replica = g.nodes[0], g.nodes[1]
+    child = Store(connect(g.url), g.url, Keys(prefix, f"{prefix}.1"))
+    view = [parts[0], child, parts[2]]
+    try:
+        submit(view, [(0, spec("a")), (1, spec("b", parents=("a",), pass_results="one"))])
+        succeed(parts[0], "a", "A")
+        g.stop_replication(replica)
+        got = deliver_from(view, 0)
+        assert (got.applied, got.held, outbox_length(parts[0])) == (1, 1, 0)
+        g.kill(primary)
+        g.wait_new_primary(primary.addr, timeout=60)
+        g.restore_replication(replica)
+        assert settled_read(lambda: state(child, "b")) == "scheduled"  # the delivery was lost
+        again = deliver_pending(view, grace_ms=0)
+        assert (again.applied, handed_length(parts[0])) == (1, 0)
+        assert state(child, "b") == "queued"
+        assert [orjson.loads(x) for x in claim_one(child, "b").inputs] == ["A"]
+    finally:
+        child.close()

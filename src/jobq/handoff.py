@@ -20,11 +20,19 @@ dependency that crosses partitions travels in four steps, each one atomic script
    deliver.lua, then deleted from the outbox (XDEL of its entry id). The child records each
    parent's outcome in its own hash (field ``x:<parent>``), so a second delivery of the same
    record (a crash between deliver and XDEL, two deliverers racing, a failover that lost the
-   XDEL) changes nothing: sending is at least once, applying exactly once. When the child's
-   store waits for replicas or the AOF (`wait_replicas`, `durable`), the XDEL waits for that
-   confirmation, so a failover of the child's primary cannot lose a delivery whose record is
-   gone. A record that arrives before its child exists (the parent finished between link and
-   enqueue) is kept in ``dlv:<child>`` for `KEEP_S` and applied by the child's enqueue.
+   XDEL) changes nothing: sending is at least once, applying exactly once. A record that
+   arrives before its child exists (the parent finished between link and enqueue) is kept in
+   ``dlv:<child>`` for `KEEP_S` and applied by the child's enqueue.
+
+A failover of the child's primary could lose a delivery the replica had not received yet,
+after its record was deleted: the child would wait forever. So a record is deleted only once
+its delivery is known to survive one. When the child's store waits for replicas or the AOF
+(`wait_replicas`, `durable`) the delivery is followed by that wait and the record deleted once
+it confirms. Otherwise the record moves (one MULTI: XADD, XDEL) to the partition's ``handed``
+stream, and the maintenance sweep delivers it a second time once it is `GRACE_MS` old, then
+deletes it: the repeat is a no-op if the first delivery survived, and re-applies it on the new
+primary if a failover lost it (replication lags milliseconds, a failover takes seconds; a
+second delivery that fails waits for the next sweep).
 
 A failed or cancelled parent fails the child and cascades to the child's own dependents:
 local ones in the same script, remote ones through the child partition's outbox. Claim
@@ -62,6 +70,10 @@ KEEP_S = 86_400
 DELIVER_BATCH = 500
 #: Rounds per partition per `deliver_pending` call, so one call stays bounded.
 MAX_ROUNDS = 20
+#: How old a record delivered to a partition that confirms no replica must be before its
+#: second delivery (ms): far longer than replication lags, so the second delivery reaches
+#: whichever node holds the partition once a failover that lost the first is over.
+GRACE_MS = 30_000
 
 #: Finds the partition of a job outside the batch (the layout's home of an id); None: unknown.
 Locate = Callable[[str], int | None]
@@ -82,6 +94,8 @@ class Delivery:
     left: int = 0
     """Records left in an outbox for a later pass: their partition did not answer, or did not
     confirm the delivery durable."""
+    held: int = 0
+    """Of the records delivered, those moved to ``handed`` for their second delivery."""
 
     def __add__(self, other: Delivery) -> Delivery:
         return Delivery(
@@ -90,11 +104,12 @@ class Delivery:
             self.kept + other.kept,
             self.ignored + other.ignored,
             self.left + other.left,
+            self.held + other.held,
         )
 
     @property
     def removed(self) -> int:
-        """Records delivered and deleted from their outbox."""
+        """Records delivered (and deleted, or held for their second delivery)."""
         return self.applied + self.duplicates + self.kept + self.ignored
 
 
@@ -301,18 +316,23 @@ def deliver_pending(
     limit: int = DELIVER_BATCH,
     sources: Iterable[int] | None = None,
     now: int = 0,
+    grace_ms: int | None = GRACE_MS,
 ) -> Delivery:
     """Deliver the hand-off records waiting in the outboxes of `sources` (default: every
     partition) to their children's partitions, `limit` records per round trip, at most
-    `MAX_ROUNDS` rounds per partition. Never raises for a partition that does not answer:
-    its records stay for the next pass (the maintenance tick calls this every tick)."""
+    `MAX_ROUNDS` rounds per partition; then (unless `grace_ms` is None) deliver again the
+    records delivered once at least `grace_ms` ago (``handed``) and delete them. Never raises
+    for a partition that does not answer: its records stay for the next pass. The maintenance
+    tick calls this every tick, over every partition."""
     total = Delivery()
     for src in range(len(parts)) if sources is None else sources:
-        for _ in range(MAX_ROUNDS):
-            done, read = _deliver_round(parts, src, limit, now)
-            total += done
-            if read < limit or done.removed == 0:
-                break
+        stages = [None] if grace_ms is None else [None, grace_ms]
+        for grace in stages:
+            for _ in range(MAX_ROUNDS):
+                done, read = _deliver_round(parts, src, limit, now, grace)
+                total += done
+                if read < limit or done.removed == 0:
+                    break
     return total
 
 
@@ -320,25 +340,39 @@ def deliver_from(parts: Sequence[Store], part: int, limit: int = DELIVER_BATCH) 
     """Deliver what partition `part`'s outbox holds: for whoever just settled jobs there (a
     worker's report, a cancel, a purge), so remote children move on at once rather than at
     the next maintenance tick. One XRANGE when there is nothing to deliver."""
-    return deliver_pending(parts, limit, [part])
+    return deliver_pending(parts, limit, [part], grace_ms=None)
 
 
 def outbox_length(store: Store) -> int:
-    """Hand-off records waiting in `store`'s partition (for health checks and tests)."""
+    """Hand-off records not delivered yet in `store`'s partition (health checks, tests)."""
     with store.broker("reading the hand-off outbox"):
         return int(store.r.xlen(store.keys.outbox))
+
+
+def handed_length(store: Store) -> int:
+    """Records of `store`'s partition delivered once, awaiting their second delivery."""
+    with store.broker("reading the hand-off outbox"):
+        return int(store.r.xlen(store.keys.handed))
 
 
 Item = tuple[str, str, str, bytes]
 
 
-def _deliver_round(parts: Sequence[Store], src: int, limit: int, now: int) -> tuple[Delivery, int]:
-    """One round: read up to `limit` records of `src`'s outbox, deliver them grouped by the
-    child's partition, delete those delivered (and confirmed durable when asked)."""
+def _deliver_round(
+    parts: Sequence[Store], src: int, limit: int, now: int, grace: int | None
+) -> tuple[Delivery, int]:
+    """One round: read up to `limit` records of `src`'s outbox (`grace` None), or of its
+    ``handed`` stream delivered at least `grace` ms ago, deliver them grouped by the child's
+    partition; delete those delivered (and confirmed durable when asked); move those of the
+    outbox delivered to a partition that confirms nothing to ``handed``."""
     store = parts[src]
+    stream = store.keys.outbox if grace is None else store.keys.handed
     try:
         with store.broker("reading the hand-off outbox"):
-            entries = store.r.xrange(store.keys.outbox, "-", "+", count=limit)
+            newest = "+"
+            if grace:
+                newest = str((now or store.server_time_ms()) - grace)
+            entries = store.r.xrange(stream, "-", newest, count=limit)
     except BrokerError as exc:
         log.warning("hand-offs of partition %d not read: %s", src, exc)
         return Delivery(), 0
@@ -362,22 +396,32 @@ def _deliver_round(parts: Sequence[Store], src: int, limit: int, now: int) -> tu
         else:
             by_dest.setdefault(parsed[0], []).append((eid, parsed[1]))
     result = Delivery(left=left)
+    held: list[tuple[bytes, dict[bytes, bytes]]] = []
+    raw = dict(entries)
     for dest, records in by_dest.items():
         codes = _deliver_to(parts[dest], [item for _eid, item in records], now)
         if codes is None:
             result += Delivery(left=len(records))
             continue
-        done.extend(eid for eid, _item in records)
+        if grace is None and not parts[dest].durability:  # confirmed by nothing yet
+            held.extend((eid, raw[eid]) for eid, _item in records)
+        else:
+            done.extend(eid for eid, _item in records)
         result += Delivery(
             applied=codes.count(Deliver.APPLIED),
             duplicates=codes.count(Deliver.DUPLICATE),
             kept=codes.count(Deliver.KEPT),
             ignored=codes.count(Deliver.IGNORED),
+            held=len(records) if grace is None and not parts[dest].durability else 0,
         )
-    if done:
+    if done or held:
         try:
             with store.broker("deleting delivered hand-offs"):
-                store.r.xdel(store.keys.outbox, *done)
+                pipe = store.r.pipeline(transaction=True)
+                for _eid, fields in held:
+                    pipe.xadd(store.keys.handed, fields)
+                pipe.xdel(stream, *done, *(eid for eid, _f in held))
+                pipe.execute()
         except BrokerError as exc:  # delivered: a later pass sends them again, to no effect
             log.warning("delivered hand-offs of partition %d not deleted yet: %s", src, exc)
     return result, len(entries)

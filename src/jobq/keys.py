@@ -39,6 +39,9 @@ partition, because ``orphans`` reads it there.
 |                         |        | pass flag and child id)            |                              |
 | ``outbox``              | stream | settle (hand-offs to children in   | handoff.py (delivers each    |
 |                         |        | other partitions: c, k, p, s, r)   | record, then XDELs it)       |
+| ``handed``              | stream | handoff.py (outbox records         | handoff.py (delivers each    |
+|                         |        | delivered once, to a partition not | again after a grace, then    |
+|                         |        | confirming replicas: copied here)  | XDELs it)                    |
 | ``dlv:<id>``            | hash   | deliver (a hand-off that came      | enqueue of <id> (applies and |
 |                         |        | before job <id> existed; expires)  | deletes it)                  |
 | ``unique:<key>``        | string | enqueue (unique_key -> job id)     | enqueue; settle deletes it   |
@@ -221,6 +224,11 @@ class Keys:
     def outbox(self) -> str:
         """Hand-off records to children in other partitions, awaiting delivery (handoff.py)."""
         return self.base + LUA_SUFFIXES["OUTBOX"]
+
+    @property
+    def handed(self) -> str:
+        """Outbox records delivered once, delivered again after a grace (handoff.py)."""
+        return self.base + "handed"
 
     def dlv(self, job_id: str) -> str:
         """Hand-offs delivered before job `job_id` was enqueued here (handoff.py)."""
