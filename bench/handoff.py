@@ -5,7 +5,8 @@ as a one-server deployment of three partitions runs):
 
 * local: parent and child in partition 0 (the direct path: children set, settle releases);
 * cross: parent in partition 0, child in partition 1 (link, enqueue with remote parents, the
-  parent's settle appends a hand-off, deliver_pending applies it).
+  parent's settle appends a hand-off, deliver_pending applies it, and delivers it again after
+  the grace, as it does for a partition that confirms no replica).
 
 Per phase: wall time and the server's CPU time (INFO cpu, user + sys) per pair. Prints a
 Markdown table. Usage: ``.venv/bin/python bench/handoff.py [--n 2000]``.
@@ -67,6 +68,8 @@ def run(url: str, n: int, cross: bool) -> dict[str, tuple[float, float]]:
     out["submit"] = measure(parts[0], lambda: submit(parts, placed))
     out["settle parents"] = measure(parts[0], lambda: finish_parents(parts[0], n))
     out["deliver"] = measure(parts[0], lambda: deliver_pending(parts, limit=500))
+    # The second delivery of each record, after the grace (a no-op unless a failover lost it).
+    out["second delivery"] = measure(parts[0], lambda: deliver_pending(parts, 500, grace_ms=0))
     queued = int(parts[kid_part].r.zcard(parts[kid_part].keys.queue("kid")))
     assert queued == n, f"{queued} of {n} children queued"
     for s in parts:
@@ -90,7 +93,7 @@ def main() -> int:
     print(f"N = {args.n} parent -> child pairs; per pair: wall µs / server CPU µs\n")
     print("| phase | same partition | across partitions |")
     print("|---|---|---|")
-    for phase in ("submit", "settle parents", "deliver"):
+    for phase in ("submit", "settle parents", "deliver", "second delivery"):
         cells = []
         for res in (local, cross):
             wall, cpu = res[phase]
