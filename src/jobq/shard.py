@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import redis
 
+from .codes import Await, Cancel, Enqueue, Progress, Rerun
 from .cluster import client_for_slot
 from .cluster_url import is_cluster
 from .durability import Durability
@@ -211,7 +212,7 @@ class Shard(Reads, Upkeep):
     ) -> list[bool]:
         """Create jobs in one round trip; per job, True if created, False if it existed (same
         id, or a pending job holds its unique key). `wait_s`: see `submit_ids`."""
-        return [r == 1 for _s, r in self._enqueue(specs, now, wait_s=wait_s)]
+        return [r == Enqueue.CREATED for _s, r in self._enqueue(specs, now, wait_s=wait_s)]
 
     def submit_ids(
         self, specs: Iterable[JobSpec], now: int = 0, *, wait_s: float | None = None
@@ -313,7 +314,7 @@ class Shard(Reads, Upkeep):
 
     def report(self, outcomes: list[Outcome], now: int = 0) -> dict[str, int]:
         """Record many outcomes in one round trip; returns each job id's script code
-        (1 recorded / 2 dead-lettered / -1 not found / -2 superseded by a newer attempt)."""
+        (`codes.Complete` for a success, `codes.Fail` for a failure)."""
         ok = [o for o in outcomes if o.ok]
         bad = [o for o in outcomes if not o.ok]
         with self.broker("reporting results"):
@@ -423,7 +424,7 @@ class Shard(Reads, Upkeep):
                 code, got = self.scripts.await_and_pop(
                     job_id, self.keys.done(job_id), block, renew=registered
                 )
-                registered = code == 0
+                registered = code == Await.REGISTERED
             except RAISED as exc:
                 err = translate(exc, redact(self.url), "waiting for a result")
                 # Waiting is safe to repeat: ride out a restart, a failover or a network blip
@@ -438,7 +439,7 @@ class Shard(Reads, Upkeep):
                 time.sleep(0.2)
                 continue
             outage_started = 0.0
-            if code == -1:
+            if code == Await.NOT_FOUND:
                 return None
             if got is not None:
                 return self.get_job(job_id) if full else _outcome_record(job_id, got[1])
@@ -446,7 +447,8 @@ class Shard(Reads, Upkeep):
     def progress(self, job_id: str, token: str, fraction: float, message: str = "") -> bool:
         """Record a running attempt's progress; False if the attempt no longer owns the job."""
         with self.broker("recording progress"):
-            return int(self.scripts.progress(self.r, job_id, token, fraction, message)) == 1
+            code = self.scripts.progress(self.r, job_id, token, fraction, message)
+        return int(code) == Progress.RECORDED
 
     def cancel_requested(self, job_id: str) -> bool:
         with self.broker("checking for a cancel request"):
@@ -460,13 +462,13 @@ class Shard(Reads, Upkeep):
 
     def cancel(self, job_id: str) -> int:
         if not encodable(job_id):
-            return -1  # no job can have this id
+            return Cancel.NOT_FOUND  # no job can have this id
         with self.broker("cancelling a job"):
             return int(self.scripts.cancel(self.r, job_id, self.result_ttl_s))
 
     def rerun(self, job_id: str) -> int:
         if not encodable(job_id):
-            return -1
+            return Rerun.NOT_FOUND
         with self.broker("re-running a job"):
             return int(self.scripts.rerun(self.r, job_id))
 
