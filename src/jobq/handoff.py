@@ -58,7 +58,7 @@ from typing import Any
 from .codes import Deliver
 from .errors import BrokerError, DependencyCycle, JobNotFound, JobqError
 from .model import JobSpec, RemoteParent
-from .store import Store
+from .shard import Shard as Store
 
 log = logging.getLogger("jobq.handoff")
 

@@ -20,9 +20,9 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import redis
 
-from .codes import Await, Cancel, Enqueue, Progress, Rerun
 from .cluster import client_for_slot
 from .cluster_url import is_cluster
+from .codes import Await, Cancel, Enqueue, Progress, Rerun
 from .durability import Durability
 from .errors import BrokerFull, BrokerUnavailable, gave_up_waiting
 from .failover import Resend, ride_out

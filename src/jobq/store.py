@@ -28,6 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from . import handoff
 from .cluster_url import is_cluster
 from .faults import RAISED, translate
 from .keys import Keys
@@ -103,7 +104,7 @@ class Store(SpreadUpkeep):
         # The control partition's shard needs no layout (its tag is the prefix): built now, so
         # settings and the control client are there before anything is read, and its primary
         # check is hooked on before the first dial (the layout read included).
-        self._control = Shard(client, url, keys.partition(keys.prefix), **settings)
+        self._control = Shard(client, url, keys, **settings)
         self._shards: list[Shard] = [self._control]
         self._open_lock = threading.Lock()
         self._where = _Where()
@@ -287,10 +288,20 @@ class Store(SpreadUpkeep):
         A job whose parents live in other partitions is linked to them through the hand-off
         (handoff.py) by its shard's submit."""
         groups: dict[int, list[int]] = {}
+        placed: list[tuple[int, JobSpec]] = []
         for i, spec in enumerate(specs):
             part = self.layout.place(spec, self._near)
             groups.setdefault(part, []).append(i)
+            placed.append((part, spec))
             self._where.note(spec.id, part)
+        if any(spec.parents for spec in specs):
+            # Parents may live in other partitions: linked there first (handoff.py).
+            ids = handoff.submit(
+                self.shards, placed, locate=self._where.get, now=now, wait_s=wait_s
+            )
+            if created:
+                return [(s, s.id if got == s.id else "") for s, got in zip(specs, ids, strict=True)]
+            return list(zip(specs, ids, strict=True))
         out: list[str] = [""] * len(specs)
         for part, idx in groups.items():
             shard = self.shards[part]
@@ -365,7 +376,15 @@ class Store(SpreadUpkeep):
         codes: dict[str, int] = {}
         for part, group in groups.items():
             codes.update(self.shards[part].report(group, now))
+        self._hand_off(groups)
         return codes
+
+    def _hand_off(self, parts: Iterable[int]) -> None:
+        """Deliver at once what the calls just made in `parts` handed off to other partitions
+        (jobs that finished with children elsewhere); the maintenance tick delivers whatever
+        is left (this process died first, a partition did not answer)."""
+        for part in parts:
+            handoff.deliver_from(self.shards, part)
 
     def heartbeat(
         self,
@@ -432,7 +451,11 @@ class Store(SpreadUpkeep):
         return self.shards[self.partition_of(job_id)].cancel_requested(job_id)
 
     def cancel(self, job_id: str) -> int:
-        return self.shard_of(job_id).cancel(job_id)
+        shard = self.shard_of(job_id)
+        code = shard.cancel(job_id)
+        if self.layout.count > 1:
+            self._hand_off([self.shards.index(shard)])
+        return code
 
     def rerun(self, job_id: str) -> int:
         return self.shard_of(job_id).rerun(job_id)
@@ -478,7 +501,10 @@ class Store(SpreadUpkeep):
             shard.set_rate_limits(scaled)
 
     def purge(self, queue: str, batch: int = 1000) -> int:
-        return sum(s.purge(queue, batch) for s in self.shards)
+        n = sum(s.purge(queue, batch) for s in self.shards)
+        if self.layout.count > 1:
+            self._hand_off(range(self.layout.count))
+        return n
 
     def dead_count(self) -> int:
         return sum(s.dead_count() for s in self.shards)
