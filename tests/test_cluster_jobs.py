@@ -67,3 +67,17 @@ def test_wait_replicas_on_a_cluster_url_waits_on_each_partitions_primary(
             assert [j.result(timeout=60) for j in jobs] == list(range(30))
     finally:
         app.close()
+
+
+def test_doctor_checks_every_primary_of_a_cluster(
+    valkey_cluster: cluster_harness.ValkeyCluster,
+) -> None:
+    from jobq.config import Settings
+    from jobq.doctor import diagnose
+
+    code, checks = diagnose(Settings(url=valkey_cluster.url))
+    topo = [c for c in checks if c.name == "topology"]
+    assert topo and "Valkey Cluster of 3 primaries" in topo[0].message, topo
+    primaries = [c for c in checks if c.name == "primary"]
+    assert len(primaries) == 3 and all(c.status == "ok" for c in primaries), primaries
+    assert code in (0, 1)  # warnings (no min-replicas-to-write...) are not failures
