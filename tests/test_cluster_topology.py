@@ -126,7 +126,7 @@ def test_tags_spread_partitions_over_every_primary(primaries: int) -> None:
     for n in (1, primaries, 2 * primaries + 1):
         tags = tag_on_each_primary(owners, "jobq", n)
         assert tags[0] == "jobq" and len(set(tags)) == n
-        assert all(t == "jobq" or t.startswith("jobq.") for t in tags)
+        assert all(t == "jobq" or t.startswith("jobq/") for t in tags)
         per: dict[Addr | None, int] = {}
         for t in tags:
             o = owners.slots()[slot_of(t)]
