@@ -222,6 +222,44 @@ def test_slot_moved_is_retriable_and_readable() -> None:
     assert isinstance(down, BrokerUnavailable) and "failover" in str(down)
 
 
+def test_a_plain_url_naming_a_cluster_node_is_told_to_use_a_cluster_url(
+    valkey_cluster: ValkeyCluster,
+) -> None:
+    """Not a slot connection: MOVED stays the server's reply (no map to refresh), and jobq's
+    translation says what URL to write."""
+    c = valkey_cluster
+    tag = "plain"
+    other = next(n for n in c.primaries() if n is not c.owner(slot_of(tag)))
+    url = f"redis://:{c.password}@127.0.0.1:{other.port}/0"
+    r = client_for(url)
+    try:
+        with pytest.raises(redis.exceptions.MovedError) as err:
+            r.get(f"{{{tag}}}:k")
+        told = translate(err.value, url, "reading")
+        assert isinstance(told, BrokerUnavailable) and "redis+cluster://" in str(told)
+    finally:
+        r.close()
+
+
+def test_a_user_that_may_not_read_the_map_is_told_what_to_grant(
+    valkey_cluster: ValkeyCluster,
+) -> None:
+    c = valkey_cluster
+    user, pw = "nomap" + str(time.monotonic_ns()), "pw-nomap"
+    for n in c.nodes:
+        n.call("ACL", "SETUSER", user, "on", f">{pw}", "~*", "+@all", "-cluster")
+    try:
+        r = client_for_slot(f"redis+cluster://{user}:{pw}@127.0.0.1:{c.nodes[0].port}", "acl")
+        with pytest.raises(redis.ConnectionError, match=r"\+cluster\|slots") as err:
+            r.ping()
+        told = translate(err.value, "redis+cluster://127.0.0.1:1", "submitting")
+        assert isinstance(told, BrokerUnavailable) and "cluster|slots" in str(told)
+        r.close()
+    finally:
+        for n in c.nodes:
+            n.call("ACL", "DELUSER", user)
+
+
 def test_a_server_without_cluster_support_is_refused_with_the_fix() -> None:
     """A non-Cluster server named by a Cluster URL is refused with the fix."""
     from conftest import ValkeyProcess
