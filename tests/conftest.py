@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from jobq import App
+from jobq.config import url_options
 from jobq.embedded import find_binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,9 +94,55 @@ def valkey() -> Iterator[ValkeyProcess]:
     server.cleanup()
 
 
+# -- The deployments the core and scheduling suites run on -------------------------------------
+#: "one": one partition on the session's server (the layout jobq always had); "three": a new
+#: deployment split into `PARTITIONED` partitions on that same server (every partition its own
+#: slot, so the code paths a Cluster takes).
+LAYOUT_KINDS = ("one", "three")
+#: How many partitions the "three" layout asks for.
+PARTITIONED = 3
+
+#: Parametrizes a module over every layout (``pytestmark = on_every_layout``): each of its tests
+#: runs once per layout, grouped by layout, so module fixtures (a worker fleet) start once each.
+on_every_layout = pytest.mark.parametrize(
+    "layout_kind", LAYOUT_KINDS, indirect=True, scope="module"
+)
+
+
+@pytest.fixture(scope="module")
+def layout_kind(request: pytest.FixtureRequest) -> str:
+    """The layout this module's tests run on: `on_every_layout` sets it; others run on 'one'."""
+    return str(getattr(request, "param", "one"))
+
+
+@pytest.fixture(scope="module")
+def deployment_url(layout_kind: str, request: pytest.FixtureRequest) -> str:
+    """The broker URL of the layout: jobq's own ``?partitions=`` query carries the partition
+    count, so every process given the URL (an App, a `jobq worker` or `jobq master`
+    subprocess, the CLI, an example) creates or follows the same layout whichever comes
+    first. Plain redis-py clients take `server_url` instead."""
+    if layout_kind == "one":
+        return str(request.getfixturevalue("valkey").url)
+    if layout_kind == "three":
+        return f"{request.getfixturevalue('valkey').url}?partitions={PARTITIONED}"
+    raise ValueError(f"unknown layout kind {layout_kind!r}")
+
+
+def xfail_if_partitioned(request: pytest.FixtureRequest, reason: str) -> None:
+    """Mark the running test an expected failure (not strict) on a partitioned layout."""
+    if request.getfixturevalue("layout_kind") != "one":
+        request.applymarker(pytest.mark.xfail(strict=False, reason=reason))
+
+
 @pytest.fixture
-def url(valkey: ValkeyProcess) -> str:
-    return valkey.url
+def url(deployment_url: str) -> str:
+    return deployment_url
+
+
+@pytest.fixture
+def server_url(url: str) -> str:
+    """`url` without jobq's own query parameters (what redis-py accepts)."""
+    return url_options(url)[0]
 
 
 @pytest.fixture
@@ -111,8 +158,8 @@ def app(url: str, prefix: str) -> Iterator[App]:
 
 
 @pytest.fixture
-def rclient(url: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(url)
+def rclient(server_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(server_url)
     yield c
     c.close()
 
