@@ -3,6 +3,7 @@ unique key prefix per test instead of FLUSHALL."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -97,10 +98,20 @@ def valkey() -> Iterator[ValkeyProcess]:
 # -- The deployments the core and scheduling suites run on -------------------------------------
 #: "one": one partition on the session's server (the layout jobq always had); "three": a new
 #: deployment split into `PARTITIONED` partitions on that same server (every partition its own
-#: slot, so the code paths a Cluster takes).
-LAYOUT_KINDS = ("one", "three")
+#: slot, so the code paths a Cluster takes); "cluster": a real Valkey Cluster of
+#: `CLUSTER_PRIMARIES` primaries (one partition per primary, jobq's default there).
+ALL_LAYOUT_KINDS = ("one", "three", "cluster")
+#: The layouts `on_every_layout` runs; JOBQ_TEST_LAYOUTS=one,three (say) runs fewer.
+LAYOUT_KINDS = tuple(
+    k for k in os.environ.get("JOBQ_TEST_LAYOUTS", ",".join(ALL_LAYOUT_KINDS)).split(",") if k
+)
 #: How many partitions the "three" layout asks for.
 PARTITIONED = 3
+#: The session Cluster's shape: primaries, and replicas of each.
+CLUSTER_PRIMARIES, CLUSTER_REPLICAS = 3, 1
+#: Its node timeout: longer than tests/cluster.py's failover-test default, so a node starved
+#: of CPU on a loaded machine is not failed over under the suites by mistake.
+CLUSTER_NODE_TIMEOUT_MS = 5000
 
 #: Parametrizes a module over every layout (``pytestmark = on_every_layout``): each of its tests
 #: runs once per layout, grouped by layout, so module fixtures (a worker fleet) start once each.
@@ -115,16 +126,59 @@ def layout_kind(request: pytest.FixtureRequest) -> str:
     return str(getattr(request, "param", "one"))
 
 
+@pytest.fixture(scope="session")
+def valkey_cluster() -> Iterator[Any]:
+    """A started Valkey Cluster (tests/cluster.py) shared by the session: each test works
+    under its own prefix, so its own slots. Skips when tests/cluster.py is not there."""
+    try:
+        from cluster import ValkeyCluster
+    except ImportError as exc:
+        pytest.skip(f"no Valkey Cluster harness (tests/cluster.py): {exc}")
+    c = ValkeyCluster(
+        CLUSTER_PRIMARIES, CLUSTER_REPLICAS, node_timeout_ms=CLUSTER_NODE_TIMEOUT_MS
+    ).start()
+    try:
+        yield c
+    finally:
+        c.cleanup()
+
+
+def cluster_refusal(url: str) -> str | None:
+    """Why jobq cannot serve a deployment at the Cluster `url` (None: it can): a store is
+    opened there and every partition pinged, under a throwaway prefix."""
+    from jobq.keys import Keys
+    from jobq.store import open_store
+
+    try:
+        store = open_store(url, Keys("probe" + uuid.uuid4().hex[:8]))
+    except Exception as exc:  # the URL itself refused
+        return f"jobq.store.open_store cannot open a Cluster URL yet: {type(exc).__name__}: {exc}"
+    try:
+        store.ping()
+    except Exception as exc:
+        return f"a store on the Cluster does not answer yet: {type(exc).__name__}: {exc}"
+    finally:
+        with contextlib.suppress(Exception):
+            store.close()
+    return None
+
+
 @pytest.fixture(scope="module")
 def deployment_url(layout_kind: str, request: pytest.FixtureRequest) -> str:
     """The broker URL of the layout: jobq's own ``?partitions=`` query carries the partition
     count, so every process given the URL (an App, a `jobq worker` or `jobq master`
     subprocess, the CLI, an example) creates or follows the same layout whichever comes
-    first. Plain redis-py clients take `server_url` instead."""
+    first. Plain redis-py clients take `server_url` instead (not on a Cluster)."""
     if layout_kind == "one":
         return str(request.getfixturevalue("valkey").url)
     if layout_kind == "three":
         return f"{request.getfixturevalue('valkey').url}?partitions={PARTITIONED}"
+    if layout_kind == "cluster":
+        url = str(request.getfixturevalue("valkey_cluster").url)
+        refused = cluster_refusal(url)
+        if refused:
+            pytest.skip(refused)
+        return url
     raise ValueError(f"unknown layout kind {layout_kind!r}")
 
 
@@ -140,8 +194,11 @@ def url(deployment_url: str) -> str:
 
 
 @pytest.fixture
-def server_url(url: str) -> str:
-    """`url` without jobq's own query parameters (what redis-py accepts)."""
+def server_url(url: str, layout_kind: str) -> str:
+    """`url` without jobq's own query parameters (what redis-py accepts); none on a Cluster,
+    where a test reaches keys through the shards (tests/shard_keys.py)."""
+    if layout_kind == "cluster":
+        pytest.skip("a plain redis-py client does not follow a Cluster's slots")
     return url_options(url)[0]
 
 
