@@ -285,3 +285,46 @@ def make_sentinel_group() -> Iterator[Callable[..., ha.SentinelGroup]]:
     finally:
         for group in groups:
             group.cleanup()
+
+
+# -- Valkey Cluster: a real cluster of the embedded binary (tests/cluster.py) -----------------
+import cluster as cluster_harness  # noqa: E402
+
+
+def started_cluster(**kwargs: Any) -> cluster_harness.ValkeyCluster:
+    """A started ValkeyCluster; one that does not settle is replaced once, saying so (a loaded
+    machine), so a test fails only when the second start fails too."""
+    try:
+        return cluster_harness.ValkeyCluster(**kwargs).start(timeout=30)
+    except (AssertionError, RuntimeError) as exc:  # start() cleaned the cluster up
+        print(f"Valkey Cluster did not start, trying a new one: {str(exc)[:300]}")
+    return cluster_harness.ValkeyCluster(**kwargs).start()
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster() -> Iterator[cluster_harness.ValkeyCluster]:
+    """3 primaries + 3 replicas, built once per session. Tests must leave it as they found
+    it (no kills, no migrations): those use `make_cluster`."""
+    c = started_cluster()
+    try:
+        yield c
+    finally:
+        c.cleanup()
+
+
+@pytest.fixture
+def make_cluster() -> Iterator[Callable[..., cluster_harness.ValkeyCluster]]:
+    """A factory for clusters a test may break (kill, migrate), each started on call and
+    cleaned up at teardown."""
+    made: list[cluster_harness.ValkeyCluster] = []
+
+    def make(**kwargs: Any) -> cluster_harness.ValkeyCluster:
+        c = started_cluster(**kwargs)
+        made.append(c)
+        return c
+
+    try:
+        yield make
+    finally:
+        for c in made:
+            c.cleanup()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import redis
 
+from .cluster_url import is_cluster
 from .errors import (
     BrokerError,
     BrokerUnavailable,
@@ -19,7 +20,7 @@ from .errors import (
     JobqError,
     reply_error,
 )
-from .topology import NoPrimary, NotPrimary, is_sentinel
+from .topology import NoPrimary, NotPrimary, SlotMoved, is_sentinel
 
 
 def reply_code(exc: BaseException) -> str:
@@ -55,6 +56,8 @@ def translate(exc: BaseException, url: str, doing: str) -> JobqError:
         return reply_error(reply_code(exc), _message(exc), url, doing)
     if is_sentinel(url) and isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
         return _no_primary(exc, url, doing)
+    if is_cluster(url) and isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
+        return _cluster_unavailable(exc, url, doing)
     if isinstance(exc, NotPrimary):
         return BrokerUnavailable(
             f"Valkey at {url} is a read-only replica now, not the primary, while {doing} "
@@ -96,6 +99,29 @@ def _no_primary(exc: BaseException, url: str, doing: str) -> BrokerUnavailable:
         "their down-after-milliseconds); jobq retries on the primary they name next. If it "
         "lasts, ask a Sentinel: SENTINEL MASTER <service>, SENTINEL REPLICAS <service>",
         reason,
+    )
+
+
+def _cluster_unavailable(exc: BaseException, url: str, doing: str) -> BrokerUnavailable:
+    """A connection failure on a Cluster URL: the slot moved (`SlotMoved`), or the primary
+    serving it is down or being replaced. Pointing the user at JOBQ_URL would mislead: the
+    URL names seed nodes, and the cluster's own view is what to check."""
+    msg = str(exc) or type(exc).__name__
+    if isinstance(exc, SlotMoved):
+        return BrokerUnavailable(
+            f"the Valkey Cluster {url} moved the slot of this partition while {doing} ({msg}): "
+            "a resharding or failover is under way; jobq retries on the node that serves it now",
+            "slot moved",
+        )
+    if isinstance(exc, NoPrimary):  # cluster.NoSlotOwner: no node answered, or no owner
+        return BrokerUnavailable(f"no node serves {url} while {doing}: {msg}", "no slot owner")
+    reason = "timed out" if isinstance(exc, redis.TimeoutError | TimeoutError) else msg
+    return BrokerUnavailable(
+        f"the Valkey Cluster node serving this partition of {url} is unreachable while {doing} "
+        f"({msg}): a failover may be under way (a replica takes over once the other primaries "
+        "count this one down, after cluster-node-timeout); jobq retries on the node the cluster "
+        "names next. If it lasts, ask a node: CLUSTER INFO, CLUSTER SHARDS",
+        reason or type(exc).__name__,
     )
 
 

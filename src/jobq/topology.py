@@ -6,6 +6,8 @@ node that is the primary now, or to none.
   and ``rediss+sentinel://`` or ``?ssl=1`` for TLS to the data nodes; ``?sentinel_password=``
   and ``?sentinel_username=`` when the Sentinels have their own credentials): a Sentinel group.
   The user and password in the URL are the data nodes'.
+- ``redis+cluster://[user:password@]h1:p1[,h2:p2...]`` (cluster_url.py, cluster.py): a Valkey
+  Cluster; each client follows the primary of one hash slot (`cluster.client_for_slot`).
 
 Every connection is a `PrimaryConnection` (or its TLS/unix sibling). Two things happen on each
 connect and reconnect, in the one method every path of redis-py goes through:
@@ -45,15 +47,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote
 
 import redis
 from redis.backoff import NoBackoff
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    ReadOnlyError,
+    TryAgainError,
+)
 from redis.retry import Retry
 
+from . import cluster_url
 from .errors import ConfigError
 
 SENTINEL_SCHEMES = ("redis+sentinel", "valkey+sentinel", "rediss+sentinel", "valkeys+sentinel")
@@ -90,6 +99,27 @@ class NoPrimary(redis.ConnectionError):
     service name. A connection error, so callers retry (within their bounds)."""
 
 
+class SlotMoved(redis.ConnectionError):
+    """A Cluster node refused a command for the connection's slot (MOVED, ASK, TRYAGAIN,
+    CLUSTERDOWN): the slot moved (resharding, failover) or is moving, or the cluster is down.
+    The command was never executed, so resending is safe: a connection error, so the callers'
+    reconnect finds the slot's owner in the refreshed map."""
+
+
+class Resolver(Protocol):
+    """Where a connection dials: `SentinelResolver`, or `cluster.SlotResolver` (the owner of
+    one hash slot). `primary` is asked on every dial, `current` (cached, cheap) before each
+    command and after each reply."""
+
+    def primary(self) -> tuple[str, int]: ...
+
+    def current(self) -> tuple[str, int] | None: ...
+
+    def replicas(self) -> list[tuple[str, int]]: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SentinelUrl:
     """A parsed ``redis+sentinel://`` URL."""
@@ -116,11 +146,15 @@ def check_url(url: str) -> None:
     if scheme in SENTINEL_SCHEMES:
         parse_sentinel_url(url)
         return
+    if scheme in cluster_url.CLUSTER_SCHEMES:
+        cluster_url.parse_cluster_url(url)
+        return
     if scheme not in PLAIN_SCHEMES:
         raise ConfigError(
             f"broker URL {_shown(url)!r}: unknown scheme {scheme or '(none)'!r}; use "
-            "redis://host:port/0, rediss:// (TLS), unix:///path/to.sock, or "
-            "redis+sentinel://host:port,host:port/SERVICE"
+            "redis://host:port/0, rediss:// (TLS), unix:///path/to.sock, "
+            "redis+sentinel://host:port,host:port/SERVICE, or "
+            "redis+cluster://host:port,host:port (a Valkey Cluster)"
         )
 
 
@@ -391,7 +425,7 @@ class _Hooked:
     def __init__(
         self,
         *args: Any,
-        jobq_resolver: SentinelResolver | None = None,
+        jobq_resolver: Resolver | None = None,
         jobq_hooks: list[Hook] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -435,6 +469,20 @@ class _Hooked:
             where = f"{self.host}:{self.port}"
             self.disconnect()  # type: ignore[attr-defined]
             raise NotPrimary(f"Valkey at {where} is no longer the primary ({exc})") from exc
+        except (AskError, TryAgainError, ClusterDownError) as exc:  # MovedError is an AskError
+            # A Cluster node refused the command (never ran it): on a slot-resolved
+            # connection, refresh the map and redial its owner; anywhere else, the reply.
+            redirected = getattr(self.jobq_resolver, "redirected", None)
+            if redirected is None:
+                raise
+            redirected(exc)
+            where = f"{self.host}:{self.port}"
+            self.disconnect()  # type: ignore[attr-defined]
+            kind = "MOVED" if isinstance(exc, MovedError) else type(exc).__name__
+            raise SlotMoved(
+                f"Valkey Cluster node {where} refused the command ({kind}: {exc}): the slot "
+                "moved or is moving (resharding, failover); resent to its owner"
+            ) from exc
         resolver = self.jobq_resolver
         if resolver is not None and not self.jobq_handshake:
             # A reply from a node the Sentinels replaced while the command was under way (it
@@ -482,6 +530,11 @@ def _owning(pool: redis.ConnectionPool) -> redis.Redis:
 def client_for(url: str, **kwargs: Any) -> redis.Redis:
     """A redis-py client for `url` whose every connection is one of jobq's (see above)."""
     check_url(url)
+    if cluster_url.is_cluster(url):
+        raise ConfigError(
+            f"broker URL {_shown(url)!r} names a Valkey Cluster: a client follows one hash "
+            "slot there, so build it with jobq.cluster.client_for_slot(url, tag)"
+        )
     hooks: list[Hook] = []
     if is_sentinel(url):
         target = parse_sentinel_url(url)
@@ -518,12 +571,12 @@ def hooks_of(client: Any) -> list[Hook] | None:
     return hooks
 
 
-def resolver_of(client: Any) -> SentinelResolver | None:
-    """The Sentinel resolver behind `client`, if it follows a Sentinel group."""
+def resolver_of(client: Any) -> Resolver | None:
+    """The resolver behind `client`, if it follows a Sentinel group or a Cluster slot."""
     pool = getattr(client, "connection_pool", None)
     if pool is None:
         return None
-    resolver: SentinelResolver | None = pool.connection_kwargs.get("jobq_resolver")
+    resolver: Resolver | None = pool.connection_kwargs.get("jobq_resolver")
     return resolver
 
 
@@ -533,4 +586,6 @@ def describe(url: str) -> str:
         t = parse_sentinel_url(url)
         names = ",".join(f"{h}:{p}" for h, p in t.sentinels)
         return f"Sentinel group {names} (service {t.service!r})"
+    if cluster_url.is_cluster(url):
+        return cluster_url.describe(url)
     return _shown(url)
