@@ -98,8 +98,9 @@ def valkey() -> Iterator[ValkeyProcess]:
 # -- The deployments the core and scheduling suites run on -------------------------------------
 #: "one": one partition on the session's server (the layout jobq always had); "three": a new
 #: deployment split into `PARTITIONED` partitions on that same server (every partition its own
-#: slot, so the code paths a Cluster takes); "cluster": a real Valkey Cluster of
-#: `CLUSTER_PRIMARIES` primaries (one partition per primary, jobq's default there).
+#: slot, so the code paths a Cluster takes); "cluster": the session's real Valkey Cluster
+#: (`valkey_cluster` below: 3 primaries + 3 replicas; one partition per primary, jobq's
+#: default there).
 ALL_LAYOUT_KINDS = ("one", "three", "cluster")
 #: The layouts `on_every_layout` runs; JOBQ_TEST_LAYOUTS=one,three (say) runs fewer.
 LAYOUT_KINDS = tuple(
@@ -107,11 +108,6 @@ LAYOUT_KINDS = tuple(
 )
 #: How many partitions the "three" layout asks for.
 PARTITIONED = 3
-#: The session Cluster's shape: primaries, and replicas of each.
-CLUSTER_PRIMARIES, CLUSTER_REPLICAS = 3, 1
-#: Its node timeout: longer than tests/cluster.py's failover-test default, so a node starved
-#: of CPU on a loaded machine is not failed over under the suites by mistake.
-CLUSTER_NODE_TIMEOUT_MS = 5000
 
 #: Parametrizes a module over every layout (``pytestmark = on_every_layout``): each of its tests
 #: runs once per layout, grouped by layout, so module fixtures (a worker fleet) start once each.
@@ -124,23 +120,6 @@ on_every_layout = pytest.mark.parametrize(
 def layout_kind(request: pytest.FixtureRequest) -> str:
     """The layout this module's tests run on: `on_every_layout` sets it; others run on 'one'."""
     return str(getattr(request, "param", "one"))
-
-
-@pytest.fixture(scope="session")
-def valkey_cluster() -> Iterator[Any]:
-    """A started Valkey Cluster (tests/cluster.py) shared by the session: each test works
-    under its own prefix, so its own slots. Skips when tests/cluster.py is not there."""
-    try:
-        from cluster import ValkeyCluster
-    except ImportError as exc:
-        pytest.skip(f"no Valkey Cluster harness (tests/cluster.py): {exc}")
-    c = ValkeyCluster(
-        CLUSTER_PRIMARIES, CLUSTER_REPLICAS, node_timeout_ms=CLUSTER_NODE_TIMEOUT_MS
-    ).start()
-    try:
-        yield c
-    finally:
-        c.cleanup()
 
 
 def cluster_refusal(url: str) -> str | None:
