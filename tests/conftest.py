@@ -142,6 +142,26 @@ def cluster_refusal(url: str) -> str | None:
     return None
 
 
+def cluster_urls_refused() -> str | None:
+    """Why jobq refuses every Cluster URL (None: it takes them), asked before a Cluster is
+    started for nothing: building a store talks to no server, so a URL naming no server is
+    enough to see the refusal (only a `ConfigError` counts; anything else is for
+    `cluster_refusal` to judge on the real Cluster)."""
+    from jobq.errors import ConfigError
+    from jobq.keys import Keys
+    from jobq.store import open_store
+
+    try:
+        store = open_store("redis+cluster://127.0.0.1:1", Keys("probe"))
+    except ConfigError as exc:
+        return f"jobq.store.open_store cannot open a Cluster URL yet: ConfigError: {exc}"
+    except Exception:
+        return None
+    with contextlib.suppress(Exception):
+        store.close()
+    return None
+
+
 @pytest.fixture(scope="module")
 def deployment_url(layout_kind: str, request: pytest.FixtureRequest) -> str:
     """The broker URL of the layout: jobq's own ``?partitions=`` query carries the partition
@@ -153,6 +173,9 @@ def deployment_url(layout_kind: str, request: pytest.FixtureRequest) -> str:
     if layout_kind == "three":
         return f"{request.getfixturevalue('valkey').url}?partitions={PARTITIONED}"
     if layout_kind == "cluster":
+        refused = cluster_urls_refused()
+        if refused:
+            pytest.skip(refused)
         url = str(request.getfixturevalue("valkey_cluster").url)
         refused = cluster_refusal(url)
         if refused:
