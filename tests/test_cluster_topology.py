@@ -187,6 +187,42 @@ def test_the_map_knows_every_node_and_is_shared_per_url(valkey_cluster: ValkeyCl
         b.close()
 
 
+def test_refreshes_are_rate_limited_and_shared(valkey_cluster: ValkeyCluster) -> None:
+    """Dials ask the map at most every FRESH_S; a redirect asks at once; threads asking
+    together share one answer."""
+    c = valkey_cluster
+    cmap = ClusterMap(c.seeds[:1], password=c.password)
+    try:
+        assert cmap.refresh() is True
+        assert [cmap.refresh() for _ in range(100)].count(True) == 0
+        cmap.mark_stale(c.nodes[2].addr)
+        assert cmap.refresh() is True
+        time.sleep(0.15)
+        assert cmap.refresh() is True
+        before = _slots_calls(c)
+        barrier = threading.Barrier(8)
+        answers: list[bool] = []
+
+        def ask() -> None:
+            barrier.wait(5)
+            answers.append(cmap.refresh(force=True))
+
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert 1 <= answers.count(True) < 8, answers
+        assert _slots_calls(c) - before == answers.count(True)
+    finally:
+        cmap.close()
+
+
+def _slots_calls(c: ValkeyCluster) -> int:
+    """CLUSTER SLOTS calls served by the whole cluster so far."""
+    return sum(int(c.commandstats(n).get("cluster|slots", {}).get("calls", 0)) for n in c.nodes)
+
+
 def test_the_function_library_loads_on_every_primary(valkey_cluster: ValkeyCluster) -> None:
     """`function load` is per node: a Scripts on each partition's slot client loads the
     library on that partition's primary (and its replica gets it), and FCALL runs there; the
