@@ -394,8 +394,10 @@ class Store(SpreadUpkeep):
         worker: str = "",
         began: Iterable[tuple[str, str]] = (),
     ) -> tuple[set[str], set[str]]:
-        """Extend leases where each job lives; the worker is marked seen in the control
-        partition (see `Shard.heartbeat`)."""
+        """Extend leases where each job lives, and mark the worker seen in every partition
+        (see `Shard.heartbeat`): each partition's orphan walk reads its own `workers` record,
+        so a partition that never saw the worker would take it for gone (failing the jobs
+        queued for it there, pruning its queues)."""
         if self.layout.count == 1:
             return self.control.heartbeat(items, lease_ms, now, worker, began)
         marks = list(began)
@@ -407,13 +409,10 @@ class Store(SpreadUpkeep):
             per_marks.setdefault(self.partition_of(it[0]), []).append(it)
         lost: set[str] = set()
         cancel: set[str] = set()
-        for part in sorted({0, *per_items, *per_marks}):
+        parts = range(self.layout.count) if worker else sorted({*per_items, *per_marks})
+        for part in parts:
             got = self.shards[part].heartbeat(
-                per_items.get(part, []),
-                lease_ms,
-                now,
-                worker if part == 0 else "",
-                per_marks.get(part, []),
+                per_items.get(part, []), lease_ms, now, worker, per_marks.get(part, [])
             )
             lost |= got[0]
             cancel |= got[1]
