@@ -184,12 +184,6 @@ def deployment_url(layout_kind: str, request: pytest.FixtureRequest) -> str:
     raise ValueError(f"unknown layout kind {layout_kind!r}")
 
 
-def xfail_if_partitioned(request: pytest.FixtureRequest, reason: str) -> None:
-    """Mark the running test an expected failure (not strict) on a partitioned layout."""
-    if request.getfixturevalue("layout_kind") != "one":
-        request.applymarker(pytest.mark.xfail(strict=False, reason=reason))
-
-
 @pytest.fixture
 def url(deployment_url: str) -> str:
     return deployment_url

@@ -48,7 +48,6 @@ from conftest import (
     jobq_cmd,
     on_every_layout,
     subprocess_env,
-    xfail_if_partitioned,
 )
 from procs import JobqProcess, kill_all
 from sched_tasks import RATE_LIMIT, fact_key, make_app
@@ -73,10 +72,6 @@ from jobq.states import TERMINAL
 
 # Every test runs on each layout (conftest `on_every_layout`): one partition, and several.
 pytestmark = [pytest.mark.timeout(120), on_every_layout]
-
-#: Why a test whose jobs depend on jobs in other partitions is expected to fail there for now:
-#: such a child is refused (JOBQ_PARENT) until the durable hand-off between partitions lands.
-CROSS_PARTITION = "depends on parents in other partitions: needs the cross-partition hand-off"
 
 T = TypeVar("T")
 WAIT = 60.0  # seconds: generous, the machine may be loaded by other suites
@@ -246,7 +241,6 @@ def test_chain_passes_each_result_to_the_next(fleet: Fleet) -> None:
 def test_chord_body_gets_every_result_in_order(
     fleet: Fleet, request: pytest.FixtureRequest
 ) -> None:
-    xfail_if_partitioned(request, CROSS_PARTITION)  # the members land in every partition
     echo, collect, total = fleet.task("echo"), fleet.task("collect"), fleet.task("total")
     # Earlier members sleep longer, so they finish last.
     body = chord([echo.s(i, (8 - i) * 0.05) for i in range(8)], collect.s()).submit()
@@ -263,7 +257,6 @@ def test_chord_body_gets_every_result_in_order(
 
 
 def test_group_and_a_job_depending_on_a_group(fleet: Fleet, request: pytest.FixtureRequest) -> None:
-    xfail_if_partitioned(request, CROSS_PARTITION)  # the group lands in every partition
     echo, total = fleet.task("echo"), fleet.task("total")
     submitted = group(*[echo.s(i, (6 - i) * 0.03) for i in range(6)]).submit()
     assert len(submitted) == 6
@@ -338,7 +331,6 @@ def test_failing_parent_fails_its_descendants_naming_the_parent(fleet: Fleet) ->
 def test_one_failing_parent_of_two_fails_the_child(
     fleet: Fleet, request: pytest.FixtureRequest
 ) -> None:
-    xfail_if_partitioned(request, CROSS_PARTITION)  # two unrelated parents: two partitions
     app, boom, whoami = fleet.app, fleet.task("boom"), fleet.task("whoami")
     tag = new_tag()
     parent = boom.submit("parent broke", delay=0.5)
@@ -937,7 +929,6 @@ def run_example(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Comple
 def test_analysis_example_runs_against_the_test_server(
     url: str, prefix: str, app: App, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    xfail_if_partitioned(request, CROSS_PARTITION)  # its fan-in waits on chunks everywhere
     out = run_example(
         "--url", url, "--prefix", prefix, "--docs", "3000", "--chunks", "6",
         cwd=tmp_path, env=subprocess_env(url, prefix),
@@ -957,7 +948,6 @@ def test_analysis_example_runs_on_the_embedded_default(
 ) -> None:
     if layout_kind == "cluster":
         pytest.skip("runs on its own embedded server: the 'three' layout covers its partitions")
-    xfail_if_partitioned(request, CROSS_PARTITION)  # its fan-in waits on chunks everywhere
     env = {k: v for k, v in subprocess_env("", "").items() if k not in ("JOBQ_URL", "JOBQ_PREFIX")}
     if layout_kind == "three":  # the embedded server's new deployment, split the same way
         env["JOBQ_PARTITIONS"] = str(PARTITIONED)
