@@ -81,13 +81,14 @@ PRODUCER_SCRIPTS = ("enqueue", "await", "cancel", "epoch", "link", "deliver")
 #: Commands every non-admin role sends outside scripts: connection set-up (redis-py sends
 #: CLIENT SETINFO, and HELLO for RESP3), reads of jobs, queues, periodic specs and events, the
 #: result wait (BLPOP on ``done:<id>``), transactions. INFO, WAIT and WAITAOF are read-only or
-#: only wait; they serve memory back-pressure and the durable mode.
+#: only wait; they serve memory back-pressure and the durable mode. CLUSTER SLOTS (read-only)
+#: is how a client on a Cluster finds each partition's node (cluster.py).
 BASE_COMMANDS = (
     "ping", "hello", "auth", "client|setinfo", "client|setname", "client|getname", "time",
     "info", "wait", "waitaof", "multi", "exec", "discard",
     "exists", "get", "hget", "hgetall", "hmget", "hexists", "smembers",
     "zrange", "zrangebyscore", "zrevrange", "zrevrangebyscore", "zscore", "zrank", "zrevrank",
-    "zcard", "xread", "xrevrange", "xlen", "blpop", "xrange",
+    "zcard", "xread", "xrevrange", "xlen", "blpop", "cluster|slots", "xrange",
 )  # fmt: skip
 #: What a worker writes directly: its registry entry (HSET/PEXPIRE, DEL/ZREM on exit), rate
 #: limits and periodic specs it declares (HSET/ZADD), its own wake-up (RPUSH), and the finished
