@@ -609,7 +609,7 @@ def main() -> int:
     ts = tables(sums, latencies, rates, fifos, args)
     print(meta, *ts, sep="\n\n")
     if args.write_docs:
-        write_docs(meta, sums, ts, args)
+        write_docs(meta, headline(sums, rates, fifos), ts, args)
     if not spread_ok:
         print(f"FAIL: the busiest primary is above {SPREAD_LIMIT}x an even share", file=sys.stderr)
     if not alive:
@@ -617,11 +617,42 @@ def main() -> int:
     return 0 if spread_ok and alive else 1
 
 
-def write_docs(
-    meta: str, sums: list[dict[str, Any]], ts: list[str], args: argparse.Namespace
-) -> None:
+def headline(
+    sums: list[dict[str, Any]],
+    rates: list[tuple[str, dict[str, float]]],
+    fifos: list[tuple[str, dict[str, float]]],
+) -> str:
+    """The figures other docs cite, as sentences computed from this run."""
+    one, top = sums[0], sums[-1]
+    spread_rate = next(r for label, r in rates if label == "spread by id" and r["partitions"] > 1)
+    ff = [f for _label, f in fifos if f["partitions"] > 1]
+    return "\n".join(
+        [
+            f"- one hot queue over {top['size']} primaries: the busiest primary carries "
+            f"{max(top['cmd_ratio'], top['cpu_ratio']):.2f}x an even share (the bench fails "
+            f"above {SPREAD_LIMIT}x);",
+            f"- server CPU per no-op job (batched): {one['cpu_us_per_job']:.0f} µs on 1 primary, "
+            f"{top['cpu_us_per_job']:.0f} µs in all on {top['size']} "
+            f"({top['cpu_us_per_job'] / one['cpu_us_per_job']:.2f}x), of which the busiest "
+            f"primary {top['busiest_us']:.0f} µs: with a dedicated core per primary about "
+            f"{fmt(one['projected_per_s'])} jobs/s on 1 primary and "
+            f"{fmt(top['projected_per_s'])} on {top['size']} "
+            f"({top['projected_per_s'] / one['projected_per_s']:.1f}x);",
+            f"- measured here, on 2 shared cores: {fmt(one['jobs_per_s'])} jobs/s on 1 primary, "
+            f"{fmt(top['jobs_per_s'])} on {top['size']} (the clients and servers share the "
+            "cores, so this does not grow);",
+            f"- a {int(spread_rate['partitions'])}-partition rate limit: "
+            f"{spread_rate['error'] * 100:+.1f}% off the limit over the run;",
+            f"- FIFO over {int(ff[0]['partitions'])} partitions, one worker of concurrency 1: "
+            f"run order at most {ff[0]['max']:.0f} places (mean {ff[0]['mean']:.1f}) from the "
+            f"submit order with the default prefetch, {ff[1]['max']:.0f} (mean "
+            f"{ff[1]['mean']:.1f}) with `--prefetch 0`.",
+        ]
+    )
+
+
+def write_docs(meta: str, head: str, ts: list[str], args: argparse.Namespace) -> None:
     thr, per, spread, proj, lat, rl, ff = ts
-    del sums
     DOCS.write_text(
         "# jobq on a Valkey Cluster: throughput, spread, rate limits, FIFO\n\n"
         "Written by `bench/cluster.py --write-docs` (`make cluster-bench`) on Valkey Clusters "
@@ -629,6 +660,7 @@ def write_docs(
         "one partition per primary by default, so one queue (here `default`, the only one) is "
         "spread over every primary: each job is placed by a hash of its id.\n\n"
         f"{meta}\n\n"
+        f"## Headline\n\n{head}\n\n"
         "**This machine has 2 cores, shared by every Valkey server, the 2 worker processes "
         "and the producer.** The measured throughput therefore cannot grow with the number "
         "of primaries here: the servers and the clients compete for the same 2 cores. What "
