@@ -173,6 +173,15 @@ def start_workers(url: str, prefix: str, n: int) -> list[subprocess.Popen[bytes]
     ]
 
 
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (from /proc; 0 where unreadable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
     for w in workers:
         w.terminate()
@@ -204,6 +213,8 @@ def throughput(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
         wait_until(lambda: dep.succeeded() >= warm, 60, "the warm-up jobs")
         per0 = dep.succeeded_per_partition()
         before = [node_sample(n) for n in dep.nodes]
+        w0 = sum(proc_cpu_s(w.pid) for w in workers)
+        p0 = time.process_time()
         t0 = time.perf_counter()
         done = 0
         while done < args.n:
@@ -213,6 +224,8 @@ def throughput(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
         submitted = time.perf_counter() - t0
         wait_until(lambda: dep.succeeded() >= warm + args.n, 300, f"{args.n} jobs", 0.05)
         elapsed = time.perf_counter() - t0
+        producer_s = time.process_time() - p0
+        workers_s = sum(proc_cpu_s(w.pid) for w in workers) - w0
         after = [node_sample(n) for n in dep.nodes]
         per = [x - y for x, y in zip(dep.succeeded_per_partition(), per0, strict=True)]
         alive = all(w.poll() is None for w in workers)
@@ -227,6 +240,8 @@ def throughput(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
         "nodes": nodes,
         "jobs_per_partition": per,
         "alive": alive,
+        "workers_cpu_s": workers_s,
+        "producer_cpu_s": producer_s,
     }
 
 
@@ -410,6 +425,8 @@ def summarize(size: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "submit_per_s": med(lambda r: r["submit_per_s"]),
         "cpu_us_per_job": med(lambda r: sum(x["cpu_s"] for x in r["nodes"]) / _n(r) * 1e6),
         "cmds_per_job": med(lambda r: sum(x["commands"] for x in r["nodes"]) / _n(r)),
+        "workers_us_per_job": med(lambda r: r["workers_cpu_s"] / _n(r) * 1e6),
+        "producer_us_per_job": med(lambda r: r["producer_cpu_s"] / _n(r) * 1e6),
         "script_time_share": med(
             lambda r: (
                 sum(x["script_usec"] for x in r["nodes"])
@@ -446,16 +463,17 @@ def tables(
     thr = [
         "| primaries (= partitions) | end-to-end jobs/s: median [min, max] | vs 1 primary "
         "| producer's batched submits, jobs/s (while the workers run) | server CPU per job, "
-        "all primaries (µs) | commands per job, all primaries | time in scripts (share of "
-        "command time) |",
-        "|---|---|---|---|---|---|---|",
+        "all primaries (µs) | client CPU per job: workers + producer (µs) | commands per job, "
+        "all primaries | time in scripts (share of command time) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in sums:
         xs = s["jobs_per_s_all"]
         thr.append(
             f"| {s['size']} | {fmt(s['jobs_per_s'])} [{fmt(min(xs))}, {fmt(max(xs))}] | "
             f"{s['jobs_per_s'] / base:.2f}x | {fmt(s['submit_per_s'])} | "
-            f"{s['cpu_us_per_job']:.0f} | {s['cmds_per_job']:.1f} | "
+            f"{s['cpu_us_per_job']:.0f} | {s['workers_us_per_job']:.0f} + "
+            f"{s['producer_us_per_job']:.0f} | {s['cmds_per_job']:.1f} | "
             f"{s['script_time_share'] * 100:.0f}% |"
         )
     per = [
@@ -609,7 +627,7 @@ def main() -> int:
     ts = tables(sums, latencies, rates, fifos, args)
     print(meta, *ts, sep="\n\n")
     if args.write_docs:
-        write_docs(meta, headline(sums, rates, fifos), ts, args)
+        write_docs(meta, headline(sums, rates, fifos), sums, ts, args)
     if not spread_ok:
         print(f"FAIL: the busiest primary is above {SPREAD_LIMIT}x an even share", file=sys.stderr)
     if not alive:
@@ -651,8 +669,12 @@ def headline(
     )
 
 
-def write_docs(meta: str, head: str, ts: list[str], args: argparse.Namespace) -> None:
+def write_docs(
+    meta: str, head: str, sums: list[dict[str, Any]], ts: list[str], args: argparse.Namespace
+) -> None:
     thr, per, spread, proj, lat, rl, ff = ts
+    top = sums[-1]
+    clients = top["workers_us_per_job"] + top["producer_us_per_job"]
     DOCS.write_text(
         "# jobq on a Valkey Cluster: throughput, spread, rate limits, FIFO\n\n"
         "Written by `bench/cluster.py --write-docs` (`make cluster-bench`) on Valkey Clusters "
@@ -663,7 +685,8 @@ def write_docs(meta: str, head: str, ts: list[str], args: argparse.Namespace) ->
         f"## Headline\n\n{head}\n\n"
         "**This machine has 2 cores, shared by every Valkey server, the 2 worker processes "
         "and the producer.** The measured throughput therefore cannot grow with the number "
-        "of primaries here: the servers and the clients compete for the same 2 cores. What "
+        "of primaries here: the servers and the clients compete for the same 2 cores (and "
+        "with whatever else ran: see the load average above). What "
         "a Cluster buys is read from the server CPU each job costs on each primary, and what "
         "that projects for primaries on cores of their own (below).\n\n"
         "## Throughput\n\n"
@@ -690,9 +713,11 @@ def write_docs(meta: str, head: str, ts: list[str], args: argparse.Namespace) ->
         "The server side of a deployment saturates when its busiest primary uses a whole "
         "core: at 1 / (that primary's server CPU per job) jobs/s, i.e. about N / (CPU per "
         "job of one primary's share) with an even spread over N primaries. The projection "
-        "assumes each primary on a core of its own and enough worker and producer cores "
-        "beside them (the clients, not the servers, use most of this machine's CPU), and "
-        "that the CPU per job stays what it was measured at here: on dedicated cores the "
+        "assumes each primary on a core of its own and enough cores for the workers and "
+        "producers beside them (they need some: here the 2 workers and the producer used "
+        f"{clients:.0f} µs of CPU per job on {top['size']} primaries, against "
+        f"{top['cpu_us_per_job']:.0f} µs in the servers), and that the CPU per job stays "
+        "what it was measured at here: on dedicated cores the "
         "servers would run at a higher rate with batches of other sizes, so read it as the "
         "order of magnitude a Cluster adds, not a promise.\n\n"
         f"{proj}\n\n"
