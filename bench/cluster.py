@@ -207,6 +207,9 @@ def throughput(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
     workers = start_workers(cluster.url, dep.prefix, args.workers)
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [((), {})] * args.batch
     try:
+        wait_until(
+            lambda: len(dep.app.store.list_workers()) >= args.workers, 60, "the workers", 0.1
+        )
         warm = 2 * args.batch
         for _ in range(2):
             dep.app.submit_many("noop", calls)
