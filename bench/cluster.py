@@ -645,6 +645,7 @@ def headline(
 ) -> str:
     """The figures other docs cite, as sentences computed from this run."""
     one, top = sums[0], sums[-1]
+    clients = top["workers_us_per_job"] + top["producer_us_per_job"]
     spread_rate = next(r for label, r in rates if label == "spread by id" and r["partitions"] > 1)
     ff = [f for _label, f in fifos if f["partitions"] > 1]
     return "\n".join(
@@ -660,8 +661,11 @@ def headline(
             f"{fmt(top['projected_per_s'])} on {top['size']} "
             f"({top['projected_per_s'] / one['projected_per_s']:.1f}x);",
             f"- measured here, on 2 shared cores: {fmt(one['jobs_per_s'])} jobs/s on 1 primary, "
-            f"{fmt(top['jobs_per_s'])} on {top['size']} (the clients and servers share the "
-            "cores, so this does not grow);",
+            f"{fmt(top['jobs_per_s'])} on {top['size']} "
+            f"({top['jobs_per_s'] / one['jobs_per_s']:.2f}x; one primary uses at most one "
+            "core, several spread over both, and then the 2 cores cap it near "
+            f"{fmt(2e6 / (top['cpu_us_per_job'] + clients))} jobs/s: 2 cores / {clients:.0f} "
+            f"µs of client and {top['cpu_us_per_job']:.0f} µs of server CPU per job);",
             f"- a {int(spread_rate['partitions'])}-partition rate limit: "
             f"{spread_rate['error'] * 100:+.1f}% off the limit over the run;",
             f"- FIFO over {int(ff[0]['partitions'])} partitions, one worker of concurrency 1: "
@@ -687,11 +691,12 @@ def write_docs(
         f"{meta}\n\n"
         f"## Headline\n\n{head}\n\n"
         "**This machine has 2 cores, shared by every Valkey server, the 2 worker processes "
-        "and the producer.** The measured throughput therefore cannot grow with the number "
-        "of primaries here: the servers and the clients compete for the same 2 cores (and "
-        "with whatever else ran: see the load average above). What "
-        "a Cluster buys is read from the server CPU each job costs on each primary, and what "
-        "that projects for primaries on cores of their own (below).\n\n"
+        "and the producer** (and whatever else ran: see the load average above). The "
+        "measured throughput can grow with the primaries only until those 2 cores are full "
+        "(one server runs commands on one thread, so one primary uses at most one core; "
+        "several spread over both), so it says little about a Cluster on hosts of its own. "
+        "What a Cluster buys is read from the server CPU each job costs on each primary, and "
+        "what that projects for primaries on cores of their own (below).\n\n"
         "## Throughput\n\n"
         f"2 `jobq worker` subprocesses (`--pool thread -c 1`, adaptive prefetch), a fresh "
         f"prefix per run, warmed up; one producer submits {args.n:,} no-op jobs in batches of "
