@@ -427,6 +427,7 @@ def summarize(size: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "jobs_per_s_all": [r["jobs_per_s"] for r in runs],
         "submit_per_s": med(lambda r: r["submit_per_s"]),
         "cpu_us_per_job": med(lambda r: sum(x["cpu_s"] for x in r["nodes"]) / _n(r) * 1e6),
+        "cpu_us_all": [sum(x["cpu_s"] for x in r["nodes"]) / _n(r) * 1e6 for r in runs],
         "cmds_per_job": med(lambda r: sum(x["commands"] for x in r["nodes"]) / _n(r)),
         "workers_us_per_job": med(lambda r: r["workers_cpu_s"] / _n(r) * 1e6),
         "producer_us_per_job": med(lambda r: r["producer_cpu_s"] / _n(r) * 1e6),
@@ -466,8 +467,8 @@ def tables(
     thr = [
         "| primaries (= partitions) | end-to-end jobs/s: median [min, max] | vs 1 primary "
         "| producer's batched submits, jobs/s (while the workers run) | server CPU per job, "
-        "all primaries (µs) | client CPU per job: workers + producer (µs) | commands per job, "
-        "all primaries | time in scripts (share of command time) |",
+        "all primaries (µs): median [min, max] | client CPU per job: workers + producer "
+        "(µs) | commands per job, all primaries | time in scripts (share of command time) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for s in sums:
@@ -475,7 +476,8 @@ def tables(
         thr.append(
             f"| {s['size']} | {fmt(s['jobs_per_s'])} [{fmt(min(xs))}, {fmt(max(xs))}] | "
             f"{s['jobs_per_s'] / base:.2f}x | {fmt(s['submit_per_s'])} | "
-            f"{s['cpu_us_per_job']:.0f} | {s['workers_us_per_job']:.0f} + "
+            f"{s['cpu_us_per_job']:.0f} [{min(s['cpu_us_all']):.0f}, "
+            f"{max(s['cpu_us_all']):.0f}] | {s['workers_us_per_job']:.0f} + "
             f"{s['producer_us_per_job']:.0f} | {s['cmds_per_job']:.1f} | "
             f"{s['script_time_share'] * 100:.0f}% |"
         )
