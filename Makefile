@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint chaos bench scale profile throughput ha-bench clean
+.PHONY: demo test lint chaos bench scale profile throughput ha-bench cluster-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ scale: $(STAMP)
 # Durable submits' cost (wait_replicas 0 vs 1) and the failover gap: docs/benchmarks-ha.md.
 ha-bench: $(STAMP)
 	$(PY) bench/ha.py --write-docs
+
+# Clusters of 1, 2 and 3 primaries: throughput, CPU per job per primary, spread of one hot queue,
+# rate limits and FIFO over partitions: docs/benchmarks-cluster.md (fails if the spread is uneven).
+cluster-bench: $(STAMP)
+	$(PY) bench/cluster.py --write-docs
 
 profile: $(STAMP)
 	$(PY) bench/profile_paths.py

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -79,6 +80,36 @@ def test_a_blocked_worker_wakes_for_work_in_any_partition(papp: App) -> None:
             t0 = time.monotonic()
             assert job.result(timeout=10) == 2 * i
             assert time.monotonic() - t0 < 5
+
+
+def test_an_idle_worker_asks_only_the_partition_that_rang(papp: App, url: str) -> None:
+    """One job at a time: each claim goes to the partition the job landed in, not to every
+    empty one after it (the other partitions found drained are skipped until they ring), and
+    jobs do not wait for the 1 s quiet-spell sweep to be seen."""
+    calls = [0]
+    for shard in papp.store.shards:
+        real = shard.claim
+
+        def counted(*args: Any, real: Any = real, **kwargs: Any) -> Any:
+            calls[0] += 1
+            return real(*args, **kwargs)
+
+        shard.claim = counted  # type: ignore[method-assign]
+    producer = App(url, prefix=papp.settings.prefix)
+    try:
+        with deployment(papp, concurrency=1):
+            time.sleep(0.5)  # the worker is blocked now, on every partition
+            calls[0] = 0
+            took, n = [], 30
+            for i in range(n):
+                t0 = time.monotonic()
+                assert producer.submit("add", (i, 1)).result(timeout=10) == i + 1
+                took.append(time.monotonic() - t0)
+            asked = calls[0]
+    finally:
+        producer.close()
+    assert sorted(took)[n // 2] < 0.5, took  # (a median: a loaded machine may stall one)
+    assert asked < 1.5 * n, f"{asked} claims for {n} jobs one at a time over {P} partitions"
 
 
 def test_a_concurrency_key_keeps_its_jobs_in_one_partition(papp: App) -> None:

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -47,6 +48,9 @@ T = TypeVar("T")
 
 #: Job ids whose partition this process remembers (submitted or claimed here).
 WHERE_CACHE = 200_000
+#: A claim asks every partition again at least this often, even those found drained (a
+#: wake-up taken by a process that died before claiming must not hide work for long).
+SWEEP_S = 1.0
 
 
 class _Where:
@@ -109,6 +113,10 @@ class Store(SpreadUpkeep):
         self._open_lock = threading.Lock()
         self._where = _Where()
         self._turn = 0
+        # Per list of queues, the partitions a claim found drained since they last rang:
+        # claims skip them while a Doorbell serves this store (see `claim`).
+        self._drained: dict[tuple[str, ...], set[int]] = {}
+        self._swept = 0.0
         self._bell: Doorbell | None = None
         self._bell_lock = threading.Lock()
         if layout is not None or discover is None:
@@ -325,22 +333,40 @@ class Store(SpreadUpkeep):
         self, worker: str, queues: list[str], n: int, lease_ms: int, now: int = 0, start: int = 0
     ) -> list[Claimed]:
         """Claim up to `n` jobs from `queues` over the partitions: those whose wake-up rang
-        first, then the rest in a rotating order, so every partition is served in turn."""
+        first, then the rest in a rotating order, so every partition is served in turn.
+
+        Once this store waits through a Doorbell, a partition that handed out fewer jobs than
+        asked is skipped until it rings again (or a wait times out): any job queued there
+        pushes a wake-up, and a claim leaving jobs behind passes one on (and every partition
+        is asked again at least every `SWEEP_S`), so nothing waits unseen, while a worker
+        claiming one job at a time does not ask every empty partition after each one (one
+        script call per partition per job, measured in docs/benchmarks-cluster.md)."""
         if self.layout.count == 1:
             return self.control.claim(worker, queues, n, lease_ms, now, start)
         count = self.layout.count
         self._turn = (self._turn + 1) % count
         order = [(self._turn + k) % count for k in range(count)]
-        if self._bell is not None:
-            rang = self._bell.take()
-            order = rang + [p for p in order if p not in rang]
+        bell = self._bell
+        drained = self._drained.setdefault(tuple(queues), set())
+        if time.monotonic() - self._swept > SWEEP_S:
+            self._forget_drained()
+        if bell is not None:
+            rang = bell.take()
+            drained.difference_update(rang)
+            order = rang + [p for p in order if p not in rang and p not in drained]
         out: list[Claimed] = []
         for part in order:
             if len(out) >= n:
                 break
+            want = n - len(out)
             got = self.shards[part].claim(
-                worker, queues, n - len(out), lease_ms, now, max(start - len(out), 0)
+                worker, queues, want, lease_ms, now, max(start - len(out), 0)
             )
+            if bell is not None:
+                if len(got) < want:
+                    drained.add(part)
+                else:
+                    drained.discard(part)
             for c in got:
                 self._where.note(c.id, part)
             out.extend(got)
@@ -358,7 +384,15 @@ class Store(SpreadUpkeep):
         with self._bell_lock:
             if self._bell is None:
                 self._bell = Doorbell(self.shards)
-        return self._bell.wait(queues, timeout_s)
+        rang = self._bell.wait(queues, timeout_s)
+        if not rang:  # a quiet spell: the next claim asks every partition again
+            self._forget_drained()
+        return rang
+
+    def _forget_drained(self) -> None:
+        for parts in self._drained.values():
+            parts.clear()
+        self._swept = time.monotonic()
 
     def _by_partition(self, ids: Iterable[str]) -> dict[int, list[str]]:
         groups: dict[int, list[str]] = {}
