@@ -21,7 +21,6 @@ With one partition (the default on one server) every call goes straight to the o
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -35,9 +34,10 @@ from .faults import RAISED, translate
 from .keys import Keys
 from .layout import Layout, load_or_create
 from .memory import MemoryState
-from .model import Claimed, JobRecord, JobSpec, Outcome, QueueInfo, WorkerInfo
+from .model import Claimed, JobRecord, JobSpec, Outcome
 from .shard import Shard, connect, redact
-from .spread import Doorbell, EventCursor, list_jobs_over, merge_queue_infos
+from .spread import Doorbell
+from .spread_reads import SpreadReads
 from .spread_upkeep import SpreadUpkeep
 from .states import JobState
 
@@ -77,7 +77,7 @@ class _Where:
 Discover = Callable[[Any], Layout]
 
 
-class Store(SpreadUpkeep):
+class Store(SpreadReads, SpreadUpkeep):
     """Broker operations for one deployment: its shards behind one API.
 
     With `layout` the partitions are known; without it and with `discover`, the layout is
@@ -538,85 +538,6 @@ class Store(SpreadUpkeep):
         if self.layout.count > 1:
             self._hand_off(range(self.layout.count))
         return n
-
-    def dead_count(self) -> int:
-        return sum(s.dead_count() for s in self.shards)
-
-    def dead_letters(self, limit: int = 100, offset: int = 0) -> list[str]:
-        """Dead-lettered ids, partition by partition (oldest first within each)."""
-        if self.layout.count == 1:
-            return self.control.dead_letters(limit, offset)
-        out: list[str] = []
-        for shard in self.shards:
-            out.extend(shard.dead_letters(offset + limit, 0))
-        return out[offset : offset + limit]
-
-    def queues(self) -> list[QueueInfo]:
-        if self.layout.count == 1:
-            return self.control.queues()
-        return merge_queue_infos([s.queues() for s in self.shards])
-
-    def queue_infos(self, names: list[str]) -> list[QueueInfo]:
-        if self.layout.count == 1:
-            return self.control.queue_infos(names)
-        return merge_queue_infos([s.queue_infos(names) for s in self.shards], names)
-
-    def queue_page(self, cursor: int = 0, limit: int = 200) -> tuple[list[QueueInfo], int]:
-        """One page of queues. Several partitions: `cursor` is an offset into the sorted
-        union of every partition's queue names (0 after the last page)."""
-        if self.layout.count == 1:
-            return self.control.queue_page(cursor, limit)
-        names = sorted({q.name for s in self.shards for q in s.queues()})
-        page = names[cursor : cursor + limit]
-        nxt = cursor + limit if cursor + limit < len(names) else 0
-        return self.queue_infos(page), nxt
-
-    def has_queue(self, name: str) -> bool:
-        return any(s.has_queue(name) for s in self.shards)
-
-    def list_jobs(self, **kwargs: Any) -> tuple[list[JobRecord], str | None]:
-        """One page of jobs (see `Reads.list_jobs`); several partitions are listed one after
-        the other, the cursor saying which partition comes next."""
-        if self.layout.count == 1:
-            return self.control.list_jobs(**kwargs)
-        return list_jobs_over(self.shards, **kwargs)
-
-    def running_jobs(self, limit: int = 2000) -> list[tuple[str, str]]:
-        out: list[tuple[str, str]] = []
-        for shard in self.shards:
-            out.extend(shard.running_jobs(limit - len(out)))
-            if len(out) >= limit:
-                break
-        return out
-
-    def list_workers(self, limit: int = 200) -> list[WorkerInfo]:
-        workers = self.control.list_workers(limit)
-        if self.layout.count == 1:
-            return workers
-        by_worker: dict[str, list[str]] = {}
-        for job_id, name in self.running_jobs():
-            by_worker.setdefault(name, []).append(job_id)
-        return [dataclasses.replace(w, jobs=by_worker.get(w.name, [])) for w in workers]
-
-    # -- events ------------------------------------------------------------------------------
-
-    def read_events(
-        self, after: str, count: int = 500, block_ms: int | None = None
-    ) -> list[tuple[str, dict[str, str]]]:
-        """Events after cursor `after` (oldest first within each partition), blocking up to
-        `block_ms` for new ones. Several partitions: the cursor holds one stream id per
-        partition (`spread.EventCursor`); each event carries the cursor just after it."""
-        if self.layout.count == 1:
-            return self.control.read_events(after, count, block_ms)
-        return EventCursor.read(self.shards, after, count, block_ms)
-
-    def last_event_id(self) -> str:
-        if self.layout.count == 1:
-            return self.control.last_event_id()
-        return EventCursor.join([s.last_event_id() for s in self.shards])
-
-    def events_length(self) -> int:
-        return sum(s.events_length() for s in self.shards)
 
 
 def open_store(url: str, keys: Keys, partitions: int | None = None, **settings: Any) -> Store:
