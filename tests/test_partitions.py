@@ -186,3 +186,36 @@ def test_a_heartbeat_marks_the_worker_seen_in_every_partition(papp: App) -> None
     store.heartbeat([], 30_000, worker="w-seen")
     seen = [s.r.zscore(s.keys.workers, "w-seen") for s in store.shards]
     assert all(x is not None for x in seen), seen
+
+
+def test_a_queue_kept_to_one_partition(url: str, prefix: str) -> None:
+    app = App(url, prefix=prefix, partitions=P, queue_partitions="default=1")
+
+    @app.task
+    def step(i: int) -> int:
+        return i
+
+    try:
+        jobs = [app.submit("step", (i,)) for i in range(30)]
+        assert len({app.store.partition_of(j.id) for j in jobs}) == 1
+        others = {app.store.partition_of(app.submit("step", (0,), queue="q").id) for _ in range(30)}
+        assert len(others) == P  # other queues still spread
+        # Another process (no memory of where they went) finds them, and they run.
+        other = App(url, prefix=prefix)
+        try:
+            assert other.store.get_state(jobs[0].id) == JobState.QUEUED
+        finally:
+            other.close()
+        with deployment(app, concurrency=1):
+            assert [j.result(timeout=30) for j in jobs] == list(range(30))
+    finally:
+        app.close()
+
+
+def test_queue_partitions_is_checked() -> None:
+    from jobq.config import Settings
+    from jobq.errors import ConfigError
+
+    assert Settings(queue_partitions="a=1, b=2").queue_spread() == {"a": 1, "b": 2}
+    with pytest.raises(ConfigError, match="expected name=k"):
+        Settings(queue_partitions="a=0").validate()

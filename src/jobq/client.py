@@ -186,6 +186,7 @@ class App:
                 url,
                 self.keys,
                 self.settings.partitions,
+                spread=self.settings.queue_spread(),
                 events_maxlen=self.settings.events_maxlen,
                 result_ttl_s=self.settings.result_ttl_s,
                 durable=self.settings.durable,

@@ -98,6 +98,25 @@ class Settings:
     deployment is first used (stored in its control partition, layout.py): a process asking
     for another count follows the stored one and logs it. Also ``?partitions=`` on the URL."""
 
+    queue_partitions: str = ""
+    """Queues to keep to fewer partitions than all: ``name=k,name=k`` (``JOBQ_QUEUE_PARTITIONS``);
+    ``slow=1`` puts every job of queue ``slow`` in one partition, where priorities and FIFO
+    order are exact. Jobs with a concurrency or unique key still go by key. Producers apply
+    it (workers serve every partition anyway); give every producer the same value."""
+
+    def queue_spread(self) -> dict[str, int]:
+        """`queue_partitions` parsed: queue -> how many partitions it uses."""
+        out: dict[str, int] = {}
+        for item in filter(None, (p.strip() for p in self.queue_partitions.split(","))):
+            name, sep, k = item.rpartition("=")
+            if not sep or not name or not k.isdigit() or int(k) < 1:
+                raise ConfigError(
+                    f"queue_partitions item {item!r}: expected name=k with k >= 1, e.g. "
+                    "JOBQ_QUEUE_PARTITIONS=reports=1,emails=2"
+                )
+            out[name] = int(k)
+        return out
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``JOBQ_<FIELD>`` variables, then apply non-None overrides."""
@@ -157,6 +176,7 @@ class Settings:
                 f"failover_wait_s ({self.failover_wait_s}) must be seconds in [0, 86400], "
                 "e.g. JOBQ_FAILOVER_WAIT_S=30"
             )
+        self.queue_spread()  # (raises a ConfigError naming a malformed item)
         if self.partitions is not None and not 1 <= self.partitions <= 256:
             raise ConfigError(
                 f"partitions ({self.partitions}) must be between 1 and 256, e.g. JOBQ_PARTITIONS=6"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,10 +98,18 @@ class Layout:
         """The partition of a routing key (a concurrency or unique key)."""
         return 0 if self.count == 1 else _crc(key) % self.count
 
-    def place(self, spec: JobSpec, near: Callable[[str], int | None] | None = None) -> int:
+    def place(
+        self,
+        spec: JobSpec,
+        near: Callable[[str], int | None] | None = None,
+        spread: Mapping[str, int] | None = None,
+    ) -> int:
         """The partition `spec` is created in (see the module docstring). Without a routing
         key, a job with parents goes where its first parent is (`near`, if it knows), so a
-        chain stays in one slot and needs no hand-off."""
+        chain stays in one slot and needs no hand-off; a job of a queue that `spread` limits
+        to k partitions goes to one of k (consecutive from the queue's own hash): k = 1 keeps
+        a queue's priorities and FIFO order exact. Jobs with a routing key always go by key,
+        so a per-key guarantee never depends on every producer agreeing on `spread`."""
         if self.count == 1 or spec.id.startswith(PERIODIC_PREFIX):
             return 0
         if spec.concurrency_key:
@@ -112,6 +120,9 @@ class Layout:
             where = near(spec.parents[0])
             if where is not None:
                 return where
+        k = spread.get(spec.queue) if spread else None
+        if k is not None and 0 < k < self.count:
+            return (_crc(spec.queue) + _crc(spec.id) % k) % self.count
         return self.home(spec.id)
 
     def to_json(self) -> bytes:

@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from . import handoff
@@ -96,9 +96,12 @@ class Store(SpreadReads, SpreadUpkeep):
         layout: Layout | None = None,
         discover: Discover | None = None,
         client_for: Callable[[str], Any] | None = None,
+        spread: Mapping[str, int] | None = None,
         **settings: Any,
     ) -> None:
         self._client = client
+        #: Queues kept to fewer partitions than all (`Settings.queue_partitions`).
+        self.spread = dict(spread or {})
         self._url = url
         self._prefix_keys = keys
         self._client_for = client_for
@@ -298,7 +301,7 @@ class Store(SpreadReads, SpreadUpkeep):
         groups: dict[int, list[int]] = {}
         placed: list[tuple[int, JobSpec]] = []
         for i, spec in enumerate(specs):
-            part = self.layout.place(spec, self._near)
+            part = self.layout.place(spec, self._near, self.spread)
             groups.setdefault(part, []).append(i)
             placed.append((part, spec))
             self._where.note(spec.id, part)
