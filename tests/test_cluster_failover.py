@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -455,3 +456,32 @@ def test_the_old_primary_comes_back_a_replica_and_takes_no_jobq_write(
         producer.stop.set()
         producer_app.close()
         app.close()
+
+
+# -- (b) real `jobq worker` and `jobq master` processes --------------------------------------
+
+
+def test_worker_and_master_processes_follow_a_primary_sigkill(
+    make_cluster: Callable[..., ValkeyCluster], tmp_path: Path
+) -> None:
+    """Two `jobq worker` processes and a `jobq master` on the Cluster URL, a producer in this
+    process; a data partition's primary SIGKILLed mid-run: no process exits, every
+    acknowledged job ends once (the chaos checker: tests/chaos/harness.py), and jobs succeed
+    again within seconds (the gap is printed)."""
+    from chaos.scenario import Scenario
+    from chaos.test_chaos_cluster import cluster_primary_sigkill
+    from chaos.test_chaos_ha import assert_alive
+
+    c = make_cluster()
+    sc = Scenario(tmp_path, c.url, "p" + uuid.uuid4().hex[:8], "cluster_processes")
+    try:
+        cluster_primary_sigkill(sc, c, part=1)
+        v = sc.verdict
+        assert v is not None
+        print(f"\n{v.notes[0]}; {v.jobs} jobs, {v.duplicates} ran twice, lost {v.lost}")
+        v.assert_ok()
+        assert_alive(sc)
+        gap = sc.extra["gap_s"]
+        assert gap is not None and gap < GAP_BOUND_S, f"gap {gap} s"
+    finally:
+        sc.workers.close()
