@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cluster as cluster_harness
 import pytest
 import redis
 from cluster import ClusterNode, ValkeyCluster
@@ -257,10 +258,11 @@ def test_an_attempt_claimed_before_a_partitions_failover_cannot_commit_after_it(
     make_cluster: Callable[..., ValkeyCluster],
 ) -> None:
     """tests/test_topology.py's epoch test, per partition: the replica of one partition's
-    primary is paused and its link cut (replication stopped), a job is claimed there under a clock a little
-    ahead, the primary SIGKILLed and the replica resumed and promoted without the claim. The
-    new primary would hand the job out again under the very token the old attempt holds (the
-    control, on a client without jobq's hook, shows it); jobq's first connection to it moves
+    primary is paused and its link cut (replication stopped), a job is claimed there under a
+    clock a little ahead, the primary SIGKILLed and the replica resumed and promoted without
+    the claim. The new primary would hand the job out again under the very token the old
+    attempt holds (the control, on a client without jobq's hook, shows it); jobq's first
+    connection to it moves
     that partition's epoch, so the old attempt's report is refused as superseded. (A claim
     that did replicate would be fenced the plain way: re-claimed after its lease, under a
     newer token.)"""
@@ -321,7 +323,7 @@ def test_an_attempt_claimed_before_a_partitions_failover_cannot_commit_after_it(
 
 
 def test_a_live_slot_migration_under_load_loses_nothing_and_runs_nothing_twice(
-    make_cluster: Callable[..., ValkeyCluster],
+    make_cluster: Callable[..., ValkeyCluster], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One partition's slot migrated to another primary (IMPORTING / MIGRATING, MIGRATE in
     batches, SETSLOT NODE) while a producer submits and a worker and a maintainer run: every
@@ -338,6 +340,13 @@ def test_a_live_slot_migration_under_load_loses_nothing_and_runs_nothing_twice(
         with deployment(app, concurrency=4):
             producer.start()
             wait_until(lambda: len(runs.ends) >= 300, WAIT, "jobs running before the move")
+            # A backlog, and small MIGRATE batches: the slot's keys move over a second or
+            # more, jobs being claimed, run and reported in it all the while.
+            backlog = [producer_app.spec("echo", [-1], {}, {}) for _ in range(1500)]
+            producer_app.submit_specs(backlog)
+            t_b = time.monotonic()
+            producer.acked.extend((sp.id, -1, t_b, t_b) for sp in backlog)
+            monkeypatch.setattr(cluster_harness, "MIGRATE_BATCH", 5)
             shard = app.store.shards[1]
             slot = slot_of(shard.keys.tag)
             src = c.owner(slot)
@@ -485,3 +494,47 @@ def test_worker_and_master_processes_follow_a_primary_sigkill(
         assert gap is not None and gap < GAP_BOUND_S, f"gap {gap} s"
     finally:
         sc.workers.close()
+
+
+# -- one partition down does not stop the others ---------------------------------------------
+
+
+def test_a_partition_without_a_primary_does_not_stop_the_others(
+    make_cluster: Callable[..., ValkeyCluster],
+) -> None:
+    """A data partition's primary SIGKILLed on a cluster that takes ~4 s to call it down: while
+    that partition has no primary, the worker keeps claiming, running and reporting the other
+    partitions' jobs (a backlog in each), and no job claimed from them in a claim that also
+    asked the dead partition is left unrun until its lease expires (each job ran once, in its
+    first attempt)."""
+    c = make_cluster(node_timeout_ms=4000)
+    prefix = "i" + uuid.uuid4().hex[:8]
+    runs = Runs()
+    app = echo_app(c.url, prefix, runs, lease_ms=20_000)
+    st = app.store
+    specs = [app.spec("echo", [i], {}, {}) for i in range(3000)]
+    try:
+        st.ping()
+        victim = owner_of(c, st.shards[1])
+        app.submit_specs(specs)
+        with deployment(app, concurrency=4):
+            wait_until(lambda: len(runs.ends) >= 100, WAIT, "jobs running before the fault")
+            t0 = time.monotonic()
+            c.kill(victim)
+            _new, took = c.wait_failover(victim, timeout=WAIT)
+            t1 = time.monotonic()
+            during = sum(t0 + 0.5 < t < t1 for t in runs.ends)
+            wait_until(lambda: len(runs.count) >= len(specs), WAIT, "every job to run")
+        records = [app.job(sp.id).status() for sp in specs]
+        assert all(r == JobState.SUCCEEDED for r in records)
+        again = [sp.id for sp in specs if runs.count[sp.id] != 1]
+        attempts = collections.Counter(st.get_job(sp.id).attempt for sp in specs)  # type: ignore[union-attr]
+        print(
+            f"\npartition 1 without a primary for {took:.1f} s: {during} jobs of the other "
+            f"partitions finished meanwhile; attempts {dict(attempts)}; ran twice {len(again)}"
+        )
+        assert during > 100, f"only {during} jobs finished while one partition was down"
+        assert set(attempts) == {1}, f"jobs needed more than one attempt: {dict(attempts)}"
+        assert not again
+    finally:
+        app.close()

@@ -13,8 +13,9 @@ import concurrent.futures
 import logging
 import re
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -25,9 +26,53 @@ if TYPE_CHECKING:
     from .shard import Shard
 
 log = logging.getLogger("jobq.store")
+T = TypeVar("T")
 
 #: Longest single blocking read of a doorbell thread: how soon it notices a close().
 BELL_SLICE_S = 2.0
+
+
+def each_shard(shards: Sequence[Shard], call: Callable[[Shard], T]) -> list[T]:
+    """`call(shard)` for every shard in order, each tried even after another raised; then
+    the first error, if any. One partition whose primary is gone (a failover under way on a
+    Cluster) must not keep the others from being served: a sweep that stopped at the first
+    failure left the partitions after it unreaped, unpromoted, or their leases unextended."""
+    out: list[T] = []
+    first: BaseException | None = None
+    for shard in shards:
+        try:
+            out.append(call(shard))
+        except Exception as exc:
+            first = first or exc
+    if first is not None:
+        raise first
+    return out
+
+
+class PartitionOutage:
+    """Which partitions failed lately, so calls that go over every partition (claims) skip
+    one for a back-off pause instead of waiting on its dead node on every call; each
+    partition's episode is logged once (outage.py), its end with the length of the stall."""
+
+    def __init__(self, n: int, doing: str) -> None:
+        # Capped at 1 s: a partition whose replica was just promoted is asked again soon.
+        self._outages = [Outage(log, f"{doing} in partition {i}", cap_s=1.0) for i in range(n)]
+        self._until = [0.0] * n
+        self._lock = threading.Lock()
+
+    def skipped(self, part: int) -> bool:
+        """Whether `part` failed lately and its pause is not over."""
+        return time.monotonic() < self._until[part]
+
+    def failed(self, part: int, exc: BaseException) -> None:
+        with self._lock:
+            self._until[part] = time.monotonic() + self._outages[part].failed(exc)
+
+    def ok(self, part: int) -> None:
+        if self._outages[part].down:
+            with self._lock:
+                self._until[part] = 0.0
+                self._outages[part].ok()
 
 
 class Doorbell:

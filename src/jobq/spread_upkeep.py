@@ -1,6 +1,7 @@
 """The maintenance half of `Store` over partitions: what runs in every partition (reaping,
-promotion, trims, the registry walk) and what only the control partition holds (the leader
-lease, master and worker presence, periodic specs). `Store` inherits it, as `Shard` inherits
+promotion, trims, the registry walk: each partition even while another fails, `each_shard`)
+and what only the control partition holds (the leader lease, master and worker presence,
+periodic specs). `Store` inherits it, as `Shard` inherits
 `Upkeep`, so the module routing jobs stays small."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from .model import JobSpec
 from .periodic import PeriodicSpec
+from .spread import each_shard
 
 if TYPE_CHECKING:
     from .shard import Shard
@@ -36,20 +38,17 @@ class SpreadUpkeep:
         return ",".join(dict.fromkeys(s.server_run_id() for s in self.shards))
 
     def reap(self, limit: int = 1000, now: int = 0, max_lost: int = 3) -> tuple[int, int]:
-        requeued = dead = 0
-        for shard in self.shards:
-            r, d = shard.reap(limit, now, max_lost)
-            requeued, dead = requeued + r, dead + d
-        return requeued, dead
+        got = each_shard(self.shards, lambda s: s.reap(limit, now, max_lost))
+        return sum(r for r, _d in got), sum(d for _r, d in got)
 
     def promote(self, limit: int = 1000, now: int = 0) -> int:
-        return sum(s.promote(limit, now) for s in self.shards)
+        return sum(each_shard(self.shards, lambda s: s.promote(limit, now)))
 
     def trim_finished(self, now: int = 0) -> int:
-        return sum(s.trim_finished(now) for s in self.shards)
+        return sum(each_shard(self.shards, lambda s: s.trim_finished(now)))
 
     def trim_dead(self, now: int = 0, limit: int = 1000) -> int:
-        return sum(s.trim_dead(now, limit) for s in self.shards)
+        return sum(each_shard(self.shards, lambda s: s.trim_dead(now, limit)))
 
     def expire_targeted(self, gone_ms: int, now: int = 0, limit: int = 1000) -> int:
         return self.walk_queues(gone_ms, now, limit)[0]
@@ -57,12 +56,8 @@ class SpreadUpkeep:
     def walk_queues(
         self, gone_ms: int, now: int = 0, limit: int = 1000, queues: int = 200
     ) -> tuple[int, int, bool]:
-        moved = pruned = 0
-        wrapped = True
-        for shard in self.shards:
-            m, p, w = shard.walk_queues(gone_ms, now, limit, queues)
-            moved, pruned, wrapped = moved + m, pruned + p, wrapped and w
-        return moved, pruned, wrapped
+        got = each_shard(self.shards, lambda s: s.walk_queues(gone_ms, now, limit, queues))
+        return sum(g[0] for g in got), sum(g[1] for g in got), all(g[2] for g in got)
 
     # -- control partition: leader, presence, periodic specs ---------------------------------
 
@@ -81,12 +76,10 @@ class SpreadUpkeep:
     def register_worker(self, name: str, info: dict[str, str], ttl_ms: int) -> None:
         """Register in every partition: each partition's orphan walk reads which queues a
         worker serves from its own copy (a script cannot read another slot)."""
-        for shard in self.shards:
-            shard.register_worker(name, info, ttl_ms)
+        each_shard(self.shards, lambda s: s.register_worker(name, info, ttl_ms))
 
     def unregister_worker(self, name: str) -> None:
-        for shard in self.shards:
-            shard.unregister_worker(name)
+        each_shard(self.shards, lambda s: s.unregister_worker(name))
 
     def list_periodic(self) -> list[tuple[PeriodicSpec, int | None]]:
         return self.control.list_periodic()

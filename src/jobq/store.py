@@ -29,17 +29,25 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from .cluster_url import is_cluster
+from .errors import BrokerUnavailable
 from .faults import RAISED, translate
 from .keys import Keys
 from .layout import Layout, load_or_create
 from .memory import MemoryState
 from .model import Claimed, JobRecord, JobSpec, Outcome, QueueInfo, WorkerInfo
 from .shard import Shard, connect, redact
-from .spread import Doorbell, EventCursor, list_jobs_over, merge_queue_infos
+from .spread import (
+    Doorbell,
+    EventCursor,
+    PartitionOutage,
+    each_shard,
+    list_jobs_over,
+    merge_queue_infos,
+)
 from .spread_upkeep import SpreadUpkeep
 from .states import JobState
 
-__all__ = ["Store", "connect", "redact"]
+__all__ = ["PartialReport", "Store", "connect", "redact"]
 
 log = logging.getLogger("jobq.store")
 T = TypeVar("T")
@@ -66,6 +74,18 @@ class _Where:
     def get(self, job_id: str) -> int | None:
         with self._lock:
             return self._map.get(job_id)
+
+
+class PartialReport(BrokerUnavailable):
+    """Some partitions recorded their outcomes (`recorded`: job id -> code), another could
+    not (no primary: a failover under way). The caller frees what was recorded and sends only
+    the rest again: one partition's outage must not hold up the outcomes of the others (nor
+    have them sent twice: a second complete of a finished job reads as superseded)."""
+
+    def __init__(self, first: BrokerUnavailable, recorded: dict[str, int]) -> None:
+        super().__init__(str(first), first.reason)
+        self.retry_after_s = first.retry_after_s
+        self.recorded = recorded
 
 
 #: How a store learns its layout on first use: (the control partition's client) -> Layout.
@@ -103,6 +123,7 @@ class Store(SpreadUpkeep):
         self._shards: list[Shard] = []
         self._open_lock = threading.Lock()
         self._where = _Where()
+        self._claim_failures = PartitionOutage(1, "claiming")
         self._turn = 0
         self._bell: Doorbell | None = None
         self._bell_lock = threading.Lock()
@@ -120,6 +141,7 @@ class Store(SpreadUpkeep):
                 Shard(client, self._url, self._prefix_keys.partition(tag), **self._settings)
             )
         self._shards = shards
+        self._claim_failures = PartitionOutage(layout.count, "claiming")
         self._layout = layout
 
     def _open(self) -> None:
@@ -315,15 +337,30 @@ class Store(SpreadUpkeep):
             rang = self._bell.take()
             order = rang + [p for p in order if p not in rang]
         out: list[Claimed] = []
+        failures = self._claim_failures
+        first: BaseException | None = None
         for part in order:
             if len(out) >= n:
                 break
-            got = self.shards[part].claim(
-                worker, queues, n - len(out), lease_ms, now, max(start - len(out), 0)
-            )
+            if failures.skipped(part):
+                continue
+            try:
+                got = self.shards[part].claim(
+                    worker, queues, n - len(out), lease_ms, now, max(start - len(out), 0)
+                )
+            except Exception as exc:
+                # Skip this partition for a pause and go on: raising would orphan what the
+                # partitions before it just handed out (claimed under a lease, never run
+                # until reaped) and stop every partition while one has no primary.
+                failures.failed(part, exc)
+                first = first or exc
+                continue
+            failures.ok(part)
             for c in got:
                 self._where.note(c.id, part)
             out.extend(got)
+        if first is not None and not out:
+            raise first  # nothing claimed anywhere: the caller's loop backs off and logs
         return out
 
     def wake(self, queue: str) -> None:
@@ -354,8 +391,16 @@ class Store(SpreadUpkeep):
         for o in outcomes:
             groups.setdefault(self.partition_of(o.claimed.id), []).append(o)
         codes: dict[str, int] = {}
+        first: BaseException | None = None
         for part, group in groups.items():
-            codes.update(self.shards[part].report(group, now))
+            try:
+                codes.update(self.shards[part].report(group, now))
+            except Exception as exc:
+                first = first or exc
+        if first is not None:
+            if codes and isinstance(first, BrokerUnavailable):
+                raise PartialReport(first, codes) from first
+            raise first
         return codes
 
     def heartbeat(
@@ -379,16 +424,23 @@ class Store(SpreadUpkeep):
             per_marks.setdefault(self.partition_of(it[0]), []).append(it)
         lost: set[str] = set()
         cancel: set[str] = set()
-        for part in sorted({0, *per_items, *per_marks}):
-            got = self.shards[part].heartbeat(
+        parts = sorted({0, *per_items, *per_marks})
+
+        def one(shard: Shard) -> None:
+            part = self.shards.index(shard)
+            got = shard.heartbeat(
                 per_items.get(part, []),
                 lease_ms,
                 now,
                 worker if part == 0 else "",
                 per_marks.get(part, []),
             )
-            lost |= got[0]
-            cancel |= got[1]
+            lost.update(got[0])
+            cancel.update(got[1])
+
+        # Every partition's leases are extended even while one partition fails (its error is
+        # raised after, so the heartbeat loop logs it and retries soon).
+        each_shard([self.shards[p] for p in parts], one)
         return lost, cancel
 
     def for_heartbeats(self, timeout_s: float) -> Store:

@@ -29,7 +29,7 @@ from ..keys import group_queue, worker_queue
 from ..maintenance import Maintainer
 from ..model import Claimed, Outcome
 from ..outage import Outage
-from ..store import redact
+from ..store import PartialReport, redact
 from ..tasks import parse_rate
 from .leases import LeaseKeeper
 from .pools import make_pool
@@ -279,7 +279,10 @@ class Worker:
         while True:
             first = self.outcomes.get()
             if first is None:
-                return
+                if self.outcomes.empty():
+                    return
+                self.outcomes.put(None)  # outcomes re-queued behind the stop (PartialReport)
+                continue
             batch = [first]
             while len(batch) < 1000:
                 try:
@@ -293,9 +296,22 @@ class Worker:
             with self._reporting:
                 self._record(batch)
 
+    def _take_queued(self, batch: list[Outcome]) -> None:
+        """Add the outcomes queued meanwhile to a batch about to be sent again."""
+        while len(batch) < 1000:
+            try:
+                nxt = self.outcomes.get_nowait()
+            except queue.Empty:
+                return
+            if nxt is None:
+                self.outcomes.put(None)  # the stop sentinel stays for the report loop
+                return
+            batch.append(nxt)
+
     def _record(self, batch: list[Outcome]) -> None:
         """Report outcomes (retrying through outages), log failures, free their slots."""
         codes = self._report_with_retry(batch)
+        batch = [o for o in batch if o.claimed.id in codes]  # (the others were re-queued)
         for o in batch:
             code = codes.get(o.claimed.id, 0)
             if code < 0:
@@ -332,6 +348,12 @@ class Worker:
         while True:
             try:
                 codes = self.store.report(batch)
+            except PartialReport as exc:  # some partitions took theirs: those are done
+                for o in batch:  # the rest go again with the next outcomes, not alone
+                    if o.claimed.id not in exc.recorded:
+                        self.outcomes.put(o)
+                self.report_outage.failed(exc)
+                return exc.recorded
             except BrokerUnavailable as exc:  # the server will serve again: keep the batch
                 # The heartbeat thread probes the server often during an outage and sets
                 # `reachable` when it answers: report at once then, not after a long back-off
@@ -339,6 +361,7 @@ class Worker:
                 pause = self.report_outage.failed(exc)
                 self.leases.reachable.clear()
                 self.leases.reachable.wait(pause)
+                self._take_queued(batch)  # (on a Cluster, other partitions may serve them)
                 continue
             except Exception as exc:  # the reporter outlives any error
                 refused += 1
