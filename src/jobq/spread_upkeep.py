@@ -6,14 +6,18 @@ periodic specs). `Store` inherits it, as `Shard` inherits
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
+from .errors import BrokerUnavailable
 from .model import JobSpec
 from .periodic import PeriodicSpec
-from .spread import each_shard
+from .spread import PartitionOutage, each_shard
 
 if TYPE_CHECKING:
     from .shard import Shard
+
+T = TypeVar("T")
 
 
 class SpreadUpkeep:
@@ -27,6 +31,30 @@ class SpreadUpkeep:
     def control(self) -> Shard:
         raise NotImplementedError  # Store's
 
+    def _sweep(self, call: Callable[[Shard], T]) -> list[T]:
+        """`call(shard)` on every partition that answers. A maintenance sweep is repeated every
+        tick, so a partition without a primary (a failover under way) is skipped, logged once
+        per episode, and the others are swept all the same; only when no partition answers
+        does the error reach the maintenance loop (its outage logging, its grace)."""
+        shards = self.shards
+        outage: PartitionOutage | None = getattr(self, "_sweep_outage", None)
+        if outage is None:
+            outage = PartitionOutage(len(shards), "maintenance")
+            self._sweep_outage = outage
+        out: list[T] = []
+        first: BrokerUnavailable | None = None
+        for i, shard in enumerate(shards):
+            try:
+                out.append(call(shard))
+            except BrokerUnavailable as exc:
+                outage.failed(i, exc)
+                first = first or exc
+                continue
+            outage.ok(i)
+        if first is not None and not out:
+            raise first
+        return out
+
     # -- maintenance: every partition --------------------------------------------------------
 
     def server_time_ms(self) -> int:
@@ -34,21 +62,28 @@ class SpreadUpkeep:
 
     def server_run_id(self) -> str:
         """The run ids of the servers holding the partitions: it changes when any of them
-        restarts or fails over."""
-        return ",".join(dict.fromkeys(s.server_run_id() for s in self.shards))
+        restarts or fails over ('?' for a partition that does not answer: its return with a
+        new primary changes the id again)."""
+        shards = self.shards
+        if len(shards) == 1:
+            return shards[0].server_run_id()
+        ids = [_run_id(s) for s in shards]
+        if all(i == "?" for i in ids):
+            return shards[0].server_run_id()  # (raises: nothing answers)
+        return ",".join(dict.fromkeys(ids))
 
     def reap(self, limit: int = 1000, now: int = 0, max_lost: int = 3) -> tuple[int, int]:
-        got = each_shard(self.shards, lambda s: s.reap(limit, now, max_lost))
+        got = self._sweep(lambda s: s.reap(limit, now, max_lost))
         return sum(r for r, _d in got), sum(d for _r, d in got)
 
     def promote(self, limit: int = 1000, now: int = 0) -> int:
-        return sum(each_shard(self.shards, lambda s: s.promote(limit, now)))
+        return sum(self._sweep(lambda s: s.promote(limit, now)))
 
     def trim_finished(self, now: int = 0) -> int:
-        return sum(each_shard(self.shards, lambda s: s.trim_finished(now)))
+        return sum(self._sweep(lambda s: s.trim_finished(now)))
 
     def trim_dead(self, now: int = 0, limit: int = 1000) -> int:
-        return sum(each_shard(self.shards, lambda s: s.trim_dead(now, limit)))
+        return sum(self._sweep(lambda s: s.trim_dead(now, limit)))
 
     def expire_targeted(self, gone_ms: int, now: int = 0, limit: int = 1000) -> int:
         return self.walk_queues(gone_ms, now, limit)[0]
@@ -56,7 +91,7 @@ class SpreadUpkeep:
     def walk_queues(
         self, gone_ms: int, now: int = 0, limit: int = 1000, queues: int = 200
     ) -> tuple[int, int, bool]:
-        got = each_shard(self.shards, lambda s: s.walk_queues(gone_ms, now, limit, queues))
+        got = self._sweep(lambda s: s.walk_queues(gone_ms, now, limit, queues))
         return sum(g[0] for g in got), sum(g[1] for g in got), all(g[2] for g in got)
 
     # -- control partition: leader, presence, periodic specs ---------------------------------
@@ -101,3 +136,10 @@ class SpreadUpkeep:
     ) -> bool | None:
         """Periodic jobs live in the control partition, with the lease fencing their fire."""
         return self.control.fire_periodic_slot(job, name, due, next_ms, holder, now)
+
+
+def _run_id(shard: Shard) -> str:
+    try:
+        return shard.server_run_id()
+    except BrokerUnavailable:
+        return "?"

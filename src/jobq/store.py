@@ -124,6 +124,7 @@ class Store(SpreadUpkeep):
         self._open_lock = threading.Lock()
         self._where = _Where()
         self._claim_failures = PartitionOutage(1, "claiming")
+        self._report_failures = PartitionOutage(1, "reporting")
         self._turn = 0
         self._bell: Doorbell | None = None
         self._bell_lock = threading.Lock()
@@ -142,6 +143,7 @@ class Store(SpreadUpkeep):
             )
         self._shards = shards
         self._claim_failures = PartitionOutage(layout.count, "claiming")
+        self._report_failures = PartitionOutage(layout.count, "reporting")
         self._layout = layout
 
     def _open(self) -> None:
@@ -392,11 +394,23 @@ class Store(SpreadUpkeep):
             groups.setdefault(self.partition_of(o.claimed.id), []).append(o)
         codes: dict[str, int] = {}
         first: BaseException | None = None
+        failures = self._report_failures
         for part, group in groups.items():
+            if failures.skipped(part):  # failed a moment ago: not another wait on its dial
+                first = first or BrokerUnavailable(
+                    f"partition {part} did not answer a moment ago; its outcomes are kept "
+                    "and sent again shortly",
+                    "partition unavailable",
+                )
+                continue
             try:
                 codes.update(self.shards[part].report(group, now))
             except Exception as exc:
+                if isinstance(exc, BrokerUnavailable):
+                    failures.failed(part, exc)
                 first = first or exc
+                continue
+            failures.ok(part)
         if first is not None:
             if codes and isinstance(first, BrokerUnavailable):
                 raise PartialReport(first, codes) from first

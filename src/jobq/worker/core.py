@@ -360,8 +360,13 @@ class Worker:
                 # (a finished job must not sit here until the reaper takes its lease).
                 pause = self.report_outage.failed(exc)
                 self.leases.reachable.clear()
-                self.leases.reachable.wait(pause)
-                self._take_queued(batch)  # (on a Cluster, other partitions may serve them)
+                # New outcomes end the wait too: on a Cluster they may belong to partitions
+                # that do answer (Store.report then records them: PartialReport).
+                until = time.monotonic() + pause
+                while time.monotonic() < until and self.outcomes.empty():
+                    if self.leases.reachable.wait(min(0.05, pause)):
+                        break
+                self._take_queued(batch)
                 continue
             except Exception as exc:  # the reporter outlives any error
                 refused += 1
