@@ -546,8 +546,8 @@ def test_a_partition_without_a_primary_does_not_stop_the_others(
         attempts = collections.Counter(st.get_job(sp.id).attempt for sp in specs)  # type: ignore[union-attr]
         print(
             f"\npartition 1 without a primary for {took:.1f} s: {during} jobs of the other "
-            f"partitions finished meanwhile, {early} of {len(healthy)} delayed ones promoted; attempts "
-            f"{dict(attempts)}; ran twice {len(again)}"
+            f"partitions finished meanwhile, {early} of {len(healthy)} delayed ones promoted; "
+            f"attempts {dict(attempts)}; ran twice {len(again)}"
         )
         assert during > 100, f"only {during} jobs finished while one partition was down"
         assert early == len(healthy), f"{early} of {len(healthy)} delayed jobs promoted in it"
