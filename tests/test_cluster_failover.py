@@ -30,6 +30,7 @@ from procs import wait_until
 
 from jobq import App, JobState
 from jobq.cluster import slot_of
+from jobq.keys import Keys
 from jobq.model import JobSpec, Outcome
 from jobq.scripts import EPOCH_MARGIN_MS
 from jobq.shard import Shard
@@ -555,3 +556,20 @@ def test_a_partition_without_a_primary_does_not_stop_the_others(
         assert not again
     finally:
         app.close()
+
+
+def test_a_cluster_url_waits_out_a_failover_by_default() -> None:
+    """Like a Sentinel URL, a Cluster URL's submits wait for a promoted replica (45 s unless
+    failover_wait_s says otherwise); a one-server URL's do not. (No connection is made.)"""
+    keys = Keys("x")
+    for url, want in [
+        ("redis+cluster://127.0.0.1:1,127.0.0.1:2", 45.0),
+        ("redis+sentinel://127.0.0.1:1/jobq", 45.0),
+        ("redis://127.0.0.1:1/0", 0.0),
+    ]:
+        shard = Shard(redis.Redis(host="127.0.0.1", port=1), url, keys)
+        assert shard.failover_wait_s == want, url
+    shard = Shard(
+        redis.Redis(host="127.0.0.1", port=1), "redis+cluster://h:1", keys, failover_wait_s=3
+    )
+    assert shard.failover_wait_s == 3.0
