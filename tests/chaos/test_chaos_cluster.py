@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import cluster as cluster_harness
 import pytest
 from cluster import ValkeyCluster
 
@@ -113,11 +114,13 @@ def test_cluster_primary_sigkill_failover(scenario: Scenario) -> None:
 
 
 @pytest.mark.chaos
-def test_cluster_live_slot_migration(scenario: Scenario) -> None:
-    """A partition's slot migrated live to another primary while jobs flow: every job ends
+def test_cluster_live_slot_migration(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partition's slot migrated live to another primary while jobs flow, a few keys per
+    MIGRATE so the move lasts while jobs are claimed and reported in that slot: every job ends
     once (a command a node refused with ASK / TRYAGAIN / MOVED never ran, so resending it is
     safe), nothing lost, nothing exits."""
     sc = scenario
+    monkeypatch.setattr(cluster_harness, "MIGRATE_BATCH", 5)
     sc.faults = "one partition's slot migrated live to another primary mid-run"
     with cluster(sc) as c:
         moved = cluster_slot_migration(sc, c, part=1)
