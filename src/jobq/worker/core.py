@@ -279,9 +279,14 @@ class Worker:
         while True:
             first = self.outcomes.get()
             if first is None:
-                if self.outcomes.empty():
+                # Outcomes re-queued behind the stop (PartialReport): recorded before leaving.
+                rest: list[Outcome] = []
+                self._take_queued(rest, keep_stop=False)
+                if not rest:
                     return
-                self.outcomes.put(None)  # outcomes re-queued behind the stop (PartialReport)
+                with self._reporting:
+                    self._record(rest)
+                self.outcomes.put(None)
                 continue
             batch = [first]
             while len(batch) < 1000:
@@ -296,16 +301,19 @@ class Worker:
             with self._reporting:
                 self._record(batch)
 
-    def _take_queued(self, batch: list[Outcome]) -> None:
-        """Add the outcomes queued meanwhile to a batch about to be sent again."""
+    def _take_queued(self, batch: list[Outcome], keep_stop: bool = True) -> None:
+        """Add the outcomes queued meanwhile to a batch about to be sent again (`keep_stop`:
+        a stop sentinel found stays queued for the report loop, else it is dropped)."""
         while len(batch) < 1000:
             try:
                 nxt = self.outcomes.get_nowait()
             except queue.Empty:
                 return
             if nxt is None:
-                self.outcomes.put(None)  # the stop sentinel stays for the report loop
-                return
+                if keep_stop:
+                    self.outcomes.put(None)
+                    return
+                continue
             batch.append(nxt)
 
     def _record(self, batch: list[Outcome]) -> None:
