@@ -13,7 +13,12 @@ decides where each call goes:
 - maintenance runs every partition; the leader lease, master and worker presence and periodic
   specs live in the control partition (partition 0);
 - reads add up (counts, queue stats) or concatenate (listings, partition by partition) what
-  the partitions hold (`spread.py`).
+  the partitions hold (`spread.py`);
+- one partition without a primary (a Cluster failover under way) does not stop the others:
+  claims and reports skip it for a short back-off (`spread.PartitionOutage`) and raise only
+  when nothing was served (a report some partitions took raises `PartialReport` with their
+  codes, so only the rest is sent again); heartbeats and maintenance sweeps try every
+  partition (`spread.each_shard`, `SpreadUpkeep._sweep`).
 
 With one partition (the default on one server) every call goes straight to the one shard.
 """
