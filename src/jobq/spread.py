@@ -14,12 +14,14 @@ import logging
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from .model import JobRecord, QueueInfo
+from .errors import BrokerUnavailable
+from .model import JobRecord, Outcome, QueueInfo
 from .outage import Outage
 
 if TYPE_CHECKING:
@@ -73,6 +75,72 @@ class PartitionOutage:
             with self._lock:
                 self._until[part] = 0.0
                 self._outages[part].ok()
+
+
+class Where:
+    """Bounded memory of which partition holds a job (thread-safe enough: one lock)."""
+
+    def __init__(self, size: int) -> None:
+        self._map: OrderedDict[str, int] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def note(self, job_id: str, part: int) -> None:
+        with self._lock:
+            self._map[job_id] = part
+            self._map.move_to_end(job_id)
+            while len(self._map) > self._size:
+                self._map.popitem(last=False)
+
+    def get(self, job_id: str) -> int | None:
+        with self._lock:
+            return self._map.get(job_id)
+
+
+class PartialReport(BrokerUnavailable):
+    """Some partitions recorded their outcomes (`recorded`: job id -> code), another could
+    not (no primary: a failover under way). The caller frees what was recorded and sends only
+    the rest again: one partition's outage must not hold up the outcomes of the others (nor
+    have them sent twice: a second complete of a finished job reads as superseded)."""
+
+    def __init__(self, first: BrokerUnavailable, recorded: dict[str, int]) -> None:
+        super().__init__(str(first), first.reason)
+        self.retry_after_s = first.retry_after_s
+        self.recorded = recorded
+
+
+def report_over(
+    shards: Sequence[Shard],
+    groups: dict[int, list[Outcome]],
+    failures: PartitionOutage,
+    now: int,
+) -> dict[str, int]:
+    """Record each partition's outcomes (`groups`: partition -> outcomes) in its shard; a
+    partition that failed a moment ago is not asked again before its pause ends. Raises the
+    first error, or `PartialReport` when other partitions recorded theirs."""
+    codes: dict[str, int] = {}
+    first: BaseException | None = None
+    for part, group in groups.items():
+        if failures.skipped(part):  # failed a moment ago: not another wait on its dial
+            first = first or BrokerUnavailable(
+                f"partition {part} did not answer a moment ago; its outcomes are kept "
+                "and sent again shortly",
+                "partition unavailable",
+            )
+            continue
+        try:
+            codes.update(shards[part].report(group, now))
+        except Exception as exc:
+            if isinstance(exc, BrokerUnavailable):
+                failures.failed(part, exc)
+            first = first or exc
+            continue
+        failures.ok(part)
+    if first is not None:
+        if codes and isinstance(first, BrokerUnavailable):
+            raise PartialReport(first, codes) from first
+        raise first
+    return codes
 
 
 class Doorbell:

@@ -29,12 +29,10 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from .cluster_url import is_cluster
-from .errors import BrokerUnavailable
 from .faults import RAISED, translate
 from .keys import Keys
 from .layout import Layout, load_or_create
@@ -44,10 +42,13 @@ from .shard import Shard, connect, redact
 from .spread import (
     Doorbell,
     EventCursor,
+    PartialReport,
     PartitionOutage,
+    Where,
     each_shard,
     list_jobs_over,
     merge_queue_infos,
+    report_over,
 )
 from .spread_upkeep import SpreadUpkeep
 from .states import JobState
@@ -59,38 +60,6 @@ T = TypeVar("T")
 
 #: Job ids whose partition this process remembers (submitted or claimed here).
 WHERE_CACHE = 200_000
-
-
-class _Where:
-    """Bounded memory of which partition holds a job (thread-safe enough: one lock)."""
-
-    def __init__(self, size: int = WHERE_CACHE) -> None:
-        self._map: OrderedDict[str, int] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def note(self, job_id: str, part: int) -> None:
-        with self._lock:
-            self._map[job_id] = part
-            self._map.move_to_end(job_id)
-            while len(self._map) > self._size:
-                self._map.popitem(last=False)
-
-    def get(self, job_id: str) -> int | None:
-        with self._lock:
-            return self._map.get(job_id)
-
-
-class PartialReport(BrokerUnavailable):
-    """Some partitions recorded their outcomes (`recorded`: job id -> code), another could
-    not (no primary: a failover under way). The caller frees what was recorded and sends only
-    the rest again: one partition's outage must not hold up the outcomes of the others (nor
-    have them sent twice: a second complete of a finished job reads as superseded)."""
-
-    def __init__(self, first: BrokerUnavailable, recorded: dict[str, int]) -> None:
-        super().__init__(str(first), first.reason)
-        self.retry_after_s = first.retry_after_s
-        self.recorded = recorded
 
 
 #: How a store learns its layout on first use: (the control partition's client) -> Layout.
@@ -127,7 +96,7 @@ class Store(SpreadUpkeep):
         self._layout: Layout | None = None
         self._shards: list[Shard] = []
         self._open_lock = threading.Lock()
-        self._where = _Where()
+        self._where = Where(WHERE_CACHE)
         self._claim_failures = PartitionOutage(1, "claiming")
         self._report_failures = PartitionOutage(1, "reporting")
         self._turn = 0
@@ -397,30 +366,7 @@ class Store(SpreadUpkeep):
         groups: dict[int, list[Outcome]] = {}
         for o in outcomes:
             groups.setdefault(self.partition_of(o.claimed.id), []).append(o)
-        codes: dict[str, int] = {}
-        first: BaseException | None = None
-        failures = self._report_failures
-        for part, group in groups.items():
-            if failures.skipped(part):  # failed a moment ago: not another wait on its dial
-                first = first or BrokerUnavailable(
-                    f"partition {part} did not answer a moment ago; its outcomes are kept "
-                    "and sent again shortly",
-                    "partition unavailable",
-                )
-                continue
-            try:
-                codes.update(self.shards[part].report(group, now))
-            except Exception as exc:
-                if isinstance(exc, BrokerUnavailable):
-                    failures.failed(part, exc)
-                first = first or exc
-                continue
-            failures.ok(part)
-        if first is not None:
-            if codes and isinstance(first, BrokerUnavailable):
-                raise PartialReport(first, codes) from first
-            raise first
-        return codes
+        return report_over(self.shards, groups, self._report_failures, now)
 
     def heartbeat(
         self,
