@@ -437,9 +437,20 @@ class _Hooked:
             self.host, self.port = UNRESOLVED_HOST, 0
 
     def _connect(self) -> Any:
-        if self.jobq_resolver is not None:
-            self.host, self.port = self.jobq_resolver.primary()
-        return super()._connect()  # type: ignore[misc]
+        resolver = self.jobq_resolver
+        if resolver is None:
+            return super()._connect()  # type: ignore[misc]
+        self.host, self.port = resolver.primary()
+        try:
+            return super()._connect()  # type: ignore[misc]
+        except OSError:
+            # A Cluster map still naming a dead primary (or one node's view of the map from
+            # before the failover): say so, so the next dial asks the map again at once and
+            # prefers a node whose answer no longer names this one (cluster.ClusterMap).
+            unreachable = getattr(resolver, "unreachable", None)
+            if unreachable is not None:
+                unreachable((self.host, self.port))
+            raise
 
     def on_connect_check_health(self, check_health: bool = True) -> None:
         self.jobq_handshake = True
