@@ -444,9 +444,8 @@ class _Hooked:
         try:
             return super()._connect()  # type: ignore[misc]
         except OSError:
-            # A Cluster map still naming a dead primary (or one node's view of the map from
-            # before the failover): say so, so the next dial asks the map again at once and
-            # prefers a node whose answer no longer names this one (cluster.ClusterMap).
+            # A Cluster map naming a dead primary: the next dial asks again, preferring an
+            # answer that no longer names it (cluster.ClusterMap.unreachable).
             unreachable = getattr(resolver, "unreachable", None)
             if unreachable is not None:
                 unreachable((self.host, self.port))
