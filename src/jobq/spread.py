@@ -52,23 +52,33 @@ def each_shard(shards: Sequence[Shard], call: Callable[[Shard], T]) -> list[T]:
 
 
 class PartitionOutage:
-    """Which partitions failed lately, so calls that go over every partition (claims) skip
-    one for a back-off pause instead of waiting on its dead node on every call; each
-    partition's episode is logged once (outage.py), its end with the length of the stall."""
+    """Which partitions failed lately, so calls that go over every partition (claims,
+    reports) skip one for a back-off pause instead of waiting on its dead node on every
+    call; each partition's episode is logged once (outage.py), its end with the length of
+    the stall. `where(i)`, if given, names the node partition i is served by now (a Cluster
+    slot's owner as the map says): the pause ends as soon as that changes (the replica was
+    promoted), so it can be long without keeping a failed-over partition waiting."""
 
-    def __init__(self, n: int, doing: str) -> None:
-        # Capped at 1 s: a partition whose replica was just promoted is asked again soon.
-        self._outages = [Outage(log, f"{doing} in partition {i}", cap_s=1.0) for i in range(n)]
+    def __init__(self, n: int, doing: str, where: Callable[[int], object] | None = None) -> None:
+        # A failed call on a dead node costs its reconnects (about a second): not often.
+        self._outages = [Outage(log, f"{doing} in partition {i}", first_s=1.0) for i in range(n)]
         self._until = [0.0] * n
+        self._at: list[object] = [None] * n
+        self._where = where
         self._lock = threading.Lock()
 
     def skipped(self, part: int) -> bool:
-        """Whether `part` failed lately and its pause is not over."""
-        return time.monotonic() < self._until[part]
+        """Whether `part` failed lately and its pause is not over (nor its node replaced)."""
+        if time.monotonic() >= self._until[part]:
+            return False
+        if self._where is not None and self._where(part) != self._at[part]:
+            return False
+        return True
 
     def failed(self, part: int, exc: BaseException) -> None:
         with self._lock:
             self._until[part] = time.monotonic() + self._outages[part].failed(exc)
+            self._at[part] = self._where(part) if self._where is not None else None
 
     def ok(self, part: int) -> None:
         if self._outages[part].down:

@@ -39,11 +39,13 @@ class SpreadUpkeep:
         shards = self.shards
         outage: PartitionOutage | None = getattr(self, "_sweep_outage", None)
         if outage is None:
-            outage = PartitionOutage(len(shards), "maintenance")
+            outage = PartitionOutage(len(shards), "maintenance", getattr(self, "_serving", None))
             self._sweep_outage = outage
         out: list[T] = []
         first: BrokerUnavailable | None = None
         for i, shard in enumerate(shards):
+            if outage.skipped(i):  # failed a moment ago, and still served by the same node
+                continue
             try:
                 out.append(call(shard))
             except BrokerUnavailable as exc:

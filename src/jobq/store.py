@@ -52,6 +52,7 @@ from .spread import (
 )
 from .spread_upkeep import SpreadUpkeep
 from .states import JobState
+from .topology import resolver_of
 
 __all__ = ["PartialReport", "Store", "connect", "redact"]
 
@@ -116,9 +117,14 @@ class Store(SpreadUpkeep):
                 Shard(client, self._url, self._prefix_keys.partition(tag), **self._settings)
             )
         self._shards = shards
-        self._claim_failures = PartitionOutage(layout.count, "claiming")
-        self._report_failures = PartitionOutage(layout.count, "reporting")
+        self._claim_failures = PartitionOutage(layout.count, "claiming", self._serving)
+        self._report_failures = PartitionOutage(layout.count, "reporting", self._serving)
         self._layout = layout
+
+    def _serving(self, part: int) -> object:
+        """The node serving partition `part` as its client last knew (None: one server)."""
+        resolver = resolver_of(self._shards[part].r)
+        return resolver.current() if resolver is not None else None
 
     def _open(self) -> None:
         with self._open_lock:
@@ -315,16 +321,25 @@ class Store(SpreadUpkeep):
         out: list[Claimed] = []
         failures = self._claim_failures
         first: BaseException | None = None
-        for part in order:
+        # Two passes: first a share of `n` from each partition, then the rest from those that
+        # had more. One partition never takes a whole batch: the jobs a partition handed out
+        # just before its primary died hold their slots until their outcomes can be
+        # reported, and must not fill the worker while the other partitions have work.
+        share = max(1, -(-n // count))
+        plan = [(p, share) for p in order] + [(p, n) for p in order]
+        dry: set[int] = set()
+        for part, want in plan:
             if len(out) >= n:
                 break
-            if failures.skipped(part):
+            if part in dry or failures.skipped(part):
                 continue
+            ask = min(want, n - len(out))
             try:
                 got = self.shards[part].claim(
-                    worker, queues, n - len(out), lease_ms, now, max(start - len(out), 0)
+                    worker, queues, ask, lease_ms, now, max(start - len(out), 0)
                 )
             except Exception as exc:
+                dry.add(part)
                 # Skip this partition for a pause and go on: raising would orphan what the
                 # partitions before it just handed out (claimed under a lease, never run
                 # until reaped) and stop every partition while one has no primary.
@@ -332,6 +347,8 @@ class Store(SpreadUpkeep):
                 first = first or exc
                 continue
             failures.ok(part)
+            if len(got) < ask:
+                dry.add(part)
             for c in got:
                 self._where.note(c.id, part)
             out.extend(got)
