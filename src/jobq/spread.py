@@ -71,9 +71,7 @@ class PartitionOutage:
         """Whether `part` failed lately and its pause is not over (nor its node replaced)."""
         if time.monotonic() >= self._until[part]:
             return False
-        if self._where is not None and self._where(part) != self._at[part]:
-            return False
-        return True
+        return self._where is None or self._where(part) == self._at[part]
 
     def failed(self, part: int, exc: BaseException) -> None:
         with self._lock:
