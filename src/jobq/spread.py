@@ -59,9 +59,18 @@ class PartitionOutage:
     slot's owner as the map says): the pause ends as soon as that changes (the replica was
     promoted), so it can be long without keeping a failed-over partition waiting."""
 
-    def __init__(self, n: int, doing: str, where: Callable[[int], object] | None = None) -> None:
+    def __init__(
+        self,
+        n: int,
+        doing: str,
+        where: Callable[[int], object] | None = None,
+        first_s: float = 1.0,
+        cap_s: float = 5.0,
+    ) -> None:
         # A failed call on a dead node costs its reconnects (about a second): not often.
-        self._outages = [Outage(log, f"{doing} in partition {i}", first_s=1.0) for i in range(n)]
+        self._outages = [
+            Outage(log, f"{doing} in partition {i}", first_s=first_s, cap_s=cap_s) for i in range(n)
+        ]
         self._until = [0.0] * n
         self._at: list[object] = [None] * n
         self._where = where

@@ -118,7 +118,10 @@ class Store(SpreadUpkeep):
             )
         self._shards = shards
         self._claim_failures = PartitionOutage(layout.count, "claiming", self._serving)
-        self._report_failures = PartitionOutage(layout.count, "reporting", self._serving)
+        # Reports are tried again soon: an outcome held past its lease means a rerun.
+        self._report_failures = PartitionOutage(
+            layout.count, "reporting", self._serving, first_s=0.1, cap_s=1.0
+        )
         self._layout = layout
 
     def _serving(self, part: int) -> object:
