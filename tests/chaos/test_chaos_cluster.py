@@ -118,7 +118,13 @@ def test_cluster_live_slot_migration(scenario: Scenario, monkeypatch: pytest.Mon
     """A partition's slot migrated live to another primary while jobs flow, a few keys per
     MIGRATE so the move lasts while jobs are claimed and reported in that slot: every job ends
     once (a command a node refused with ASK / TRYAGAIN / MOVED never ran, so resending it is
-    safe), nothing lost, nothing exits."""
+    safe), nothing lost, nothing exits.
+
+    Known to fail now and then (1 run of 6 here) until every key a script touches arrives
+    in its KEYS: complete.lua builds the job hash's key inside Lua and declares only events
+    and leases, so while those are still on the old owner the node runs it after the job
+    hash moved, answers "job not found", and the worker drops the outcome: the job runs
+    again after its lease (the row then counts one duplicate and one stale execution)."""
     sc = scenario
     monkeypatch.setattr(cluster_harness, "MIGRATE_BATCH", 5)
     sc.faults = "one partition's slot migrated live to another primary mid-run"
