@@ -330,7 +330,8 @@ def test_a_live_slot_migration_under_load_loses_nothing_and_runs_nothing_twice(
     batches, SETSLOT NODE) while a producer submits and a worker and a maintainer run: every
     job completes, none lost, none run twice (no command is ever executed by a node that
     refused it, so nothing is retried that had run), and the partition's connections end on
-    the new owner."""
+    the new owner. (Can fail now and then until complete.lua declares the job hash in its
+    KEYS: see tests/chaos/test_chaos_cluster.py's migration row.)"""
     c = make_cluster()
     prefix = "m" + uuid.uuid4().hex[:8]
     runs = Runs()
