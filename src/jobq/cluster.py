@@ -19,6 +19,10 @@ process, shared by every partition's client.
 - on every dial, if older than `FRESH_S` (dials are rare: a connection lives for as long as it
   works, so this costs nothing while all is well, and finds a promoted replica while a
   killed primary's connections keep redialing);
+- at once after a dial to the owner it named failed (`unreachable`): until QUIET_S later an
+  answer still naming that node is taken only if no other node answers without it (the
+  nodes learn of a promotion by gossip, one after the other, so right after a failover one
+  node's answer may be from before it);
 - at once (`SlotMoved`) when a node answers MOVED, ASK, TRYAGAIN or CLUSTERDOWN on a
   partition's connection (topology._Hooked.read_response): the command did not run; the
   connection drops, the map is refreshed (asking the node MOVED names first, if it is known),
@@ -127,6 +131,7 @@ class ClusterMap:
         self._order: list[Addr] = list(self.seeds)  # who to ask, the last to answer first
         self._clients: dict[Addr, redis.Redis] = {}
         self._quiet: dict[Addr, float] = {}  # node -> asked last until
+        self._refused: dict[Addr, float] = {}  # node a dial failed on -> distrusted until
         self._lock = threading.Lock()
         self._at = float("-inf")  # monotonic time the last refresh began
         self._stale = False
@@ -183,6 +188,19 @@ class ClusterMap:
         self._hint = hint
         self._stale = True
 
+    def unreachable(self, addr: Addr) -> None:
+        """A dial to `addr` failed: the map is asked again at once, and for QUIET_S an answer
+        naming `addr` as a slot's owner is taken only if no other node gives one that does
+        not (right after a failover some nodes still name the dead primary)."""
+        self._refused[addr] = time.monotonic() + QUIET_S
+        self._quiet[addr] = time.monotonic() + QUIET_S
+        self._stale = True
+
+    def _names_refused(self, rows: Any, asked: Addr) -> bool:
+        now = time.monotonic()
+        refused = {a for a, until in self._refused.items() if until > now}
+        return bool(refused) and any(_addr(row[2], asked) in refused for row in rows)
+
     def refresh(self, force: bool = False) -> bool:
         """Ask the nodes unless the map is younger than FRESH_S (and not stale, or `force`).
         False when another caller's answer, or the rate limit, served instead. Raises
@@ -208,6 +226,7 @@ class ClusterMap:
             order.remove(hint)
             order.insert(0, hint)
         errors: list[str] = []
+        doubted: tuple[Addr, Any] | None = None  # an answer naming a node a dial just failed on
         for addr in order:
             try:
                 client: Any = self._client(addr)
@@ -226,10 +245,13 @@ class ClusterMap:
                 errors.append(f"{addr[0]}:{addr[1]}: {exc or type(exc).__name__}")
                 continue
             self._quiet.pop(addr, None)
-            self._install(addr, rows)
-            if addr in self._order:
-                self._order.remove(addr)
-            self._order.insert(0, addr)
+            if self._names_refused(rows, addr):
+                doubted = doubted or (addr, rows)  # maybe from before a failover: ask on
+                continue
+            self._take(addr, rows)
+            return
+        if doubted is not None:  # every node that answered still names it: so be it
+            self._take(*doubted)
             return
         advice = "the cluster may be restarting or unreachable; check the seed nodes of the URL"
         if any("NOPERM" in e or "no permissions" in e for e in errors):
@@ -239,6 +261,13 @@ class ClusterMap:
             + "; ".join(errors)
             + f"): {advice}"
         )
+
+    def _take(self, addr: Addr, rows: Any) -> None:
+        """Install `addr`'s answer; `addr` is asked first next time."""
+        self._install(addr, rows)
+        if addr in self._order:
+            self._order.remove(addr)
+        self._order.insert(0, addr)
 
     def _install(self, asked: Addr, rows: Any) -> None:
         owners: list[Addr | None] = [None] * SLOTS
@@ -321,6 +350,10 @@ class SlotResolver:
         """The replicas of the slot's owner, as the map lists them."""
         owner = self.map.owner(self.slot)
         return self.map.replicas_of(owner) if owner is not None else []
+
+    def unreachable(self, addr: Addr) -> None:
+        """A dial to `addr` (the owner as the map said) failed (topology._Hooked._connect)."""
+        self.map.unreachable(addr)
 
     def redirected(self, exc: Exception) -> None:
         """A node answered MOVED/ASK/TRYAGAIN/CLUSTERDOWN: ask the map again before the next

@@ -87,8 +87,10 @@ class Settings:
     per job id). Waiting for a result (`Job.result`) rides out the same bound. None = 45 s on a
     Sentinel URL: a failover takes Sentinel's ``down-after-milliseconds`` (30 s as shipped,
     often set to 5-10 s) plus a vote and a promotion (a few seconds), so 45 s covers even the
-    shipped default. On a one-server URL None means submits fail at once (there is no other
-    primary to wait for, and a stopped server or a wrong URL should say so now) and result
+    shipped default; the same on a Cluster URL (a replica takes over after the cluster's
+    ``cluster-node-timeout``, 15 s as shipped, and an election). On a one-server URL None
+    means submits fail at once (there is no other primary to wait for, and a stopped server
+    or a wrong URL should say so now) and result
     waits ride out 30 s; set it to ride out restarts there too. The HTTP API waits at most a
     few seconds of it, then answers 503. Also ``?failover_wait_s=`` on the URL."""
     partitions: int | None = None

@@ -44,8 +44,15 @@ T = TypeVar("T")
 #: How long a caller waiting for a result rides out a broker outage before giving up, unless
 #: `failover_wait_s` says otherwise.
 WAIT_OUTAGE_S = 30.0
-#: What `failover_wait_s=None` means on a Sentinel URL (see `Settings.failover_wait_s`).
+#: What `failover_wait_s=None` means on a Sentinel or Cluster URL (see
+#: `Settings.failover_wait_s`): both promote a replica within seconds, and a producer should
+#: wait for it, not raise (one partition's primary gone stops that partition's submits).
 SENTINEL_FAILOVER_WAIT_S = 45.0
+
+
+def follows_failovers(url: str) -> bool:
+    """Whether `url` names a topology that promotes a replica by itself (Sentinel, Cluster)."""
+    return is_sentinel(url) or is_cluster(url)
 
 
 _QUERY_SECRET = re.compile(r"([?&][^=&#]*password[^=&#]*=)[^&#]*", re.IGNORECASE)
@@ -152,7 +159,7 @@ class Shard(Reads, Upkeep):
         self.dead_ttl_s = dead_ttl_s
         #: How long a submit waits for a primary before raising (`Settings.failover_wait_s`).
         self.failover_wait_s = (
-            (SENTINEL_FAILOVER_WAIT_S if is_sentinel(url) else 0.0)
+            (SENTINEL_FAILOVER_WAIT_S if follows_failovers(url) else 0.0)
             if failover_wait_s is None
             else failover_wait_s
         )

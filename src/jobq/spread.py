@@ -13,21 +13,151 @@ import concurrent.futures
 import logging
 import re
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from .model import JobRecord, QueueInfo
+from .errors import BrokerUnavailable
+from .model import JobRecord, Outcome, QueueInfo
 from .outage import Outage
 
 if TYPE_CHECKING:
     from .shard import Shard
 
 log = logging.getLogger("jobq.store")
+T = TypeVar("T")
 
 #: Longest single blocking read of a doorbell thread: how soon it notices a close().
 BELL_SLICE_S = 2.0
+
+
+def each_shard(shards: Sequence[Shard], call: Callable[[Shard], T]) -> list[T]:
+    """`call(shard)` for every shard in order, each tried even after another raised; then
+    the first error, if any. One partition whose primary is gone (a failover under way on a
+    Cluster) must not keep the others from being served: a sweep that stopped at the first
+    failure left the partitions after it unreaped, unpromoted, or their leases unextended."""
+    out: list[T] = []
+    first: BaseException | None = None
+    for shard in shards:
+        try:
+            out.append(call(shard))
+        except Exception as exc:
+            first = first or exc
+    if first is not None:
+        raise first
+    return out
+
+
+class PartitionOutage:
+    """Which partitions failed lately, so calls that go over every partition (claims,
+    reports) skip one for a back-off pause instead of waiting on its dead node on every
+    call; each partition's episode is logged once (outage.py), its end with the length of
+    the stall. `where(i)`, if given, names the node partition i is served by now (a Cluster
+    slot's owner as the map says): the pause ends as soon as that changes (the replica was
+    promoted), so it can be long without keeping a failed-over partition waiting."""
+
+    def __init__(
+        self,
+        n: int,
+        doing: str,
+        where: Callable[[int], object] | None = None,
+        first_s: float = 1.0,
+        cap_s: float = 5.0,
+    ) -> None:
+        # A failed call on a dead node costs its reconnects (about a second): not often.
+        self._outages = [
+            Outage(log, f"{doing} in partition {i}", first_s=first_s, cap_s=cap_s) for i in range(n)
+        ]
+        self._until = [0.0] * n
+        self._at: list[object] = [None] * n
+        self._where = where
+        self._lock = threading.Lock()
+
+    def skipped(self, part: int) -> bool:
+        """Whether `part` failed lately and its pause is not over (nor its node replaced)."""
+        if time.monotonic() >= self._until[part]:
+            return False
+        return self._where is None or self._where(part) == self._at[part]
+
+    def failed(self, part: int, exc: BaseException) -> None:
+        with self._lock:
+            self._until[part] = time.monotonic() + self._outages[part].failed(exc)
+            self._at[part] = self._where(part) if self._where is not None else None
+
+    def ok(self, part: int) -> None:
+        if self._outages[part].down:
+            with self._lock:
+                self._until[part] = 0.0
+                self._outages[part].ok()
+
+
+class Where:
+    """Bounded memory of which partition holds a job (thread-safe enough: one lock)."""
+
+    def __init__(self, size: int) -> None:
+        self._map: OrderedDict[str, int] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def note(self, job_id: str, part: int) -> None:
+        with self._lock:
+            self._map[job_id] = part
+            self._map.move_to_end(job_id)
+            while len(self._map) > self._size:
+                self._map.popitem(last=False)
+
+    def get(self, job_id: str) -> int | None:
+        with self._lock:
+            return self._map.get(job_id)
+
+
+class PartialReport(BrokerUnavailable):
+    """Some partitions recorded their outcomes (`recorded`: job id -> code), another could
+    not (no primary: a failover under way). The caller frees what was recorded and sends only
+    the rest again: one partition's outage must not hold up the outcomes of the others (nor
+    have them sent twice: a second complete of a finished job reads as superseded)."""
+
+    def __init__(self, first: BrokerUnavailable, recorded: dict[str, int]) -> None:
+        super().__init__(str(first), first.reason)
+        self.retry_after_s = first.retry_after_s
+        self.recorded = recorded
+
+
+def report_over(
+    shards: Sequence[Shard],
+    groups: dict[int, list[Outcome]],
+    failures: PartitionOutage,
+    now: int,
+) -> dict[str, int]:
+    """Record each partition's outcomes (`groups`: partition -> outcomes) in its shard; a
+    partition that failed a moment ago is not asked again before its pause ends. Raises the
+    first error, or `PartialReport` when other partitions recorded theirs."""
+    codes: dict[str, int] = {}
+    first: BaseException | None = None
+    for part, group in groups.items():
+        if failures.skipped(part):  # failed a moment ago: not another wait on its dial
+            first = first or BrokerUnavailable(
+                f"partition {part} did not answer a moment ago; its outcomes are kept "
+                "and sent again shortly",
+                "partition unavailable",
+            )
+            continue
+        try:
+            codes.update(shards[part].report(group, now))
+        except Exception as exc:
+            if isinstance(exc, BrokerUnavailable):
+                failures.failed(part, exc)
+            first = first or exc
+            continue
+        failures.ok(part)
+    if first is not None:
+        if codes and isinstance(first, BrokerUnavailable):
+            raise PartialReport(first, codes) from first
+        raise first
+    return codes
 
 
 class Doorbell:

@@ -1,17 +1,23 @@
 """The maintenance half of `Store` over partitions: what runs in every partition (reaping,
-promotion, trims, the registry walk) and what only the control partition holds (the leader
-lease, master and worker presence, periodic specs). `Store` inherits it, as `Shard` inherits
+promotion, trims, the registry walk: each partition even while another fails, `each_shard`)
+and what only the control partition holds (the leader lease, master and worker presence,
+periodic specs). `Store` inherits it, as `Shard` inherits
 `Upkeep`, so the module routing jobs stays small."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
+from .errors import BrokerUnavailable
 from .model import JobSpec
 from .periodic import PeriodicSpec
+from .spread import PartitionOutage, each_shard
 
 if TYPE_CHECKING:
     from .shard import Shard
+
+T = TypeVar("T")
 
 
 class SpreadUpkeep:
@@ -25,6 +31,32 @@ class SpreadUpkeep:
     def control(self) -> Shard:
         raise NotImplementedError  # Store's
 
+    def _sweep(self, call: Callable[[Shard], T]) -> list[T]:
+        """`call(shard)` on every partition that answers. A maintenance sweep is repeated every
+        tick, so a partition without a primary (a failover under way) is skipped, logged once
+        per episode, and the others are swept all the same; only when no partition answers
+        does the error reach the maintenance loop (its outage logging, its grace)."""
+        shards = self.shards
+        outage: PartitionOutage | None = getattr(self, "_sweep_outage", None)
+        if outage is None:
+            outage = PartitionOutage(len(shards), "maintenance", getattr(self, "_serving", None))
+            self._sweep_outage = outage
+        out: list[T] = []
+        first: BrokerUnavailable | None = None
+        for i, shard in enumerate(shards):
+            if outage.skipped(i):  # failed a moment ago, and still served by the same node
+                continue
+            try:
+                out.append(call(shard))
+            except BrokerUnavailable as exc:
+                outage.failed(i, exc)
+                first = first or exc
+                continue
+            outage.ok(i)
+        if first is not None and not out:
+            raise first
+        return out
+
     # -- maintenance: every partition --------------------------------------------------------
 
     def server_time_ms(self) -> int:
@@ -32,24 +64,28 @@ class SpreadUpkeep:
 
     def server_run_id(self) -> str:
         """The run ids of the servers holding the partitions: it changes when any of them
-        restarts or fails over."""
-        return ",".join(dict.fromkeys(s.server_run_id() for s in self.shards))
+        restarts or fails over ('?' for a partition that does not answer: its return with a
+        new primary changes the id again)."""
+        shards = self.shards
+        if len(shards) == 1:
+            return shards[0].server_run_id()
+        ids = [_run_id(s) for s in shards]
+        if all(i == "?" for i in ids):
+            return shards[0].server_run_id()  # (raises: nothing answers)
+        return ",".join(dict.fromkeys(ids))
 
     def reap(self, limit: int = 1000, now: int = 0, max_lost: int = 3) -> tuple[int, int]:
-        requeued = dead = 0
-        for shard in self.shards:
-            r, d = shard.reap(limit, now, max_lost)
-            requeued, dead = requeued + r, dead + d
-        return requeued, dead
+        got = self._sweep(lambda s: s.reap(limit, now, max_lost))
+        return sum(r for r, _d in got), sum(d for _r, d in got)
 
     def promote(self, limit: int = 1000, now: int = 0) -> int:
-        return sum(s.promote(limit, now) for s in self.shards)
+        return sum(self._sweep(lambda s: s.promote(limit, now)))
 
     def trim_finished(self, now: int = 0) -> int:
-        return sum(s.trim_finished(now) for s in self.shards)
+        return sum(self._sweep(lambda s: s.trim_finished(now)))
 
     def trim_dead(self, now: int = 0, limit: int = 1000) -> int:
-        return sum(s.trim_dead(now, limit) for s in self.shards)
+        return sum(self._sweep(lambda s: s.trim_dead(now, limit)))
 
     def expire_targeted(self, gone_ms: int, now: int = 0, limit: int = 1000) -> int:
         return self.walk_queues(gone_ms, now, limit)[0]
@@ -57,12 +93,8 @@ class SpreadUpkeep:
     def walk_queues(
         self, gone_ms: int, now: int = 0, limit: int = 1000, queues: int = 200
     ) -> tuple[int, int, bool]:
-        moved = pruned = 0
-        wrapped = True
-        for shard in self.shards:
-            m, p, w = shard.walk_queues(gone_ms, now, limit, queues)
-            moved, pruned, wrapped = moved + m, pruned + p, wrapped and w
-        return moved, pruned, wrapped
+        got = self._sweep(lambda s: s.walk_queues(gone_ms, now, limit, queues))
+        return sum(g[0] for g in got), sum(g[1] for g in got), all(g[2] for g in got)
 
     # -- control partition: leader, presence, periodic specs ---------------------------------
 
@@ -81,12 +113,10 @@ class SpreadUpkeep:
     def register_worker(self, name: str, info: dict[str, str], ttl_ms: int) -> None:
         """Register in every partition: each partition's orphan walk reads which queues a
         worker serves from its own copy (a script cannot read another slot)."""
-        for shard in self.shards:
-            shard.register_worker(name, info, ttl_ms)
+        each_shard(self.shards, lambda s: s.register_worker(name, info, ttl_ms))
 
     def unregister_worker(self, name: str) -> None:
-        for shard in self.shards:
-            shard.unregister_worker(name)
+        each_shard(self.shards, lambda s: s.unregister_worker(name))
 
     def list_periodic(self) -> list[tuple[PeriodicSpec, int | None]]:
         return self.control.list_periodic()
@@ -108,3 +138,10 @@ class SpreadUpkeep:
     ) -> bool | None:
         """Periodic jobs live in the control partition, with the lease fencing their fire."""
         return self.control.fire_periodic_slot(job, name, due, next_ms, holder, now)
+
+
+def _run_id(shard: Shard) -> str:
+    try:
+        return shard.server_run_id()
+    except BrokerUnavailable:
+        return "?"

@@ -13,7 +13,12 @@ decides where each call goes:
 - maintenance runs every partition; the leader lease, master and worker presence and periodic
   specs live in the control partition (partition 0);
 - reads add up (counts, queue stats) or concatenate (listings, partition by partition) what
-  the partitions hold (`spread.py`).
+  the partitions hold (`spread.py`, `spread_reads.py`);
+- one partition without a primary (a Cluster failover under way) does not stop the others:
+  claims and reports skip it for a short back-off (`spread.PartitionOutage`) and raise only
+  when nothing was served (a report some partitions took raises `PartialReport` with their
+  codes, so only the rest is sent again); heartbeats and maintenance sweeps try every
+  partition (`spread.each_shard`, `SpreadUpkeep._sweep`).
 
 With one partition (the default on one server) every call goes straight to the one shard.
 """
@@ -24,7 +29,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -36,12 +40,13 @@ from .layout import Layout, load_or_create
 from .memory import MemoryState
 from .model import Claimed, JobRecord, JobSpec, Outcome
 from .shard import Shard, connect, redact
-from .spread import Doorbell
+from .spread import Doorbell, PartialReport, PartitionOutage, Where, each_shard, report_over
 from .spread_reads import SpreadReads
 from .spread_upkeep import SpreadUpkeep
 from .states import JobState
+from .topology import resolver_of
 
-__all__ = ["Store", "connect", "redact"]
+__all__ = ["PartialReport", "Store", "connect", "redact"]
 
 log = logging.getLogger("jobq.store")
 T = TypeVar("T")
@@ -51,26 +56,6 @@ WHERE_CACHE = 200_000
 #: A claim asks every partition again at least this often, even those found drained (a
 #: wake-up taken by a process that died before claiming must not hide work for long).
 SWEEP_S = 1.0
-
-
-class _Where:
-    """Bounded memory of which partition holds a job (thread-safe enough: one lock)."""
-
-    def __init__(self, size: int = WHERE_CACHE) -> None:
-        self._map: OrderedDict[str, int] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def note(self, job_id: str, part: int) -> None:
-        with self._lock:
-            self._map[job_id] = part
-            self._map.move_to_end(job_id)
-            while len(self._map) > self._size:
-                self._map.popitem(last=False)
-
-    def get(self, job_id: str) -> int | None:
-        with self._lock:
-            return self._map.get(job_id)
 
 
 #: How a store learns its layout on first use: (the control partition's client) -> Layout.
@@ -114,7 +99,9 @@ class Store(SpreadReads, SpreadUpkeep):
         self._control = Shard(client, url, keys, **settings)
         self._shards: list[Shard] = [self._control]
         self._open_lock = threading.Lock()
-        self._where = _Where()
+        self._where = Where(WHERE_CACHE)
+        self._claim_failures = PartitionOutage(1, "claiming")
+        self._report_failures = PartitionOutage(1, "reporting")
         self._turn = 0
         # Per list of queues, the partitions a claim found drained since they last rang:
         # claims skip them while a Doorbell serves this store (see `claim`).
@@ -132,7 +119,17 @@ class Store(SpreadReads, SpreadUpkeep):
             keys = self._prefix_keys.partition(tag)
             shards.append(Shard(client, self._url, keys, **self._settings))
         self._shards = shards
+        self._claim_failures = PartitionOutage(layout.count, "claiming", self._serving)
+        # Reports are tried again soon: an outcome held past its lease means a rerun.
+        self._report_failures = PartitionOutage(
+            layout.count, "reporting", self._serving, first_s=0.1, cap_s=1.0
+        )
         self._layout = layout
+
+    def _serving(self, part: int) -> object:
+        """The node serving partition `part` as its client last knew (None: one server)."""
+        resolver = resolver_of(self._shards[part].r)
+        return resolver.current() if resolver is not None else None
 
     def _open(self) -> None:
         with self._open_lock:
@@ -358,21 +355,45 @@ class Store(SpreadReads, SpreadUpkeep):
             drained.difference_update(rang)
             order = rang + [p for p in order if p not in rang and p not in drained]
         out: list[Claimed] = []
-        for part in order:
+        failures = self._claim_failures
+        first: BaseException | None = None
+        # Two passes: first a share of `n` from each partition, then the rest from those that
+        # had more. One partition never takes a whole batch: the jobs a partition handed out
+        # just before its primary died hold their slots until their outcomes can be
+        # reported, and must not fill the worker while the other partitions have work.
+        share = max(1, -(-n // count))
+        plan = [(p, share) for p in order] + [(p, n) for p in order]
+        dry: set[int] = set()
+        for part, want in plan:
             if len(out) >= n:
                 break
-            want = n - len(out)
-            got = self.shards[part].claim(
-                worker, queues, want, lease_ms, now, max(start - len(out), 0)
-            )
-            if bell is not None:
-                if len(got) < want:
+            if part in dry or failures.skipped(part):
+                continue
+            ask = min(want, n - len(out))
+            try:
+                got = self.shards[part].claim(
+                    worker, queues, ask, lease_ms, now, max(start - len(out), 0)
+                )
+            except Exception as exc:
+                dry.add(part)
+                # Skip this partition for a pause and go on: raising would orphan what the
+                # partitions before it just handed out (claimed under a lease, never run
+                # until reaped) and stop every partition while one has no primary.
+                failures.failed(part, exc)
+                first = first or exc
+                continue
+            failures.ok(part)
+            if len(got) < ask:
+                dry.add(part)
+                if bell is not None:
                     drained.add(part)
-                else:
-                    drained.discard(part)
+            elif bell is not None:
+                drained.discard(part)
             for c in got:
                 self._where.note(c.id, part)
             out.extend(got)
+        if first is not None and not out:
+            raise first  # nothing claimed anywhere: the caller's loop backs off and logs
         return out
 
     def wake(self, queue: str) -> None:
@@ -410,9 +431,7 @@ class Store(SpreadReads, SpreadUpkeep):
         groups: dict[int, list[Outcome]] = {}
         for o in outcomes:
             groups.setdefault(self.partition_of(o.claimed.id), []).append(o)
-        codes: dict[str, int] = {}
-        for part, group in groups.items():
-            codes.update(self.shards[part].report(group, now))
+        codes = report_over(self.shards, groups, self._report_failures, now)
         self._hand_off(groups)
         return codes
 
@@ -447,12 +466,18 @@ class Store(SpreadReads, SpreadUpkeep):
         lost: set[str] = set()
         cancel: set[str] = set()
         parts = range(self.layout.count) if worker else sorted({*per_items, *per_marks})
-        for part in parts:
-            got = self.shards[part].heartbeat(
+
+        def one(shard: Shard) -> None:
+            part = self.shards.index(shard)
+            got = shard.heartbeat(
                 per_items.get(part, []), lease_ms, now, worker, per_marks.get(part, [])
             )
-            lost |= got[0]
-            cancel |= got[1]
+            lost.update(got[0])
+            cancel.update(got[1])
+
+        # Every partition's leases are extended even while one partition fails (its error is
+        # raised after, so the heartbeat loop logs it and retries soon).
+        each_shard([self.shards[p] for p in parts], one)
         return lost, cancel
 
     def for_heartbeats(self, timeout_s: float) -> Store:

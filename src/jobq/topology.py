@@ -437,9 +437,19 @@ class _Hooked:
             self.host, self.port = UNRESOLVED_HOST, 0
 
     def _connect(self) -> Any:
-        if self.jobq_resolver is not None:
-            self.host, self.port = self.jobq_resolver.primary()
-        return super()._connect()  # type: ignore[misc]
+        resolver = self.jobq_resolver
+        if resolver is None:
+            return super()._connect()  # type: ignore[misc]
+        self.host, self.port = resolver.primary()
+        try:
+            return super()._connect()  # type: ignore[misc]
+        except OSError:
+            # A Cluster map naming a dead primary: the next dial asks again, preferring an
+            # answer that no longer names it (cluster.ClusterMap.unreachable).
+            unreachable = getattr(resolver, "unreachable", None)
+            if unreachable is not None:
+                unreachable((self.host, self.port))
+            raise
 
     def on_connect_check_health(self, check_health: bool = True) -> None:
         self.jobq_handshake = True

@@ -30,7 +30,7 @@ from ..keys import group_queue, worker_queue
 from ..maintenance import Maintainer
 from ..model import Claimed, Outcome
 from ..outage import Outage
-from ..store import redact
+from ..store import PartialReport, redact
 from ..tasks import parse_rate
 from .leases import LeaseKeeper
 from .pools import make_pool
@@ -291,7 +291,15 @@ class Worker:
         while True:
             first = self.outcomes.get()
             if first is None:
-                return
+                # Outcomes re-queued behind the stop (PartialReport): recorded before leaving.
+                rest: list[Outcome] = []
+                self._take_queued(rest, keep_stop=False)
+                if not rest:
+                    return
+                with self._reporting:
+                    self._record(rest)
+                self.outcomes.put(None)
+                continue
             batch = [first]
             while len(batch) < 1000:
                 try:
@@ -305,9 +313,25 @@ class Worker:
             with self._reporting:
                 self._record(batch)
 
+    def _take_queued(self, batch: list[Outcome], keep_stop: bool = True) -> None:
+        """Add the outcomes queued meanwhile to a batch about to be sent again (`keep_stop`:
+        a stop sentinel found stays queued for the report loop, else it is dropped)."""
+        while len(batch) < 1000:
+            try:
+                nxt = self.outcomes.get_nowait()
+            except queue.Empty:
+                return
+            if nxt is None:
+                if keep_stop:
+                    self.outcomes.put(None)
+                    return
+                continue
+            batch.append(nxt)
+
     def _record(self, batch: list[Outcome]) -> None:
         """Report outcomes (retrying through outages), log failures, free their slots."""
         codes = self._report_with_retry(batch)
+        batch = [o for o in batch if o.claimed.id in codes]  # (the others were re-queued)
         for o in batch:
             code = codes.get(o.claimed.id, 0)
             if code < 0:  # a refusal (codes.Refusal), or REPORT_REFUSED
@@ -342,13 +366,25 @@ class Worker:
         while True:
             try:
                 codes = self.store.report(batch)
+            except PartialReport as exc:  # some partitions took theirs: those are done
+                for o in batch:  # the rest go again with the next outcomes, not alone
+                    if o.claimed.id not in exc.recorded:
+                        self.outcomes.put(o)
+                self.report_outage.failed(exc)
+                return exc.recorded
             except BrokerUnavailable as exc:  # the server will serve again: keep the batch
                 # The heartbeat thread probes the server often during an outage and sets
                 # `reachable` when it answers: report at once then, not after a long back-off
                 # (a finished job must not sit here until the reaper takes its lease).
                 pause = self.report_outage.failed(exc)
                 self.leases.reachable.clear()
-                self.leases.reachable.wait(pause)
+                # New outcomes end the wait too: on a Cluster they may belong to partitions
+                # that do answer (Store.report then records them: PartialReport).
+                until = time.monotonic() + pause
+                while time.monotonic() < until and self.outcomes.empty():
+                    if self.leases.reachable.wait(min(0.05, pause)):
+                        break
+                self._take_queued(batch)
                 continue
             except Exception as exc:  # the reporter outlives any error
                 refused += 1
