@@ -350,19 +350,22 @@ class Store(SpreadReads, SpreadUpkeep):
         drained = self._drained.setdefault(tuple(queues), set())
         if time.monotonic() - self._swept > SWEEP_S:
             self._forget_drained()
+        rang: list[int] = []
         if bell is not None:
             rang = bell.take()
             drained.difference_update(rang)
-            order = rang + [p for p in order if p not in rang and p not in drained]
+            order = [p for p in order if p not in rang and p not in drained]
         out: list[Claimed] = []
         failures = self._claim_failures
         first: BaseException | None = None
-        # Two passes: first a share of `n` from each partition, then the rest from those that
-        # had more. One partition never takes a whole batch: the jobs a partition handed out
-        # just before its primary died hold their slots until their outcomes can be
-        # reported, and must not fill the worker while the other partitions have work.
+        # The partitions that rang are asked first, for all that is wanted (the common case
+        # of an idle worker: one call). The others in two passes: first a share of `n` from
+        # each, then the rest from those that had more. One partition never takes a whole
+        # batch unasked: the jobs a partition handed out just before its primary died hold
+        # their slots until their outcomes can be reported, and must not fill the worker
+        # while the other partitions have work.
         share = max(1, -(-n // count))
-        plan = [(p, share) for p in order] + [(p, n) for p in order]
+        plan = [(p, n) for p in rang] + [(p, share) for p in order] + [(p, n) for p in order]
         dry: set[int] = set()
         for part, want in plan:
             if len(out) >= n:
