@@ -23,7 +23,7 @@ import redis
 from .cluster import client_for_slot
 from .cluster_url import is_cluster
 from .durability import Durability
-from .errors import BrokerFull, BrokerUnavailable, gave_up_waiting
+from .errors import BrokerFull, BrokerUnavailable, ConfigError, gave_up_waiting
 from .failover import Resend, ride_out
 from .faults import RAISED, translate
 from .keys import Keys
@@ -81,6 +81,24 @@ def connect(url: str, tag: str | None = None, **kwargs: Any) -> redis.Redis:
     if is_cluster(url):
         return client_for_slot(url, tag or "", **kwargs)
     return client_for(url, **kwargs)
+
+
+def refuse_cluster_node(client: Any, url: str) -> None:
+    """Refuse a one-server URL that names a node of a Valkey Cluster (``cluster_enabled:1``).
+
+    Read through such a URL, the deployment would work only while every key it touches lives
+    on that node (the slot of its tag) and fail with MOVED the moment one does not, or run a
+    one-slot deployment that a ``redis+cluster://`` process then lays out differently. One
+    ``INFO cluster`` when a store first reads its layout (once per process), which every call
+    of a store waits for: the one place every one-server deployment passes through."""
+    info = client.info("cluster")
+    if str(info.get("cluster_enabled", "0")) == "1":
+        shown = redact(url)
+        raise ConfigError(
+            f"{shown}: this server is a Cluster node: use "
+            "redis+cluster://[:password@]host:port[,host:port...] (any nodes of the cluster as "
+            "seeds; see docs/cluster.md) instead of a one-server URL"
+        )
 
 
 def _warn_unusable(queues: list[str], row: list[Any]) -> None:

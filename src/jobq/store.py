@@ -34,7 +34,7 @@ from .keys import Keys
 from .layout import Layout, load_or_create
 from .memory import MemoryState
 from .model import Claimed, JobRecord, JobSpec, Outcome, QueueInfo, WorkerInfo
-from .shard import Shard, connect, redact
+from .shard import Shard, connect, redact, refuse_cluster_node
 from .spread import Doorbell, EventCursor, list_jobs_over, merge_queue_infos
 from .spread_upkeep import SpreadUpkeep
 from .states import JobState
@@ -577,6 +577,7 @@ def open_store(url: str, keys: Keys, partitions: int | None = None, **settings: 
         )
 
     def discover_one(control: Any) -> Layout:
+        refuse_cluster_node(control, url)
         return load_or_create(control, prefix, partitions, lambda n: Layout.even(prefix, n).tags)
 
     return Store(connect(url), url, keys, discover=discover_one, **settings)
