@@ -17,6 +17,7 @@ from conftest import jobq_cmd, subprocess_env
 from inprocess import deployment
 
 from jobq import App
+from jobq.cli_migrate import MigrationRefused, apply_migration, plan_migration
 from jobq.cluster import slot_of
 from jobq.errors import ConfigError
 from jobq.layout import Layout, NotMigrated
@@ -118,6 +119,25 @@ def test_migrate_refuses_while_a_worker_or_a_master_is_alive(
     assert "worker " in proc.stderr and "a master" in proc.stderr, proc.stderr
     assert stored(url, prefix) in (None, Layout.single(prefix))
     app.close()
+
+
+def test_a_worker_starting_after_the_check_stops_the_write(
+    old: tuple[App, list[str]], url: str, prefix: str
+) -> None:
+    app, _ids = old
+    plan, store = plan_migration(url, app.keys, 3)
+    try:
+        with deployment(app, concurrency=1):
+            deadline = time.monotonic() + 20
+            while not any(w.alive for w in app.store.list_workers()):
+                assert time.monotonic() < deadline, "the worker never registered"
+                time.sleep(0.05)
+            with pytest.raises(MigrationRefused, match="alive on this deployment"):
+                apply_migration(plan, store)
+    finally:
+        store.close()
+        app.close()
+    assert stored(url, prefix) in (None, Layout.single(prefix))
 
 
 def test_migrate_asks_first_never_shrinks_and_checks_its_arguments(

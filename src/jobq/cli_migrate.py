@@ -17,8 +17,9 @@ change knowingly, while nothing runs:
 It refuses while a worker or a master is alive (their presence is in the control partition:
 they would keep placing and claiming by the old layout), when asked for fewer partitions (the
 jobs of the dropped ones would be orphaned), and when a new partition's keys already hold
-jobs. The record is replaced with a compare-and-set, so a process creating or migrating the
-layout at the same moment makes this one fail instead of being overwritten.
+jobs. The record is replaced in a transaction that watches it and the presence keys (and
+checks presence again under the watch), so a process creating or migrating the layout, or a
+worker or master starting, at the same moment makes this command fail instead of writing.
 """
 
 from __future__ import annotations
@@ -208,25 +209,26 @@ def plan_migration(url: str, keys: Keys, n: int) -> tuple[Plan, Store]:
 
 
 def apply_migration(plan: Plan, store: Store) -> None:
-    """Write the new layout if the record is still the one read (WATCH), then publish the
-    rate limits shared out over the new partition count."""
+    """Write the new layout if the record is still the one read and no worker, master or
+    leader showed up since the check (WATCH on the record and on the presence keys, checked
+    again under it), then publish the rate limits shared out over the new partition count."""
     control = store.r
-    key = Keys(plan.prefix).layout
+    keys = Keys(plan.prefix)
+    changed = MigrationRefused(
+        "the layout record, or the presence of a worker or master, changed while this command "
+        "ran: run `jobq migrate` again to see it"
+    )
     with store.broker("writing the layout"), control.pipeline(transaction=True) as pipe:
         try:
-            pipe.watch(key)
-            if pipe.get(key) != plan.raw:
-                raise MigrationRefused(
-                    "the layout record changed while this command ran (another process "
-                    "created or migrated it): run `jobq migrate` again to see it"
-                )
+            pipe.watch(keys.layout, keys.workers, keys.master, keys.leader)
+            _refuse_if_running(store)
+            if pipe.get(keys.layout) != plan.raw:
+                raise changed
             pipe.multi()
-            pipe.set(key, plan.target.to_json())
+            pipe.set(keys.layout, plan.target.to_json())
             pipe.execute()
         except redis.WatchError:
-            raise MigrationRefused(
-                "the layout record changed while this command ran: run `jobq migrate` again"
-            ) from None
+            raise changed from None
     limits = _unscaled_rate_limits(store, plan.current.count)
     if limits:
         _publish_rate_limits(store, plan, limits)
