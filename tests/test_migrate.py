@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import cluster as cluster_harness
 import pytest
 import redis
-from conftest import jobq_cmd, subprocess_env
+from conftest import free_port, jobq_cmd, subprocess_env
 from inprocess import deployment
 
 from jobq import App
@@ -163,6 +163,27 @@ def test_migrate_asks_first_never_shrinks_and_checks_its_arguments(
     layout = stored(url, prefix)
     assert layout is not None and layout.tags[:3] == Layout.even(prefix, 3).tags
     assert layout == Layout.even(prefix, 5)
+
+
+def test_migrate_exits_3_when_the_broker_is_unreachable(prefix: str) -> None:
+    proc = migrate(f"redis://127.0.0.1:{free_port()}/0", prefix, "--partitions", "3", "--yes")
+    assert proc.returncode == 3, proc
+    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_new_partitions_holding_jobs_are_refused(url: str, prefix: str) -> None:
+    """Keys of a partition-to-be left behind (an earlier layout of the prefix, deleted by
+    hand): migrate would adopt jobs it knows nothing of."""
+    leftover = make_app(url, prefix, partitions=2)
+    job = leftover.submit("echo", ("left",), unique_key="k-in-1")  # CRC-32 % 2 == 1
+    assert leftover.store.partition_of(job.id) == 1
+    leftover.close()
+    r = redis.Redis.from_url(url)
+    r.delete("{" + prefix + "}:layout")
+    r.close()
+    proc = migrate(url, prefix, "--partitions", "2", "--yes")
+    assert proc.returncode == 1 and "already hold jobs" in proc.stderr, proc
+    assert stored(url, prefix) is None
 
 
 def test_after_migrating_old_jobs_drain_and_new_ones_spread(

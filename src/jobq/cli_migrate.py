@@ -36,6 +36,7 @@ import redis
 from .cli import _app, common, main
 from .cluster_url import is_cluster
 from .errors import JobqError
+from .faults import RAISED, translate
 from .keys import Keys
 from .layout import MAX_PARTITIONS, TAG_SEPARATOR, Layout, holds_jobs, partition_tag
 from .shard import Shard, connect, redact, refuse_cluster_node
@@ -54,7 +55,7 @@ class Plan:
     prefix: str
     current: Layout
     recorded: bool  # a layout record exists (else: a one-partition deployment of before)
-    raw: bytes | None  # the record as read, for the compare-and-set
+    raw: bytes | None  # the record as read: the write happens only if it is still this
     target: Layout
     nodes: list[str]  # where each partition of `target` lives (Cluster) or ""
     held: dict[str, int]  # jobs per state in the current partitions
@@ -174,8 +175,11 @@ def plan_migration(url: str, keys: Keys, n: int) -> tuple[Plan, Store]:
     """Read the deployment and check the migration may run (`MigrationRefused` if not);
     the store (over the current layout) is the caller's to close."""
     prefix = keys.prefix
-    control, client_for = _clients(url, prefix)
-    raw = control.get(keys.layout)
+    try:
+        control, client_for = _clients(url, prefix)
+        raw = control.get(keys.layout)
+    except RAISED as exc:
+        raise translate(exc, redact(url), "reading the partition layout") from exc
     current = Layout.from_json(raw, prefix) if raw is not None else Layout.single(prefix)
     store = Store(control, url, keys, layout=current, client_for=client_for)
     try:
@@ -189,18 +193,19 @@ def plan_migration(url: str, keys: Keys, n: int) -> tuple[Plan, Store]:
         held = _held(store)
         if n == current.count:
             return Plan(url, prefix, current, raw is not None, raw, current, [""] * n, held), store
-        tags, nodes = _new_tags(url, current, n)
-        for tag in tags:
-            client = control if client_for is None else client_for(tag)
-            try:
-                if holds_jobs(client, keys.partition(tag)):
-                    raise MigrationRefused(
-                        f"the keys of new partition {{{tag}}} already hold jobs (left by an "
-                        "earlier layout of this prefix?): remove them, or use a new prefix"
-                    )
-            finally:
-                if client is not control:
-                    client.close()
+        with store.broker("choosing the new partitions"):
+            tags, nodes = _new_tags(url, current, n)
+            for tag in tags:
+                client = control if client_for is None else client_for(tag)
+                try:
+                    if holds_jobs(client, keys.partition(tag)):
+                        raise MigrationRefused(
+                            f"the keys of new partition {{{tag}}} already hold jobs (left by "
+                            "an earlier layout of this prefix?): remove them, or use a new prefix"
+                        )
+                finally:
+                    if client is not control:
+                        client.close()
         target = Layout(prefix, (*current.tags, *tags))
         return Plan(url, prefix, current, raw is not None, raw, target, nodes, held), store
     except BaseException:
