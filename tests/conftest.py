@@ -3,6 +3,7 @@ unique key prefix per test instead of FLUSHALL."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 import redis
 
 from jobq import App
+from jobq.config import url_options
 from jobq.embedded import find_binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,9 +95,107 @@ def valkey() -> Iterator[ValkeyProcess]:
     server.cleanup()
 
 
+# -- The deployments the core and scheduling suites run on -------------------------------------
+#: "one": one partition on the session's server (the layout jobq always had); "three": a new
+#: deployment split into `PARTITIONED` partitions on that same server (every partition its own
+#: slot, so the code paths a Cluster takes); "cluster": the session's real Valkey Cluster
+#: (`valkey_cluster` below: 3 primaries + 3 replicas; one partition per primary, jobq's
+#: default there).
+ALL_LAYOUT_KINDS = ("one", "three", "cluster")
+#: The layouts `on_every_layout` runs; JOBQ_TEST_LAYOUTS=one,three (say) runs fewer.
+LAYOUT_KINDS = tuple(
+    k for k in os.environ.get("JOBQ_TEST_LAYOUTS", ",".join(ALL_LAYOUT_KINDS)).split(",") if k
+)
+#: How many partitions the "three" layout asks for.
+PARTITIONED = 3
+
+#: Parametrizes a module over every layout (``pytestmark = on_every_layout``): each of its tests
+#: runs once per layout, grouped by layout, so module fixtures (a worker fleet) start once each.
+on_every_layout = pytest.mark.parametrize(
+    "layout_kind", LAYOUT_KINDS, indirect=True, scope="module"
+)
+
+
+@pytest.fixture(scope="module")
+def layout_kind(request: pytest.FixtureRequest) -> str:
+    """The layout this module's tests run on: `on_every_layout` sets it; others run on 'one'."""
+    return str(getattr(request, "param", "one"))
+
+
+def cluster_refusal(url: str) -> str | None:
+    """Why jobq cannot serve a deployment at the Cluster `url` (None: it can): a store is
+    opened there and every partition pinged, under a throwaway prefix."""
+    from jobq.keys import Keys
+    from jobq.store import open_store
+
+    try:
+        store = open_store(url, Keys("probe" + uuid.uuid4().hex[:8]))
+    except Exception as exc:  # the URL itself refused
+        return f"jobq.store.open_store cannot open a Cluster URL yet: {type(exc).__name__}: {exc}"
+    try:
+        store.ping()
+    except Exception as exc:
+        return f"a store on the Cluster does not answer yet: {type(exc).__name__}: {exc}"
+    finally:
+        with contextlib.suppress(Exception):
+            store.close()
+    return None
+
+
+def cluster_urls_refused() -> str | None:
+    """Why jobq refuses every Cluster URL (None: it takes them), asked before a Cluster is
+    started for nothing: building a store talks to no server, so a URL naming no server is
+    enough to see the refusal (only a `ConfigError` counts; anything else is for
+    `cluster_refusal` to judge on the real Cluster)."""
+    from jobq.errors import ConfigError
+    from jobq.keys import Keys
+    from jobq.store import open_store
+
+    try:
+        store = open_store("redis+cluster://127.0.0.1:1", Keys("probe"))
+    except ConfigError as exc:
+        return f"jobq.store.open_store cannot open a Cluster URL yet: ConfigError: {exc}"
+    except Exception:
+        return None
+    with contextlib.suppress(Exception):
+        store.close()
+    return None
+
+
+@pytest.fixture(scope="module")
+def deployment_url(layout_kind: str, request: pytest.FixtureRequest) -> str:
+    """The broker URL of the layout: jobq's own ``?partitions=`` query carries the partition
+    count, so every process given the URL (an App, a `jobq worker` or `jobq master`
+    subprocess, the CLI, an example) creates or follows the same layout whichever comes
+    first. Plain redis-py clients take `server_url` instead (not on a Cluster)."""
+    if layout_kind == "one":
+        return str(request.getfixturevalue("valkey").url)
+    if layout_kind == "three":
+        return f"{request.getfixturevalue('valkey').url}?partitions={PARTITIONED}"
+    if layout_kind == "cluster":
+        refused = cluster_urls_refused()
+        if refused:
+            pytest.skip(refused)
+        url = str(request.getfixturevalue("valkey_cluster").url)
+        refused = cluster_refusal(url)
+        if refused:
+            pytest.skip(refused)
+        return url
+    raise ValueError(f"unknown layout kind {layout_kind!r}")
+
+
 @pytest.fixture
-def url(valkey: ValkeyProcess) -> str:
-    return valkey.url
+def url(deployment_url: str) -> str:
+    return deployment_url
+
+
+@pytest.fixture
+def server_url(url: str, layout_kind: str) -> str:
+    """`url` without jobq's own query parameters (what redis-py accepts); none on a Cluster,
+    where a test reaches keys through the shards (tests/shard_keys.py)."""
+    if layout_kind == "cluster":
+        pytest.skip("a plain redis-py client does not follow a Cluster's slots")
+    return url_options(url)[0]
 
 
 @pytest.fixture
@@ -111,8 +211,8 @@ def app(url: str, prefix: str) -> Iterator[App]:
 
 
 @pytest.fixture
-def rclient(url: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(url)
+def rclient(server_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(server_url)
     yield c
     c.close()
 

@@ -39,3 +39,45 @@ def test_one_queue_uses_every_primary(
     assert sum(per) == 90 and min(per) >= 15, per
     with deployment(capp, concurrency=4):
         assert [j.result(timeout=60) for j in jobs] == [i + 1 for i in range(90)]
+
+
+def test_wait_replicas_on_a_cluster_url_waits_on_each_partitions_primary(
+    valkey_cluster: cluster_harness.ValkeyCluster,
+) -> None:
+    def waits() -> dict[int, int]:
+        out = {}
+        for node in valkey_cluster.primaries():
+            stats = node.info("commandstats")
+            out[node.port] = int(stats.get("cmdstat_wait", {}).get("calls", 0))
+        return out
+
+    app = App(valkey_cluster.url + "?wait_replicas=1", prefix="w" + uuid.uuid4().hex[:8])
+
+    @app.task
+    def echo(x: int) -> int:
+        return x
+
+    try:
+        before = waits()
+        jobs = [app.submit("echo", (i,)) for i in range(30)]
+        after = waits()
+        # Every primary holds a partition of the queue, so every one was asked to WAIT.
+        assert all(after[p] > before[p] for p in before), (before, after)
+        with deployment(app, concurrency=2):
+            assert [j.result(timeout=60) for j in jobs] == list(range(30))
+    finally:
+        app.close()
+
+
+def test_doctor_checks_every_primary_of_a_cluster(
+    valkey_cluster: cluster_harness.ValkeyCluster,
+) -> None:
+    from jobq.config import Settings
+    from jobq.doctor import diagnose
+
+    code, checks = diagnose(Settings(url=valkey_cluster.url))
+    topo = [c for c in checks if c.name == "topology"]
+    assert topo and "Valkey Cluster of 3 primaries" in topo[0].message, topo
+    primaries = [c for c in checks if c.name == "primary"]
+    assert len(primaries) == 3 and all(c.status == "ok" for c in primaries), primaries
+    assert code in (0, 1)  # warnings (no min-replicas-to-write...) are not failures

@@ -126,7 +126,7 @@ def test_tags_spread_partitions_over_every_primary(primaries: int) -> None:
     for n in (1, primaries, 2 * primaries + 1):
         tags = tag_on_each_primary(owners, "jobq", n)
         assert tags[0] == "jobq" and len(set(tags)) == n
-        assert all(t == "jobq" or t.startswith("jobq.") for t in tags)
+        assert all(t == "jobq" or t.startswith("jobq/") for t in tags)
         per: dict[Addr | None, int] = {}
         for t in tags:
             o = owners.slots()[slot_of(t)]
@@ -187,6 +187,42 @@ def test_the_map_knows_every_node_and_is_shared_per_url(valkey_cluster: ValkeyCl
         b.close()
 
 
+def test_refreshes_are_rate_limited_and_shared(valkey_cluster: ValkeyCluster) -> None:
+    """Dials ask the map at most every FRESH_S; a redirect asks at once; threads asking
+    together share one answer."""
+    c = valkey_cluster
+    cmap = ClusterMap(c.seeds[:1], password=c.password)
+    try:
+        assert cmap.refresh() is True
+        assert [cmap.refresh() for _ in range(100)].count(True) == 0
+        cmap.mark_stale(c.nodes[2].addr)
+        assert cmap.refresh() is True
+        time.sleep(0.15)
+        assert cmap.refresh() is True
+        before = _slots_calls(c)
+        barrier = threading.Barrier(8)
+        answers: list[bool] = []
+
+        def ask() -> None:
+            barrier.wait(5)
+            answers.append(cmap.refresh(force=True))
+
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert 1 <= answers.count(True) < 8, answers
+        assert _slots_calls(c) - before == answers.count(True)
+    finally:
+        cmap.close()
+
+
+def _slots_calls(c: ValkeyCluster) -> int:
+    """CLUSTER SLOTS calls served by the whole cluster so far."""
+    return sum(int(c.commandstats(n).get("cluster|slots", {}).get("calls", 0)) for n in c.nodes)
+
+
 def test_the_function_library_loads_on_every_primary(valkey_cluster: ValkeyCluster) -> None:
     """`function load` is per node: a Scripts on each partition's slot client loads the
     library on that partition's primary (and its replica gets it), and FCALL runs there; the
@@ -220,6 +256,44 @@ def test_slot_moved_is_retriable_and_readable() -> None:
     assert "moved the slot" in str(err) and "retries" in str(err)
     down = translate(redis.ConnectionError("refused"), "redis+cluster://h:1", "claiming")
     assert isinstance(down, BrokerUnavailable) and "failover" in str(down)
+
+
+def test_a_plain_url_naming_a_cluster_node_is_told_to_use_a_cluster_url(
+    valkey_cluster: ValkeyCluster,
+) -> None:
+    """Not a slot connection: MOVED stays the server's reply (no map to refresh), and jobq's
+    translation says what URL to write."""
+    c = valkey_cluster
+    tag = "plain"
+    other = next(n for n in c.primaries() if n is not c.owner(slot_of(tag)))
+    url = f"redis://:{c.password}@127.0.0.1:{other.port}/0"
+    r = client_for(url)
+    try:
+        with pytest.raises(redis.exceptions.MovedError) as err:
+            r.get(f"{{{tag}}}:k")
+        told = translate(err.value, url, "reading")
+        assert isinstance(told, BrokerUnavailable) and "redis+cluster://" in str(told)
+    finally:
+        r.close()
+
+
+def test_a_user_that_may_not_read_the_map_is_told_what_to_grant(
+    valkey_cluster: ValkeyCluster,
+) -> None:
+    c = valkey_cluster
+    user, pw = "nomap" + str(time.monotonic_ns()), "pw-nomap"
+    for n in c.nodes:
+        n.call("ACL", "SETUSER", user, "on", f">{pw}", "~*", "+@all", "-cluster")
+    try:
+        r = client_for_slot(f"redis+cluster://{user}:{pw}@127.0.0.1:{c.nodes[0].port}", "acl")
+        with pytest.raises(redis.ConnectionError, match=r"\+cluster\|slots") as err:
+            r.ping()
+        told = translate(err.value, "redis+cluster://127.0.0.1:1", "submitting")
+        assert isinstance(told, BrokerUnavailable) and "cluster|slots" in str(told)
+        r.close()
+    finally:
+        for n in c.nodes:
+            n.call("ACL", "DELUSER", user)
 
 
 def test_a_server_without_cluster_support_is_refused_with_the_fix() -> None:

@@ -329,7 +329,7 @@ def test_a_resent_submit_returns_the_same_job(url: str, prefix: str) -> None:
 
     def attempt() -> list[str]:
         calls.append(1)
-        ids = store._enqueue_once([spec], 0, 500)
+        ids = store.control._enqueue_once([spec], 0, 500)
         if len(calls) == 1:
             raise BrokerUnavailable("the reply was lost", "lost reply")
         return [s.id for s, _r in ids]

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
+from conftest import on_every_layout
+from shard_keys import job_events, job_shard
 
 from jobq import App, JobCancelled, JobFailed, JobState, Retry, current_job
 from jobq.maintenance import Maintainer, tick
@@ -19,7 +20,8 @@ from jobq.model import JobSpec
 from jobq.serde import Serializer
 from jobq.worker import Worker
 
-pytestmark = pytest.mark.timeout(90)
+# Every test runs on each layout (conftest `on_every_layout`): one partition, and several.
+pytestmark = [pytest.mark.timeout(90), on_every_layout]
 
 WAIT = 30  # generous: other suites may be loading the machine
 
@@ -218,13 +220,14 @@ def test_malformed_payload_is_dead_lettered_with_the_decode_error(
         assert add.submit(1, 2).result(timeout=WAIT) == 3
 
 
-def test_payload_corrupted_after_submit(app: App, rclient: redis.Redis) -> None:
+def test_payload_corrupted_after_submit(app: App) -> None:
     @app.task
     def add(x: int, y: int) -> int:
         return x + y
 
     job = add.submit(1, 2)
-    rclient.hset(app.keys.job(job.id), "payload", b"\xff\xfe")
+    shard = job_shard(app, job.id)
+    shard.r.hset(shard.keys.job(job.id), "payload", b"\xff\xfe")
     with running(app), pytest.raises(JobFailed, match="unrecognised payload format"):
         job.result(timeout=WAIT)
 
@@ -339,7 +342,7 @@ def test_async_task_on_the_thread_pool(app: App) -> None:
 # -- results -----------------------------------------------------------------------------------
 
 
-def test_result_ttl(url: str, prefix: str, rclient: redis.Redis) -> None:
+def test_result_ttl(url: str, prefix: str) -> None:
     with App(url, prefix=prefix, result_ttl_s=500) as app:
 
         @app.task
@@ -360,7 +363,8 @@ def test_result_ttl(url: str, prefix: str, rclient: redis.Redis) -> None:
             assert [j.result(timeout=WAIT) for j in (a, b, c)] == [1, 2, 1]
             with pytest.raises(JobFailed):
                 d.result(timeout=WAIT)
-        ttl = {j: rclient.ttl(app.keys.job(j.id)) for j in (a, b, c, d)}
+        shards = {j: job_shard(app, j.id) for j in (a, b, c, d)}
+        ttl = {j: s.r.ttl(s.keys.job(j.id)) for j, s in shards.items()}
         assert 400 < ttl[a] <= 500  # the App's default
         assert 0 < ttl[b] <= 100  # the task's
         assert 0 < ttl[c] <= 7  # the submit call's
@@ -379,8 +383,7 @@ def test_heartbeats_keep_a_long_job_alive(url: str, prefix: str) -> None:
         with running(app):
             job = long_job.submit()
             assert job.result(timeout=WAIT) == 1
-        evs = app.store.r.xrange(app.keys.events)
-        infos = [f.get(b"info") for _, f in evs if f[b"job"] == job.id.encode()]
+        infos = [f.get(b"info") for f in job_events(app, job.id)]
         assert not any(i and i.startswith(b"lease expired") for i in infos)
 
 

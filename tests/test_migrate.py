@@ -49,8 +49,8 @@ def make_app(url: str, prefix: str, partitions: int | None = None) -> App:
 
 @pytest.fixture
 def old(url: str, prefix: str) -> Iterator[tuple[App, list[str]]]:
-    """A one-partition deployment holding jobs and no layout record (as made before layouts
-    existed): ten queued jobs, two of them holding a unique key, one a concurrency key."""
+    """A one-partition deployment holding jobs and no layout record (the default on one
+    server): ten queued jobs, two of them holding a unique key, one a concurrency key."""
     a = make_app(url, prefix)
     ids = [a.submit("echo", (i,)).id for i in range(7)]
     ids.append(a.submit("echo", ("u1",), unique_key="mail:1").id)
@@ -58,9 +58,7 @@ def old(url: str, prefix: str) -> Iterator[tuple[App, list[str]]]:
     ids.append(a.submit("echo", ("c",), concurrency_key="cust", concurrency_limit=1).id)
     a.store.set_rate_limits({"echo": "100:1000"})
     a.close()
-    r = redis.Redis.from_url(url)
-    assert r.delete("{" + prefix + "}:layout") == 1
-    r.close()
+    assert stored(url, prefix) is None  # one partition nobody asked for: no record
     yield make_app(url, prefix), ids
 
 

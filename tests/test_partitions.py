@@ -146,3 +146,12 @@ def test_rate_limits_are_shared_out_between_partitions(papp: App) -> None:
     papp.store.set_rate_limits({"echo": "10:1000"})
     specs = [s.r.hget(s.keys.ratelimits, "echo") for s in papp.store.shards]
     assert specs == [b"10:3000"] * P
+
+
+def test_a_heartbeat_marks_the_worker_seen_in_every_partition(papp: App) -> None:
+    # Each partition's orphan walk reads its own record of live workers: a partition that
+    # never saw a worker would fail the jobs queued there for it as "worker gone".
+    store = papp.store
+    store.heartbeat([], 30_000, worker="w-seen")
+    seen = [s.r.zscore(s.keys.workers, "w-seen") for s in store.shards]
+    assert all(x is not None for x in seen), seen

@@ -24,7 +24,7 @@ import redis
 
 from jobq import App
 from jobq.keys import Keys
-from jobq.model import JobSpec, Outcome
+from jobq.model import JobSpec, Outcome, RemoteParent
 from jobq.scripts import SCRIPT_NAMES, Batch, Call, Scripts
 from jobq.store import Store
 
@@ -76,6 +76,22 @@ def build(store: Store) -> World:
         now=T,
     )
     store.scripts.await_(r, "q1", now=T)
+    # Dependencies across partitions (handoff.py): r1 and q2 have children elsewhere, x1 waits
+    # on a parent elsewhere, a hand-off waits in the outbox and one for x2, not enqueued yet.
+    store.scripts.link(r, [("r1", 1, "k1", True), ("q2", 2, "k2", False)], now=T)
+    store.submit(
+        [
+            spec(
+                "x1",
+                parents=("rp", "r1"),
+                pass_results="list",
+                remote_parents=(RemoteParent("rp", "pending"),),
+            )
+        ],
+        now=T,
+    )
+    store.scripts.deliver(r, [("x2", "rp2", "succeeded", b"[2]")], 60, now=T)
+    r.xadd(k.outbox, {"c": "1", "k": "k0", "p": "p0", "s": "succeeded", "r": "[0]"})
     r.zadd(k.workers, {"w1": T})
     r.hset(k.worker("w1"), mapping={"queues": "@worker:w1,default"})
     r.hset(k.ratelimits, "rt", "10:1000")
@@ -95,6 +111,13 @@ def calls(s: Scripts, w: World) -> dict[str, list[Call]]:
             spec("n1", parents=("r1",), unique_key="u2", concurrency_key="ck").as_row(),
             spec("n2", queue="other", delay_ms=10).as_row(),
             spec("n3", unique_key="u1").as_row(),
+            spec(
+                "n4",
+                parents=("rp", "q1"),
+                remote_parents=(RemoteParent("rp", "succeeded", b"[1]"),),
+            ).as_row(),
+            spec("n5", parents=("rp",), remote_parents=(RemoteParent("rp", "failed"),)).as_row(),
+            spec("x2", parents=("rp2",), remote_parents=(RemoteParent("rp2", "pending"),)).as_row(),
         ],
         now=T,
     )
@@ -119,6 +142,20 @@ def calls(s: Scripts, w: World) -> dict[str, list[Call]]:
     s.purge(b["purge"], "default", 10, 60, now=T)
     s.trim_dead(b["trim_dead"], LATER, 10, now=LATER)
     s.epoch(b["epoch"], 1_000, now=T)
+    s.link(b["link"], [("q1", 1, "k3", True), ("f1", 2, "k4", False), ("r1", 1, "k1", True)], now=T)
+    s.deliver(
+        b["deliver"],
+        [
+            ("x1", "rp", "succeeded", b"[1]"),
+            ("x3", "rp", "failed", b""),
+            ("c1", "zz", "failed", b""),
+        ],
+        60,
+        now=T,
+    )
+    s.deliver(
+        b["deliver"], [("x1", "rp", "cancelled", b""), ("x1", "rp", "cancelled", b"")], 60, now=T
+    )
     return {name: batch.calls for name, batch in b.items()}
 
 
@@ -193,6 +230,8 @@ FAULTS: list[Fault] = [
     set_field("rslot", "x"),
     set_field("kids", "1"),
     set_field("cheld", "ck"),
+    set_field("xp", "1"),
+    set_field("x:rp", "garbage"),
     garbage_stats,
     bad_rate,
     garbage_string(lambda k: k.seq, "abc"),
@@ -237,6 +276,12 @@ FAULTS: list[Fault] = [
             lambda k: k.base + "children:r1",
             lambda k: k.base + "rate:t",
             lambda k: k.worker("w1"),
+            lambda k: k.outbox,
+            lambda k: k.xkids("r1"),
+            lambda k: k.xkids("q2"),
+            lambda k: k.dlv("x2"),
+            lambda k: k.dlv("x3"),
+            lambda k: k.job("x1"),
         )
     ),
 ]

@@ -134,6 +134,34 @@ def test_enqueue_stores_options(store: Store) -> None:
     assert (c.max_attempts, c.timeout_ms, c.backoff_ms, c.queue) == (4, 1500, 200, "q2")
 
 
+@pytest.mark.parametrize(
+    ("record", "why"),
+    [
+        (b"not json", "not a JSON object"),
+        (b'"pri"', "not a JSON object"),
+        (b"[7]", "unknown option 1"),
+        (b'{"colour": "red"}', "unknown option colour"),
+        (b'{"pri": "high"}', "option pri is not an integer"),
+        (b'{"pri": 1.5}', "option pri is not an integer"),
+        (b'{"ttl": 1e300}', "option ttl is not an integer"),
+        (b'{"delay": null}', "option delay is not an integer"),
+        (b'{"parents": ["a"]}', "option parents is not a string"),
+    ],
+)
+def test_enqueue_refuses_a_malformed_options_record_naming_the_job(
+    store: Store, record: bytes, why: str
+) -> None:
+    good = spec("g1", priority=2).as_row()
+    bad = ["b1", "t", "default", EMPTY, record, b""]
+    store.ping()  # (a new connection writes its token epoch first)
+    pattern = store.keys.base.replace("{", "\\{").replace("}", "\\}") + "*"
+    before = {k: store.r.dump(k) for k in store.r.scan_iter(match=pattern)}
+    with pytest.raises(redis.ResponseError, match=f"JOBQ_ARGS enqueue: job b1: .*: {why}"):
+        store.scripts.enqueue(store.r, [good, bad], now=T)
+    after = {k: store.r.dump(k) for k in store.r.scan_iter(match=pattern)}
+    assert after == before  # nothing written, not even the good job of the batch
+
+
 def test_large_submit_goes_in_chunks_and_stays_idempotent(store: Store) -> None:
     specs = [spec(f"j{i}") for i in range(1200)]
     assert store.submit(specs, now=T) == [True] * 1200

@@ -13,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import luasrc
+import orjson
 import pytest
 import redis
 from redis.crc import key_slot
@@ -21,7 +23,7 @@ from jobq import App, JobState, Retry
 from jobq import errors as E
 from jobq.config import Settings
 from jobq.keys import LUA_SUFFIXES, Keys
-from jobq.model import Claimed, JobRecord, JobSpec
+from jobq.model import Claimed, JobRecord, JobSpec, RemoteParent
 from jobq.scripts import SCRIPT_NAMES, Batch, Scripts
 from jobq.serde import Serializer
 from jobq.states import ACTIVE, TERMINAL, TRANSITIONS, allowed
@@ -66,9 +68,9 @@ def test_allowed_transitions() -> None:
 
 
 def _written_states(script: str) -> set[str]:
-    """States a script writes literally (``'state', 'x'``)."""
-    text = (LUA_DIR / f"{script}.lua").read_text()
-    return set(re.findall(r"'HSET', \w+, 'state', '(\w+)'", text))
+    """States a script writes (``'state', 'x'``), itself or through the preamble's helpers
+    (dead_letter, cancel_job, release_to_queue...)."""
+    return luasrc.written_states(script)
 
 
 def test_states_table_matches_the_scripts() -> None:
@@ -303,8 +305,8 @@ def test_backoff_is_exponential_with_bounded_jitter() -> None:
 def _all_keys(k: Keys) -> dict[str, str]:
     out: dict[str, str] = {}
     for name in dir(Keys):
-        if name.startswith("_") or name in ("prefix", "tag", "base", "control", "partition"):
-            continue
+        if name.startswith("_") or name in ("prefix", "tag", "base", "partition", "control"):
+            continue  # (partition/control give the Keys of another partition, not a key)
         attr = getattr(Keys, name)
         if isinstance(attr, property):
             out[name] = getattr(k, name)
@@ -430,6 +432,14 @@ CALLS: dict[str, tuple[Callable[[Scripts, Any], Any], Callable[[Scripts, Any], A
     "purge": (lambda s, c: s.purge(c, "q", 10, 60),) * 2,
     "trim_dead": (lambda s, c: s.trim_dead(c, 1000, 10),) * 2,
     "epoch": (lambda s, c: s.epoch(c, 1000),) * 2,
+    "link": (
+        lambda s, c: s.link(c, [("j", 1, "k", True)]),
+        lambda s, c: s.link(c, [("j", 1, "k", True)] * 2),
+    ),
+    "deliver": (
+        lambda s, c: s.deliver(c, [("k", "j", "succeeded", b"[1]")], 60),
+        lambda s, c: s.deliver(c, [("k", "j", "succeeded", b"[1]")] * 2, 60),
+    ),
 }
 
 
@@ -478,6 +488,13 @@ def test_script_header_matches_its_body_and_wrapper(name: str) -> None:
         stride = re.search(r"i \* (\d+)|#ARGV, (\d+)", body)
         if stride:
             assert int(stride.group(1) or stride.group(2)) == h.per_item, name
+
+
+@pytest.mark.parametrize("name", SCRIPT_NAMES)
+def test_script_header_lists_the_keys_it_builds_in_its_slot(name: str) -> None:
+    """`Builds:` names every key family the script builds from the key base (itself or through
+    a preamble helper it calls), and only those: with KEYS, what the script can touch."""
+    assert luasrc.header_builds(name) == luasrc.built_suffixes(name), name
 
 
 def test_script_source_has_the_key_suffixes_and_preamble() -> None:
@@ -557,10 +574,56 @@ def test_claimed_decodes_bytes_and_text_rows() -> None:
     assert c2.backoff_ms is None
 
 
-def test_job_spec_row_uses_empty_strings_for_defaults() -> None:
+def test_job_spec_row_sends_only_the_options_that_differ() -> None:
     row = JobSpec("j", "t", "q", b"p").as_row()
-    assert row == ["j", "t", "q", b"p", 0, 1, "", "", "", 0, "", "", "", "", "", ""]
+    assert row == ["j", "t", "q", b"p", "", b""]  # options at their defaults: nothing to decode
     assert len(row) == parse_header("enqueue").per_item
+    full = JobSpec(
+        "j",
+        "t",
+        "q",
+        b"\x00\xff",
+        priority=-2,
+        max_attempts=3,
+        timeout_ms=0,
+        backoff_ms=250,
+        result_ttl_s=60,
+        delay_ms=5,
+        parents=("a", "b"),
+        pass_results="list",
+        unique_key="u",
+        concurrency_key="c",
+        concurrency_limit=4,
+        fallback_queue="fb",
+    ).as_row()
+    assert full[:4] == ["j", "t", "q", b"\x00\xff"]  # the payload stays bytes, outside JSON
+    assert orjson.loads(full[4]) == {
+        "pri": -2,
+        "max": 3,
+        "timeout": 0,
+        "backoff": 250,
+        "ttl": 60,
+        "delay": 5,
+        "parents": "a,b",
+        "pass": "list",
+        "ukey": "u",
+        "ckey": "c",
+        "climit": 4,
+        "fallback": "fb",
+    }
+    # A default concurrency limit goes unsaid, and so does `pass` without parents.
+    some = JobSpec("j", "t", "q", b"p", concurrency_key="c", pass_results="one").as_row()
+    assert orjson.loads(some[4]) == {"ckey": "c"}
+    # Remote parents (handoff.py) travel outside the JSON, length-prefixed: any byte passes.
+    remote = JobSpec(
+        "j",
+        "t",
+        "q",
+        b"p",
+        parents=("a:1",),
+        remote_parents=(RemoteParent("a:1", "succeeded", b"|\x00"),),
+    ).as_row()
+    assert remote[5] == b"succeeded:3:2:a:1|\x00"
 
 
 # -- URLs in messages and app paths ------------------------------------------------------------

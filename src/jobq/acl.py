@@ -71,21 +71,24 @@ SERVICE_RULES: Mapping[str, tuple[str, ...]] = {
 #: alive, and may submit jobs from inside a task (workflows), so they get enqueue and await too.
 WORKER_SCRIPTS = (
     "claim", "complete", "fail", "heartbeat", "requeue", "progress", "enqueue", "await",
-    "leader", "reap", "promote", "orphans", "trim_dead", "epoch",
+    "leader", "reap", "promote", "orphans", "trim_dead", "epoch", "link", "deliver",
 )  # fmt: skip
 #: Every role runs `epoch` first on each connection (topology.py: primary check, token epoch).
-PRODUCER_SCRIPTS = ("enqueue", "await", "cancel", "epoch")
+#: `link` and `deliver` serve dependencies across partitions (handoff.py): a submit links, and
+#: whoever settles a job (a worker, a producer's cancel) delivers its hand-offs.
+PRODUCER_SCRIPTS = ("enqueue", "await", "cancel", "epoch", "link", "deliver")
 
 #: Commands every non-admin role sends outside scripts: connection set-up (redis-py sends
 #: CLIENT SETINFO, and HELLO for RESP3), reads of jobs, queues, periodic specs and events, the
 #: result wait (BLPOP on ``done:<id>``), transactions. INFO, WAIT and WAITAOF are read-only or
-#: only wait; they serve memory back-pressure and the durable mode.
+#: only wait; they serve memory back-pressure and the durable mode. CLUSTER SLOTS (read-only)
+#: is how a client on a Cluster finds each partition's node (cluster.py).
 BASE_COMMANDS = (
     "ping", "hello", "auth", "client|setinfo", "client|setname", "client|getname", "time",
     "info", "wait", "waitaof", "multi", "exec", "discard",
     "exists", "get", "hget", "hgetall", "hmget", "hexists", "smembers",
     "zrange", "zrangebyscore", "zrevrange", "zrevrangebyscore", "zscore", "zrank", "zrevrank",
-    "zcard", "xread", "xrevrange", "xlen", "blpop",
+    "zcard", "xread", "xrevrange", "xlen", "blpop", "cluster|slots", "xrange",
 )  # fmt: skip
 #: What a worker writes directly: its registry entry (HSET/PEXPIRE, DEL/ZREM on exit), rate
 #: limits and periodic specs it declares (HSET/ZADD), its own wake-up (RPUSH), and the finished
@@ -93,8 +96,10 @@ BASE_COMMANDS = (
 #: transaction fenced on the leader lease (WATCH/UNWATCH).
 WORKER_COMMANDS = (
     "hset", "pexpire", "del", "zrem", "zadd", "rpush", "zremrangebyscore", "watch", "unwatch",
+    "xdel",
 )  # fmt: skip
-PRODUCER_COMMANDS: tuple[str, ...] = ()
+#: Both delete the hand-off records they delivered from the outbox (XDEL, handoff.py).
+PRODUCER_COMMANDS: tuple[str, ...] = ("xdel",)
 
 #: Never granted to a worker or producer, whatever a script or a list above says.
 FORBIDDEN = frozenset(

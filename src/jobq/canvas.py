@@ -3,7 +3,9 @@ and `chord` (fan-out, then a fan-in job that receives every result in order).
 
 Every workflow is submitted in one round trip; the dependencies are recorded by the enqueue
 script and released by the completion script on the server, so no process has to stay alive
-to drive a workflow, and nothing polls.
+to drive a workflow, and nothing polls. Jobs of one workflow placed in different partitions
+are linked through durable hand-offs (handoff.py): `specs()` gives the jobs to place, and
+handoff.submit sends them in dependency order, one wave per partition boundary crossed.
 """
 
 from __future__ import annotations
@@ -79,15 +81,19 @@ class Chain:
 
     sigs: list[Signature]
 
-    def submit(self) -> Job:
-        """Submit the whole chain; returns the last job (its result is the chain's)."""
+    def specs(self) -> list[JobSpec]:
+        """The chain's jobs, each depending on the one before (its result passed on)."""
         specs: list[JobSpec] = []
         for s in self.sigs:
             if specs:
                 specs.append(s.spec(depends_on=[specs[-1].id], pass_results="one"))
             else:
                 specs.append(s.spec())
-        return _app_of(self.sigs).submit_specs(specs)[-1]
+        return specs
+
+    def submit(self) -> Job:
+        """Submit the whole chain; returns the last job (its result is the chain's)."""
+        return _app_of(self.sigs).submit_specs(self.specs())[-1]
 
 
 @dataclass(frozen=True)
@@ -97,11 +103,15 @@ class Chord:
     header: list[Signature]
     body: Signature
 
+    def specs(self) -> list[JobSpec]:
+        """The header's jobs, then the body depending on all of them (their results passed
+        in order)."""
+        head = [s.spec() for s in self.header]
+        return [*head, self.body.spec(depends_on=[h.id for h in head], pass_results="list")]
+
     def submit(self) -> Job:
         """Submit header and body together; returns the body's job."""
-        head = [s.spec() for s in self.header]
-        body = self.body.spec(depends_on=[h.id for h in head], pass_results="list")
-        return _app_of([self.body]).submit_specs([*head, body])[-1]
+        return _app_of([self.body]).submit_specs(self.specs())[-1]
 
 
 def group(*sigs: Signature | list[Signature]) -> Group:

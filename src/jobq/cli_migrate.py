@@ -54,7 +54,7 @@ class Plan:
     url: str
     prefix: str
     current: Layout
-    recorded: bool  # a layout record exists (else: a one-partition deployment of before)
+    recorded: bool  # a layout record exists (else: one partition, the default)
     raw: bytes | None  # the record as read: the write happens only if it is still this
     target: Layout
     nodes: list[str]  # where each partition of `target` lives (Cluster) or ""
@@ -69,7 +69,7 @@ class Plan:
         lines = [
             f"deployment {self.prefix!r} at {redact(self.url)}: "
             f"{cur} partition{'s' if cur > 1 else ''}"
-            + ("" if self.recorded else " (no layout record: made before layouts)")
+            + ("" if self.recorded else " (no layout record)")
             + f" -> {new} partitions",
         ]
         for i, tag in enumerate(self.target.tags):
@@ -90,7 +90,10 @@ class Plan:
             "  - restart producers (web apps, scripts) too: one that read the old layout keeps "
             "placing jobs by it",
         ]
-        return "\n".join(textwrap.fill(line, 96, subsequent_indent="      ") for line in lines)
+        return "\n".join(
+            textwrap.fill(line, 96, subsequent_indent="      ") if line.startswith("  - ") else line
+            for line in lines
+        )
 
 
 def _clients(url: str, prefix: str) -> tuple[Any, Callable[[str], Any] | None]:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, overload
 
+from .codes import Cancel, Rerun
 from .config import Settings
 from .errors import (
     ConfigError,
@@ -389,14 +390,14 @@ class Job:
     def cancel(self) -> bool:
         """Cancel if queued/scheduled (True); a running job is asked to stop (False)."""
         code = self.app.store.cancel(self.id)
-        if code == -1:
+        if code == Cancel.NOT_FOUND:
             raise JobNotFound(f"no job {self.id}")
-        return code == 1
+        return code == Cancel.CANCELLED
 
     def rerun(self) -> None:
         """Queue a dead-lettered job again."""
         code = self.app.store.rerun(self.id)
-        if code < 0:
+        if code != Rerun.QUEUED:
             from .errors import from_code
 
             raise from_code(code, self.id, "rerun")

@@ -31,6 +31,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .cluster import ClusterMap
+from .cluster_url import is_cluster, parse_cluster_url
 from .config import Settings
 from .errors import ConfigError
 from .memory import read_memory
@@ -103,6 +105,8 @@ class Doctor:
 
     def run(self) -> int:
         """Run every check; the exit code (strictness applied by the caller)."""
+        if is_cluster(self.url):
+            return self._cluster()
         try:
             client = self._topology()
             try:
@@ -114,6 +118,52 @@ class Doctor:
                     resolver.close()
         except Unreachable:
             return EXIT_BROKER
+        return EXIT_FAILED if any(c.status == FAIL for c in self.checks) else EXIT_OK
+
+    def _cluster(self) -> int:
+        """A Cluster: its slot map from the seeds, then every data check on each primary (each
+        holds partitions of every queue, so each needs what one server needs)."""
+        target = parse_cluster_url(self.url)
+        cmap = ClusterMap(target.seeds, target.username, target.password, target.ssl)
+        try:
+            cmap.ensure()
+            primaries = cmap.primaries()
+            uncovered = sum(owner is None for owner in cmap.slots())
+        except (redis.RedisError, OSError) as exc:
+            self.add("topology", FAIL, f"no seed of {describe(self.url)} answered ({exc})")
+            cmap.close()
+            return EXIT_BROKER
+        names = ", ".join(f"{h}:{p}" for h, p in primaries)
+        status = WARN if uncovered else OK
+        self.add(
+            "topology",
+            status,
+            f"Valkey Cluster of {len(primaries)} primaries ({names})"
+            + (f"; {uncovered} slots have no owner" if uncovered else ""),
+            "assign every slot (CLUSTER ADDSLOTSRANGE) or fix the failed primary"
+            if uncovered
+            else "",
+        )
+        try:
+            for host, port in primaries:
+                client = redis.Redis(
+                    host=host,
+                    port=port,
+                    username=target.username,
+                    password=target.password,
+                    socket_timeout=TIMEOUT_S,
+                    socket_connect_timeout=TIMEOUT_S,
+                    retry=Retry(NoBackoff(), 0),
+                    ssl=target.ssl,
+                )
+                try:
+                    self._data_node(client)
+                finally:
+                    client.close()
+        except Unreachable:
+            return EXIT_BROKER
+        finally:
+            cmap.close()
         return EXIT_FAILED if any(c.status == FAIL for c in self.checks) else EXIT_OK
 
     # -- topology ------------------------------------------------------------------------------

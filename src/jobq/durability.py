@@ -183,6 +183,12 @@ class Durability:
             self._replica_advice() if self.numreplicas else "check the primary's disk",
         )
 
+    def confirms(self, reply: Any) -> bool:
+        """Whether `reply` (to `call()`) confirms every acknowledgement asked for; an error
+        reply confirms nothing. For callers that keep their own record until it does (the
+        outbox of handoff.py)."""
+        return not isinstance(reply, redis.ResponseError) and self._confirmed(reply)
+
     def _counts(self, reply: Any) -> tuple[int, int]:
         """(local fsyncs, replicas) from a WAITAOF pair or a WAIT count."""
         if isinstance(reply, (list, tuple)):

@@ -1,10 +1,12 @@
 """One exception hierarchy for jobq, and the table from Lua error codes to exceptions.
 
-Scripts return negative integers for refusals (stale token, wrong state, ...); `scripts.py`
-turns them into the exceptions below through `from_code`, so no caller interprets raw codes.
+Scripts return negative integers for refusals (`codes.Refusal`: stale token, wrong state,
+...); `from_code` turns them into the exceptions below.
 """
 
 from __future__ import annotations
+
+from .codes import Refusal
 
 
 class JobqError(Exception):
@@ -186,10 +188,10 @@ def gave_up_waiting(
     return err
 
 
-# Codes returned by the Lua scripts (see the header of each script in lua/).
-NOT_FOUND = -1
-STALE_TOKEN = -2
-WRONG_STATE = -3
+# The refusals scripts return (codes.py has every script code), under their old names here.
+NOT_FOUND = Refusal.NOT_FOUND
+STALE_TOKEN = Refusal.STALE_TOKEN
+WRONG_STATE = Refusal.WRONG_STATE
 
 _BY_CODE: dict[int, type[JobqError]] = {
     NOT_FOUND: JobNotFound,

@@ -34,6 +34,16 @@ partition, because ``orphans`` reads it there.
 | ``finished``            | zset   | complete, fail, reap, cancel       | job lists (score = finish ms)|
 |                         |        | trimmed to the result TTL by maint.|                              |
 | ``children:<id>``       | set    | enqueue (child waits on <id>)      | settle (release/fail kids)   |
+| ``xkids:<id>``          | set    | link (a child in another partition | settle (one hand-off record  |
+|                         |        | waits on <id>; member: partition,  | per member, to ``outbox``)   |
+|                         |        | pass flag and child id)            |                              |
+| ``outbox``              | stream | settle (hand-offs to children in   | handoff.py (delivers each    |
+|                         |        | other partitions: c, k, p, s, r)   | record, then XDELs it)       |
+| ``handed``              | stream | handoff.py (outbox records         | handoff.py (delivers each    |
+|                         |        | delivered once, to a partition not | again after a grace, then    |
+|                         |        | confirming replicas: copied here)  | XDELs it)                    |
+| ``dlv:<id>``            | hash   | deliver (a hand-off that came      | enqueue of <id> (applies and |
+|                         |        | before job <id> existed; expires)  | deletes it)                  |
 | ``unique:<key>``        | string | enqueue (unique_key -> job id)     | enqueue; settle deletes it   |
 | ``conc:<key>``          | string | claim (+1), settle/requeue (-1)    | claim (limit per key)        |
 | ``cwait:<key>``         | list   | claim (job over its key's limit)   | settle (next waiting job)    |
@@ -72,6 +82,9 @@ LUA_SUFFIXES: dict[str, str] = {
     "FINISHED": "finished",
     "SEQ": "seq",
     "CHILDREN": "children:",
+    "XKIDS": "xkids:",
+    "OUTBOX": "outbox",
+    "DLV": "dlv:",
     "UNIQUE": "unique:",
     "CONC": "conc:",
     "CWAIT": "cwait:",
@@ -199,6 +212,28 @@ class Keys:
     @property
     def ratelimits(self) -> str:
         return self.base + LUA_SUFFIXES["RATELIMITS"]
+
+    def children(self, job_id: str) -> str:
+        """Children of `job_id` in this partition, waiting on it (enqueue, settle)."""
+        return self.base + LUA_SUFFIXES["CHILDREN"] + job_id
+
+    def xkids(self, job_id: str) -> str:
+        """Children of `job_id` that live in other partitions (handoff.py)."""
+        return self.base + LUA_SUFFIXES["XKIDS"] + job_id
+
+    @property
+    def outbox(self) -> str:
+        """Hand-off records to children in other partitions, awaiting delivery (handoff.py)."""
+        return self.base + LUA_SUFFIXES["OUTBOX"]
+
+    @property
+    def handed(self) -> str:
+        """Outbox records delivered once, delivered again after a grace (handoff.py)."""
+        return self.base + "handed"
+
+    def dlv(self, job_id: str) -> str:
+        """Hand-offs delivered before job `job_id` was enqueued here (handoff.py)."""
+        return self.base + LUA_SUFFIXES["DLV"] + job_id
 
     def unique(self, key: str) -> str:
         return self.base + LUA_SUFFIXES["UNIQUE"] + key

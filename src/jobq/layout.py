@@ -187,13 +187,18 @@ def load_or_create(
     the tags `choose(n)` picks. Two processes creating at once: the first write wins (SET NX)
     and both use it. A stored layout always wins over `want` (logged when they differ).
 
-    No record but jobs in the control partition means a one-partition deployment of before
-    layouts: several partitions are then refused (`NotMigrated`), since placing jobs by a
-    hash over N partitions would check unique and concurrency keys elsewhere than where the
-    pending jobs holding them are; one partition is simply recorded."""
+    No record but jobs in the control partition means a deployment of one partition (the
+    default, which writes no record) in use: several partitions are then refused
+    (`NotMigrated`), since placing jobs by a hash over N partitions would check unique and
+    concurrency keys elsewhere than where the pending jobs holding them are."""
     key = Keys(prefix).layout
     raw = control.get(key)
     if raw is None:
+        if want is None and default == 1:
+            # One partition, not asked for: what a deployment without a record has always
+            # been. Nothing is written (a reader leaves no trace); a later process asking for
+            # more partitions creates the record (layout changes: `jobq migrate`).
+            return Layout.single(prefix)
         n = default if want is None else want
         if not 1 <= n <= MAX_PARTITIONS:
             raise LayoutMismatch(f"partitions must be between 1 and {MAX_PARTITIONS}, got {n}")

@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from . import handoff
 from .errors import BrokerError
 from .model import JobSpec
 from .outage import Outage
@@ -75,6 +76,8 @@ def tick(
     orphaned = pruned = 0
     if gone_ms:
         orphaned, pruned, _ = store.walk_queues(gone_ms, now, batch, QUEUES_PER_TICK)
+    if store.partitions > 1:  # dependencies across partitions: what no settler delivered
+        handoff.deliver_pending(store.shards, now=now)
     # Last: it submits jobs, which a full broker refuses (BrokerFull) before the recovery work
     # above is done; a refused tick fires once memory is freed.
     fired = fire_periodic(store, now, holder)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from .states import JobState
 
 
@@ -77,27 +79,70 @@ class JobSpec:
     concurrency_limit: int = 1
     fallback_queue: str | None = None
     """For a job targeted at a worker: where it goes if that worker is gone (else it fails)."""
+    remote_parents: tuple[RemoteParent, ...] = ()
+    """Those of `parents` that live in other partitions, with what their partition said when
+    the child was linked to them (handoff.py fills it in; users leave it empty)."""
 
     def as_row(self) -> list[Any]:
-        """The 16 fields enqueue.lua takes per job (empty string = the default)."""
+        """The 6 fields enqueue.lua takes per job: id, task, queue, payload, one record of the
+        options that differ from their defaults (JSON; '' when none differs, the common case,
+        which the script then need not decode), and the remote parents (b'' unless handoff.py
+        filled them in). The payload and the remote parents' results stay out of the JSON:
+        they are any bytes (a pickle, msgpack), which JSON cannot carry."""
+        opts: dict[str, Any] = {}
+        if self.priority:
+            opts["pri"] = self.priority
+        if self.max_attempts != 1:
+            opts["max"] = self.max_attempts
+        if self.timeout_ms is not None:
+            opts["timeout"] = self.timeout_ms
+        if self.backoff_ms is not None:
+            opts["backoff"] = self.backoff_ms
+        if self.result_ttl_s is not None:
+            opts["ttl"] = self.result_ttl_s
+        if self.delay_ms:
+            opts["delay"] = self.delay_ms
+        if self.parents:
+            opts["parents"] = ",".join(self.parents)
+            if self.pass_results:
+                opts["pass"] = self.pass_results
+        if self.unique_key:
+            opts["ukey"] = self.unique_key
+        if self.concurrency_key:
+            opts["ckey"] = self.concurrency_key
+            if self.concurrency_limit != 1:
+                opts["climit"] = self.concurrency_limit
+        if self.fallback_queue:
+            opts["fallback"] = self.fallback_queue
         return [
             self.id,
             self.task,
             self.queue,
             self.payload,
-            self.priority,
-            self.max_attempts,
-            "" if self.timeout_ms is None else self.timeout_ms,
-            "" if self.backoff_ms is None else self.backoff_ms,
-            "" if self.result_ttl_s is None else self.result_ttl_s,
-            self.delay_ms,
-            ",".join(self.parents),
-            self.pass_results,
-            self.unique_key or "",
-            self.concurrency_key or "",
-            self.concurrency_limit if self.concurrency_key else "",
-            self.fallback_queue or "",
+            orjson.dumps(opts) if opts else "",
+            encode_remote_parents(self.remote_parents),
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteParent:
+    """A parent in another partition, as link.lua answered for it: `state` is ``pending`` (a
+    hand-off will follow when it settles) or its terminal state; `result` its result blob when
+    it succeeded and the child takes results."""
+
+    id: str
+    state: str
+    result: bytes = b""
+
+
+def encode_remote_parents(parents: tuple[RemoteParent, ...]) -> bytes:
+    """The remote-parents field of enqueue.lua: per parent ``<state>:<len id>:<len result>:``
+    then the id and the result (lengths in bytes), so ids and results may hold any byte."""
+    out = bytearray()
+    for p in parents:
+        pid = p.id.encode()
+        out += b"%s:%d:%d:%s%s" % (p.state.encode(), len(pid), len(p.result), pid, p.result)
+    return bytes(out)
 
 
 @dataclass(frozen=True, slots=True)

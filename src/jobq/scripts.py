@@ -30,6 +30,7 @@ import redis
 from hiredis import pack_command
 from redis.exceptions import NoPermissionError, ResponseError
 
+from .codes import Role
 from .keys import LUA_SUFFIXES, WORKER_QUEUE, Keys
 from .topology import NotPrimary
 
@@ -51,6 +52,8 @@ SCRIPT_NAMES = (
     "purge",
     "trim_dead",
     "epoch",
+    "link",
+    "deliver",
 )
 
 
@@ -188,7 +191,7 @@ class Scripts:
                     return  # a role user; the master loads the library (see load())
                 continue
             break
-        if int(reply[0]) != 1:
+        if int(reply[0]) != Role.PRIMARY:
             primary = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
             raise NotPrimary(f"Valkey at {conn.host}:{conn.port} is a replica of {primary}")
 
@@ -309,8 +312,8 @@ class Scripts:
         return self.execute([call])[0]  # a plain client: this thread's lean connection
 
     def enqueue(self, client: Client, jobs: list[list[Any]], now: int = 0) -> Any:
-        """Create jobs (16 fields each, see enqueue.lua); reply per job: 1 created / 0 existed /
-        the id holding the same unique key."""
+        """Create jobs (`JobSpec.as_row` each, see enqueue.lua); reply per job: `codes.Enqueue`,
+        or the id of the pending job holding the same unique key."""
         return self._dispatch(client, self.enqueue_call(jobs, now))
 
     def enqueue_call(self, jobs: list[list[Any]], now: int = 0) -> Call:
@@ -320,6 +323,35 @@ class Scripts:
             flat.extend(j)
         k = self.keys
         return self._call("enqueue", [k.scheduled, k.seq, k.queues], flat, now)
+
+    def link(self, client: Client, items: list[tuple[str, int, str, bool]], now: int = 0) -> Any:
+        """Register children of other partitions on parents here (parent id, child partition,
+        child id, wants the result); reply per item {state, result} (link.lua)."""
+        flat: list[Any] = [len(items)]
+        for parent, part, child, passed in items:
+            flat.extend((parent, part, child, "1" if passed else ""))
+        return self._run(client, "link", [], flat, now)
+
+    def deliver(
+        self,
+        client: Client,
+        items: list[tuple[str, str, str, bytes]],
+        keep_s: int,
+        now: int = 0,
+    ) -> Any:
+        """Apply hand-offs (child id, parent id, parent state, result) to children here, each
+        once; a hand-off for a child not enqueued yet is kept `keep_s`. Reply per item: 1
+        applied / 0 delivered before / 2 kept / 3 ignored (deliver.lua)."""
+        return self._dispatch(client, self.deliver_call(items, keep_s, now))
+
+    def deliver_call(
+        self, items: list[tuple[str, str, str, bytes]], keep_s: int, now: int = 0
+    ) -> Call:
+        """The deliver call for `items`, ready for `execute` (followed by a WAIT)."""
+        flat: list[Any] = [keep_s, len(items)]
+        for it in items:
+            flat.extend(it)
+        return self._call("deliver", [], flat, now)
 
     def claim(
         self,

@@ -22,6 +22,7 @@ import redis
 
 from .cluster import client_for_slot
 from .cluster_url import is_cluster
+from .codes import Await, Cancel, Enqueue, Progress, Rerun
 from .durability import Durability
 from .errors import BrokerFull, BrokerUnavailable, ConfigError, gave_up_waiting
 from .failover import Resend, ride_out
@@ -83,22 +84,47 @@ def connect(url: str, tag: str | None = None, **kwargs: Any) -> redis.Redis:
     return client_for(url, **kwargs)
 
 
-def refuse_cluster_node(client: Any, url: str) -> None:
-    """Refuse a one-server URL that names a node of a Valkey Cluster (``cluster_enabled:1``).
+def _cluster_node_error(url: str) -> ConfigError:
+    return ConfigError(
+        f"{redact(url)}: this server is a Cluster node: use "
+        "redis+cluster://[:password@]host:port[,host:port...] (any nodes of the cluster as "
+        "seeds; see docs/cluster.md) instead of a one-server URL"
+    )
 
-    Read through such a URL, the deployment would work only while every key it touches lives
-    on that node (the slot of its tag) and fail with MOVED the moment one does not, or run a
-    one-slot deployment that a ``redis+cluster://`` process then lays out differently. One
-    ``INFO cluster`` when a store first reads its layout (once per process), which every call
-    of a store waits for: the one place every one-server deployment passes through."""
+
+def refuse_cluster_node(client: Any, url: str) -> None:
+    """Refuse a one-server URL that names a node of a Valkey Cluster (``cluster_enabled:1``),
+    for a client without a shard's hooks (see `ClusterNodeCheck`): one ``INFO cluster``."""
     info = client.info("cluster")
     if str(info.get("cluster_enabled", "0")) == "1":
-        shown = redact(url)
-        raise ConfigError(
-            f"{shown}: this server is a Cluster node: use "
-            "redis+cluster://[:password@]host:port[,host:port...] (any nodes of the cluster as "
-            "seeds; see docs/cluster.md) instead of a one-server URL"
-        )
+        raise _cluster_node_error(url)
+
+
+class ClusterNodeCheck:
+    """The first hook of a one-server client's connections: refuse a node of a Valkey Cluster.
+
+    Through a one-server URL a Cluster node would serve only the keys whose slots it owns:
+    the primary check of the first connection already fails with MOVED on any other node, and
+    on the owner of the control slot the deployment would run in one slot (while a
+    ``redis+cluster://`` process lays it out over every primary). One ``INFO cluster`` on the
+    first connection of each client, before any command touching a key; later connections of
+    the same client skip it (a server does not turn into a Cluster node under a URL). A
+    `ConfigError`, not a connection error: retrying does not fix the URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.checked = False
+
+    def __call__(self, conn: Any) -> None:
+        if self.checked:
+            return
+        conn.send_command("INFO", "cluster", check_health=False)
+        info = conn.read_response()
+        text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+        if "cluster_enabled:1" in text:
+            conn.disconnect()  # never handed out half set up
+            raise _cluster_node_error(self.url)
+        self.checked = True
 
 
 def _warn_unusable(queues: list[str], row: list[Any]) -> None:
@@ -183,6 +209,8 @@ class Shard(Reads, Upkeep):
         # if the primary changed (Scripts.check_primary), before any of our commands.
         hooks = hooks_of(client)
         if hooks is not None:
+            if not is_cluster(url) and not any(isinstance(h, ClusterNodeCheck) for h in hooks):
+                hooks.insert(0, ClusterNodeCheck(url))  # before anything touches a key
             hooks.append(self.scripts.check_primary)
 
     def close(self) -> None:
@@ -229,7 +257,7 @@ class Shard(Reads, Upkeep):
     ) -> list[bool]:
         """Create jobs in one round trip; per job, True if created, False if it existed (same
         id, or a pending job holds its unique key). `wait_s`: see `submit_ids`."""
-        return [r == 1 for _s, r in self._enqueue(specs, now, wait_s=wait_s)]
+        return [r == Enqueue.CREATED for _s, r in self._enqueue(specs, now, wait_s=wait_s)]
 
     def submit_ids(
         self, specs: Iterable[JobSpec], now: int = 0, *, wait_s: float | None = None
@@ -331,7 +359,7 @@ class Shard(Reads, Upkeep):
 
     def report(self, outcomes: list[Outcome], now: int = 0) -> dict[str, int]:
         """Record many outcomes in one round trip; returns each job id's script code
-        (1 recorded / 2 dead-lettered / -1 not found / -2 superseded by a newer attempt)."""
+        (`codes.Complete` for a success, `codes.Fail` for a failure)."""
         ok = [o for o in outcomes if o.ok]
         bad = [o for o in outcomes if not o.ok]
         with self.broker("reporting results"):
@@ -441,7 +469,7 @@ class Shard(Reads, Upkeep):
                 code, got = self.scripts.await_and_pop(
                     job_id, self.keys.done(job_id), block, renew=registered
                 )
-                registered = code == 0
+                registered = code == Await.REGISTERED
             except RAISED as exc:
                 err = translate(exc, redact(self.url), "waiting for a result")
                 # Waiting is safe to repeat: ride out a restart, a failover or a network blip
@@ -456,7 +484,7 @@ class Shard(Reads, Upkeep):
                 time.sleep(0.2)
                 continue
             outage_started = 0.0
-            if code == -1:
+            if code == Await.NOT_FOUND:
                 return None
             if got is not None:
                 return self.get_job(job_id) if full else _outcome_record(job_id, got[1])
@@ -464,7 +492,8 @@ class Shard(Reads, Upkeep):
     def progress(self, job_id: str, token: str, fraction: float, message: str = "") -> bool:
         """Record a running attempt's progress; False if the attempt no longer owns the job."""
         with self.broker("recording progress"):
-            return int(self.scripts.progress(self.r, job_id, token, fraction, message)) == 1
+            code = self.scripts.progress(self.r, job_id, token, fraction, message)
+        return int(code) == Progress.RECORDED
 
     def cancel_requested(self, job_id: str) -> bool:
         with self.broker("checking for a cancel request"):
@@ -478,13 +507,13 @@ class Shard(Reads, Upkeep):
 
     def cancel(self, job_id: str) -> int:
         if not encodable(job_id):
-            return -1  # no job can have this id
+            return Cancel.NOT_FOUND  # no job can have this id
         with self.broker("cancelling a job"):
             return int(self.scripts.cancel(self.r, job_id, self.result_ttl_s))
 
     def rerun(self, job_id: str) -> int:
         if not encodable(job_id):
-            return -1
+            return Rerun.NOT_FOUND
         with self.broker("re-running a job"):
             return int(self.scripts.rerun(self.r, job_id))
 

@@ -28,13 +28,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from . import handoff
 from .cluster_url import is_cluster
 from .faults import RAISED, translate
 from .keys import Keys
 from .layout import Layout, load_or_create
 from .memory import MemoryState
 from .model import Claimed, JobRecord, JobSpec, Outcome, QueueInfo, WorkerInfo
-from .shard import Shard, connect, redact, refuse_cluster_node
+from .shard import Shard, connect, redact
 from .spread import Doorbell, EventCursor, list_jobs_over, merge_queue_infos
 from .spread_upkeep import SpreadUpkeep
 from .states import JobState
@@ -100,7 +101,11 @@ class Store(SpreadUpkeep):
         self._settings = settings
         self._discover = discover
         self._layout: Layout | None = None
-        self._shards: list[Shard] = []
+        # The control partition's shard needs no layout (its tag is the prefix): built now, so
+        # settings and the control client are there before anything is read, and its primary
+        # check is hooked on before the first dial (the layout read included).
+        self._control = Shard(client, url, keys, **settings)
+        self._shards: list[Shard] = [self._control]
         self._open_lock = threading.Lock()
         self._where = _Where()
         self._turn = 0
@@ -110,15 +115,11 @@ class Store(SpreadUpkeep):
             self._build(layout or Layout.single(keys.prefix))
 
     def _build(self, layout: Layout) -> None:
-        shards = []
-        for tag in layout.tags:
-            if tag == layout.prefix or self._client_for is None:
-                client = self._client
-            else:
-                client = self._client_for(tag)
-            shards.append(
-                Shard(client, self._url, self._prefix_keys.partition(tag), **self._settings)
-            )
+        shards = [self._control]
+        for tag in layout.tags[1:]:
+            client = self._client if self._client_for is None else self._client_for(tag)
+            keys = self._prefix_keys.partition(tag)
+            shards.append(Shard(client, self._url, keys, **self._settings))
         self._shards = shards
         self._layout = layout
 
@@ -132,12 +133,13 @@ class Store(SpreadUpkeep):
             except RAISED as exc:
                 raise translate(exc, redact(self._url), "reading the partition layout") from exc
             self._build(layout)
-            # The layout read dialled before the shards hooked their primary check and token
-            # epoch onto the client's connections (shard.py): redial, so every connection
-            # used from now on ran them.
-            pool = getattr(self._client, "connection_pool", None)
-            if pool is not None:
-                pool.disconnect()
+            if layout.count > 1 and self._client_for is None:
+                # The other partitions' shards share the control client and hooked their
+                # primary check and token epoch onto its connections just now: redial, so
+                # every connection used from now on ran all of them.
+                pool = getattr(self._client, "connection_pool", None)
+                if pool is not None:
+                    pool.disconnect()
 
     @property
     def layout(self) -> Layout:
@@ -157,7 +159,7 @@ class Store(SpreadUpkeep):
     @property
     def control(self) -> Shard:
         """Partition 0: the leader lease, presence, periodic specs (and, alone, everything)."""
-        return self.shards[0]
+        return self._control
 
     @property
     def r(self) -> Any:
@@ -183,6 +185,10 @@ class Store(SpreadUpkeep):
     def room(self) -> Any:
         return self.control.room
 
+    @room.setter
+    def room(self, value: Any) -> None:
+        self.control.room = value
+
     @property
     def result_ttl_s(self) -> int:
         return self.control.result_ttl_s
@@ -194,6 +200,12 @@ class Store(SpreadUpkeep):
     @property
     def dead_ttl_s(self) -> int:
         return self.control.dead_ttl_s
+
+    @dead_ttl_s.setter
+    def dead_ttl_s(self, value: int) -> None:
+        self._settings["dead_ttl_s"] = value
+        for shard in self._shards:
+            shard.dead_ttl_s = value
 
     @property
     def failover_wait_s(self) -> float:
@@ -210,8 +222,6 @@ class Store(SpreadUpkeep):
     def close(self) -> None:
         if self._bell is not None:
             self._bell.close()
-        if not self._shards:  # never opened: only the control client to close
-            self._client.close()
         for shard in self._shards:
             shard.close()
 
@@ -278,10 +288,20 @@ class Store(SpreadUpkeep):
         A job whose parents live in other partitions is linked to them through the hand-off
         (handoff.py) by its shard's submit."""
         groups: dict[int, list[int]] = {}
+        placed: list[tuple[int, JobSpec]] = []
         for i, spec in enumerate(specs):
             part = self.layout.place(spec, self._near)
             groups.setdefault(part, []).append(i)
+            placed.append((part, spec))
             self._where.note(spec.id, part)
+        if any(spec.parents for spec in specs):
+            # Parents may live in other partitions: linked there first (handoff.py).
+            ids = handoff.submit(
+                self.shards, placed, locate=self._where.get, now=now, wait_s=wait_s
+            )
+            if created:
+                return [(s, s.id if got == s.id else "") for s, got in zip(specs, ids, strict=True)]
+            return list(zip(specs, ids, strict=True))
         out: list[str] = [""] * len(specs)
         for part, idx in groups.items():
             shard = self.shards[part]
@@ -356,7 +376,15 @@ class Store(SpreadUpkeep):
         codes: dict[str, int] = {}
         for part, group in groups.items():
             codes.update(self.shards[part].report(group, now))
+        self._hand_off(groups)
         return codes
+
+    def _hand_off(self, parts: Iterable[int]) -> None:
+        """Deliver at once what the calls just made in `parts` handed off to other partitions
+        (jobs that finished with children elsewhere); the maintenance tick delivers whatever
+        is left (this process died first, a partition did not answer)."""
+        for part in parts:
+            handoff.deliver_from(self.shards, part)
 
     def heartbeat(
         self,
@@ -366,8 +394,10 @@ class Store(SpreadUpkeep):
         worker: str = "",
         began: Iterable[tuple[str, str]] = (),
     ) -> tuple[set[str], set[str]]:
-        """Extend leases where each job lives; the worker is marked seen in the control
-        partition (see `Shard.heartbeat`)."""
+        """Extend leases where each job lives, and mark the worker seen in every partition
+        (see `Shard.heartbeat`): each partition's orphan walk reads its own `workers` record,
+        so a partition that never saw the worker would take it for gone (failing the jobs
+        queued for it there, pruning its queues)."""
         if self.layout.count == 1:
             return self.control.heartbeat(items, lease_ms, now, worker, began)
         marks = list(began)
@@ -379,13 +409,10 @@ class Store(SpreadUpkeep):
             per_marks.setdefault(self.partition_of(it[0]), []).append(it)
         lost: set[str] = set()
         cancel: set[str] = set()
-        for part in sorted({0, *per_items, *per_marks}):
+        parts = range(self.layout.count) if worker else sorted({*per_items, *per_marks})
+        for part in parts:
             got = self.shards[part].heartbeat(
-                per_items.get(part, []),
-                lease_ms,
-                now,
-                worker if part == 0 else "",
-                per_marks.get(part, []),
+                per_items.get(part, []), lease_ms, now, worker, per_marks.get(part, [])
             )
             lost |= got[0]
             cancel |= got[1]
@@ -396,8 +423,11 @@ class Store(SpreadUpkeep):
         `Shard.for_heartbeats`), sharing this store's memory of where jobs live."""
         layout = self.layout
         shards = [s.for_heartbeats(timeout_s) for s in self.shards]
-        twin = Store(shards[0].r, self._url, self._prefix_keys, discover=lambda _c: layout)
-        twin._shards, twin._layout, twin._where = shards, layout, self._where
+        twin = Store.__new__(Store)
+        twin.__dict__.update(self.__dict__)  # the same settings, layout and memory of jobs
+        twin._client, twin._control, twin._shards = shards[0].r, shards[0], shards
+        twin._open_lock, twin._bell, twin._bell_lock = threading.Lock(), None, threading.Lock()
+        twin._layout = layout
         return twin
 
     def requeue(self, items: list[tuple[str, str]], now: int = 0) -> int:
@@ -420,7 +450,11 @@ class Store(SpreadUpkeep):
         return self.shards[self.partition_of(job_id)].cancel_requested(job_id)
 
     def cancel(self, job_id: str) -> int:
-        return self.shard_of(job_id).cancel(job_id)
+        shard = self.shard_of(job_id)
+        code = shard.cancel(job_id)
+        if self.layout.count > 1:
+            self._hand_off([self.shards.index(shard)])
+        return code
 
     def rerun(self, job_id: str) -> int:
         return self.shard_of(job_id).rerun(job_id)
@@ -466,7 +500,10 @@ class Store(SpreadUpkeep):
             shard.set_rate_limits(scaled)
 
     def purge(self, queue: str, batch: int = 1000) -> int:
-        return sum(s.purge(queue, batch) for s in self.shards)
+        n = sum(s.purge(queue, batch) for s in self.shards)
+        if self.layout.count > 1:
+            self._hand_off(range(self.layout.count))
+        return n
 
     def dead_count(self) -> int:
         return sum(s.dead_count() for s in self.shards)
@@ -577,7 +614,8 @@ def open_store(url: str, keys: Keys, partitions: int | None = None, **settings: 
         )
 
     def discover_one(control: Any) -> Layout:
-        refuse_cluster_node(control, url)
+        # (A Cluster node named by this URL was refused by the connection's first hook,
+        # shard.ClusterNodeCheck.)
         return load_or_create(control, prefix, partitions, lambda n: Layout.even(prefix, n).tags)
 
     return Store(connect(url), url, keys, discover=discover_one, **settings)

@@ -12,6 +12,7 @@ from typing import Any
 
 import redis
 
+from .codes import Enqueue, Leader, OrphansPass
 from .keys import Keys
 from .memory import RoomCheck, job_bytes
 from .model import JobSpec
@@ -84,7 +85,7 @@ class Upkeep:
         `queues` examined). Returns (jobs settled, queues pruned, whether a pass ended)."""
         with self.broker("checking targeted jobs"):
             moved, pruned, wrapped = self.scripts.orphans(self.r, gone_ms, limit, now, queues)
-        return int(moved), int(pruned), bool(wrapped)
+        return int(moved), int(pruned), wrapped == OrphansPass.DONE
 
     def trim_dead(self, now: int = 0, limit: int = 1000) -> int:
         """Drop up to `limit` dead-lettered jobs older than the dead-letter retention
@@ -154,11 +155,12 @@ class Upkeep:
             # The slot is claimed (the ZADD ran) but its enqueue failed, e.g. a server that
             # lost the library: submit it again the ordinary way (loads it; same id).
             return self.submit([job], now, wait_s=0)[0]
-        return bool(created[0] == 1)
+        return bool(created[0] == Enqueue.CREATED)
 
     def lead(self, candidate: str, lease_ms: int, release: bool = False, now: int = 0) -> bool:
         with self.broker("renewing the leader lease"):
-            return bool(self.scripts.leader(self.r, candidate, lease_ms, release, now))
+            code = self.scripts.leader(self.r, candidate, lease_ms, release, now)
+        return int(code) == Leader.LEADS
 
     def mark_master_alive(self, master_id: str, ttl_ms: int) -> None:
         with self.broker("announcing the master"):

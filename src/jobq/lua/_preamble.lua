@@ -5,6 +5,9 @@
 -- (0 = use the server clock), ARGV[3] = events stream cap; KEYS[1] is always the events stream.
 -- Deadlines come from the server's TIME so clock skew between hosts cannot expire a lease;
 -- tests pass an explicit `now` to step time.
+-- Each script's header lists its KEYS and, under Builds:, the keys it builds from the key base
+-- (itself or through a helper below): per job, queue or key, so they cannot be passed ahead;
+-- all share the base's hash tag, hence the slot of its KEYS.
 local KEYS, ARGV, P, NOW, MAXLEN, EVENTS
 local function begin(keys, args)
   KEYS, ARGV = keys, args
@@ -98,19 +101,30 @@ local function wake(queue)
   end
 end
 
+-- A job's error as stored (JSON, as a task's error is), for the failures a script decides.
+local function job_error(kind, message)
+  return cjson.encode({type = kind, message = message, traceback = ''})
+end
+
+-- The two writes that put a job in the dead-letter set: state `failed` with `err` (JSON),
+-- finished now. Every dead-lettering goes through here (most through dead_letter below).
+local function mark_dead(id, jk, err)
+  redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', NOW)
+  try('ZADD', P .. K_DEAD, NOW, id)
+end
+
 -- Put a job into its queue's priority set: higher priority first, FIFO within a priority.
 -- (A batch passes `seq` from one INCRBY and `nowake`, waking each queue once itself.)
 -- A queue key of another type could never be claimed from: the job is dead-lettered, saying
--- why, rather than left `queued` in no queue. Returns false then.
+-- why, rather than left `queued` in no queue. Returns false then. (Only marked dead: it is
+-- not counted, nor are its waiters told or its dependents settled, unlike dead_letter.)
 local function push_queue(id, queue, pri, seqkey, nowake, seq)
   seq = seq or try('INCR', seqkey) or 0
   local qk = P .. K_QUEUE .. (queue or '')
   if not queue or not try('ZADD', qk, -(tonumber(pri) or 0) * PRI_SPAN + seq, id) then
-    local err = cjson.encode({type = queue and 'MalformedQueue' or 'MalformedJob',
-      message = queue and ('key ' .. qk .. ' is not a sorted set, so job ' .. id ..
-      ' could not be queued') or 'job hash lacks field queue', traceback = ''})
-    redis.call('HSET', P .. K_JOB .. id, 'state', 'failed', 'error', err, 'finished', NOW)
-    try('ZADD', P .. K_DEAD, NOW, id)
+    mark_dead(id, P .. K_JOB .. id, job_error(queue and 'MalformedQueue' or 'MalformedJob',
+      queue and ('key ' .. qk .. ' is not a sorted set, so job ' .. id ..
+      ' could not be queued') or 'job hash lacks field queue'))
     emit(id, 'failed', queue, 'malformed queue')
     return false
   end
@@ -167,59 +181,98 @@ local function drop_unique(id, ukey)
   end
 end
 
--- A job reached a terminal state: index it, drop its unique key, free its concurrency slot,
--- and settle its dependents: queue those whose parents all succeeded, or fail them (and their
--- own dependents, iteratively) naming the parent that failed. O(children), not O(all jobs).
--- `f` = the job's {ukey, cheld (its concurrency key), kids} fields.
-local function settle(id, jk, state, ukey, cheld, kids)
-  finished(id)
-  drop_unique(id, ukey)
-  release_slot(jk, cheld)
-  if not kids then return end
-  local ck = P .. K_CHILDREN .. id
-  local children = try('SMEMBERS', ck) or {}
-  redis.call('DEL', ck)
-  if state == 'succeeded' then
-    for _, kid in ipairs(children) do
-      local kjk = P .. K_JOB .. kid
-      local kf = fields(kjk, 'state', 'queue', 'pri')
-      -- (a cancelled or expired child is left alone: no write may recreate its hash)
-      if kf[1] == 'scheduled' and (try('HINCRBY', kjk, 'waiting', -1) or 0) <= 0 then
-        redis.call('HSET', kjk, 'state', 'queued')
-        redis.call('HDEL', kjk, 'waiting')
-        stat(kf[2], 'scheduled', -1)
-        push_queue(kid, kf[2], kf[3], P .. K_SEQ)
-        emit(kid, 'queued', kf[2], 'dependencies met')
+local dead_letter -- (defined below settle, which uses it for the dependents it fails)
+
+-- Children in other partitions (link.lua registered them in xkids:<id>): one hand-off record
+-- each, appended to this partition's outbox by the script that settles the job, so a record
+-- exists exactly when the outcome does (a failover loses both or neither). handoff.py delivers
+-- them (deliver.lua in the child's partition, idempotent) and then deletes them. A child that
+-- wants results gets this job's result in its record. Every script that can settle a job calls
+-- expect_outbox() before its first write, so the XADD here cannot fail half-way.
+local function expect_outbox()
+  expect(P .. K_OUTBOX, 'stream')
+end
+
+local function hand_off(id, jk, state)
+  local xk = P .. K_XKIDS .. id
+  local members = try('SMEMBERS', xk)
+  if not members or #members == 0 then return end
+  redis.call('DEL', xk)
+  local result
+  for _, m in ipairs(members) do
+    local part, pass, kid = string.match(m, '^(%d+)|(%d)|(.+)$')
+    if part then
+      if pass == '1' and state == 'succeeded' then
+        result = result or try('HGET', jk, 'result') or ''
+        redis.call('XADD', P .. K_OUTBOX, '*', 'c', part, 'k', kid, 'p', id, 's', state,
+          'r', result)
+      else
+        redis.call('XADD', P .. K_OUTBOX, '*', 'c', part, 'k', kid, 'p', id, 's', state)
       end
     end
-    return
   end
-  local stack = {}
-  for _, kid in ipairs(children) do stack[#stack + 1] = {kid, id} end
+end
+
+-- Fail dependents waiting on a parent that failed or was cancelled, and their own dependents
+-- (iteratively), naming the parent; remote ones get a hand-off each. `stack` holds
+-- {child id, parent id} pairs. (A cancelled or finished child is left alone.)
+local function fail_dependents(stack, state)
   while #stack > 0 do
     local item = table.remove(stack)
     local kid, parent = item[1], item[2]
     local kjk = P .. K_JOB .. kid
     local kf = fields(kjk, 'state', 'queue', 'waiters', 'ukey', 'kids')
     if kf[1] == 'scheduled' then
-      local err = cjson.encode({type = 'DependencyFailed',
-        message = 'parent job ' .. parent .. ' ' .. state, traceback = ''})
-      redis.call('HSET', kjk, 'state', 'failed', 'error', err, 'finished', NOW)
       redis.call('HDEL', kjk, 'waiting')
       stat(kf[2], 'scheduled', -1)
-      stat(kf[2], 'failed', 1)
-      try('ZADD', P .. K_DEAD, NOW, kid)
-      notify(kid, kjk, kf[3], 'failed', err)
-      finished(kid)
-      drop_unique(kid, kf[4])
-      emit(kid, 'failed', kf[2], 'dependency failed')
+      -- (its own dependents are pushed on the stack below, not settled by a nested call)
+      dead_letter(kid, kjk, kf[2], job_error('DependencyFailed',
+        'parent job ' .. parent .. ' ' .. state), 'dependency failed', kf[3], kf[4], nil, nil)
       if kf[5] then
+        hand_off(kid, kjk, 'failed')
         local gk = P .. K_CHILDREN .. kid
         for _, g in ipairs(try('SMEMBERS', gk) or {}) do stack[#stack + 1] = {g, kid} end
         redis.call('DEL', gk)
       end
     end
   end
+end
+
+-- Queue a dependent whose last pending parent just succeeded (HINCRBY on its count).
+local function release_dependent(kid)
+  local kjk = P .. K_JOB .. kid
+  local kf = fields(kjk, 'state', 'queue', 'pri')
+  -- (a cancelled or expired child is left alone: no write may recreate its hash)
+  if kf[1] == 'scheduled' and (try('HINCRBY', kjk, 'waiting', -1) or 0) <= 0 then
+    redis.call('HSET', kjk, 'state', 'queued')
+    redis.call('HDEL', kjk, 'waiting')
+    stat(kf[2], 'scheduled', -1)
+    push_queue(kid, kf[2], kf[3], P .. K_SEQ)
+    emit(kid, 'queued', kf[2], 'dependencies met')
+  end
+end
+
+-- A job reached a terminal state: index it, drop its unique key, free its concurrency slot,
+-- and settle its dependents: queue those whose parents all succeeded, or fail them (and their
+-- own dependents, iteratively) naming the parent that failed; dependents in other partitions
+-- get a hand-off record each (hand_off). O(children), not O(all jobs).
+-- ukey, cheld (its concurrency key), kids = the job's fields of those names.
+local function settle(id, jk, state, ukey, cheld, kids)
+  finished(id)
+  drop_unique(id, ukey)
+  release_slot(jk, cheld)
+  if not kids then return end
+  hand_off(id, jk, state)
+  local ck = P .. K_CHILDREN .. id
+  local children = try('SMEMBERS', ck) or {}
+  redis.call('DEL', ck)
+  if state == 'succeeded' then
+    for _, kid in ipairs(children) do release_dependent(kid) end
+    return
+  end
+  local stack = {}
+  for _, kid in ipairs(children) do stack[#stack + 1] = {kid, id} end
+  fail_dependents(stack, state)
 end
 
 -- Make a terminal job expire after its result TTL (0 or negative = keep forever). The TTL is
@@ -230,6 +283,48 @@ local function expire_after(jobkey, ttl, default_ttl)
   if t > 0 then
     redis.call('EXPIRE', jobkey, math.max(1, math.floor(math.min(t, MAX_TTL_S))))
   end
+end
+
+-- The end of a job that failed for good: `failed` with `err` (JSON) in the dead-letter set,
+-- counted, its result waiters told, settled (its dependents fail naming it), one event with
+-- `info`. waiters, ukey, cheld, kids = the job's fields of those names (nil when absent).
+-- (Does not expire the job: a dead-lettered job stays until trim_dead drops it.)
+dead_letter = function(id, jk, queue, err, info, waiters, ukey, cheld, kids)
+  mark_dead(id, jk, err)
+  stat(queue, 'failed', 1)
+  notify(id, jk, waiters, 'failed', err)
+  settle(id, jk, 'failed', ukey, cheld, kids)
+  emit(id, 'failed', queue, info)
+end
+
+-- The end of a cancelled job: `cancelled` (with `err`, the error of the attempt a requested
+-- cancel stopped, if any), counted, its waiters told, settled (its dependents fail naming
+-- it), expiring after its result TTL (`ttl` field, else `default_ttl`), one event with `info`.
+local function cancel_job(id, jk, queue, err, info, waiters, ukey, cheld, kids, ttl, default_ttl)
+  if err then
+    redis.call('HSET', jk, 'state', 'cancelled', 'error', err, 'finished', NOW)
+  else
+    redis.call('HSET', jk, 'state', 'cancelled', 'finished', NOW)
+  end
+  stat(queue, 'cancelled', 1)
+  notify(id, jk, waiters, 'cancelled', err)
+  expire_after(jk, ttl, default_ttl)
+  settle(id, jk, 'cancelled', ukey, cheld, kids)
+  emit(id, 'cancelled', queue, info)
+end
+
+-- Give a running job back to the FRONT of its queue (within its priority: it was next in line
+-- when it was claimed) without counting the attempt: its concurrency slot freed, its token
+-- void, one `queued` event with `info`. The caller takes it off the leases and fixes the
+-- running gauge. Like push_queue, a queue key of another type dead-letters the job instead.
+-- Front: -pri * 2^40 - seq sorts after every job of a higher priority (their scores are
+-- -(pri+1) * 2^40 + small seq) and before every job of its own; `seqkey` = the seq counter.
+local function release_to_queue(id, jk, queue, pri, att, cheld, seqkey, info)
+  release_slot(jk, cheld)
+  redis.call('HSET', jk, 'state', 'queued', 'att', math.max((tonumber(att) or 1) - 1, 0))
+  redis.call('HDEL', jk, 'token', 'began')
+  push_queue(id, queue, pri, nil, false, -(try('INCR', seqkey) or 0))
+  emit(id, 'queued', queue, info)
 end
 
 -- Fencing tokens: a hybrid logical clock, so a token is never reissued, even by a server that

@@ -6,6 +6,7 @@
 -- again only if its registration was consumed) and leaves when it gives up (mode 'leave'), so
 -- `waiters` counts callers, not slices, and stays bounded (at most MAX_WAITERS).
 -- KEYS: 1 events
+-- Builds: job:<id>, done:<id>
 -- ARGV: 4 id, 5 push ('1' or ''), 6 mode ('' | 'renew' | 'leave')
 -- Returns: 1 = already finished (read it now), 0 = registered (BLPOP done:<id>), -1 = not found.
 local id, mode = ARGV[4], ARGV[6] or ''

@@ -2,14 +2,17 @@
 -- Jobs over their task's rate limit wait in `scheduled` for their reserved slot; jobs whose
 -- concurrency key is at its limit wait in that key's list until a slot frees. Neither is dropped.
 -- KEYS: 1 events, 2 leases zset, 3 fencing-token counter, 4 scheduled zset, 5 rate limits hash
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
+--   children:<id>, unique:<key>, conc:<key>, cwait:<key>, rate:<task>, dead, xkids:<id>, outbox
 -- ARGV: 4 worker name, 5 lease_ms, 6 n, 7 start (how many of the claimed jobs go into idle
 --       slots at once: they are marked begun here, the rest are prefetched and the worker marks
 --       them through its heartbeat when they start), 8.. queue names (first = served first)
 -- Returns: array of {id, token, attempt, task, payload, max_attempts, timeout_ms, queue,
 --          backoff_ms, pass, {parent result blobs...}, lost}, then, if any popped id was
 --          unusable, one notice row {0, n missing, n malformed, {missing ids (first 20)},
---          {malformed ids (first 20)}}: missing = no job hash (evicted?), malformed = a hash
---          lacking task/payload or with non-numeric options, dead-lettered as MalformedJob.
+--          {malformed ids (first 20)}} (first field 0 = a notice row; a job row starts with its
+--          id): missing = no job hash (evicted?), malformed = a hash lacking task/payload or
+--          with non-numeric options, dead-lettered as MalformedJob.
 -- A job whose earlier worker died under it (lost > 0, a suspect) is not marked begun, nor is any
 -- job after it: the worker runs the suspect alone and marks it itself, so that a crash during
 -- that run is blamed on the suspect only.
@@ -21,6 +24,7 @@ expect(KEYS[2], 'zset')
 expect_counter(KEYS[3])
 expect(KEYS[4], 'zset')
 expect(KEYS[5], 'hash')
+expect_outbox()
 for qi = 8, #ARGV do expect(P .. K_QUEUE .. ARGV[qi], 'zset') end
 local out = {}
 local missing, malformed = {}, {}
@@ -37,15 +41,10 @@ local function malformation(f)
   return nil
 end
 -- Dead-letter a job the claim cannot run, with an error naming what is wrong with it.
-local function dead_letter(id, jk, queue, why)
+local function malformed_job(id, jk, queue, why)
   local g = fields(jk, 'waiters', 'ukey', 'kids')
-  local err = cjson.encode({type = 'MalformedJob', message = why, traceback = ''})
-  redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', NOW)
-  try('ZADD', P .. K_DEAD, NOW, id)
-  stat(queue, 'failed', 1)
-  notify(id, jk, g[1], 'failed', err)
-  settle(id, jk, 'failed', g[2], nil, g[3])
-  emit(id, 'failed', queue, 'malformed job')
+  dead_letter(id, jk, queue, job_error('MalformedJob', why), 'malformed job', g[1], g[2], nil,
+    g[3])
 end
 local limits = {}
 local function rate_limit(task)
@@ -85,7 +84,7 @@ for qi = 8, #ARGV do
     local id = popped[j]
     local jk = P .. K_JOB .. id
     local f, corrupt = fields(jk, 'state', 'task', 'payload', 'att', 'max', 'timeout',
-      'backoff', 'ckey', 'climit', 'pass', 'parents', 'rslot', 'lost')
+      'backoff', 'ckey', 'climit', 'pass', 'parents', 'rslot', 'lost', 'xp')
     local why = f[1] == 'queued' and malformation(f)
     if corrupt then
       malformed[#malformed + 1] = id -- not a hash: nothing to mark, only the dead-letter entry
@@ -94,7 +93,7 @@ for qi = 8, #ARGV do
       missing[#missing + 1] = id
     elseif why then
       malformed[#malformed + 1] = id
-      dead_letter(id, jk, queue, why)
+      malformed_job(id, jk, queue, why)
     elseif f[1] == 'queued' then
       local ok = true
       local rl = rate_limit(f[2])
@@ -143,7 +142,13 @@ for qi = 8, #ARGV do
         local inputs = {}
         if f[10] and f[11] then
           for pid in string.gmatch(f[11], '[^,]+') do
-            inputs[#inputs + 1] = try('HGET', P .. K_JOB .. pid, 'result') or ''
+            -- (a parent in another partition: its result came with its hand-off, deliver.lua)
+            local x = f[14] and try('HGET', jk, 'x:' .. pid)
+            if x then
+              inputs[#inputs + 1] = string.sub(x, (string.find(x, '|', 1, true) or #x) + 1)
+            else
+              inputs[#inputs + 1] = try('HGET', P .. K_JOB .. pid, 'result') or ''
+            end
           end
         end
         out[#out + 1] = {id, tok, att, f[2], f[3], f[5] or '1', f[6] or '', queue, f[7] or '',

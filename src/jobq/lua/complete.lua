@@ -1,9 +1,13 @@
 -- complete: record the successful outcome of N attempts (fenced by their tokens).
 -- KEYS: 1 events, 2 leases zset
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
+--   children:<id>, unique:<key>, conc:<key>, cwait:<key>, dead, xkids:<id>, outbox
 -- ARGV: 4 default result ttl (s), 5 n, then per job: id, token, result blob
 -- Returns: array of n codes: 1 = recorded, -1 = job not found, -2 = stale token / not running.
--- Errors (nothing written): "JOBQ_ARGS ..." (n does not match the items given).
+-- Errors (nothing written): "JOBQ_ARGS ..." (n does not match the items given),
+--   "JOBQ_WRONGTYPE ..." (the outbox is not a stream).
 local default_ttl, n = ARGV[4], count(ARGV[5], 5, 3, 'complete')
+expect_outbox()
 local out = {}
 for i = 0, n - 1 do
   local b = 5 + i * 3

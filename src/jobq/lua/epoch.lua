@@ -1,9 +1,11 @@
 -- epoch: run on every new connection before anything else. Refuse a node that is not a
 -- primary, and move the fencing-token epoch when the primary changed since the last token.
 -- KEYS: 1 events, 2 epoch string ("<run id>:<replication id>" of the token issuer), 3 token counter
+-- Builds: nothing (every key it touches is in KEYS)
 -- ARGV: 4 margin ms (how far past its clock a new primary's first token starts)
--- Returns: {1, 0} primary, same epoch; {1, 1} primary, epoch moved (counter rebased);
---          {0, "<host>:<port>"} a replica (of that primary): nothing written.
+-- Returns: {role, moved}: role 1 = a primary, then moved 0 = same epoch, 1 = epoch moved
+--          (counter rebased); role 0 = a replica: {0, "<host>:<port>" of its primary},
+--          nothing written.
 -- Errors: JOBQ_ARGS (margin), JOBQ_WRONGTYPE (epoch or counter key), before any write.
 
 -- Why: tokens are max(previous + 1, NOW * 1024) (see fencing_token). A replica promoted after

@@ -2,15 +2,19 @@
 -- A job whose cancel was requested ends `cancelled` instead (it stopped because we asked), and
 -- expires after its result TTL like every other terminal job.
 -- KEYS: 1 events, 2 leases zset, 3 scheduled zset, 4 dead-letter zset
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
+--   children:<id>, unique:<key>, conc:<key>, cwait:<key>, dead, xkids:<id>, outbox
 -- ARGV: 4 default result ttl (s), 5 n, then per job: id, token, error json, retry delay ms
 --       (negative = never retry)
 -- Returns: array of n codes: 1 = retry scheduled, 2 = failed (dead-lettered), 3 = cancelled,
 --          -1 = job not found, -2 = stale token / not running.
--- Errors (nothing written): "JOBQ_ARGS ...", "JOBQ_WRONGTYPE ..." (scheduled/dead not zsets).
+-- Errors (nothing written): "JOBQ_ARGS ...", "JOBQ_WRONGTYPE ..." (scheduled/dead not zsets, outbox
+--   not a stream).
 local default_ttl, n = ARGV[4], count(ARGV[5], 5, 4, 'fail')
 for i = 0, n - 1 do num(ARGV[5 + i * 4 + 4], 'retry delay of item ' .. (i + 1)) end
 expect(KEYS[3], 'zset')
 expect(KEYS[4], 'zset')
+expect_outbox()
 local out = {}
 for i = 0, n - 1 do
   local b = 5 + i * 4
@@ -26,12 +30,7 @@ for i = 0, n - 1 do
     try('ZREM', KEYS[2], id)
     stat(f[3], 'running', -1)
     if f[10] then
-      redis.call('HSET', jk, 'state', 'cancelled', 'error', err, 'finished', NOW)
-      stat(f[3], 'cancelled', 1)
-      notify(id, jk, f[6], 'cancelled', err)
-      settle(id, jk, 'cancelled', f[7], f[8], f[9])
-      expire_after(jk, f[11], default_ttl)
-      emit(id, 'cancelled', f[3])
+      cancel_job(id, jk, f[3], err, nil, f[6], f[7], f[8], f[9], f[11], default_ttl)
       out[i + 1] = 3
     elseif delay >= 0 and (tonumber(f[4]) or 1) < (tonumber(f[5]) or 1) then
       local due = NOW + delay
@@ -43,12 +42,7 @@ for i = 0, n - 1 do
       emit(id, 'scheduled', f[3], 'retry')
       out[i + 1] = 1
     else
-      redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', NOW)
-      redis.call('ZADD', KEYS[4], NOW, id)
-      stat(f[3], 'failed', 1)
-      notify(id, jk, f[6], 'failed', err)
-      settle(id, jk, 'failed', f[7], f[8], f[9])
-      emit(id, 'failed', f[3])
+      dead_letter(id, jk, f[3], err, nil, f[6], f[7], f[8], f[9])
       out[i + 1] = 2
     end
   end

@@ -1,5 +1,6 @@
 -- leader: take or keep the maintenance leader lease.
 -- KEYS: 1 events, 2 leader key
+-- Builds: nothing (every key it touches is in KEYS)
 -- ARGV: 4 candidate id, 5 lease ms, 6 "release" to give it up
 -- Returns: 1 = this candidate leads, 0 = another does.
 local ms = math.floor(num(ARGV[5], 'lease ms'))

@@ -11,10 +11,12 @@
 --   The next submit to a pruned queue registers it again.
 -- Group queues' jobs are left alone: any member of the group may still come.
 -- KEYS: 1 events, 2 queues set, 3 workers zset (last seen ms), 4 dead-letter zset, 5 seq, 6 cursor
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
+--   children:<id>, unique:<key>, conc:<key>, cwait:<key>, dead, worker:<name>, xkids:<id>, outbox
 -- (KEYS[6], a string, holds the SSCAN cursor of the walk between calls.)
 -- ARGV: 4 gone_ms, 5 max jobs examined in this call, 6 max queues examined in this call
--- Returns: {jobs moved or failed, queues pruned, 1 if this call finished a pass over the
---          registry else 0}
+-- Returns: {jobs moved or failed, queues pruned, pass}: pass 1 = this call finished a pass
+--          over the registry, 0 = the pass goes on at the next call.
 -- Errors (nothing written): "JOBQ_ARGS ...", "JOBQ_WRONGTYPE ..." (registry/workers/dead).
 local gone = num(ARGV[4], 'gone_ms')
 local budget = math.floor(num(ARGV[5], 'max jobs'))
@@ -22,6 +24,7 @@ local count = math.max(1, math.floor(num(ARGV[6], 'max queues')))
 expect(KEYS[2], 'set')
 expect(KEYS[3], 'zset')
 expect(KEYS[4], 'zset')
+expect_outbox()
 local cursor = try('GET', KEYS[6]) or '0'
 if not string.match(cursor, '^%d+$') then cursor = '0' end
 local scan = redis.call('SSCAN', KEYS[2], cursor, 'COUNT', count)
@@ -85,14 +88,9 @@ for _, queue in ipairs(scan[2]) do
               emit(id, 'queued', f[3], 'worker ' .. name .. ' gone: fell back')
             end
           else
-            local err = cjson.encode({type = 'WorkerGone', message = 'worker ' .. name ..
-              ' has not been seen for over ' .. math.floor(gone / 1000) .. ' s', traceback = ''})
-            redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', NOW)
-            redis.call('ZADD', KEYS[4], NOW, id)
-            stat(queue, 'failed', 1)
-            notify(id, jk, f[5], 'failed', err)
-            settle(id, jk, 'failed', f[6], nil, f[7])
-            emit(id, 'failed', queue, 'worker gone')
+            dead_letter(id, jk, queue, job_error('WorkerGone', 'worker ' .. name ..
+              ' has not been seen for over ' .. math.floor(gone / 1000) .. ' s'),
+              'worker gone', f[5], f[6], nil, f[7])
           end
           moved = moved + 1
         end

@@ -1,5 +1,6 @@
 -- progress: record a running job's progress (fenced: only the attempt that owns the job).
 -- KEYS: 1 events
+-- Builds: job:<id>
 -- ARGV: 4 id, 5 token, 6 fraction (0 to 1), 7 message
 -- Returns: 1 = recorded, -2 = this attempt no longer owns the job.
 local jk = P .. K_JOB .. ARGV[4]

@@ -1,5 +1,6 @@
 -- promote: move scheduled jobs whose time has come (eta, retry back-off) into their queues.
 -- KEYS: 1 events, 2 scheduled zset, 3 seq counter
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, dead
 -- ARGV: 4 max jobs to promote in this call
 -- Returns: number of jobs promoted.
 local ids = redis.call('ZRANGE', KEYS[2], '-inf', NOW, 'BYSCORE', 'LIMIT', 0,

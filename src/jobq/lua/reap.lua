@@ -9,20 +9,16 @@
 --   its worker even when it runs alone (a poison pill). Jobs that merely shared a dying worker
 --   lose it once, run alone next and succeed.
 -- KEYS: 1 events, 2 leases zset, 3 dead-letter zset, 4 seq counter
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
+--   children:<id>, unique:<key>, conc:<key>, cwait:<key>, dead, xkids:<id>, outbox
 -- ARGV: 4 max jobs to reap in this call, 5 max_lost (losses of a worker that dead-letter a job)
 -- Returns: {requeued (released + lost and retried), dead_lettered}
 local MAX_RELEASES = 5
 local max_lost = tonumber(ARGV[5]) or 3
 expect(KEYS[3], 'zset')
+expect_outbox()
 local ids = redis.call('ZRANGE', KEYS[2], '-inf', NOW, 'BYSCORE', 'LIMIT', 0, math.floor(num(ARGV[4], 'limit')))
 local requeued, dead = 0, 0
-
--- Back to the front of its priority band: -pri * 2^40 - seq sorts after every job of a higher
--- priority (their scores are -(pri+1) * 2^40 + small seq) and before every job of its own.
--- (push_queue with a negated sequence; like it, a queue key of another type dead-letters the job)
-local function push_front(id, queue, pri)
-  push_queue(id, queue, pri, nil, false, -(try('INCR', KEYS[4]) or 0))
-end
 
 -- Latest deadline first: each push goes in front of the one before, so the oldest claim ends
 -- up first in line.
@@ -34,39 +30,30 @@ for k = #ids, 1, -1 do
     'ukey', 'cheld', 'kids', 'token', 'began', 'lost', 'rel')
   if f[1] == 'running' then
     stat(f[2], 'running', -1)
-    local att = math.max((tonumber(f[3]) or 1) - 1, 0)
     local rel = tonumber(f[14]) or 0
     local lost = tonumber(f[13]) or 0
     local began = f[12] and f[12] == f[11]
     if not began and rel < MAX_RELEASES then
-      release_slot(jk, f[9])
-      redis.call('HSET', jk, 'state', 'queued', 'att', att, 'rel', rel + 1)
-      redis.call('HDEL', jk, 'token', 'began')
-      push_front(id, f[2], f[5])
-      emit(id, 'queued', f[2], 'released: never started on lost worker ' .. tostring(f[7]))
+      redis.call('HSET', jk, 'rel', rel + 1)
+      release_to_queue(id, jk, f[2], f[5], f[3], f[9], KEYS[4],
+        'released: never started on lost worker ' .. tostring(f[7]))
       requeued = requeued + 1
     elseif lost + 1 < max_lost then
-      release_slot(jk, f[9])
-      redis.call('HSET', jk, 'state', 'queued', 'att', att, 'lost', lost + 1, 'rel', 0)
-      redis.call('HDEL', jk, 'token', 'began')
-      push_front(id, f[2], f[5])
+      redis.call('HSET', jk, 'lost', lost + 1, 'rel', 0)
       stat(f[2], 'retried', 1)
-      emit(id, 'queued', f[2], 'lease expired: worker ' .. tostring(f[7]) .. ' lost (' ..
-        tostring(lost + 1) .. ' of ' .. tostring(max_lost) .. '); retried alone')
+      release_to_queue(id, jk, f[2], f[5], f[3], f[9], KEYS[4], 'lease expired: worker ' ..
+        tostring(f[7]) .. ' lost (' .. tostring(lost + 1) .. ' of ' .. tostring(max_lost) ..
+        '); retried alone')
       requeued = requeued + 1
     else
-      local err = cjson.encode({type = 'WorkerLost', message = 'job ' .. id ..
+      local err = job_error('WorkerLost', 'job ' .. id ..
         ' was running when its worker died or lost its lease ' .. tostring(lost + 1) ..
         ' time(s), the last on worker ' .. tostring(f[7]) .. '; after the first it ran alone,' ..
         ' so it kills (or hangs) its worker: a poison pill? Fix the task and re-run it' ..
-        ' (JOBQ_MAX_LOST=' .. tostring(max_lost) .. ' sets how many losses are tolerated)',
-        traceback = ''})
-      redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', NOW, 'lost', lost + 1)
-      redis.call('ZADD', KEYS[3], NOW, id)
-      stat(f[2], 'failed', 1)
-      notify(id, jk, f[6], 'failed', err)
-      settle(id, jk, 'failed', f[8], f[9], f[10])
-      emit(id, 'failed', f[2], 'worker lost ' .. tostring(lost + 1) .. ' times')
+        ' (JOBQ_MAX_LOST=' .. tostring(max_lost) .. ' sets how many losses are tolerated)')
+      redis.call('HSET', jk, 'lost', lost + 1)
+      dead_letter(id, jk, f[2], err, 'worker lost ' .. tostring(lost + 1) .. ' times', f[6], f[8],
+        f[9], f[10])
       dead = dead + 1
     end
   end

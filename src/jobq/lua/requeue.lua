@@ -2,6 +2,7 @@
 -- counting the attempt (graceful shutdown past its grace period, a second Ctrl-C, or jobs the
 -- worker took but will not start).
 -- KEYS: 1 events, 2 leases zset, 3 seq counter
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, seq, conc:<key>, cwait:<key>, dead
 -- ARGV: 4.. pairs: id, token
 -- Returns: number of jobs requeued (stale tokens are skipped).
 local moved = 0
@@ -12,13 +13,8 @@ for i = #ARGV - 1, 4, -2 do
   local f = fields(jk, 'state', 'token', 'queue', 'pri', 'att', 'cheld')
   if f[1] == 'running' and f[2] == tok then
     redis.call('ZREM', KEYS[2], id)
-    release_slot(jk, f[6])
-    redis.call('HSET', jk, 'state', 'queued', 'att', math.max((tonumber(f[5]) or 1) - 1, 0))
-    redis.call('HDEL', jk, 'token', 'began')
-    -- Front of its priority band (see reap.lua): it was next in line when it was claimed.
-    push_queue(id, f[3], f[4], nil, false, -(try('INCR', KEYS[3]) or 0))
     stat(f[3], 'running', -1)
-    emit(id, 'queued', f[3], 'requeued at shutdown')
+    release_to_queue(id, jk, f[3], f[4], f[5], f[6], KEYS[3], 'requeued at shutdown')
     moved = moved + 1
   end
 end

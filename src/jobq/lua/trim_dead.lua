@@ -2,6 +2,7 @@
 -- of the dead-letter set, and their hashes (with result waiters' lists) deleted, unless the
 -- job left state failed meanwhile (re-run), which only leaves the set.
 -- KEYS: 1 events, 2 dead-letter zset, 3 finished zset
+-- Builds: job:<id>, done:<id>
 -- ARGV: 4 cut-off ms (dead-lettered at or before it are dropped), 5 max jobs in this call
 -- Returns: number of jobs dropped.
 local cutoff, limit = num(ARGV[4], 'cut-off ms'), math.floor(num(ARGV[5], 'limit'))

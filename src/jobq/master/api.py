@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 
+from ..codes import Cancel, Rerun
 from ..errors import DependencyCycle, JobNotFound
 from ..states import JobState
 from .context import Context, ctx
@@ -166,11 +167,12 @@ def get_job(job_id: str, c: Ctx) -> JobDetail:
 )
 def cancel(job_id: str, c: Ctx) -> ActionResult:
     code = c.app.store.cancel(job_id)
-    if code == -1:
+    if code == Cancel.NOT_FOUND:
         raise HTTPException(404, f"no job {job_id!r}")
-    if code == 0:
+    if code == Cancel.FINISHED:
         raise HTTPException(409, f"job {job_id!r} already finished; nothing to cancel")
-    return ActionResult(id=job_id, outcome="cancelled" if code == 1 else "cancel_requested")
+    outcome = "cancelled" if code == Cancel.CANCELLED else "cancel_requested"
+    return ActionResult(id=job_id, outcome=outcome)
 
 
 @router.post(
@@ -182,9 +184,9 @@ def cancel(job_id: str, c: Ctx) -> ActionResult:
 )
 def retry(job_id: str, c: Ctx) -> ActionResult:
     code = c.app.store.rerun(job_id)
-    if code == -1:
+    if code == Rerun.NOT_FOUND:
         raise HTTPException(404, f"no job {job_id!r}")
-    if code < 0:
+    if code != Rerun.QUEUED:
         raise HTTPException(409, f"job {job_id!r} is not failed; only failed jobs are retried")
     return ActionResult(id=job_id, outcome="queued")
 
@@ -197,7 +199,7 @@ def retry(job_id: str, c: Ctx) -> ActionResult:
 )
 def rerun_dead(c: Ctx, body: RerunIn | None = None) -> RerunResult:
     limit = body.limit if body else 100
-    done = [i for i in c.app.store.dead_letters(limit) if c.app.store.rerun(i) == 1]
+    done = [i for i in c.app.store.dead_letters(limit) if c.app.store.rerun(i) == Rerun.QUEUED]
     return RerunResult(rerun=done)
 
 

@@ -24,6 +24,7 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from ..codes import Fail, Refusal
 from ..errors import BrokerError, BrokerUnavailable
 from ..keys import group_queue, worker_queue
 from ..maintenance import Maintainer
@@ -47,8 +48,19 @@ MAX_PREFETCH = 1000
 CLAIM_BATCH = 200
 #: Attempts at an outcome the broker refuses for a reason other than an outage (then alone).
 REPORT_TRIES = 5
-#: The code `_report_with_retry` gives an outcome it gave up on.
+#: The code `_report_with_retry` gives an outcome it gave up on (not a script's: below every
+#: `codes.Refusal`).
 REPORT_REFUSED = -100
+#: Why the log says an outcome was discarded, by its negative code.
+_DISCARDED_AS: dict[int, str] = {
+    Refusal.NOT_FOUND: "job not found",
+    REPORT_REFUSED: "the broker refused it",
+}
+#: How the log names what became of a failed attempt, by its `codes.Fail` reply.
+_FAILED_AS: dict[int, str] = {
+    Fail.RETRY_SCHEDULED: " (will retry)",
+    Fail.CANCELLED: " (cancelled, as asked)",
+}
 
 
 class Worker:
@@ -298,14 +310,12 @@ class Worker:
         codes = self._report_with_retry(batch)
         for o in batch:
             code = codes.get(o.claimed.id, 0)
-            if code < 0:
+            if code < 0:  # a refusal (codes.Refusal), or REPORT_REFUSED
                 log.warning(
                     "outcome of job %s (attempt %d) discarded: %s",
                     o.claimed.id,
                     o.claimed.attempt,
-                    {-1: "job not found", REPORT_REFUSED: "the broker refused it"}.get(
-                        code, "a newer attempt owns it"
-                    ),
+                    _DISCARDED_AS.get(code, "a newer attempt owns it"),
                 )
             elif not o.ok:
                 e = o.error
@@ -316,7 +326,7 @@ class Worker:
                     o.claimed.attempt,
                     e.get("type"),
                     e.get("message"),
-                    {1: " (will retry)", 3: " (cancelled, as asked)"}.get(code, " (dead-lettered)"),
+                    _FAILED_AS.get(code, " (dead-lettered)"),
                 )
         with self.cond:
             for o in batch:
