@@ -614,8 +614,6 @@ def open_store(url: str, keys: Keys, partitions: int | None = None, **settings: 
         )
 
     def discover_one(control: Any) -> Layout:
-        # (A Cluster node named by this URL was refused by the connection's first hook,
-        # shard.ClusterNodeCheck.)
         return load_or_create(control, prefix, partitions, lambda n: Layout.even(prefix, n).tags)
 
     return Store(connect(url), url, keys, discover=discover_one, **settings)
