@@ -25,6 +25,7 @@ from jobq import App
 from jobq.errors import BrokerUnavailable, ConfigError
 from jobq.model import JobSpec, Outcome
 from jobq.scripts import EPOCH_MARGIN_MS
+from jobq.shard import ClusterNodeCheck
 from jobq.store import Store
 from jobq.topology import (
     UNRESOLVED_HOST,
@@ -224,8 +225,11 @@ def test_epoch_moves_only_when_the_primary_changes(app: App) -> None:
 
 
 def test_every_new_connection_runs_the_epoch_check(app: App) -> None:
-    """A plain URL too: the hook runs on the first connection of each store."""
-    assert hooks_of(app.store.r) == [app.store.scripts.check_primary]
+    """A plain URL too: the hook runs on the first connection of each store (after the check
+    that the server is no Cluster node, shard.ClusterNodeCheck)."""
+    hooks = hooks_of(app.store.r)
+    assert hooks is not None and len(hooks) == 2 and isinstance(hooks[0], ClusterNodeCheck)
+    assert hooks[1] == app.store.scripts.check_primary
     app.submit("t", [])
     assert app.store.r.get(app.keys.epoch)
 

@@ -458,8 +458,9 @@ def demo(n: int, data_dir: str, verbose: bool) -> None:
     sys.exit(run_demo(n, data_dir))
 
 
-# Scheduling commands (periodic jobs, batches, waiting, purging) live in their own module.
-from . import cli_schedule  # noqa: E402, F401
+# Scheduling commands (periodic jobs, batches, waiting, purging) and `jobq migrate` (more
+# partitions for an existing deployment) live in their own modules.
+from . import cli_migrate, cli_schedule  # noqa: E402, F401
 
 main.add_command(acl_command)
 main.add_command(doctor_command)

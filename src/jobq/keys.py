@@ -62,7 +62,8 @@ partition, because ``orphans`` reads it there.
 | ``worker:<name>``       | hash   | worker heartbeat (with TTL)        | workers view                 |
 | ``workers``             | zset   | worker heartbeat (last seen ms)    | workers view                 |
 | ``layout``              | string | the first process of a deployment  | every process (layout.py)    |
-|                         |        | (partition count and tags, JSON)   | (control partition only)     |
+|                         |        | (partition count and tags, JSON);  | (control partition only)     |
+|                         |        | `jobq migrate` (cli_migrate.py)    |                              |
 """
 
 from __future__ import annotations

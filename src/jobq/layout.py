@@ -51,6 +51,39 @@ class LayoutMismatch(JobqError):
     """The stored layout cannot be used as asked (another version, a malformed record)."""
 
 
+class NotMigrated(LayoutMismatch):
+    """A layout of several partitions was asked for a deployment that already holds jobs in
+    its one partition (made before layouts existed, or by a process that never stored one):
+    creating it would move where unique and concurrency keys are checked under the pending
+    jobs' feet. `jobq migrate --partitions N` does it knowingly (cli_migrate.py)."""
+
+
+#: Control-partition keys that exist while the partition holds any job: queued (the queue
+#: registry), scheduled, running (leases), dead-lettered, finished with its result kept.
+#: A job waiting on parents is registered through its parent, which is in one of these.
+JOB_INDEXES = ("queues", "scheduled", "leases", "dead", "finished")
+
+
+def holds_jobs(client: Any, keys: Keys) -> bool:
+    """Whether the partition of `keys` holds jobs: one EXISTS over its indexes (one slot, so
+    fine on a Cluster), never a SCAN."""
+    names = [getattr(keys, name) for name in JOB_INDEXES]
+    return bool(client.exists(*names))
+
+
+def not_migrated(prefix: str, n: int) -> NotMigrated:
+    """The refusal to lay `n` partitions over a one-partition deployment holding jobs, with
+    both ways out."""
+    return NotMigrated(
+        f"prefix {prefix!r} is a deployment of one partition that holds jobs (keys "
+        f"{Keys(prefix).base}...) and has no layout record; asked for {n} partitions. Either "
+        f"run `jobq migrate --partitions {n}` with every worker and master stopped (it keeps "
+        "the jobs where they are, to drain as usual, and spreads new jobs over the "
+        f"{n} partitions; see docs/cluster.md), or keep one partition: leave `partitions` "
+        "(JOBQ_PARTITIONS, ?partitions=) unset on one server, set it to 1 on a Cluster"
+    )
+
+
 def partition_tag(prefix: str, index: int, salt: int = 0) -> str:
     """The hash tag of partition `index` (`salt` varies it, to land on a chosen Cluster
     node); partition 0's is the prefix itself."""
@@ -163,7 +196,12 @@ def load_or_create(
     """The deployment's layout, read from the control partition (`control`: a redis-py client
     whose commands reach it), or created there: `want` partitions (`default` when None) with
     the tags `choose(n)` picks. Two processes creating at once: the first write wins (SET NX)
-    and both use it. A stored layout always wins over `want` (logged when they differ)."""
+    and both use it. A stored layout always wins over `want` (logged when they differ).
+
+    No record but jobs in the control partition means a deployment of one partition (the
+    default, which writes no record) in use: several partitions are then refused
+    (`NotMigrated`), since placing jobs by a hash over N partitions would check unique and
+    concurrency keys elsewhere than where the pending jobs holding them are."""
     key = Keys(prefix).layout
     raw = control.get(key)
     if raw is None:
@@ -175,6 +213,8 @@ def load_or_create(
         n = default if want is None else want
         if not 1 <= n <= MAX_PARTITIONS:
             raise LayoutMismatch(f"partitions must be between 1 and {MAX_PARTITIONS}, got {n}")
+        if n > 1 and holds_jobs(control, Keys(prefix)):
+            raise not_migrated(prefix, n)
         tags = tuple(choose(n))
         created = Layout(prefix, tags)
         try:
@@ -195,9 +235,11 @@ def load_or_create(
     if want is not None and want != layout.count:
         log.warning(
             "prefix %r already has %d partition(s); asked for %d: using the stored layout (a "
-            "deployment's partition count is fixed when it is created)",
+            "deployment's partition count is fixed when it is created; `jobq migrate "
+            "--partitions %d` raises it while no worker or master runs)",
             prefix,
             layout.count,
+            want,
             want,
         )
     return layout

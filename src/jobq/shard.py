@@ -24,7 +24,7 @@ from .cluster import client_for_slot
 from .cluster_url import is_cluster
 from .codes import Await, Cancel, Enqueue, Progress, Rerun
 from .durability import Durability
-from .errors import BrokerFull, BrokerUnavailable, gave_up_waiting
+from .errors import BrokerFull, BrokerUnavailable, ConfigError, gave_up_waiting
 from .failover import Resend, ride_out
 from .faults import RAISED, translate
 from .keys import Keys
@@ -89,6 +89,49 @@ def connect(url: str, tag: str | None = None, **kwargs: Any) -> redis.Redis:
     if is_cluster(url):
         return client_for_slot(url, tag or "", **kwargs)
     return client_for(url, **kwargs)
+
+
+def _cluster_node_error(url: str) -> ConfigError:
+    return ConfigError(
+        f"{redact(url)}: this server is a Cluster node: use "
+        "redis+cluster://[:password@]host:port[,host:port...] (any nodes of the cluster as "
+        "seeds; see docs/cluster.md) instead of a one-server URL"
+    )
+
+
+def refuse_cluster_node(client: Any, url: str) -> None:
+    """Refuse a one-server URL that names a node of a Valkey Cluster (``cluster_enabled:1``),
+    for a client without a shard's hooks (see `ClusterNodeCheck`): one ``INFO cluster``."""
+    info = client.info("cluster")
+    if str(info.get("cluster_enabled", "0")) == "1":
+        raise _cluster_node_error(url)
+
+
+class ClusterNodeCheck:
+    """The first hook of a one-server client's connections: refuse a node of a Valkey Cluster.
+
+    Through a one-server URL a Cluster node would serve only the keys whose slots it owns:
+    the primary check of the first connection already fails with MOVED on any other node, and
+    on the owner of the control slot the deployment would run in one slot (while a
+    ``redis+cluster://`` process lays it out over every primary). One ``INFO cluster`` on the
+    first connection of each client, before any command touching a key; later connections of
+    the same client skip it (a server does not turn into a Cluster node under a URL). A
+    `ConfigError`, not a connection error: retrying does not fix the URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.checked = False
+
+    def __call__(self, conn: Any) -> None:
+        if self.checked:
+            return
+        conn.send_command("INFO", "cluster", check_health=False)
+        info = conn.read_response()
+        text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+        if "cluster_enabled:1" in text:
+            conn.disconnect()  # never handed out half set up
+            raise _cluster_node_error(self.url)
+        self.checked = True
 
 
 def _warn_unusable(queues: list[str], row: list[Any]) -> None:
@@ -173,6 +216,8 @@ class Shard(Reads, Upkeep):
         # if the primary changed (Scripts.check_primary), before any of our commands.
         hooks = hooks_of(client)
         if hooks is not None:
+            if not is_cluster(url) and not any(isinstance(h, ClusterNodeCheck) for h in hooks):
+                hooks.insert(0, ClusterNodeCheck(url))  # before anything touches a key
             hooks.append(self.scripts.check_primary)
 
     def close(self) -> None:
