@@ -347,6 +347,7 @@ def test_key_strings_exist_only_in_keys_py() -> None:
 @dataclass
 class Header:
     keys: list[int]
+    keys_per_item: bool
     argv_text: str
     argv_fixed: list[int]
     variadic: bool
@@ -381,7 +382,8 @@ def parse_header(name: str) -> Header:
         else:
             per_item = 1
     return Header(
-        keys=[int(n) for n in re.findall(r"(\d+) ", m_keys.group(1))],
+        keys=[int(n) for n in re.findall(r"(?:^\s*|, )(\d+) ", m_keys.group(1))],
+        keys_per_item=bool(re.search(r"then per (?:job|item|pair)", m_keys.group(1))),
         argv_text=argv,
         argv_fixed=fixed,
         variadic=variadic,
@@ -475,7 +477,10 @@ def test_script_header_matches_its_body_and_wrapper(name: str) -> None:
     two(scripts, batch)
     (n1, k1, a1), (n2, _k2, a2) = batch.calls
     assert n1 == n2 == name
-    assert len(k1) == len(h.keys), f"{name}: wrapper passes {len(k1)} KEYS"
+    n_fixed = 3 + len(h.argv_fixed)
+    # Scripts given job ids also get each id's job hash in KEYS, after the numbered ones.
+    items = (len(a1) - n_fixed) // h.per_item if h.keys_per_item else 0
+    assert len(k1) == len(h.keys) + items, f"{name}: wrapper passes {len(k1)} KEYS"
     assert k1[0] == keys.events
     assert all(k.startswith(keys.base) for k in k1)
     assert a1[:3] == [keys.base, 0, "1234"]  # preamble head: key base, now, events cap

@@ -376,7 +376,8 @@ class Scripts:
         flat: list[Any] = [default_ttl, len(items)]
         for it in items:
             flat.extend(it)
-        return self._run(client, "complete", [self.keys.leases], flat, now)
+        jobs = [self.keys.job(it[0]) for it in items]
+        return self._run(client, "complete", [self.keys.leases, *jobs], flat, now)
 
     def fail(
         self,
@@ -391,7 +392,8 @@ class Scripts:
         for it in items:
             flat.extend(it)
         k = self.keys
-        return self._run(client, "fail", [k.leases, k.scheduled, k.dead], flat, now)
+        jobs = [k.job(it[0]) for it in items]
+        return self._run(client, "fail", [k.leases, k.scheduled, k.dead, *jobs], flat, now)
 
     def reap(self, client: Client, limit: int, now: int = 0, max_lost: int = 3) -> Any:
         """Release, requeue or dead-letter jobs with expired leases; reply {requeued, dead}."""
@@ -416,14 +418,17 @@ class Scripts:
         flat: list[Any] = [lease_ms, worker, began]
         for it in items:
             flat.extend(it)
-        return self._run(client, "heartbeat", [self.keys.leases, self.keys.workers], flat, now)
+        k = self.keys
+        jobs = [k.job(it[0]) for it in items]
+        return self._run(client, "heartbeat", [k.leases, k.workers, *jobs], flat, now)
 
     def requeue(self, client: Client, items: list[tuple[str, str]], now: int = 0) -> Any:
         """Return running jobs to their queues without counting the attempt; reply: count."""
         flat: list[Any] = []
         for it in items:
             flat.extend(it)
-        return self._run(client, "requeue", [self.keys.leases, self.keys.seq], flat, now)
+        jobs = [self.keys.job(it[0]) for it in items]
+        return self._run(client, "requeue", [self.keys.leases, self.keys.seq, *jobs], flat, now)
 
     def cancel(self, client: Client, job_id: str, default_ttl: int, now: int = 0) -> Any:
         """Cancel a job; reply 1 cancelled / 2 running (flagged) / 0 finished / -1 not found."""

@@ -1,5 +1,7 @@
 -- complete: record the successful outcome of N attempts (fenced by their tokens).
--- KEYS: 1 events, 2 leases zset
+-- KEYS: 1 events, 2 leases zset, then per job: its job hash
+--   (declared: a Cluster node moving the slot answers TRYAGAIN while that hash is elsewhere,
+--   instead of running without it)
 -- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
 --   children:<id>, unique:<key>, conc:<key>, cwait:<key>, dead, xkids:<id>, outbox
 -- ARGV: 4 default result ttl (s), 5 n, then per job: id, token, result blob

@@ -1,7 +1,9 @@
 -- fail: record a failed attempt; retry after a back-off while attempts remain, else dead-letter.
 -- A job whose cancel was requested ends `cancelled` instead (it stopped because we asked), and
 -- expires after its result TTL like every other terminal job.
--- KEYS: 1 events, 2 leases zset, 3 scheduled zset, 4 dead-letter zset
+-- KEYS: 1 events, 2 leases zset, 3 scheduled zset, 4 dead-letter zset, then per job: its job hash
+--   (declared: a Cluster node moving the slot answers TRYAGAIN while that hash is elsewhere,
+--   instead of running without it)
 -- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
 --   children:<id>, unique:<key>, conc:<key>, cwait:<key>, dead, xkids:<id>, outbox
 -- ARGV: 4 default result ttl (s), 5 n, then per job: id, token, error json, retry delay ms

@@ -1,6 +1,8 @@
 -- heartbeat: extend the leases of jobs a worker still owns, mark the ones that began running,
 -- and mark the worker as seen.
--- KEYS: 1 events, 2 leases zset, 3 workers zset (name -> last seen ms, server clock)
+-- KEYS: 1 events, 2 leases zset, 3 workers zset (name -> last seen ms, server clock), then per job: its job hash
+--   (declared: a Cluster node moving the slot answers TRYAGAIN while that hash is elsewhere,
+--   instead of running without it)
 -- Builds: job:<id>
 -- ARGV: 4 lease_ms, 5 worker name ('' = don't mark), 6 nb: the first nb pairs also mark their
 --       job begun (the reaper then counts a lost lease as a lost worker, not a release), then

@@ -1,7 +1,9 @@
 -- requeue: give running jobs back to the front of their queue (within their priority) without
 -- counting the attempt (graceful shutdown past its grace period, a second Ctrl-C, or jobs the
 -- worker took but will not start).
--- KEYS: 1 events, 2 leases zset, 3 seq counter
+-- KEYS: 1 events, 2 leases zset, 3 seq counter, then per job: its job hash
+--   (declared: a Cluster node moving the slot answers TRYAGAIN while that hash is elsewhere,
+--   instead of running without it)
 -- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, seq, conc:<key>, cwait:<key>, dead
 -- ARGV: 4.. pairs: id, token
 -- Returns: number of jobs requeued (stale tokens are skipped).
