@@ -11,6 +11,7 @@ from .model import JobSpec
 from .periodic import PeriodicSpec
 
 if TYPE_CHECKING:
+    from .layout import Layout
     from .shard import Shard
 
 
@@ -23,6 +24,10 @@ class SpreadUpkeep:
 
     @property
     def control(self) -> Shard:
+        raise NotImplementedError  # Store's
+
+    @property
+    def layout(self) -> Layout:
         raise NotImplementedError  # Store's
 
     # -- maintenance: every partition --------------------------------------------------------
@@ -106,5 +111,9 @@ class SpreadUpkeep:
     def fire_periodic_slot(
         self, job: JobSpec, name: str, due: int, next_ms: int, holder: str | None, now: int = 0
     ) -> bool | None:
-        """Periodic jobs live in the control partition, with the lease fencing their fire."""
+        """Periodic jobs live in the control partition, with the lease fencing their fire.
+        The layout is read (or created) first, as before any other job is written: a
+        deployment's first jobs must not precede its layout record, or a process asking for
+        several partitions would find jobs and no record (layout.NotMigrated)."""
+        _ = self.layout
         return self.control.fire_periodic_slot(job, name, due, next_ms, holder, now)
