@@ -15,6 +15,7 @@ from .periodic import PeriodicSpec
 from .spread import PartitionOutage, each_shard
 
 if TYPE_CHECKING:
+    from .layout import Layout
     from .shard import Shard
 
 T = TypeVar("T")
@@ -29,6 +30,10 @@ class SpreadUpkeep:
 
     @property
     def control(self) -> Shard:
+        raise NotImplementedError  # Store's
+
+    @property
+    def layout(self) -> Layout:
         raise NotImplementedError  # Store's
 
     def _sweep(self, call: Callable[[Shard], T]) -> list[T]:
@@ -136,7 +141,11 @@ class SpreadUpkeep:
     def fire_periodic_slot(
         self, job: JobSpec, name: str, due: int, next_ms: int, holder: str | None, now: int = 0
     ) -> bool | None:
-        """Periodic jobs live in the control partition, with the lease fencing their fire."""
+        """Periodic jobs live in the control partition, with the lease fencing their fire.
+        The layout is read (or created) first, as before any other job is written: a
+        deployment's first jobs must not precede its layout record, or a process asking for
+        several partitions would find jobs and no record (layout.NotMigrated)."""
+        _ = self.layout
         return self.control.fire_periodic_slot(job, name, due, next_ms, holder, now)
 
 
