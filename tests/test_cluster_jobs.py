@@ -36,7 +36,7 @@ def test_one_queue_uses_every_primary(
     assert owners == {("127.0.0.1", n.port) for n in valkey_cluster.primaries()}, owners
     jobs = [capp.submit("add", (i, 1)) for i in range(90)]
     per = [int(s.r.zcard(s.keys.queue("default"))) for s in store.shards]
-    assert sum(per) == 90 and min(per) >= 15, per
+    assert sum(per) == 90 and min(per) >= 10, per  # (30 expected each: 4.5 sigma below)
     with deployment(capp, concurrency=4):
         assert [j.result(timeout=60) for j in jobs] == [i + 1 for i in range(90)]
 
