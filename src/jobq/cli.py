@@ -3,81 +3,33 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
 
+from .cli_base import (  # noqa: F401 (EXIT_* are this module's API too)
+    EXIT_BROKER,
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    _app,
+    common,
+    main,
+)
+
+__all__ = ["main"]
 from .cli_remote import acl_command, listen_options
 from .cli_server import server
 from .doctor import doctor_command
 from .errors import (
     BrokerError,
     ConfigError,
-    JobFailed,
-    JobNotFound,
-    JobqError,
-    ResultTimeout,
 )
-from .names import InvalidName
-
-EXIT_FAILED, EXIT_USAGE, EXIT_BROKER, EXIT_NOT_FOUND, EXIT_TIMEOUT = 1, 2, 3, 4, 5
-
-
-def _setup_logging(verbose: bool) -> None:
-    from .logs import configure
-
-    # Control characters in messages are escaped: a name or an error cannot forge a log line.
-    configure(
-        logging.DEBUG if verbose else logging.INFO,
-        "%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        "%H:%M:%S",
-    )
-
-
-def common(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--url/--prefix/--verbose on every command, and JobqError -> message + exit code."""
-
-    @click.option("--url", envvar="JOBQ_URL", help="Broker URL (default: embedded Valkey).")
-    @click.option("--prefix", envvar="JOBQ_PREFIX", help="Key prefix of the deployment.")
-    @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-    @functools.wraps(fn)
-    def wrapper(url: str | None, prefix: str | None, verbose: bool, **kw: Any) -> Any:
-        _setup_logging(verbose)
-        # Exported so process-pool children and apps built at import see the same settings.
-        if url:
-            os.environ["JOBQ_URL"] = url
-        if prefix:
-            os.environ["JOBQ_PREFIX"] = prefix
-        try:
-            return fn(url=url, prefix=prefix, **kw)
-        except BrokerError as exc:  # unreachable, full (BrokerFull), refused: one line
-            click.echo(f"error: {' '.join(str(exc).split())}", err=True)
-            sys.exit(EXIT_BROKER)
-        except JobNotFound as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_NOT_FOUND)
-        except ResultTimeout as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_TIMEOUT)
-        except InvalidName as exc:  # a usage error: the message names the option and the fix
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_USAGE)
-        except JobFailed as exc:
-            click.echo(f"error: {exc}", err=True)
-            if exc.remote_traceback:
-                click.echo(exc.remote_traceback, err=True)
-            sys.exit(EXIT_FAILED)
-        except JobqError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_FAILED)
-
-    return wrapper
 
 
 def _memory_policy(app: Any, strict: bool, who: str) -> None:
@@ -91,18 +43,6 @@ def _memory_policy(app: Any, strict: bool, who: str) -> None:
         logging.getLogger("jobq").warning("cannot check maxmemory-policy yet (%s)", exc)
         return
     check_policy(state, redact(app.store.url), strict, who)
-
-
-def _app(url: str | None, prefix: str | None) -> Any:
-    from .client import App
-
-    return App(url, prefix=prefix)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="jobq")
-def main() -> None:
-    """jobq: a distributed job queue on Valkey/Redis."""
 
 
 @main.command()

@@ -33,7 +33,7 @@ from typing import Any
 import click
 import redis
 
-from .cli import _app, common, main
+from .cli_base import _app, common, main
 from .cluster_url import is_cluster
 from .errors import JobqError
 from .faults import RAISED, translate

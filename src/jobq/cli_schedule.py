@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .cli import _app, common, main
+from .cli_base import _app, common, main
 from .errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout
 
 
