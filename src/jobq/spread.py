@@ -25,6 +25,7 @@ from .model import JobRecord, Outcome, QueueInfo
 from .outage import Outage
 
 if TYPE_CHECKING:
+    from .layout import Layout
     from .shard import Shard
 
 log = logging.getLogger("jobq.store")
@@ -347,3 +348,20 @@ def list_jobs_over(
     if part >= len(shards):
         return out, None
     return out, _encode(part, inner)
+
+
+class Partitioned:
+    """What the halves of `Store` (`spread_reads.SpreadReads`, `spread_upkeep.SpreadUpkeep`)
+    read of it: its shards, the control partition's shard, and the layout."""
+
+    @property
+    def shards(self) -> list[Shard]:
+        raise NotImplementedError  # Store's
+
+    @property
+    def control(self) -> Shard:
+        raise NotImplementedError  # Store's
+
+    @property
+    def layout(self) -> Layout:
+        raise NotImplementedError  # Store's

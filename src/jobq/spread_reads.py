@@ -8,28 +8,15 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from .layout import Layout
 from .model import JobRecord, QueueInfo, WorkerInfo
-from .spread import EventCursor, list_jobs_over, merge_queue_infos
+from .spread import EventCursor, Partitioned, list_jobs_over, merge_queue_infos
 
 if TYPE_CHECKING:
-    from .shard import Shard
+    pass
 
 
-class SpreadReads:
+class SpreadReads(Partitioned):
     """Reads of a deployment; `Store` provides `shards`, `control` and `layout`."""
-
-    @property
-    def shards(self) -> list[Shard]:
-        raise NotImplementedError  # Store's
-
-    @property
-    def control(self) -> Shard:
-        raise NotImplementedError  # Store's
-
-    @property
-    def layout(self) -> Layout:
-        raise NotImplementedError  # Store's
 
     def dead_count(self) -> int:
         return sum(s.dead_count() for s in self.shards)

@@ -12,29 +12,16 @@ from typing import TYPE_CHECKING, TypeVar
 from .errors import BrokerUnavailable
 from .model import JobSpec
 from .periodic import PeriodicSpec
-from .spread import PartitionOutage, each_shard
+from .spread import Partitioned, PartitionOutage, each_shard
 
 if TYPE_CHECKING:
-    from .layout import Layout
     from .shard import Shard
 
 T = TypeVar("T")
 
 
-class SpreadUpkeep:
+class SpreadUpkeep(Partitioned):
     """Maintenance calls of a deployment; `Store` provides `shards` and `control`."""
-
-    @property
-    def shards(self) -> list[Shard]:
-        raise NotImplementedError  # Store's
-
-    @property
-    def control(self) -> Shard:
-        raise NotImplementedError  # Store's
-
-    @property
-    def layout(self) -> Layout:
-        raise NotImplementedError  # Store's
 
     def _sweep(self, call: Callable[[Shard], T]) -> list[T]:
         """`call(shard)` on every partition that answers. A maintenance sweep is repeated every
