@@ -333,14 +333,20 @@ def read_events(
     headers: dict[str, str],
     until: Callable[[dict[str, Any]], bool],
     params: dict[str, str] | None = None,
+    on_open: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
+    """The stream's events up to the first one `until` accepts. `on_open` runs once the server
+    says `: connected`: its subscription is taken by then and its cursor was fixed before, so
+    whatever `on_open` causes reaches this stream (no sleep, no race with the connect)."""
     got: list[dict[str, Any]] = []
     with http.stream("GET", "/v1/events", headers=headers, params=params or {}) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         event_id = None
         for line in r.iter_lines():
-            if line.startswith("id: "):
+            if line == ": connected" and on_open is not None:
+                on_open()
+            elif line.startswith("id: "):
                 event_id = line[4:]
             elif line.startswith("data: "):
                 data = json.loads(line[6:])
@@ -359,21 +365,19 @@ def test_events_stream_and_resume(http: httpx.Client, live: LiveMaster) -> None:
                       {"since": "0-0"})  # fmt: skip
     states = [e["state"] for e in evs if e["job"] == first]
     assert states == ["queued", "running", "succeeded"]
-    # Live: a job submitted after connecting shows up.
-    import threading
-
+    # Live: a job submitted once the stream is open shows up (submitted when the server says
+    # the stream is connected, not after a sleep the connect could outlast).
     second: list[str] = []
 
-    def submit_later() -> None:
-        time.sleep(0.5)
+    def submit_second() -> None:
         with httpx.Client(base_url=live.url, timeout=30) as c:
             second.append(c.post("/v1/jobs", json={"task": "add", "args": [2, 2]}).json()["id"])
 
-    t = threading.Thread(target=submit_later)
-    t.start()
     evs = read_events(http, {}, lambda e: bool(second) and e["job"] == second[0]
-                      and e["state"] == "succeeded")  # fmt: skip
-    t.join()
+                      and e["state"] == "succeeded", on_open=submit_second)  # fmt: skip
+    assert second and [e["state"] for e in evs if e["job"] == second[0]] == [
+        "queued", "running", "succeeded"
+    ]  # fmt: skip
     # Resume after the first event seen: the rest follows, nothing before it.
     resume_from = evs[0]["id"]
     again = read_events(http, {"Last-Event-ID": resume_from}, lambda e: e["id"] == evs[-1]["id"])
