@@ -16,6 +16,7 @@ import os
 import pstats
 import shutil
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -107,7 +108,9 @@ def main() -> int:
         )
         s = io.StringIO()
         pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(12)
-        print("```\n" + s.getvalue().strip() + "\n```", file=out)
+        # The standard library's own path is this machine's; the table names it <stdlib>.
+        table = s.getvalue().strip().replace(sysconfig.get_path("stdlib") + "/", "<stdlib>/")
+        print("```\n" + table + "\n```", file=out)
     finally:
         server.kill()
         server.wait()

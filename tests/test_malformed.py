@@ -252,7 +252,7 @@ def test_registry_walk_is_bounded_per_tick_and_the_registry_shrinks(store: Store
 
 
 def test_a_worker_runs_the_real_jobs_around_a_malformed_one(url: str, prefix: str) -> None:
-    """The issue's row: a hash without `task` among real jobs used to strand them and stop the
+    """The reported case: a hash without `task` among real jobs used to strand them and stop the
     worker; now the real ones run and the malformed one is dead-lettered."""
     with App(url, prefix=prefix, heartbeat_ms=200, tick_ms=50) as app:
         jobs = [app.submit("add", (i, 1)) for i in range(3)]

@@ -2,7 +2,7 @@
 rolling SIGTERM (a process group included).
 
 Each scenario is bounded in jobs and time and ends by itself; the checker (harness.check) then
-asserts the issue's "done" criteria and the scenario leaves its row in docs/reliability.md.
+asserts harness.py's criteria and the scenario leaves its row in docs/reliability.md.
 """
 
 from __future__ import annotations
