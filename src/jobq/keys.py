@@ -10,10 +10,10 @@ rendered into each script's preamble by `scripts.py`), so no key name is written
 and no script can reach outside its slot.
 
 Every key below exists once per partition, except the control keys (``leader``, ``master``,
-``worker:<name>``, ``workers``, ``periodic``, ``periodic:next``, ``orphans:cursor``, ``layout``),
-which only the control partition (partition 0) holds and which plain commands or control
-scripts (``leader``) touch. Worker presence (``worker:<name>``) is also copied into every other
-partition, because ``orphans`` reads it there.
+``periodic``, ``periodic:next``, ``layout``), which only the control partition (partition 0)
+holds and which plain commands or control scripts (``leader``) touch. Worker presence
+(``worker:<name>``, ``workers``) is written into every partition, because each partition's
+``orphans`` walk (with its own ``orphans:cursor``) reads it there.
 
 | key (after the prefix)  | type   | written by                         | read by                      |
 |-------------------------|--------|------------------------------------|------------------------------|
