@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..client import App
     from ..maintenance import Maintainer
     from ..replicas import ReadRouter
-    from .events import EventHub
+    from .hub import EventHub
     from .rates import RateTracker
 
 
