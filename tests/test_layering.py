@@ -159,5 +159,7 @@ def test_no_import_cycles() -> None:
     graph = import_graph()
     assert len(graph) > 40, "the scanner found too few modules"
     found = cycles(graph)
-    loops = "\n".join("  " + " -> ".join(a_cycle(graph, c)) for c in found)
+    loops = "\n".join(
+        f"  {' -> '.join(a_cycle(graph, c))}   (all of: {', '.join(c)})" for c in found
+    )
     assert not found, f"import cycles in src/{PACKAGE} (every import counts):\n{loops}"

@@ -6,6 +6,9 @@ script and released by the completion script on the server, so no process has to
 to drive a workflow, and nothing polls. Jobs of one workflow placed in different partitions
 are linked through durable hand-offs (handoff.py): `specs()` gives the jobs to place, and
 handoff.submit sends them in dependency order, one wave per partition boundary crossed.
+
+A `Signature` (one call not yet submitted, ``task.s(...)``) is defined beside `Task` in
+tasks.py and re-exported here; this module only composes signatures.
 """
 
 from __future__ import annotations
