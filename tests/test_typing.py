@@ -16,6 +16,7 @@ from inprocess import deployment
 
 from jobq import App
 from jobq.errors import ConfigError
+from jobq.options import SUBMIT_OPTIONS, SubmitOptions
 
 GOOD = """
 from __future__ import annotations
@@ -208,3 +209,9 @@ def test_with_options_refuses_an_unknown_option_where_it_is_written() -> None:
     with pytest.raises(ConfigError, match=r"unknown submit option.*prio"):
         add.with_options(prio=5)  # type: ignore[call-arg]
     assert add(2, 3) == 5
+
+
+def test_the_typed_options_are_the_submit_options() -> None:
+    """`SubmitOptions` (what a type checker accepts) and SUBMIT_OPTIONS (what `App.spec`
+    accepts) name the same options."""
+    assert set(SubmitOptions.__annotations__) == SUBMIT_OPTIONS
