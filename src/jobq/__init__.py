@@ -1,6 +1,7 @@
 """jobq: a distributed job queue on Valkey/Redis — durable, fenced, fast."""
 
-from .client import App, Job
+from .client import App
+from .context import current_job
 from .errors import (
     BrokerError,
     BrokerFull,
@@ -12,9 +13,10 @@ from .errors import (
     ResultTimeout,
     Retry,
 )
+from .job import Job
 from .names import InvalidName
 from .states import JobState
-from .tasks import Task, current_job
+from .tasks import Task
 
 __all__ = [
     "App",

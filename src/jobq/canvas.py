@@ -6,59 +6,45 @@ script and released by the completion script on the server, so no process has to
 to drive a workflow, and nothing polls. Jobs of one workflow placed in different partitions
 are linked through durable hand-offs (handoff.py): `specs()` gives the jobs to place, and
 handoff.submit sends them in dependency order, one wave per partition boundary crossed.
+
+A `Signature` (one call not yet submitted, ``task.s(...)``) is defined beside `Task` in
+tasks.py and re-exported here; this module only composes signatures.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from .errors import ConfigError
+from .job import Job
+from .model import JobSpec
+from .tasks import Signature, TaskHost
 
-if TYPE_CHECKING:
-    from .client import App, Job
-    from .model import JobSpec
-    from .tasks import Task
+__all__ = ["Chain", "Chord", "Group", "GroupResult", "Signature", "chain", "chord", "group"]
 
-
-@dataclass(frozen=True)
-class Signature:
-    """A task call not yet submitted: task, arguments, submit options."""
-
-    task: Task
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def set(self, **options: Any) -> Signature:
-        """A copy with more submit options (queue, priority, retries, ...)."""
-        return replace(self, options={**self.options, **options})
-
-    def spec(self, **extra: Any) -> JobSpec:
-        return self.task.app.spec(self.task.name, self.args, self.kwargs, {**self.options, **extra})
-
-    def submit(self) -> Job:
-        return self.task.app.submit(self.task.name, self.args, self.kwargs, **self.options)
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
 class GroupResult:
     """The jobs of a submitted group, in order."""
 
-    jobs: list[Job]
+    jobs: list[Job[Any]]
 
     def results(self, timeout: float | None = None) -> list[Any]:
         """Every job's result in order (raises the first failure)."""
         return [j.result(timeout=timeout) for j in self.jobs]
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Job[Any]]:
         return iter(self.jobs)
 
     def __len__(self) -> int:
         return len(self.jobs)
 
 
-def _app_of(sigs: list[Signature]) -> App:
+def _app_of(sigs: list[Signature[Any]]) -> TaskHost:
     if not sigs:
         raise ConfigError("a workflow needs at least one signature")
     return sigs[0].task.app
@@ -68,7 +54,7 @@ def _app_of(sigs: list[Signature]) -> App:
 class Group:
     """Run signatures in parallel."""
 
-    sigs: list[Signature]
+    sigs: list[Signature[Any]]
 
     def submit(self) -> GroupResult:
         app = _app_of(self.sigs)
@@ -79,7 +65,7 @@ class Group:
 class Chain:
     """Run signatures one after another; each receives the previous result as first argument."""
 
-    sigs: list[Signature]
+    sigs: list[Signature[Any]]
 
     def specs(self) -> list[JobSpec]:
         """The chain's jobs, each depending on the one before (its result passed on)."""
@@ -91,17 +77,17 @@ class Chain:
                 specs.append(s.spec())
         return specs
 
-    def submit(self) -> Job:
+    def submit(self) -> Job[Any]:
         """Submit the whole chain; returns the last job (its result is the chain's)."""
         return _app_of(self.sigs).submit_specs(self.specs())[-1]
 
 
 @dataclass(frozen=True)
-class Chord:
+class Chord(Generic[R]):
     """Run a group, then `body` with the list of the group's results as first argument."""
 
-    header: list[Signature]
-    body: Signature
+    header: list[Signature[Any]]
+    body: Signature[R]
 
     def specs(self) -> list[JobSpec]:
         """The header's jobs, then the body depending on all of them (their results passed
@@ -109,20 +95,20 @@ class Chord:
         head = [s.spec() for s in self.header]
         return [*head, self.body.spec(depends_on=[h.id for h in head], pass_results="list")]
 
-    def submit(self) -> Job:
+    def submit(self) -> Job[R]:
         """Submit header and body together; returns the body's job."""
         return _app_of([self.body]).submit_specs(self.specs())[-1]
 
 
-def group(*sigs: Signature | list[Signature]) -> Group:
+def group(*sigs: Signature[Any] | list[Signature[Any]]) -> Group:
     """group(a.s(1), a.s(2)) or group([a.s(i) for i in ...])."""
     flat = [x for s in sigs for x in (s if isinstance(s, list) else [s])]
     return Group(flat)
 
 
-def chain(*sigs: Signature) -> Chain:
+def chain(*sigs: Signature[Any]) -> Chain:
     return Chain(list(sigs))
 
 
-def chord(header: Group | list[Signature], body: Signature) -> Chord:
+def chord(header: Group | list[Signature[Any]], body: Signature[R]) -> Chord[R]:
     return Chord(header.sigs if isinstance(header, Group) else list(header), body)

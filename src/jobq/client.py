@@ -1,4 +1,6 @@
-"""The public Python API: `App` (task registry + connection) and `Job` handles."""
+"""The public Python API: `App`, the task registry and the connection, on top of everything
+else: `Job` handles are job.py's, `Task` and `Signature` tasks.py's, the options options.py's,
+workflows canvas.py's (`Job` is re-exported here for older imports)."""
 
 from __future__ import annotations
 
@@ -6,29 +8,40 @@ import base64
 import datetime as dt
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import Any, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
-from .codes import Cancel, Rerun
+from .canvas import GroupResult
 from .config import Settings
-from .errors import (
-    ConfigError,
-    JobCancelled,
-    JobFailed,
-    JobNotFound,
-    ResultTimeout,
-)
+from .errors import ConfigError
+from .job import Job
 from .keys import Keys, group_queue, worker_queue
-from .model import JobRecord, JobSpec, QueueInfo
+from .model import JobSpec, QueueInfo
 from .names import check_job_id, check_name, check_queue, check_ref, check_spec
+from .options import SUBMIT_OPTIONS, TaskOptions, parse_rate
 from .periodic import PeriodicSpec
 from .serde import Serializer
-from .states import JobState
 from .store import Store, open_store
-from .tasks import SUBMIT_OPTIONS, Task, TaskOptions, parse_rate
+from .tasks import Task
+
+__all__ = ["MAX_PRIORITY", "App", "Job", "TaskDecorator", "new_job_id"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 MAX_PRIORITY = 1000
+
+
+class TaskDecorator(Protocol):
+    """What ``@app.task(...)`` and ``@app.periodic(...)`` return: it registers the function and
+    keeps its types (an ``async def`` task's result type is what it awaits to)."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
 
 def new_job_id() -> str:
@@ -55,7 +68,7 @@ class App:
     ) -> None:
         base = settings or Settings.from_env()
         self.settings = base.with_overrides(url=url, prefix=prefix, **overrides)
-        self.tasks: dict[str, Task] = {}
+        self.tasks: dict[str, Task[..., Any]] = {}
         self.periodics: dict[str, PeriodicSpec] = {}
         self._templates: dict[str, JobSpec] = {}  # per task: a spec with no options given
         self.serializer = Serializer(self.settings.codec, self.settings.allow_pickle)
@@ -65,7 +78,10 @@ class App:
     # -- registry ----------------------------------------------------------------------------
 
     @overload
-    def task(self, fn: Callable[..., Any], /) -> Task: ...
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
     def task(
@@ -81,7 +97,7 @@ class App:
         timeout: float | None = None,
         result_ttl: int | None = None,
         rate_limit: str | None = None,
-    ) -> Callable[[Callable[..., Any]], Task]: ...
+    ) -> TaskDecorator: ...
 
     def task(
         self,
@@ -96,7 +112,7 @@ class App:
         timeout: float | None = None,
         result_ttl: int | None = None,
         rate_limit: str | None = None,
-    ) -> Task | Callable[[Callable[..., Any]], Task]:
+    ) -> Task[Any, Any] | TaskDecorator:
         """Register a function as a task (usable as ``@app.task`` or ``@app.task(...)``)."""
         if rate_limit is not None:
             parse_rate(rate_limit)  # fail at declaration, not at the first claim
@@ -105,8 +121,8 @@ class App:
             check_name("task name", name)
         opts = TaskOptions(queue, priority, retries, backoff, timeout, result_ttl, rate_limit)
 
-        def register(f: Callable[..., Any]) -> Task:
-            task = Task(self, f, check_name("task name", name or f.__name__), opts)
+        def register(f: Callable[..., Any]) -> Task[Any, Any]:
+            task: Task[Any, Any] = Task(self, f, check_name("task name", name or f.__name__), opts)
             if task.name in self.tasks and self.tasks[task.name].fn is not f:
                 raise ConfigError(f"two tasks are registered under the name {task.name!r}")
             self.tasks[task.name] = task
@@ -134,7 +150,7 @@ class App:
         queue: str | None = None,
         missed: str = "skip",
         **task_options: Any,
-    ) -> Callable[[Callable[..., Any]], Task]:
+    ) -> TaskDecorator:
         """Register a function as a task that runs on a schedule: a cron expression
         (``@app.periodic("*/5 * * * *")``) or a fixed interval (``@app.periodic(every=30)``).
 
@@ -142,7 +158,7 @@ class App:
         starts; each tick fires exactly once however many masters run.
         """
 
-        def register(f: Callable[..., Any]) -> Task:
+        def register(f: Callable[..., Any]) -> Task[Any, Any]:
             task = self.task(f, **task_options) if task_options else self.task(f)
             spec = PeriodicSpec(
                 name=name or task.name,
@@ -219,7 +235,7 @@ class App:
         *,
         failover_wait_s: float | None = None,
         **options: Any,
-    ) -> Job:
+    ) -> Job[Any]:
         """Queue one job of the task registered (anywhere) under `task`.
 
         Returns the handle of the job that stands for this submit: a new one, the existing job
@@ -244,7 +260,7 @@ class App:
         *,
         failover_wait_s: float | None = None,
         **options: Any,
-    ) -> list[Job]:
+    ) -> list[Job[Any]]:
         """Queue many jobs of one task in a single round trip (streamed script calls); waits
         for a primary like `submit`."""
         if options.get("job_id") is not None:
@@ -259,7 +275,7 @@ class App:
 
     def submit_specs(
         self, specs: list[JobSpec], *, failover_wait_s: float | None = None
-    ) -> list[Job]:
+    ) -> list[Job[Any]]:
         """Queue prepared specs (any tasks, dependencies among them allowed) in one round trip;
         waits for a primary like `submit`."""
         for s in specs:
@@ -339,7 +355,7 @@ class App:
 
     # -- reading and control -----------------------------------------------------------------
 
-    def job(self, job_id: str) -> Job:
+    def job(self, job_id: str) -> Job[Any]:
         """A handle on an existing job (no round trip)."""
         return Job(self, job_id)
 
@@ -350,66 +366,10 @@ class App:
         return self.store.dead_letters(limit, offset)
 
 
-class Job:
-    """A handle on one job: its id, and calls that read or steer it."""
-
-    __slots__ = ("app", "id")
-
-    def __init__(self, app: App, job_id: str) -> None:
-        self.app = app
-        self.id = job_id
-
-    def __repr__(self) -> str:
-        return f"<Job {self.id}>"
-
-    def status(self) -> JobState | None:
-        """The job's state, or None if there is no such job (or its result expired)."""
-        return self.app.store.get_state(self.id)
-
-    def info(self) -> JobRecord:
-        rec = self.app.store.get_job(self.id)
-        if rec is None:
-            raise JobNotFound(f"no job {self.id} (never submitted, or its result expired)")
-        return rec
-
-    def result(self, timeout: float | None = None) -> Any:
-        """Wait (blocking, no polling) for the outcome; return the value or raise the error."""
-        rec = self.app.store.wait(self.id, timeout, full=False)
-        if rec is None:
-            raise JobNotFound(f"no job {self.id} (never submitted, or its result expired)")
-        if rec.state == JobState.SUCCEEDED:
-            return self.app.serializer.decode_result(rec.result or b"[null]")
-        if rec.state == JobState.FAILED:
-            e = rec.error or {}
-            raise JobFailed(
-                self.id, e.get("type", "Error"), e.get("message", ""), e.get("traceback", "")
-            )
-        if rec.state == JobState.CANCELLED:
-            raise JobCancelled(f"job {self.id} was cancelled")
-        raise ResultTimeout(f"job {self.id} still {rec.state} after {timeout}s")
-
-    def cancel(self) -> bool:
-        """Cancel if queued/scheduled (True); a running job is asked to stop (False)."""
-        code = self.app.store.cancel(self.id)
-        if code == Cancel.NOT_FOUND:
-            raise JobNotFound(f"no job {self.id}")
-        return code == Cancel.CANCELLED
-
-    def rerun(self) -> None:
-        """Queue a dead-lettered job again."""
-        code = self.app.store.rerun(self.id)
-        if code != Rerun.QUEUED:
-            from .errors import from_code
-
-            raise from_code(code, self.id, "rerun")
-
-
 def _parents(depends_on: Any) -> tuple[tuple[str, ...], str]:
     """Parent ids from Jobs, ids or a Group; a Group's members hand their results on as a list."""
     if depends_on is None:
         return (), ""
-    from .canvas import GroupResult
-
     if isinstance(depends_on, GroupResult):
         return tuple(j.id for j in depends_on.jobs), "list"
     if isinstance(depends_on, Job | str):

@@ -101,12 +101,13 @@ def run_demo(n: int, data_dir: str) -> int:
 
 def _drive(n: int) -> int:
     t0 = time.monotonic()
-    jobs: list[tuple[str, Job]] = []
+    jobs: list[tuple[str, Job[object]]] = []
     quarter = max(n // 4, 1)
     jobs += [("square", j) for j in square.map([(i,) for i in range(quarter * 2)])]
     jobs += [("flaky", flaky.submit(i)) for i in range(quarter // 2)]
     jobs += [("slow", slow.submit(20)) for _ in range(quarter // 2)]
-    jobs += [("delayed", square.submit(i, delay=1.0)) for i in range(n - len(jobs) - 5)]
+    later = square.with_options(delay=1.0)
+    jobs += [("delayed", later.submit(i)) for i in range(n - len(jobs) - 5)]
     jobs += [("broken", broken.submit(i)) for i in range(5)]
     click.echo(f"submitted {len(jobs)} jobs in {time.monotonic() - t0:.2f}s")
     outcomes: dict[str, Counter[str]] = defaultdict(Counter)

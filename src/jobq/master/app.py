@@ -16,8 +16,8 @@ from ..errors import BrokerError, BrokerFull, BrokerUnavailable, JobqError
 from ..names import InvalidName
 from . import api, compat, dashboard, events, ops, schedules
 from .context import Context
-from .events import EventHub
 from .guards import BearerAuth, BodyLimit, HostPolicy, RequestGuard, SecurityHeaders
+from .hub import EventHub
 from .rates import RateTracker
 
 if TYPE_CHECKING:

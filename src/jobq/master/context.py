@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from ..replicas import ReadRouter
+
 if TYPE_CHECKING:
     from ..client import App
     from ..maintenance import Maintainer
-    from ..replicas import ReadRouter
-    from .events import EventHub
+    from .hub import EventHub
     from .rates import RateTracker
 
 
@@ -38,8 +39,6 @@ class Context:
         (a fresh replica with ``read_from_replicas``, else the primary). Everything else, and
         every read that must see a write just made (a job's status), uses ``app.store``."""
         if self.router is None:
-            from ..replicas import ReadRouter
-
             with self._lock:
                 if self.router is None:
                     s = self.app.settings

@@ -60,7 +60,7 @@ def timeout_s(app: App, c: Claimed) -> float | None:
     return task.options.timeout if task else None
 
 
-def prepare(app: App, c: Claimed) -> tuple[Task, list[Any], dict[str, Any]] | Outcome:
+def prepare(app: App, c: Claimed) -> tuple[Task[..., Any], list[Any], dict[str, Any]] | Outcome:
     """Find the task and decode the arguments, or the Outcome that says why not."""
     task = app.tasks.get(c.task)
     if task is None:
