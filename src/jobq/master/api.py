@@ -269,13 +269,15 @@ def throughput(c: Ctx) -> ThroughputOut:
     "/workers",
     response_model=WorkersOut,
     tags=["system"],
-    summary="Workers, newest first: registry entry, last heartbeat, current jobs",
+    summary="Workers, newest first: alive or gone, last heartbeat, registry entry, current jobs",
 )
 def workers(c: Ctx, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> WorkersOut:
     out = [
         WorkerOut(
             name=w.name,
             alive=w.alive,
+            state="alive" if w.alive else "gone",
+            seen_ago_s=round(w.seen_ago_ms / 1000, 3),
             last_seen=dt.datetime.fromtimestamp(w.last_seen_ms / 1000, dt.UTC).isoformat(
                 timespec="milliseconds"
             )

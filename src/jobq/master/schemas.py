@@ -292,8 +292,15 @@ class QueuesOut(BaseModel):
 
 class WorkerOut(BaseModel):
     name: str
-    alive: bool
+    alive: bool = Field(
+        description="Its last heartbeat is at most 3 of its heartbeat intervals old."
+    )
+    state: Literal["alive", "gone"] = Field(
+        description="`gone`: not seen for 3 heartbeat intervals (killed, cut off, stopped); "
+        "listed as gone for 15 minutes, then left out."
+    )
     last_seen: str | None
+    seen_ago_s: float = Field(description="Seconds since its last heartbeat (server clock).")
     info: dict[str, str]
     jobs: list[str]
 
