@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .values import fraction as check_fraction
+
 if TYPE_CHECKING:
     from .canvas import Signature
     from .client import App, Job
@@ -91,10 +93,12 @@ class JobContext:
 
     def progress(self, fraction: float, message: str = "") -> bool:
         """Report progress (0..1 and a note), shown by `jobq status`; False if this attempt
-        no longer owns the job (its lease was lost), a hint to stop."""
+        no longer owns the job (its lease was lost), a hint to stop. A fraction outside
+        [0, 1], NaN or an infinity raises `InvalidOption`."""
+        fraction = check_fraction(fraction)
         if self.app is None:
             return False
-        return self.app.store.progress(self.id, self.token, float(fraction), message)
+        return self.app.store.progress(self.id, self.token, fraction, message)
 
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(

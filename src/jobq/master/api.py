@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 
 from ..codes import Cancel, Rerun
-from ..errors import DependencyCycle, JobNotFound
+from ..errors import DependencyCycle, JobIdConflict, JobNotFound
 from ..states import JobState
 from .context import Context, ctx
 from .schemas import (
@@ -62,6 +62,7 @@ def api_wait_s(c: Context) -> float:
     summary="Submit one job (with dependencies, unique key, target worker, limits...)",
     responses={
         403: {"model": ErrorOut, "description": "result_ttl 0 (keep forever) without a token"},
+        409: {"model": ErrorOut, "description": "job_id taken by a job of another task"},
         422: {"model": ErrorOut, "description": "Invalid option, or unknown parent"},
     },
 )
@@ -110,9 +111,12 @@ def _check_keep_forever(result_ttl: int | None, c: Context) -> None:
 @contextmanager
 def _refusals() -> Iterator[None]:
     """A submit the broker refuses (unknown parent, cycle) is the request's fault: 422 naming
-    depends_on and the parent (nothing was written)."""
+    depends_on and the parent (nothing was written); a job id taken by another task's job is
+    a 409 naming both tasks."""
     try:
         yield
+    except JobIdConflict as exc:
+        raise HTTPException(409, f"job_id: {exc}") from exc
     except (JobNotFound, DependencyCycle) as exc:
         text = str(exc)
         raise HTTPException(422, text if "depends_on" in text else f"depends_on: {text}") from exc

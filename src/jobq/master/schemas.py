@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from ..client import MAX_PRIORITY
+from ..names import JOB_ID_PATTERN as USER_JOB_ID_PATTERN
 from ..names import MAX_NAME_LEN, check_job_id, check_name, check_queue
 
 
@@ -168,7 +169,7 @@ class JobIn(SubmitOptions):
         None,
         min_length=1,
         max_length=200,
-        pattern=NAME_PATTERN,
+        pattern=USER_JOB_ID_PATTERN,
         description="Idempotency key: the same id twice makes one job.",
     )
 
