@@ -251,3 +251,17 @@ def test_nan_never_reaches_the_wire_as_null(app: App) -> None:
     spec = app.spec("t", (), {}, {"timeout": 1.5, "backoff": 0.25, "delay": 2})
     row = json.loads(spec.as_row()[4])
     assert all(isinstance(v, int) and math.isfinite(v) for v in row.values()), row
+
+
+@on_every_layout
+def test_http_delete_of_a_periodic_from_code_needs_force(app: App, http: httpx.Client) -> None:
+    @app.periodic(every=3600)
+    def hourly() -> None: ...
+
+    app.store.upsert_periodic(app.periodics["hourly"])
+    r = http.delete("/v1/periodic/hourly")
+    assert r.status_code == 409 and "defined in code" in r.json()["error"], r.text
+    assert [s.name for s, _ in app.store.list_periodic()] == ["hourly"]
+    r = http.delete("/v1/periodic/hourly", params={"force": "true"})
+    assert r.status_code == 200, r.text
+    assert app.store.list_periodic() == []
