@@ -113,8 +113,9 @@ class SubmitOptions(_Strict):
         | None
     ) = Field(
         None,
-        description="With worker/worker_group: if the target is gone, run the job from this "
-        "queue instead of failing it (true = the job's own queue).",
+        description="With worker: if that worker is not seen for worker_gone_ms "
+        "(JOBQ_WORKER_GONE_MS, a minute), run the job from this queue instead of failing it "
+        "(true = the job's own queue). A worker_group job waits for any member.",
     )
     concurrency_key: Name | None = Field(
         None,
