@@ -34,7 +34,7 @@ MISSED_POLICIES = ("skip", "once")
 #: Where a spec comes from (`PeriodicSpec.origin`).
 ORIGINS = ("code", "cli")
 #: Longest interval of an ``every=`` schedule, seconds.
-MAX_EVERY_S = 366 * 86_400
+MAX_EVERY_S = 10 * 366 * 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +78,7 @@ class PeriodicSpec:
         ):
             raise InvalidOption(
                 f"periodic {self.name!r}: every must be a number of seconds from 0.001 to "
-                f"{MAX_EVERY_S} (a year), not {self.every_s!r}"
+                f"{MAX_EVERY_S} (10 years), not {self.every_s!r}"
             )
         if self.cron is not None:
             from croniter import CroniterBadDateError
