@@ -25,10 +25,11 @@ from jobq.reads import GONE_LISTED_MS
 
 pytestmark = pytest.mark.timeout(120)
 
-HEARTBEAT_MS = 300
-#: The worker publishes its heartbeat interval; readers call it gone after 3 of them (at
-#: least 1 s). Allowed here: that plus a loaded machine's slack.
-GONE_WITHIN_S = 6.0
+HEARTBEAT_MS = 1000
+#: The worker publishes its heartbeat interval; readers call it gone after 3 of them (3 s).
+#: Allowed here: that plus a loaded machine's slack, well under the 30 s its registry entry
+#: lives (3 leases of 10 s), which is when the old reading called it gone.
+GONE_WITHIN_S = 10.0
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def test_sigkilled_worker_is_gone_within_a_few_heartbeats(
         assert row["state"] == "alive" and row["info"]["heartbeat_ms"] == str(HEARTBEAT_MS)
         assert row["seen_ago_s"] < GONE_WITHIN_S
         # Still alive over several heartbeat intervals: beats keep it so, no flapping.
-        deadline = time.monotonic() + 2.5
+        deadline = time.monotonic() + 4
         while time.monotonic() < deadline:
             assert _listed(master, "doomed")["state"] == "alive"  # type: ignore[index]
             time.sleep(0.2)
@@ -98,7 +99,7 @@ def test_sigkilled_worker_is_gone_within_a_few_heartbeats(
         assert gone["info"].get("queues")
         cli = {w["name"]: w for w in _cli_workers(url, prefix)}
         assert cli["doomed"]["state"] == "gone" and cli["doomed"]["alive"] is False
-        assert cli["doomed"]["seen_ago_s"] >= 0.9
+        assert cli["doomed"]["seen_ago_s"] >= 2.9
         text = subprocess.run(
             jobq_cmd("workers"),
             env=subprocess_env(url, prefix),
