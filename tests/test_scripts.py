@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from jobq import App, JobState
-from jobq.errors import InvalidTransition, JobNotFound, ResultTimeout
+from jobq.errors import InvalidTransition, JobIdConflict, JobNotFound, ResultTimeout
 from jobq.maintenance import Maintainer, tick
 from jobq.model import Claimed, JobSpec, Outcome
 from jobq.store import Store
@@ -98,7 +98,9 @@ def test_enqueue_creates_a_queued_job(store: Store) -> None:
 
 def test_enqueue_is_idempotent_per_id(store: Store) -> None:
     assert submit(store, spec("same", task="first")) == [True]
-    assert submit(store, spec("same", task="second", priority=9)) == [False]
+    assert submit(store, spec("same", task="first", priority=9)) == [False]  # same task: that job
+    with pytest.raises(JobIdConflict, match="'first', not 'second'"):  # another task: refused
+        submit(store, spec("same", task="second"))
     assert field(store, "same", "task") == "first"  # unchanged
     assert store.r.zcard(store.keys.queue("default")) == 1
     assert submit(store, spec("x"), spec("x"), spec("y")) == [True, False, True]
@@ -106,7 +108,7 @@ def test_enqueue_is_idempotent_per_id(store: Store) -> None:
     # An id that already ran is not created again either.
     (c,) = claim(store)
     store.report([ok(c)], now=T + 1)
-    assert submit(store, spec("same")) == [False]
+    assert submit(store, spec("same", task="first")) == [False]
     assert state(store, "same") == "succeeded"
 
 

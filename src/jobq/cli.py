@@ -400,7 +400,7 @@ def demo(n: int, data_dir: str, verbose: bool) -> None:
 
 # Scheduling commands (periodic jobs, batches, waiting, purging) and `jobq migrate` (more
 # partitions for an existing deployment) live in their own modules.
-from . import cli_migrate, cli_schedule  # noqa: E402, F401
+from . import cli_migrate, cli_schedule, cli_workers  # noqa: E402, F401
 
 main.add_command(acl_command)
 main.add_command(doctor_command)

@@ -16,7 +16,9 @@ import click
 
 from .errors import (
     BrokerError,
+    InvalidOption,
     JobFailed,
+    JobIdConflict,
     JobNotFound,
     JobqError,
     ResultTimeout,
@@ -62,7 +64,7 @@ def common(fn: Callable[..., Any]) -> Callable[..., Any]:
         except ResultTimeout as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_TIMEOUT)
-        except InvalidName as exc:  # a usage error: the message names the option and the fix
+        except (InvalidName, InvalidOption, JobIdConflict) as exc:  # usage: names option, fix
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_USAGE)
         except JobFailed as exc:

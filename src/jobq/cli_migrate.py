@@ -153,7 +153,8 @@ def _held(store: Store) -> dict[str, int]:
 
 
 def _refuse_if_running(store: Store) -> None:
-    alive = [w for w in store.list_workers() if w.alive]
+    # (an entry not yet expired counts too: a worker whose heartbeats stall may still run jobs)
+    alive = [w for w in store.list_workers() if w.alive or w.info]
     master = store.master_alive()
     leader = store.leader_holder()
     if not (alive or master or leader):

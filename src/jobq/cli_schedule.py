@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from .cli_base import _app, common, main
-from .errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout
+from .errors import ConfigError, JobCancelled, JobFailed, JobNotFound, ResultTimeout
 
 
 @main.group()
@@ -74,11 +74,25 @@ def periodic_add(
 
 @periodic.command("remove")
 @click.argument("name")
+@click.option(
+    "--force", is_flag=True, help="Remove one defined in code too (it returns on the next start)."
+)
 @common
-def periodic_remove(name: str, url: str | None, prefix: str | None) -> None:
-    """Remove periodic job NAME."""
-    if not _app(url, prefix).store.remove_periodic(name):
+def periodic_remove(name: str, force: bool, url: str | None, prefix: str | None) -> None:
+    """Remove periodic job NAME (one added at run time; one defined in code only with --force)."""
+    store = _app(url, prefix).store
+    spec = next((s for s, _due in store.list_periodic() if s.name == name), None)
+    why = spec.removal_refused() if spec is not None else None
+    if why and not force:
+        raise ConfigError(why)
+    if not store.remove_periodic(name):
         raise JobNotFound(f"no periodic job named {name!r}")
+    if why:
+        click.echo(
+            f"warning: periodic {name} is defined in code (@app.periodic): removed for now, it "
+            "returns when the next worker starts; remove it from the code to drop it for good",
+            err=True,
+        )
     click.echo(f"periodic {name} removed")
 
 

@@ -12,9 +12,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
+from . import values
 from .canvas import GroupResult
 from .config import Settings
-from .errors import ConfigError
+from .errors import ConfigError, InvalidOption
 from .job import Job
 from .keys import Keys, group_queue, worker_queue
 from .model import JobSpec, QueueInfo
@@ -171,6 +172,7 @@ class App:
                 missed=missed,
                 retries=task.options.retries,
                 priority=task.options.priority,
+                origin="code",
             )
             self.periodics[spec.name] = spec
             return task
@@ -300,22 +302,24 @@ class App:
             v = options.get(name)
             return getattr(d, name) if v is None else v
 
-        priority = int(opt("priority"))
-        if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
-            raise ConfigError(f"priority {priority} is outside [-{MAX_PRIORITY}, {MAX_PRIORITY}]")
-        retries = int(opt("retries"))
-        if retries < 0:
-            raise ConfigError("retries must be >= 0")
-        timeout = opt("timeout")
+        priority = values.whole("priority", opt("priority"), -MAX_PRIORITY, MAX_PRIORITY)
+        retries = values.whole("retries", opt("retries"), 0, values.MAX_RETRIES)
+        timeout = values.timeout_s(opt("timeout"))
         ttl = opt("result_ttl")
+        if ttl is not None:  # 0 = kept forever
+            ttl = values.whole("result_ttl", ttl, 0, values.MAX_RESULT_TTL_S)
+        backoff = options.get("backoff")
+        if backoff is not None:
+            backoff = values.bounded("backoff", backoff, 0, values.MAX_TIMEOUT_S, " seconds")
         queue = check_queue(opt("queue"))
         fallback = options.get("fallback")
-        if options.get("worker") and options.get("worker_group"):
+        worker, group = options.get("worker"), options.get("worker_group")
+        if worker is not None and group is not None:
             raise ConfigError("give either worker or worker_group, not both")
-        if options.get("worker"):
-            queue = worker_queue(check_name("worker", options["worker"]))
-        elif options.get("worker_group"):
-            queue = group_queue(check_name("worker_group", options["worker_group"]))
+        if worker is not None:  # (an empty name is refused, not taken for "no worker")
+            queue = worker_queue(check_name("worker", worker))
+        elif group is not None:
+            queue = group_queue(check_name("worker_group", group))
         if fallback is True:
             fallback = str(opt("queue"))
         elif fallback:
@@ -327,9 +331,8 @@ class App:
         unique_key, concurrency_key = options.get("unique_key"), options.get("concurrency_key")
         if options.get("pass_results") is not None:
             pass_results = _pass_mode(options["pass_results"], len(parents))
-        limit = int(options.get("concurrency_limit") or 1)
-        if limit < 1:
-            raise ConfigError("concurrency_limit must be >= 1")
+        limit = options.get("concurrency_limit")
+        limit = 1 if limit is None else values.whole("concurrency_limit", limit, 1, 100_000)
         return JobSpec(
             id=new_job_id() if job_id is None else check_job_id(job_id),
             task=check_name("task", task),
@@ -337,11 +340,9 @@ class App:
             payload=self.serializer.encode_args(args, kwargs),
             priority=priority,
             max_attempts=retries + 1,
-            timeout_ms=None if timeout is None else int(float(timeout) * 1000),
-            backoff_ms=None
-            if options.get("backoff") is None
-            else int(float(options["backoff"]) * 1000),
-            result_ttl_s=None if ttl is None else int(ttl),
+            timeout_ms=None if timeout is None else max(1, int(timeout * 1000)),
+            backoff_ms=None if backoff is None else int(backoff * 1000),
+            result_ttl_s=ttl,
             delay_ms=_delay_ms(options.get("delay"), options.get("eta")),
             parents=parents,
             pass_results=pass_results,
@@ -386,14 +387,24 @@ def _pass_mode(value: Any, n_parents: int) -> str:
 
 
 def _delay_ms(delay: float | None, eta: Any) -> int:
+    """The delay in ms from `delay` (seconds) or `eta` (a datetime, naive = UTC, or epoch
+    seconds). A delay <= 0 or an eta in the past means "now"; NaN, infinities and times more
+    than `values.MAX_DELAY_S` ahead are refused."""
     if delay is not None and eta is not None:
         raise ConfigError("give either delay or eta, not both")
     if delay is not None:
-        return max(0, int(float(delay) * 1000))
+        d = values.number("delay", delay)
+        if d > values.MAX_DELAY_S:
+            raise InvalidOption(f"delay {delay!r} is more than 10 years ahead")
+        return max(0, int(d * 1000))
     if eta is None:
         return 0
     if isinstance(eta, dt.datetime):
         when = eta.timestamp() if eta.tzinfo else eta.replace(tzinfo=dt.UTC).timestamp()
     else:
-        when = float(eta)
-    return max(0, int((when - time.time()) * 1000))
+        when = values.number("eta", eta)
+    ahead = when - time.time()
+    if ahead > values.MAX_DELAY_S:
+        shown = eta.isoformat() if isinstance(eta, dt.datetime) else repr(eta)
+        raise InvalidOption(f"eta {shown} is more than 10 years ahead")
+    return max(0, int(ahead * 1000))

@@ -45,8 +45,11 @@ class Settings:
     """Approximate cap of the event stream."""
     tick_ms: int = 200
     """Maintenance tick: promote due jobs, reap expired leases."""
-    worker_gone_ms: int = 300_000
-    """A job targeted at a worker not seen for this long fails (or goes to its fallback)."""
+    worker_gone_ms: int = 60_000
+    """The named-worker grace: a job targeted at a worker (``worker=``) not seen for this long,
+    or at a group (``worker_group=``) none of whose members was, moves to its fallback queue
+    (``fallback=``), or fails naming the worker without one; sized so a restart keeps its
+    jobs and a dead host's jobs move on within about a minute."""
     leader_ms: int = 5_000
     """Leader lease of the maintenance loop; a new leader takes over this long after one dies."""
     durable: bool = False

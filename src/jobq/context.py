@@ -11,6 +11,7 @@ import contextvars
 from dataclasses import dataclass
 
 from .job import JobHost
+from .values import fraction as check_fraction
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +32,12 @@ class JobContext:
 
     def progress(self, fraction: float, message: str = "") -> bool:
         """Report progress (0..1 and a note), shown by `jobq status`; False if this attempt
-        no longer owns the job (its lease was lost), a hint to stop."""
+        no longer owns the job (its lease was lost), a hint to stop. A fraction outside
+        [0, 1], NaN or an infinity raises `InvalidOption`."""
+        fraction = check_fraction(fraction)
         if self.app is None:
             return False
-        return self.app.store.progress(self.id, self.token, float(fraction), message)
+        return self.app.store.progress(self.id, self.token, fraction, message)
 
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(

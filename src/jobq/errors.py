@@ -44,6 +44,26 @@ class ConfigError(JobqError):
     """A setting is invalid or contradicts another."""
 
 
+class InvalidOption(ConfigError, ValueError):
+    """A submit option (or a task's default for it) is out of range or not a number jobq can
+    keep: NaN, an infinity, a timeout of 0, a fractional priority... The message names the
+    option, the value and what is accepted; the CLI exits 2, HTTP answers 400/422."""
+
+
+class JobIdConflict(JobqError, ValueError):
+    """A job with this id already exists for another task: the id is an idempotency key for
+    one task's job, so reusing it for another would silently hand back the wrong result."""
+
+    def __init__(self, job_id: str, existing_task: str, task: str) -> None:
+        super().__init__(
+            f"job id {job_id!r} is taken by a job of task {existing_task!r}, not {task!r}: "
+            "give this job another id (the same id again for the same task returns that job)"
+        )
+        self.job_id = job_id
+        self.existing_task = existing_task
+        self.task = task
+
+
 class SerializationError(JobqError):
     """A value could not be encoded for the wire (the message names the argument)."""
 

@@ -16,6 +16,7 @@ from .errors import (
     BrokerError,
     BrokerUnavailable,
     DependencyCycle,
+    JobIdConflict,
     JobNotFound,
     JobqError,
     reply_error,
@@ -50,6 +51,10 @@ def translate(exc: BaseException, url: str, doing: str) -> JobqError:
         return DependencyCycle(msg.removeprefix("JOBQ_CYCLE ").strip())
     if msg.startswith("JOBQ_PARENT"):
         return JobNotFound("depends_on: " + msg.removeprefix("JOBQ_PARENT ").strip())
+    if msg.startswith("JOBQ_IDCONFLICT "):  # "<id>\t<existing task>\t<task>"
+        job_id, _, rest = msg.removeprefix("JOBQ_IDCONFLICT ").partition("\t")
+        existing, _, task = rest.partition("\t")
+        return JobIdConflict(job_id, existing, task)
     if isinstance(exc, redis.BusyLoadingError):  # a ConnectionError subclass in redis-py
         return reply_error("LOADING", _message(exc), url, doing)
     if isinstance(exc, redis.AuthenticationError):  # wrong password: retrying will not help

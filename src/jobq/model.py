@@ -320,3 +320,5 @@ class WorkerInfo:
     alive: bool
     info: dict[str, str]
     jobs: list[str]
+    seen_ago_ms: int = 0
+    """How long ago its last heartbeat was (server clock) when it was listed."""

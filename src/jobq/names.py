@@ -11,6 +11,13 @@ So each must be a non-empty string of at most `MAX_NAME_LEN` characters with:
 - no lone surrogates (they cannot be encoded as UTF-8: the broker call would fail later, as a
   500 or a crash, instead of here with a clear message).
 
+A job id a user gives (``job_id=``, ``--job-id``, ``task_id`` of ``/schedule``) keeps to a
+narrower alphabet, `JOB_ID_CHARS`: ASCII letters, digits and ``- _ . : @ + =``. An id is typed
+on command lines and pasted into URLs (``/v1/jobs/<id>``): a space, ``?``, ``#``, ``%``, a
+quote or a look-alike letter would make the job unreadable from one of them (one starting
+with ``-`` is read after ``--``: ``jobq status -- -x``). Lookups still take any name (ids
+jobq made before this rule stay readable).
+
 Some prefixes are jobq's own and refused from users: job ids ``periodic:...`` (the id of a
 periodic tick; submitting ``periodic:nightly:<due>`` early would hijack that tick) and queues
 ``@worker:...``/``@group:...`` (targeted dispatch: use ``worker=``/``worker_group=``).
@@ -19,6 +26,7 @@ References to existing jobs (parents, lookups) may name a periodic job.
 
 from __future__ import annotations
 
+import string
 import unicodedata
 
 from .errors import JobqError
@@ -31,6 +39,15 @@ MAX_NAME_LEN = 200
 RESERVED_JOB_PREFIXES = ("periodic:",)
 #: Queue names jobq makes itself (targeted dispatch).
 RESERVED_QUEUE_PREFIXES = (WORKER_QUEUE, GROUP_QUEUE)
+
+#: Every character a user-given job id may hold (the HTTP schemas' pattern says the same).
+JOB_ID_CHARS = frozenset(string.ascii_letters + string.digits + "-_.:@+=")
+#: The same, as a regular expression (for the HTTP schemas).
+JOB_ID_PATTERN = r"^[A-Za-z0-9_.:@+=-]+$"
+_JOB_ID_FIX = (
+    "a job id may use only ASCII letters, digits and - _ . : @ + = (it travels in URLs and on "
+    "command lines)"
+)
 
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 _FIX = "use letters, digits and punctuation such as - _ . : @ (no '/', ',' or control characters)"
@@ -84,7 +101,14 @@ def _reserved_why(prefix: str) -> str:
 
 
 def check_job_id(value: object, field: str = "job_id") -> str:
-    """A job id a user submits under (reserved prefixes refused)."""
+    """A job id a user submits under: the name rule, the job id alphabet (`JOB_ID_CHARS`),
+    reserved prefixes refused."""
+    if isinstance(value, str):
+        for i, ch in enumerate(value):
+            if ch not in JOB_ID_CHARS:
+                raise InvalidName(
+                    f"{field} {shown(value)} has {_describe(ch)} at position {i}: {_JOB_ID_FIX}"
+                )
     return check_name(field, value, reserved=RESERVED_JOB_PREFIXES)
 
 

@@ -1,5 +1,9 @@
 """Periodic jobs: cron expressions or fixed intervals, declared in code or added at run time.
 
+Each spec says where it comes from (`origin`): "code" for ``@app.periodic`` (every worker of
+the app declares it again when it starts), "cli" for one added at run time. `jobq periodic
+remove` refuses a spec from code unless ``--force`` (it would come back).
+
 A spec lives in the ``periodic`` hash; its next due time (ms) in the ``periodic:next`` zset. The
 maintenance leader fires due specs: one transaction (WATCH on the due time and the leader lease,
 then MULTI/EXEC) submits the job under the id ``periodic:<name>:<due ms>`` and moves the due time
@@ -17,15 +21,20 @@ all of them. Either way the next job is the first tick after the new leader's cl
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidOption
 from .names import check_name, check_queue
 
 MISSED_POLICIES = ("skip", "once")
+#: Where a spec comes from (`PeriodicSpec.origin`).
+ORIGINS = ("code", "cli")
+#: Longest interval of an ``every=`` schedule, seconds.
+MAX_EVERY_S = 10 * 366 * 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +53,11 @@ class PeriodicSpec:
     """The task's retries and priority, which the fired jobs take (the maintenance loop may
     run where the task is not registered)."""
     priority: int = 0
+    origin: str = "cli"
+    """Where the spec comes from: "code" (``@app.periodic``, declared again by every worker
+    that starts, so removing it at run time does not last) or "cli" (added at run time:
+    `jobq periodic add`, ``PUT /v1/periodic``; specs stored before origins were kept count
+    as such)."""
 
     def __post_init__(self) -> None:
         check_name("periodic name", self.name)  # it becomes part of each tick's job id
@@ -56,8 +70,16 @@ class PeriodicSpec:
 
             if not croniter.is_valid(self.cron):
                 raise ConfigError(f"periodic {self.name!r}: invalid cron expression {self.cron!r}")
-        if self.every_s is not None and self.every_s < 0.001:
-            raise ConfigError(f"periodic {self.name!r}: every must be at least 0.001 seconds")
+        if self.every_s is not None and not (
+            isinstance(self.every_s, int | float)
+            and not isinstance(self.every_s, bool)
+            and math.isfinite(self.every_s)
+            and 0.001 <= self.every_s <= MAX_EVERY_S
+        ):
+            raise InvalidOption(
+                f"periodic {self.name!r}: every must be a number of seconds from 0.001 to "
+                f"{MAX_EVERY_S} (10 years), not {self.every_s!r}"
+            )
         if self.cron is not None:
             from croniter import CroniterBadDateError
 
@@ -70,6 +92,19 @@ class PeriodicSpec:
                 ) from None
         if self.missed not in MISSED_POLICIES:
             raise ConfigError(f"periodic {self.name!r}: missed must be 'skip' or 'once'")
+        if self.origin not in ORIGINS:
+            raise ConfigError(f"periodic {self.name!r}: origin must be 'code' or 'cli'")
+
+    def removal_refused(self) -> str | None:
+        """Why removing this spec at run time would not last (None: it would): one declared
+        in code is declared again by the next worker that starts."""
+        if self.origin != "code":
+            return None
+        return (
+            f"periodic {self.name!r} is defined in code (by @app.periodic on task "
+            f"{self.task!r} in the app), so the next worker that starts brings it back: remove "
+            "it from the code (or pass --force to remove it until then)"
+        )
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))

@@ -25,6 +25,25 @@ from .states import JobState
 
 log = logging.getLogger("jobq.store")
 
+#: A worker is shown gone once its last heartbeat is this many of its intervals old.
+GONE_AFTER_BEATS = 3
+#: ... but never sooner than this (ms): a loaded machine delays a short heartbeat a little.
+MIN_GONE_AFTER_MS = 1_000
+#: How long a gone worker stays in the listing (ms), as `gone`, before it is left out.
+GONE_LISTED_MS = 15 * 60_000
+#: The heartbeat interval assumed for a worker that does not publish its own (`Settings`).
+DEFAULT_HEARTBEAT_MS = 10_000
+
+
+def gone_after_ms(info: dict[str, str], heartbeat_ms: int = DEFAULT_HEARTBEAT_MS) -> int:
+    """How old a worker's last heartbeat may be while it still counts as alive: a few of the
+    intervals it publishes in its entry (``heartbeat_ms``), else of `heartbeat_ms`."""
+    try:
+        beat = int(info.get("heartbeat_ms") or heartbeat_ms)
+    except ValueError:
+        beat = heartbeat_ms
+    return max(GONE_AFTER_BEATS * max(beat, 1), MIN_GONE_AFTER_MS)
+
 
 class Reads:
     """The read half of `Store` (which provides the client, the keys and `broker`)."""
@@ -266,11 +285,22 @@ class Reads:
                 return keep
             offset += n
 
-    def list_workers(self, limit: int = 200) -> list[WorkerInfo]:
+    def list_workers(
+        self, limit: int = 200, heartbeat_ms: int = DEFAULT_HEARTBEAT_MS
+    ) -> list[WorkerInfo]:
         """The most recently seen workers (newest first) with their registry entries and the
-        jobs they run now (from the leases index, at most `running_scan` of them)."""
+        jobs they run now (from the leases index, at most `running_scan` of them).
+
+        A worker is alive while its last heartbeat (server clock) is at most
+        `GONE_AFTER_BEATS` of its heartbeat intervals old (the interval it publishes, else
+        `heartbeat_ms`): a SIGKILLed worker shows as gone within seconds, not when its entry
+        expires. A gone worker stays listed for `GONE_LISTED_MS`, then is left out."""
         with self.broker("listing workers"):
-            names = self.r.zrevrange(self.keys.workers, 0, limit - 1, withscores=True)
+            sec, usec = self.r.time()
+            now = int(sec) * 1000 + int(usec) // 1000
+            names = self.r.zrevrangebyscore(
+                self.keys.workers, "+inf", now - GONE_LISTED_MS, 0, limit, withscores=True
+            )
             pipe = self.r.pipeline(transaction=False)
             for name, _ in names:
                 pipe.hgetall(self.keys.worker(name.decode()))
@@ -280,17 +310,21 @@ class Reads:
         for job_id, worker in running:
             by_worker.setdefault(worker, []).append(job_id)
         out = []
-        for (name, seen), info in zip(names, infos, strict=True):
+        for (name, seen), raw in zip(names, infos, strict=True):
             n = name.decode()
+            info = {k.decode(): v.decode() for k, v in raw.items()}
+            # Last seen in ms (server clock); scores written in seconds by older workers are
+            # scaled up.
+            seen_ms = int(seen if seen > 1e11 else seen * 1000)
+            ago = max(now - seen_ms, 0)
             out.append(
                 WorkerInfo(
                     name=n,
-                    # Last seen in ms (server clock); scores written in seconds by older
-                    # workers are scaled up.
-                    last_seen_ms=int(seen if seen > 1e11 else seen * 1000),
-                    alive=bool(info),
-                    info={k.decode(): v.decode() for k, v in info.items()},
+                    last_seen_ms=seen_ms,
+                    alive=bool(info) and ago <= gone_after_ms(info, heartbeat_ms),
+                    info=info,
                     jobs=by_worker.get(n, []),
+                    seen_ago_ms=ago,
                 )
             )
         return out

@@ -16,7 +16,10 @@
 --   in dlv:<id>) or terminal (succeeded with its result, failed, cancelled).
 -- Returns: array of n: 1 = created, 0 = a job with this id already exists (unchanged),
 --          or the id (string) of the pending job holding the same unique key.
--- Errors (nothing written): "JOBQ_PARENT <id>: no such job", "JOBQ_CYCLE <id>", "JOBQ_ARGS ..."
+--   The same id again for the same task is that job (its args and options are not compared:
+--   the id is the idempotency key); for another task it is refused (JOBQ_IDCONFLICT).
+-- Errors (nothing written): "JOBQ_PARENT <id>: no such job", "JOBQ_CYCLE <id>",
+--   "JOBQ_IDCONFLICT <id>\t<task of the existing job>\t<task submitted>", "JOBQ_ARGS ..."
 --   (also "JOBQ_ARGS enqueue: job <id>: ..." for a malformed options record), "JOBQ_WRONGTYPE ..."
 --   (a key the batch writes holds another type).
 local F = 6
@@ -83,11 +86,18 @@ end
 local remotes = {} -- per job index with remote parents: their table
 -- Validate every dependency first, so a bad batch changes nothing. Parents must exist or come
 -- earlier in the batch; pointing at a later job of the batch could close a cycle: refused.
-local seen, later, checked, opts = {}, {}, {}, {}
+-- An id already taken by a job of another task (stored, or earlier in this batch) is refused
+-- too: handing back that job's result for this submit would be silently wrong.
+local seen, later, checked, opts, task_of = {}, {}, {}, {}, {}
 for i = 0, n - 1 do later[ARGV[4 + i * F + 1]] = true end
 for i = 0, n - 1 do
   local b = 4 + i * F
   local id = ARGV[b + 1]
+  local had = task_of[id] or try('HGET', P .. K_JOB .. id, 'task')
+  if had and had ~= ARGV[b + 2] then
+    return redis.error_reply('JOBQ_IDCONFLICT ' .. id .. '\t' .. had .. '\t' .. ARGV[b + 2])
+  end
+  task_of[id] = had or ARGV[b + 2]
   opts[i + 1] = options(id, ARGV[b + 5])
   local parents = opts[i + 1].parents or ''
   local remote = {}

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 
 from ..codes import Cancel, Rerun
-from ..errors import DependencyCycle, JobNotFound
+from ..errors import DependencyCycle, JobIdConflict, JobNotFound
 from ..states import JobState
 from .context import Context, ctx
 from .schemas import (
@@ -62,6 +62,7 @@ def api_wait_s(c: Context) -> float:
     summary="Submit one job (with dependencies, unique key, target worker, limits...)",
     responses={
         403: {"model": ErrorOut, "description": "result_ttl 0 (keep forever) without a token"},
+        409: {"model": ErrorOut, "description": "job_id taken by a job of another task"},
         422: {"model": ErrorOut, "description": "Invalid option, or unknown parent"},
     },
 )
@@ -110,9 +111,12 @@ def _check_keep_forever(result_ttl: int | None, c: Context) -> None:
 @contextmanager
 def _refusals() -> Iterator[None]:
     """A submit the broker refuses (unknown parent, cycle) is the request's fault: 422 naming
-    depends_on and the parent (nothing was written)."""
+    depends_on and the parent (nothing was written); a job id taken by another task's job is
+    a 409 naming both tasks."""
     try:
         yield
+    except JobIdConflict as exc:
+        raise HTTPException(409, f"job_id: {exc}") from exc
     except (JobNotFound, DependencyCycle) as exc:
         text = str(exc)
         raise HTTPException(422, text if "depends_on" in text else f"depends_on: {text}") from exc
@@ -269,13 +273,15 @@ def throughput(c: Ctx) -> ThroughputOut:
     "/workers",
     response_model=WorkersOut,
     tags=["system"],
-    summary="Workers, newest first: registry entry, last heartbeat, current jobs",
+    summary="Workers, newest first: alive or gone, last heartbeat, registry entry, current jobs",
 )
 def workers(c: Ctx, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> WorkersOut:
     out = [
         WorkerOut(
             name=w.name,
             alive=w.alive,
+            state="alive" if w.alive else "gone",
+            seen_ago_s=round(w.seen_ago_ms / 1000, 3),
             last_seen=dt.datetime.fromtimestamp(w.last_seen_ms / 1000, dt.UTC).isoformat(
                 timespec="milliseconds"
             )

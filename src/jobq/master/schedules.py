@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from ..periodic import PeriodicSpec
 from .context import Context, ctx
@@ -56,9 +56,22 @@ def put_periodic(name: Name, body: PeriodicIn, c: Ctx) -> PeriodicOut:
     "/{name}",
     response_model=Removed,
     summary="Remove a periodic job (jobs it already made are kept)",
-    responses={404: {"model": ErrorOut, "description": "No such periodic job"}},
+    responses={
+        404: {"model": ErrorOut, "description": "No such periodic job"},
+        409: {"model": ErrorOut, "description": "Defined in code: it would return (force)"},
+    },
 )
-def delete_periodic(name: Name, c: Ctx) -> Removed:
+def delete_periodic(
+    name: Name,
+    c: Ctx,
+    force: Annotated[
+        bool, Query(description="Remove one defined in code too (it returns on the next start).")
+    ] = False,
+) -> Removed:
+    spec = next((s for s, _due in c.app.store.list_periodic() if s.name == name), None)
+    why = spec.removal_refused() if spec is not None else None
+    if why and not force:
+        raise HTTPException(409, why.replace("--force", "force=true"))
     if not c.app.store.remove_periodic(name):
         raise HTTPException(404, f"no periodic job named {name!r}")
     return Removed(name=name, removed=True)

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from ..client import MAX_PRIORITY
+from ..names import JOB_ID_PATTERN as USER_JOB_ID_PATTERN
 from ..names import MAX_NAME_LEN, check_job_id, check_name, check_queue
 
 
@@ -112,8 +113,9 @@ class SubmitOptions(_Strict):
         | None
     ) = Field(
         None,
-        description="With worker/worker_group: if the target is gone, run the job from this "
-        "queue instead of failing it (true = the job's own queue).",
+        description="With worker: if that worker is not seen for worker_gone_ms "
+        "(JOBQ_WORKER_GONE_MS, a minute), run the job from this queue instead of failing it "
+        "(true = the job's own queue). A worker_group job waits for any member.",
     )
     concurrency_key: Name | None = Field(
         None,
@@ -168,7 +170,7 @@ class JobIn(SubmitOptions):
         None,
         min_length=1,
         max_length=200,
-        pattern=NAME_PATTERN,
+        pattern=USER_JOB_ID_PATTERN,
         description="Idempotency key: the same id twice makes one job.",
     )
 
@@ -292,8 +294,15 @@ class QueuesOut(BaseModel):
 
 class WorkerOut(BaseModel):
     name: str
-    alive: bool
+    alive: bool = Field(
+        description="Its last heartbeat is at most 3 of its heartbeat intervals old."
+    )
+    state: Literal["alive", "gone"] = Field(
+        description="`gone`: not seen for 3 heartbeat intervals (killed, cut off, stopped); "
+        "listed as gone for 15 minutes, then left out."
+    )
     last_seen: str | None
+    seen_ago_s: float = Field(description="Seconds since its last heartbeat (server clock).")
     info: dict[str, str]
     jobs: list[str]
 

@@ -427,6 +427,7 @@ class Worker:
             "concurrency": str(self.concurrency),
             "inflight": str(len(self.inflight)),
             "processed": str(self.processed),
+            "heartbeat_ms": str(self.settings.heartbeat_ms),  # readers judge liveness by it
         }
 
     # -- shutdown ----------------------------------------------------------------------------

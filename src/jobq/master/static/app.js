@@ -85,13 +85,21 @@ async function loadPeriodic() {
   $("#periodic-card").hidden = !data.periodic.length;
 }
 
+// "4 s ago", "3 min ago": a dead worker's heartbeat visibly ages.
+function fmtAgo(s) {
+  if (s === undefined || s === null) return "";
+  if (s < 90) return Math.round(s) + " s ago";
+  if (s < 5400) return Math.round(s / 60) + " min ago";
+  return Math.round(s / 3600) + " h ago";
+}
+
 async function loadWorkers() {
   const data = await api("/v1/workers");
   $("#workers tbody").replaceChildren(...data.workers.map((w) => el("tr", {},
     el("td", {}, w.name),
     el("td", { class: w.alive ? "state state-succeeded" : "state state-cancelled" },
       w.alive ? "alive" : "gone"),
-    el("td", {}, fmtTime(w.last_seen)),
+    el("td", { title: w.last_seen || "" }, fmtAgo(w.seen_ago_s)),
     el("td", {}, w.info.queues || ""),
     el("td", {}, (w.info.pool || "") + " ×" + (w.info.concurrency || "?")),
     el("td", { class: "num" }, w.info.processed || "0"),
