@@ -227,6 +227,7 @@ class Worker:
             self._publish()
         except BrokerError as exc:
             log.error("could not publish rate limits / register: %s", exc)
+        self.leases.announced(self.clock.monotonic())
         self.pool.start()
         log.info(
             "worker %s serving %s | queues %s | %s pool x%d | tasks: %s",

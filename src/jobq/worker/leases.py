@@ -231,6 +231,11 @@ class LeaseKeeper:
 
     # -- the heartbeat duty --------------------------------------------------------------------
 
+    def announced(self, now: float) -> None:
+        """The worker announced itself at `now` (its start): the first full heartbeat is due
+        one interval later."""
+        self.next_full = now + self.host.settings.heartbeat_ms / 1000
+
     def next_due(self) -> float:
         """When (on the worker's clock) `beat` has something to send next: the full heartbeat,
         or sooner a batch of begin marks (at most one call per `MARK_INTERVAL_S`)."""
@@ -268,7 +273,9 @@ class LeaseKeeper:
             self._failed(exc, now)
             self.next_full = now + min(period, RETRY_S)
             return Beat(full=full, ok=False, marks=len(marks))
-        self.ok_at = self.clock.monotonic()
+        # (the time after the call: a slow call must not make the next heartbeat due at once;
+        # at least `now`: a step given a time ahead of the clock schedules from it)
+        self.ok_at = max(now, self.clock.monotonic())
         self.reachable.set()
         if self.failing_since is not None:
             log.info("heartbeats answer again after %.1fs", self.ok_at - self.failing_since)
