@@ -16,7 +16,8 @@ does what is due at a given time: `step(now)` runs each of them once, synchronou
 drives a worker by hand on a `ManualClock` instead of sleeping; `run()` runs the same functions
 from the threads above. Where each duty lives:
 - claiming: `_claim` + `_hand_over` (here);
-- reporting: `_collect` / `_report_loop` -> `_record` -> `_report_with_retry` (here);
+- reporting: `Reporter.collect` (step) / `Reporter.run` (the reporter thread) -> `record` ->
+  `report_with_retry` (reporting.py);
 - heartbeats, lease renewal, presence, begin marks, fencing: `LeaseKeeper.beat` (leases.py);
 - the cancel grace: `timers.CancelWatch` (fed by the heartbeat) + `_stop_overdue` (here);
 - the maintenance tick: `timers.MaintenanceTimer.run_due`;
@@ -28,24 +29,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import signal
 import socket
 import threading
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from ..codes import Fail, Refusal
-from ..errors import BrokerError, BrokerUnavailable
+from ..errors import BrokerError
 from ..keys import group_queue, worker_queue
 from ..maintenance import Maintainer
 from ..model import Claimed, Outcome
 from ..outage import Outage
-from ..store import PartialReport, redact
+from ..store import redact
 from ..tasks import parse_rate
 from .clock import SYSTEM, Clock
 from .leases import LeaseKeeper
 from .pools import make_pool
+from .reporting import Reporter
 from .timers import NEVER, CancelWatch, MaintenanceTimer, StepResult
 
 if TYPE_CHECKING:
@@ -59,21 +59,6 @@ PREFETCH_WINDOW_S = 0.05
 MAX_PREFETCH = 1000
 #: Jobs per claim script call; bounds how long one call holds the server.
 CLAIM_BATCH = 200
-#: Attempts at an outcome the broker refuses for a reason other than an outage (then alone).
-REPORT_TRIES = 5
-#: The code `_report_with_retry` gives an outcome it gave up on (not a script's: below every
-#: `codes.Refusal`).
-REPORT_REFUSED = -100
-#: Why the log says an outcome was discarded, by its negative code.
-_DISCARDED_AS: dict[int, str] = {
-    Refusal.NOT_FOUND: "job not found",
-    REPORT_REFUSED: "the broker refused it",
-}
-#: How the log names what became of a failed attempt, by its `codes.Fail` reply.
-_FAILED_AS: dict[int, str] = {
-    Fail.RETRY_SCHEDULED: " (will retry)",
-    Fail.CANCELLED: " (cancelled, as asked)",
-}
 
 
 class Worker:
@@ -117,12 +102,11 @@ class Worker:
         self.pool_kind = pool
         self.inflight: dict[str, Claimed] = {}
         self.cond = threading.Condition()
-        self.outcomes: queue.Queue[Outcome | None] = queue.Queue()
-        self._reporting = threading.Lock()
         self.stopping = threading.Event()
         self.immediate = threading.Event()
         self.done = threading.Event()
         self.processed = 0
+        self.reporter = Reporter(self)
         self.started = False  # `_start` ran (by `run()` or the first `step()`)
         self.threaded = False  # `run()` serves: its threads own the duties, `step` may not
         self.claim_after = -NEVER  # step mode: when to claim again after a failed claim
@@ -146,7 +130,6 @@ class Worker:
         # One per loop: back-off, and a log line per episode of broker trouble (outage.py).
         ticks = self.clock.monotonic
         self.claim_outage = Outage(log, f"worker {self.name}: claiming", clock=ticks)
-        self.report_outage = Outage(log, f"worker {self.name}: reporting outcomes", clock=ticks)
 
     # -- public ------------------------------------------------------------------------------
 
@@ -159,7 +142,7 @@ class Worker:
             signal.signal(signal.SIGINT, self._on_signal)
         self.threaded = True
         self._start()
-        self._start_thread(self._report_loop, "jobq-reporter")
+        self._start_thread(self.reporter.run, "jobq-reporter")
         self._start_thread(self.leases.run, "jobq-heartbeat")
         if self.ticker:
             self._threads.append(self.ticker.start_thread())
@@ -186,19 +169,19 @@ class Worker:
         now = self.clock.monotonic() if now is None else now
         if not self.started:
             self._start()
-        reported = self._collect()
+        reported = self.reporter.collect()
         stopped_n = self._stop_overdue(now)
         beat = self.leases.beat(now)
         ticked, report = self.ticker.run_due(now) if self.ticker else (False, None)
         claimed = 0
         if self.stopping.is_set():
             self._begin_stop(now)
-            reported += self._collect()
+            reported += self.reporter.collect()
             with self.cond:
                 over = self._stop_due(now)
             if over:
                 self._close_pool()
-                reported += self._collect()
+                reported += self.reporter.collect()
                 self._close()
         elif now >= self.claim_after:
             claimed = self._claim_once(now)
@@ -374,156 +357,15 @@ class Worker:
             self.threaded
             and self.pool_kind != "async"
             and len(self.inflight) <= 1
-            and self.outcomes.empty()
-            and self._reporting.acquire(blocking=False)
+            and self.reporter.outcomes.empty()
+            and self.reporter.busy.acquire(blocking=False)
         ):
             try:
-                self._record([outcome])
+                self.reporter.record([outcome])
             finally:
-                self._reporting.release()
+                self.reporter.busy.release()
         else:
-            self.outcomes.put(outcome)
-
-    def _collect(self) -> int:
-        """`step()`'s report duty: record every outcome queued by now, in batches, without
-        waiting for more. Returns how many were recorded (or discarded as refused)."""
-        n = 0
-        while True:
-            batch: list[Outcome] = []
-            self._take_queued(batch, keep_stop=False)
-            if not batch:
-                return n
-            with self._reporting:
-                n += self._record(batch)
-            if len(batch) < 1000:
-                return n
-
-    def _report_loop(self) -> None:
-        """`run()`'s report duty: a thread that records outcomes as they come, batching what
-        queued up meanwhile, until the stop sentinel."""
-        while True:
-            first = self.outcomes.get()
-            if first is None:
-                # Outcomes re-queued behind the stop (PartialReport): recorded before leaving.
-                rest: list[Outcome] = []
-                self._take_queued(rest, keep_stop=False)
-                if not rest:
-                    return
-                with self._reporting:
-                    self._record(rest)
-                self.outcomes.put(None)
-                continue
-            batch = [first]
-            while len(batch) < 1000:
-                try:
-                    nxt = self.outcomes.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self.outcomes.put(None)  # re-post the sentinel for after this batch
-                    break
-                batch.append(nxt)
-            with self._reporting:
-                self._record(batch)
-
-    def _take_queued(self, batch: list[Outcome], keep_stop: bool = True) -> None:
-        """Add the outcomes queued meanwhile to a batch about to be sent again (`keep_stop`:
-        a stop sentinel found stays queued for the report loop, else it is dropped)."""
-        while len(batch) < 1000:
-            try:
-                nxt = self.outcomes.get_nowait()
-            except queue.Empty:
-                return
-            if nxt is None:
-                if keep_stop:
-                    self.outcomes.put(None)
-                    return
-                continue
-            batch.append(nxt)
-
-    def _record(self, batch: list[Outcome]) -> int:
-        """Report outcomes (retrying through outages), log failures, free their slots; returns
-        how many it settled (the others were queued again for a later report)."""
-        codes = self._report_with_retry(batch)
-        batch = [o for o in batch if o.claimed.id in codes]  # (the others were re-queued)
-        for o in batch:
-            code = codes.get(o.claimed.id, 0)
-            if code < 0:  # a refusal (codes.Refusal), or REPORT_REFUSED
-                log.warning(
-                    "outcome of job %s (attempt %d) discarded: %s",
-                    o.claimed.id,
-                    o.claimed.attempt,
-                    _DISCARDED_AS.get(code, "a newer attempt owns it"),
-                )
-            elif not o.ok:
-                e = o.error
-                log.warning(
-                    "job %s (%s) attempt %d failed: %s: %s%s",
-                    o.claimed.id,
-                    o.claimed.task,
-                    o.claimed.attempt,
-                    e.get("type"),
-                    e.get("message"),
-                    _FAILED_AS.get(code, " (dead-lettered)"),
-                )
-        with self.cond:
-            for o in batch:
-                self.leases.forget(o.claimed)
-            self.processed += len(batch)
-            self.cond.notify_all()
-        return len(batch)
-
-    def _report_with_retry(self, batch: list[Outcome]) -> dict[str, int]:
-        """Codes per job; retries through outages (a full server included) without dropping
-        an outcome. An outcome refused for another reason (or a bug) is retried a few times,
-        then alone, then given up: its lease expires and the job runs again."""
-        refused = 0
-        while True:
-            try:
-                codes = self.store.report(batch)
-            except PartialReport as exc:  # some partitions took theirs: those are done
-                for o in batch:  # the rest go again with the next outcomes, not alone
-                    if o.claimed.id not in exc.recorded:
-                        self.outcomes.put(o)
-                self.report_outage.failed(exc)
-                return exc.recorded
-            except BrokerUnavailable as exc:  # the server will serve again: keep the batch
-                # The heartbeat thread probes the server often during an outage and sets
-                # `reachable` when it answers: report at once then, not after a long back-off
-                # (a finished job must not sit here until the reaper takes its lease).
-                pause = self.report_outage.failed(exc)
-                if not self.threaded:  # a step never waits: a later step reports them
-                    for o in batch:
-                        self.outcomes.put(o)
-                    return {}
-                self.leases.reachable.clear()
-                # New outcomes end the wait too: on a Cluster they may belong to partitions
-                # that do answer (Store.report then records them: PartialReport).
-                until = self.clock.monotonic() + pause
-                while self.clock.monotonic() < until and self.outcomes.empty():
-                    if self.clock.wait(self.leases.reachable, min(0.05, pause)):
-                        break
-                self._take_queued(batch)
-                continue
-            except Exception as exc:  # the reporter outlives any error
-                refused += 1
-                pause = self.report_outage.failed(exc)
-                if refused < REPORT_TRIES:
-                    if self.threaded:  # (a step never waits: it tries again at once)
-                        self.clock.sleep(pause)
-                    continue
-                if len(batch) > 1:  # only some outcomes may be refused: try each alone
-                    return {k: v for o in batch for k, v in self._report_with_retry([o]).items()}
-                log.error(
-                    "giving up the outcome of job %s (attempt %d): %s; its lease will expire "
-                    "and it runs again",
-                    batch[0].claimed.id,
-                    batch[0].claimed.attempt,
-                    exc,
-                )
-                return {batch[0].claimed.id: REPORT_REFUSED}
-            self.report_outage.ok()
-            return codes
+            self.reporter.outcomes.put(outcome)
 
     def _stop_overdue(self, now: float) -> int:
         """The cancel grace's duty: hard-stop jobs still running `cancel_grace_s` after their
@@ -591,7 +433,7 @@ class Worker:
             while not self._stop_due(self.clock.monotonic()):
                 self.cond.wait(0.2)
         self._close_pool()
-        self.outcomes.put(None)
+        self.reporter.outcomes.put(None)
         for t in self._threads:
             if t.name == "jobq-reporter":
                 t.join(30)
