@@ -19,6 +19,7 @@ from conftest import on_every_layout
 from shard_keys import job_shard
 
 from jobq import App, JobState
+from jobq.maintenance import tick
 from jobq.worker import Worker
 from jobq.worker.clock import ManualClock
 from jobq.worker.timers import StepResult
@@ -260,3 +261,43 @@ def test_step_and_run_do_not_mix(sapp: App, make_worker: Callable[..., Worker]) 
     w.step()
     with pytest.raises(RuntimeError, match="already started"):
         w.run()
+
+
+def test_a_suspect_runs_alone_in_a_stepped_worker(
+    sapp: App, make_worker: Callable[..., Worker]
+) -> None:
+    """A job whose worker died under it runs with nothing beside it: the step that claims it
+    waits for the jobs before it, then for the suspect (real time, bounded by the pool)."""
+    log: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    @sapp.task
+    def note(tag: str) -> str:
+        with lock:
+            log.append(("start", tag))
+        time.sleep(0.02)  # long enough for a neighbour to overlap it if one were let in
+        with lock:
+            log.append(("end", tag))
+        return tag
+
+    suspect = note.submit("suspect")
+    (ghost,) = sapp.store.claim("ghost", ["default"], 1, lease_ms=50, start=1)
+    assert ghost.id == suspect.id
+    assert tick(sapp.store, now=sapp.store.server_time_ms() + 1000).requeued == 1
+    others = [note.submit(t) for t in ("a", "b", "c")]
+    w = make_worker(concurrency=2, prefetch=2)
+    first = w.step()
+    assert first.claimed == 4
+    reported = first.reported
+    deadline = time.monotonic() + WAIT
+    while reported < 4:
+        assert time.monotonic() < deadline, "the jobs did not finish"
+        reported += w.step().reported
+        time.sleep(0.01)
+    assert [j.result(timeout=WAIT) for j in (suspect, *others)] == ["suspect", "a", "b", "c"]
+    at = log.index(("start", "suspect"))
+    assert log[at + 1] == ("end", "suspect"), log  # nothing started or ended beside it
+    with lock:
+        running_before = {t for step, t in log[:at] if step == "start"}
+        ended_before = {t for step, t in log[:at] if step == "end"}
+    assert running_before == ended_before  # the jobs before it had finished

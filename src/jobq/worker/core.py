@@ -161,7 +161,9 @@ class Worker:
 
         For tests and embedding: a worker is either stepped or `run()`, never both. The first
         step starts it (announces it, starts the pool); jobs run on the pool's own threads,
-        so a step never waits for one (report a finished job with a later step)."""
+        so a step does not wait for one (a later step reports it), with one exception: a
+        suspect (a job whose worker died under it before) runs alone, so the step that
+        claims it waits for the jobs before it and for the suspect itself, as `run()` does."""
         if self.threaded:
             raise RuntimeError("step() on a worker served by run()")
         if self.done.is_set():
@@ -169,25 +171,26 @@ class Worker:
         now = self.clock.monotonic() if now is None else now
         if not self.started:
             self._start()
-        reported = self.reporter.collect()
+        settled = self.processed
+        self.reporter.collect()
         stopped_n = self._stop_overdue(now)
         beat = self.leases.beat(now)
         ticked, report = self.ticker.run_due(now) if self.ticker else (False, None)
         claimed = 0
         if self.stopping.is_set():
             self._begin_stop(now)
-            reported += self.reporter.collect()
+            self.reporter.collect()
             with self.cond:
                 over = self._stop_due(now)
             if over:
                 self._close_pool()
-                reported += self.reporter.collect()
+                self.reporter.collect()
                 self._close()
         elif now >= self.claim_after:
             claimed = self._claim_once(now)
         return StepResult(
             claimed=claimed,
-            reported=reported,
+            reported=self.processed - settled,
             heartbeats=int(beat is not None and beat.full and beat.ok),
             marks=beat.marks if beat is not None and beat.ok else 0,
             fenced=beat.lost if beat is not None else 0,
@@ -343,6 +346,12 @@ class Worker:
             elif not self.leases.run_alone(c, jobs[i + 1 :]):
                 self._requeue(jobs[i:], "not started (stopping)")
                 return
+
+    def _wait_settled(self, timeout_s: float) -> None:
+        """Wait (cond held, real time) for jobs in flight to settle: their outcomes are
+        recorded by the reporter thread, or, in a stepped worker, here."""
+        if self.threaded or not self.reporter.collect():
+            self.cond.wait(timeout_s)
 
     def _on_done(self, outcome: Outcome) -> None:
         if self.leases.discard(outcome):

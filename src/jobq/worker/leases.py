@@ -62,6 +62,7 @@ class Host(Protocol):
 
     def _info(self) -> dict[str, str]: ...
     def _stop_overdue(self, now: float) -> int: ...
+    def _wait_settled(self, timeout_s: float) -> None: ...
     def _requeue(self, jobs: list[Claimed], why: str) -> None: ...
 
 
@@ -194,13 +195,15 @@ class LeaseKeeper:
     def run_alone(self, c: Claimed, after: list[Claimed]) -> bool:
         """Run a suspect with nothing else running beside it (so that if it kills this worker,
         the crash is blamed on it alone): wait for the others, mark it begun, run it, wait for
-        its outcome. False if the worker is stopping (the caller requeues it and `after`)."""
+        its outcome. False if the worker is stopping (the caller requeues it and `after`).
+        Blocks (real time) in a stepped worker too: the step records the others' outcomes
+        meanwhile (`_wait_settled`), and the suspect's outcome is reported by a later step."""
         h = self.host
         held = {c.id, *(x.id for x in after)}
         log.warning("job %s lost its worker %d time(s) before; running it alone", c.id, c.lost)
         with h.cond:
             while not h.stopping.is_set() and set(h.inflight) - held:
-                h.cond.wait(0.2)
+                h._wait_settled(0.2)
         lost: set[str] = set()
         while not h.stopping.is_set():
             try:
@@ -208,7 +211,8 @@ class LeaseKeeper:
                 break
             except BrokerError as exc:
                 log.error("cannot mark suspect job %s begun (%s); retrying", c.id, exc)
-                self.clock.wait(h.stopping, RETRY_S)
+                # (real time: this waits for the server, which no worker's clock moves)
+                h.stopping.wait(RETRY_S)
         if h.stopping.is_set():
             return False
         a = (c.id, c.token)
@@ -226,7 +230,7 @@ class LeaseKeeper:
                 and a not in self.finished
                 and a not in self.fenced
             ):
-                h.cond.wait(0.2)
+                h._wait_settled(0.2)
         return True
 
     # -- the heartbeat duty --------------------------------------------------------------------
