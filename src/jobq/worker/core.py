@@ -7,7 +7,8 @@ Threads and what they own:
   on a broker outage it keeps the batch and retries (at once when the server answers again),
   so no outcome is dropped.
 - heartbeat (`leases.py`): extends the leases of every job in flight, marks jobs that began,
-  and fences jobs whose lease is gone, on connections of its own with a short timeout.
+  and fences jobs whose lease is gone, on connections of its own with a short timeout; it also
+  hard-stops jobs whose cancel grace ran out.
 - maintenance (`timers.MaintenanceTimer`): the scheduler ticks, only while no `jobq master`
   is alive.
 
@@ -62,7 +63,9 @@ CLAIM_BATCH = 200
 
 
 class Worker:
-    """Runs jobs from `queues` (first listed is served first) until stopped."""
+    """Runs jobs from `queues` (first listed is served first) until stopped: `run()` serves
+    with threads; `step(now)` does one round by hand. `clock` drives every timer (default: the
+    system's; tests pass a `clock.ManualClock`)."""
 
     def __init__(
         self,
@@ -384,7 +387,11 @@ class Worker:
         for job_id in self.cancels.overdue(now):
             with self.cond:
                 running = job_id in self.inflight
-            stopped = running and self.pool.cancel(job_id)
+            try:
+                stopped = running and self.pool.cancel(job_id)
+            except Exception:  # a pool that failed to stop a job must not stop this duty
+                log.exception("could not stop job %s after its cancel grace; will retry", job_id)
+                stopped = False
             self.cancels.tried(job_id, stopped or not running, now)
             if stopped:
                 n += 1
