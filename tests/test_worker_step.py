@@ -220,10 +220,14 @@ def test_the_maintenance_tick_runs_on_its_period(url: str, prefix: str, clock: M
             clock.set(t0 + 1.0)
             assert w.step().ticked
             assert not w.step().ticked
+            app.store.mark_master_alive("master-x", 60_000)
+            clock.advance(1.0)
+            handed = w.step()
+            assert handed.ticked and handed.tick is None  # a master is alive: it leads now
+            assert app.store.leader_holder() is None  # the worker gave the lease up
         finally:
             w.stop()
             assert w.step().stopped
-        assert app.store.leader_holder() is None  # given up at shutdown
 
 
 def test_shutdown_waits_for_the_grace_then_requeues_what_still_runs(
@@ -301,3 +305,48 @@ def test_a_suspect_runs_alone_in_a_stepped_worker(
         running_before = {t for step, t in log[:at] if step == "start"}
         ended_before = {t for step, t in log[:at] if step == "end"}
     assert running_before == ended_before  # the jobs before it had finished
+
+
+def test_run_keeps_its_timers_on_the_injected_clock(
+    url: str, prefix: str, clock: ManualClock
+) -> None:
+    """`run()` (threads) reads the same clock: with a heartbeat and a shutdown grace longer than
+    the test may last, only moving the manual clock makes the heartbeat publish and the
+    shutdown go on."""
+    long_ms = 100_000
+    release = threading.Event()
+    with App(url, prefix=prefix, heartbeat_ms=long_ms, lease_ms=2 * long_ms) as app:
+
+        @app.task
+        def hold() -> None:
+            release.wait(WAIT)
+
+        w = Worker(app, clock=clock, name="threaded", maintenance=False, grace_s=long_ms / 1000)
+        t = threading.Thread(target=w.run, name="test-worker", daemon=True)
+        entry = app.store.keys.worker("threaded")
+        job = hold.submit()
+        t.start()
+        try:
+            wait_for(lambda: job.status() is JobState.RUNNING, "the job to start")
+            assert app.store.r.hget(entry, "inflight") == b"0"  # published at start
+            clock.advance(long_ms / 1000)  # the heartbeat thread wakes on the manual clock
+            wait_for(lambda: app.store.r.hget(entry, "inflight") == b"1", "a heartbeat")
+            w.stop()
+            wait_for(lambda: w.stop_at is not None, "the shutdown grace to start")
+            clock.advance(long_ms / 1000)  # the grace runs out: the running job is requeued
+            t.join(WAIT)
+            assert not t.is_alive(), "the shutdown did not follow the clock"
+        finally:
+            release.set()
+            w.stop(immediate=True)
+            t.join(WAIT)
+        rec = job.info()
+        assert (rec.state, rec.attempt) == (JobState.QUEUED, 0)
+
+
+def wait_for(cond: Callable[[], bool], what: str) -> None:
+    """Wait (bounded, real time) for something another thread does."""
+    deadline = time.monotonic() + WAIT
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
