@@ -16,7 +16,7 @@ from typing import Protocol
 
 from ..codes import Fail, Refusal
 from ..errors import BrokerUnavailable
-from ..model import Claimed, Outcome
+from ..model import Outcome
 from ..outage import Outage
 from ..store import PartialReport, Store
 from .clock import Clock
@@ -26,7 +26,7 @@ log = logging.getLogger("jobq.worker")
 
 #: Attempts at an outcome the broker refuses for a reason other than an outage (then alone).
 REPORT_TRIES = 5
-#: The code `_report_with_retry` gives an outcome it gave up on (not a script's: below every
+#: The code `Reporter.report_with_retry` gives an outcome it gave up on (not a script's: below every
 #: `codes.Refusal`).
 REPORT_REFUSED = -100
 #: Why the log says an outcome was discarded, by its negative code.
@@ -49,7 +49,6 @@ class Host(Protocol):
     clock: Clock
     leases: LeaseKeeper
     cond: threading.Condition
-    inflight: dict[str, Claimed]
     processed: int
     threaded: bool
 
