@@ -27,6 +27,7 @@ from jobq.errors import ConfigError
 from jobq.maintenance import Maintainer
 from jobq.memory import MemoryState, RoomCheck, check_policy, parse_budget
 from jobq.worker import Worker
+from jobq.worker.clock import ManualClock
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -356,34 +357,46 @@ def test_heartbeats_on_a_full_server_keep_the_worker_in_its_leases(
 ) -> None:
     """At maxmemory the heartbeat script still extends leases (allow-oom) while the worker
     list's plain HSET is refused: that refusal must not count as a failed heartbeat, or the
-    worker takes its leases for gone and starts none of its prefetched jobs."""
+    worker takes its leases for gone and starts none of its prefetched jobs. The worker is
+    stepped on a manual clock through two leases of heartbeats instead of sleeping them."""
     caplog.set_level(logging.INFO, logger="jobq")
     app = make_app(server.url, prefix, lease_ms=1000)
+    release = threading.Event()
 
     @app.task
-    def nap(s: float) -> float:
-        time.sleep(s)
-        return s
+    def hold() -> str:
+        release.wait(WAIT)
+        return "held"
 
-    w = Worker(app, concurrency=1, prefetch=2, maintenance=False, grace_s=5)
-    t = threading.Thread(target=w.run, daemon=True)
-    t.start()
+    clock = ManualClock()
+    w = Worker(app, concurrency=1, prefetch=2, maintenance=False, grace_s=5, clock=clock)
     try:
-        ids = [app.submit("nap", [1.5]).id for _ in range(3)]
-        wait_until(lambda: len(w.inflight) == 3 or None, 10, "the jobs to be claimed")
+        ids = [app.submit("hold").id for _ in range(3)]
+        assert w.step().claimed == 3
         used = int(admin.info("memory")["used_memory"])
         admin.config_set("maxmemory", str(used - (1 << 20)))  # full: writes refused
-        time.sleep(2.5)  # past two leases, heartbeats running into OOM
+        period = app.settings.heartbeat_ms / 1000
+        for _ in range(round(2 * app.settings.lease_ms / 1000 / period) + 1):  # two leases
+            clock.advance(period)
+            assert w.step().heartbeats == 1, "a heartbeat on the full server failed"
         assert not w.leases.stale(), "the worker took its leases for gone"
         assert "longer than the lease" not in caplog.text
-        assert "worker list" in caplog.text  # the refused refresh is logged, once
+        assert caplog.text.count("worker list") == 1  # the refused refresh is logged, once
         admin.config_set("maxmemory", "0")
+        release.set()
+        deadline = time.monotonic() + WAIT
+        while w.processed < len(ids):  # the pool's thread runs them (real time, bounded)
+            assert time.monotonic() < deadline, "the jobs did not finish"
+            clock.advance(period)
+            w.step()
+            time.sleep(0.01)
         for i in ids:
-            assert app.job(i).result(timeout=WAIT) == 1.5
+            assert app.job(i).result(timeout=WAIT) == "held"
         rec = app.store.get_job(ids[0])
         assert rec is not None and rec.attempt == 1
     finally:
         admin.config_set("maxmemory", "0")
-        w.stop()
-        t.join(30)
+        release.set()
+        w.stop(immediate=True)
+        w.step()
         app.close()

@@ -7,8 +7,22 @@ Threads and what they own:
   on a broker outage it keeps the batch and retries (at once when the server answers again),
   so no outcome is dropped.
 - heartbeat (`leases.py`): extends the leases of every job in flight, marks jobs that began,
-  and fences jobs whose lease is gone, on connections of its own with a short timeout.
-- maintenance: the scheduler ticks, only while no `jobq master` is alive.
+  and fences jobs whose lease is gone, on connections of its own with a short timeout; it also
+  hard-stops jobs whose cancel grace ran out.
+- maintenance (`timers.MaintenanceTimer`): the scheduler ticks, only while no `jobq master`
+  is alive.
+
+Every timer of these reads one injected `Clock` (clock.py), and each duty is a function that
+does what is due at a given time: `step(now)` runs each of them once, synchronously, so a test
+drives a worker by hand on a `ManualClock` instead of sleeping; `run()` runs the same functions
+from the threads above. Where each duty lives:
+- claiming: `_claim` + `_hand_over` (here);
+- reporting: `Reporter.collect` (step) / `Reporter.run` (the reporter thread) -> `record` ->
+  `report_with_retry` (reporting.py);
+- heartbeats, lease renewal, presence, begin marks, fencing: `LeaseKeeper.beat` (leases.py);
+- the cancel grace: `timers.CancelWatch` (fed by the heartbeat) + `_stop_overdue` (here);
+- the maintenance tick: `timers.MaintenanceTimer.run_due`;
+- the shutdown grace: `_begin_stop` / `_stop_due` / `_close` (here).
 """
 
 from __future__ import annotations
@@ -16,24 +30,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import signal
 import socket
 import threading
-import time
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from ..codes import Fail, Refusal
-from ..errors import BrokerError, BrokerUnavailable
+from ..errors import BrokerError
 from ..keys import group_queue, worker_queue
 from ..maintenance import Maintainer
 from ..model import Claimed, Outcome
 from ..outage import Outage
-from ..store import PartialReport, redact
+from ..store import redact
 from ..tasks import parse_rate
+from .clock import SYSTEM, Clock
 from .leases import LeaseKeeper
 from .pools import make_pool
+from .reporting import Reporter
+from .timers import NEVER, CancelWatch, MaintenanceTimer, StepResult
 
 if TYPE_CHECKING:
     from ..client import App
@@ -46,25 +60,12 @@ PREFETCH_WINDOW_S = 0.05
 MAX_PREFETCH = 1000
 #: Jobs per claim script call; bounds how long one call holds the server.
 CLAIM_BATCH = 200
-#: Attempts at an outcome the broker refuses for a reason other than an outage (then alone).
-REPORT_TRIES = 5
-#: The code `_report_with_retry` gives an outcome it gave up on (not a script's: below every
-#: `codes.Refusal`).
-REPORT_REFUSED = -100
-#: Why the log says an outcome was discarded, by its negative code.
-_DISCARDED_AS: dict[int, str] = {
-    Refusal.NOT_FOUND: "job not found",
-    REPORT_REFUSED: "the broker refused it",
-}
-#: How the log names what became of a failed attempt, by its `codes.Fail` reply.
-_FAILED_AS: dict[int, str] = {
-    Fail.RETRY_SCHEDULED: " (will retry)",
-    Fail.CANCELLED: " (cancelled, as asked)",
-}
 
 
 class Worker:
-    """Runs jobs from `queues` (first listed is served first) until stopped."""
+    """Runs jobs from `queues` (first listed is served first) until stopped: `run()` serves
+    with threads; `step(now)` does one round by hand. `clock` drives every timer (default: the
+    system's; tests pass a `clock.ManualClock`)."""
 
     def __init__(
         self,
@@ -80,15 +81,17 @@ class Worker:
         maintenance: bool = True,
         group: str | None = None,
         cancel_grace_s: float = 10.0,
+        clock: Clock | None = None,
     ) -> None:
         self.app = app
+        self.clock: Clock = clock or SYSTEM
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.group = group
         # Targeted jobs first: this worker's own queue, then its group's, then the named queues.
         own = [worker_queue(self.name)] + ([group_queue(group)] if group else [])
         self.queues = own + (queues or ["default"])
         self.cancel_grace_s = cancel_grace_s
-        self.cancel_seen: dict[str, float] = {}
+        self.cancels = CancelWatch(cancel_grace_s, app.settings.heartbeat_ms / 1000)
         self.concurrency = concurrency
         self.prefetch = prefetch
         self.avg_runtime_s = PREFETCH_WINDOW_S  # until measured: prefetch = concurrency
@@ -102,12 +105,15 @@ class Worker:
         self.pool_kind = pool
         self.inflight: dict[str, Claimed] = {}
         self.cond = threading.Condition()
-        self.outcomes: queue.Queue[Outcome | None] = queue.Queue()
-        self._reporting = threading.Lock()
         self.stopping = threading.Event()
         self.immediate = threading.Event()
         self.done = threading.Event()
         self.processed = 0
+        self.reporter = Reporter(self)
+        self.started = False  # `_start` ran (by `run()` or the first `step()`)
+        self.threaded = False  # `run()` serves: its threads own the duties, `step` may not
+        self.claim_after = -NEVER  # step mode: when to claim again after a failed claim
+        self.stop_at: float | None = None  # when the shutdown grace runs out (once stopping)
         self.maintainer = (
             Maintainer(
                 self.store,
@@ -122,18 +128,84 @@ class Worker:
             if maintenance
             else None
         )
+        self.ticker = MaintenanceTimer(self.maintainer, self.clock) if self.maintainer else None
         self._threads: list[threading.Thread] = []
         # One per loop: back-off, and a log line per episode of broker trouble (outage.py).
-        self.claim_outage = Outage(log, f"worker {self.name}: claiming")
-        self.report_outage = Outage(log, f"worker {self.name}: reporting outcomes")
+        ticks = self.clock.monotonic
+        self.claim_outage = Outage(log, f"worker {self.name}: claiming", clock=ticks)
 
     # -- public ------------------------------------------------------------------------------
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT (or `stop()`); returns after a clean shutdown."""
+        if self.started:
+            raise RuntimeError("run() on a worker already started (by run() or step())")
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+        self.threaded = True
+        self._start()
+        self._start_thread(self.reporter.run, "jobq-reporter")
+        self._start_thread(self.leases.run, "jobq-heartbeat")
+        if self.ticker:
+            self._threads.append(self.ticker.start_thread())
+        try:
+            self._claim_loop()
+        finally:
+            self._shutdown()
+
+    def step(self, now: float | None = None) -> StepResult:
+        """Run ONE synchronous round of every duty due at `now` (the worker's clock; default:
+        its current time) and say what it did: collect and report finished outcomes, stop
+        jobs whose cancel grace ran out, heartbeat (leases, presence, begin marks) if due, run
+        the maintenance tick if due, and claim for the free slots without blocking, handing
+        the jobs to the pool. After `stop()`, the rounds shut the worker down instead: no
+        claims, pending jobs requeued, running ones given the grace (`stopped` once over).
+
+        For tests and embedding: a worker is either stepped or `run()`, never both. The first
+        step starts it (announces it, starts the pool); jobs run on the pool's own threads,
+        so a step does not wait for one (a later step reports it), with one exception: a
+        suspect (a job whose worker died under it before) runs alone, so the step that
+        claims it waits for the jobs before it and for the suspect itself, as `run()` does."""
+        if self.threaded:
+            raise RuntimeError("step() on a worker served by run()")
+        if self.done.is_set():
+            return StepResult(stopped=True)
+        now = self.clock.monotonic() if now is None else now
+        if not self.started:
+            self._start()
+        settled = self.processed
+        self.reporter.collect()
+        stopped_n = self._stop_overdue(now)
+        beat = self.leases.beat(now)
+        ticked, report = self.ticker.run_due(now) if self.ticker else (False, None)
+        claimed = 0
+        if self.stopping.is_set():
+            self._begin_stop(now)
+            self.reporter.collect()
+            with self.cond:
+                over = self._stop_due(now)
+            if over:
+                self._close_pool()
+                self.reporter.collect()
+                self._close()
+        elif now >= self.claim_after:
+            claimed = self._claim_once(now)
+        return StepResult(
+            claimed=claimed,
+            reported=self.processed - settled,
+            heartbeats=int(beat is not None and beat.full and beat.ok),
+            marks=beat.marks if beat is not None and beat.ok else 0,
+            fenced=beat.lost if beat is not None else 0,
+            cancels_stopped=stopped_n,
+            ticked=ticked,
+            tick=report,
+            stopped=self.done.is_set(),
+        )
+
+    def _start(self) -> None:
+        """Announce the worker and start its pool (once, by `run()` or the first `step()`)."""
+        self.started = True
         try:
             self.store.ping()
         except BrokerError as exc:
@@ -144,11 +216,8 @@ class Worker:
             self._publish()
         except BrokerError as exc:
             log.error("could not publish rate limits / register: %s", exc)
+        self.leases.announced(self.clock.monotonic())
         self.pool.start()
-        self._start_thread(self._report_loop, "jobq-reporter")
-        self._start_thread(self.leases.run, "jobq-heartbeat")
-        if self.maintainer:
-            self._threads.append(self.maintainer.start_thread())
         log.info(
             "worker %s serving %s | queues %s | %s pool x%d | tasks: %s",
             self.name,
@@ -158,10 +227,6 @@ class Worker:
             self.concurrency,
             ", ".join(sorted(self.app.tasks)) or "(none)",
         )
-        try:
-            self._claim_loop()
-        finally:
-            self._shutdown()
 
     def _publish(self) -> None:
         """Announce this worker (server clock) and publish its tasks' rate limits."""
@@ -210,33 +275,52 @@ class Worker:
         return self.concurrency + int(min(MAX_PREFETCH, max(self.concurrency, ahead)))
 
     def _claim_loop(self) -> None:
+        """`run()`'s claim duty: `_claim` whenever there is room, blocking on the queues' wake
+        lists (never polling) while they are empty."""
         while not self.stopping.is_set():
             with self.cond:
                 while len(self.inflight) >= self.capacity and not self.stopping.is_set():
                     self.cond.wait(1.0)
-                free = min(self.capacity - len(self.inflight), CLAIM_BATCH)
-                # Jobs that go into idle slots at once are marked begun by the claim itself
-                # (the async pool starts everything it is given); the rest are claimed ahead.
-                idle = free if self.pool_kind == "async" else self.concurrency - len(self.inflight)
-                start = max(0, min(free, idle))
             if self.stopping.is_set():
                 return
             try:
-                jobs = self.store.claim(
-                    self.name, self.queues, free, self.settings.lease_ms, start=start
-                )
-                self.claim_outage.ok()
+                jobs, start, free = self._claim()
                 if not jobs:
                     self.store.wait_for_work(self.queues, 1.0)
                     continue
-                drained = len(jobs) < free  # the queues are empty now: block, don't re-claim
             except Exception as exc:  # the claim loop outlives any error
-                self.stopping.wait(self.claim_outage.failed(exc))
+                self.clock.wait(self.stopping, self.claim_outage.failed(exc))
                 continue
             self._hand_over(jobs, start)
-            if drained:
+            if len(jobs) < free:  # the queues are empty now: block, don't re-claim
                 with contextlib.suppress(BrokerError):  # the next claim reports it
                     self.store.wait_for_work(self.queues, 1.0)
+
+    def _claim_once(self, now: float) -> int:
+        """`step()`'s claim duty: one `_claim` for the free slots, never blocking; a failure
+        backs the next one off (on the worker's clock). Returns the jobs handed over."""
+        try:
+            jobs, start, _free = self._claim()
+        except Exception as exc:  # a step outlives any error, as the claim loop does
+            self.claim_after = now + self.claim_outage.failed(exc)
+            return 0
+        self._hand_over(jobs, start)
+        return len(jobs)
+
+    def _claim(self) -> tuple[list[Claimed], int, int]:
+        """Claim up to the free capacity in one script call: (jobs, how many of them the claim
+        marked begun, how many were asked for). Nothing when there is no room."""
+        with self.cond:
+            free = min(self.capacity - len(self.inflight), CLAIM_BATCH)
+            # Jobs that go into idle slots at once are marked begun by the claim itself
+            # (the async pool starts everything it is given); the rest are claimed ahead.
+            idle = free if self.pool_kind == "async" else self.concurrency - len(self.inflight)
+            start = max(0, min(free, idle))
+        if free <= 0:
+            return [], 0, 0
+        jobs = self.store.claim(self.name, self.queues, free, self.settings.lease_ms, start=start)
+        self.claim_outage.ok()
+        return jobs, start, free
 
     def _hand_over(self, jobs: list[Claimed], start: int) -> None:
         """Give claimed jobs to the pool in order; a suspect (its worker died under it before)
@@ -266,6 +350,12 @@ class Worker:
                 self._requeue(jobs[i:], "not started (stopping)")
                 return
 
+    def _wait_settled(self, timeout_s: float) -> None:
+        """Wait (cond held, real time) for jobs in flight to settle: their outcomes are
+        recorded by the reporter thread, or, in a stepped worker, here."""
+        if self.threaded or not self.reporter.collect():
+            self.cond.wait(timeout_s)
+
     def _on_done(self, outcome: Outcome) -> None:
         if self.leases.discard(outcome):
             return
@@ -273,149 +363,40 @@ class Worker:
         self.avg_runtime_s += (outcome.runtime_s - self.avg_runtime_s) * 0.05
         # The only job in flight and the reporter idle: record it from this thread, saving a
         # thread hand-off on the latency path. Under load outcomes queue up and go out in
-        # batches. (Not on the event loop's thread: a round trip there would stall its tasks.)
+        # batches. (Not on the event loop's thread: a round trip there would stall its tasks;
+        # nor in a stepped worker: its steps report, so a step's counts say what happened.)
         if (
-            self.pool_kind != "async"
+            self.threaded
+            and self.pool_kind != "async"
             and len(self.inflight) <= 1
-            and self.outcomes.empty()
-            and self._reporting.acquire(blocking=False)
+            and self.reporter.outcomes.empty()
+            and self.reporter.busy.acquire(blocking=False)
         ):
             try:
-                self._record([outcome])
+                self.reporter.record([outcome])
             finally:
-                self._reporting.release()
+                self.reporter.busy.release()
         else:
-            self.outcomes.put(outcome)
+            self.reporter.outcomes.put(outcome)
 
-    def _report_loop(self) -> None:
-        while True:
-            first = self.outcomes.get()
-            if first is None:
-                # Outcomes re-queued behind the stop (PartialReport): recorded before leaving.
-                rest: list[Outcome] = []
-                self._take_queued(rest, keep_stop=False)
-                if not rest:
-                    return
-                with self._reporting:
-                    self._record(rest)
-                self.outcomes.put(None)
-                continue
-            batch = [first]
-            while len(batch) < 1000:
-                try:
-                    nxt = self.outcomes.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self.outcomes.put(None)  # re-post the sentinel for after this batch
-                    break
-                batch.append(nxt)
-            with self._reporting:
-                self._record(batch)
-
-    def _take_queued(self, batch: list[Outcome], keep_stop: bool = True) -> None:
-        """Add the outcomes queued meanwhile to a batch about to be sent again (`keep_stop`:
-        a stop sentinel found stays queued for the report loop, else it is dropped)."""
-        while len(batch) < 1000:
+    def _stop_overdue(self, now: float) -> int:
+        """The cancel grace's duty: hard-stop jobs still running `cancel_grace_s` after their
+        cancel was requested (the task could see it with `current_job().cancelled()`
+        meanwhile). Returns how many were stopped."""
+        n = 0
+        for job_id in self.cancels.overdue(now):
+            with self.cond:
+                running = job_id in self.inflight
             try:
-                nxt = self.outcomes.get_nowait()
-            except queue.Empty:
-                return
-            if nxt is None:
-                if keep_stop:
-                    self.outcomes.put(None)
-                    return
-                continue
-            batch.append(nxt)
-
-    def _record(self, batch: list[Outcome]) -> None:
-        """Report outcomes (retrying through outages), log failures, free their slots."""
-        codes = self._report_with_retry(batch)
-        batch = [o for o in batch if o.claimed.id in codes]  # (the others were re-queued)
-        for o in batch:
-            code = codes.get(o.claimed.id, 0)
-            if code < 0:  # a refusal (codes.Refusal), or REPORT_REFUSED
-                log.warning(
-                    "outcome of job %s (attempt %d) discarded: %s",
-                    o.claimed.id,
-                    o.claimed.attempt,
-                    _DISCARDED_AS.get(code, "a newer attempt owns it"),
-                )
-            elif not o.ok:
-                e = o.error
-                log.warning(
-                    "job %s (%s) attempt %d failed: %s: %s%s",
-                    o.claimed.id,
-                    o.claimed.task,
-                    o.claimed.attempt,
-                    e.get("type"),
-                    e.get("message"),
-                    _FAILED_AS.get(code, " (dead-lettered)"),
-                )
-        with self.cond:
-            for o in batch:
-                self.leases.forget(o.claimed)
-            self.processed += len(batch)
-            self.cond.notify_all()
-
-    def _report_with_retry(self, batch: list[Outcome]) -> dict[str, int]:
-        """Codes per job; retries through outages (a full server included) without dropping
-        an outcome. An outcome refused for another reason (or a bug) is retried a few times,
-        then alone, then given up: its lease expires and the job runs again."""
-        refused = 0
-        while True:
-            try:
-                codes = self.store.report(batch)
-            except PartialReport as exc:  # some partitions took theirs: those are done
-                for o in batch:  # the rest go again with the next outcomes, not alone
-                    if o.claimed.id not in exc.recorded:
-                        self.outcomes.put(o)
-                self.report_outage.failed(exc)
-                return exc.recorded
-            except BrokerUnavailable as exc:  # the server will serve again: keep the batch
-                # The heartbeat thread probes the server often during an outage and sets
-                # `reachable` when it answers: report at once then, not after a long back-off
-                # (a finished job must not sit here until the reaper takes its lease).
-                pause = self.report_outage.failed(exc)
-                self.leases.reachable.clear()
-                # New outcomes end the wait too: on a Cluster they may belong to partitions
-                # that do answer (Store.report then records them: PartialReport).
-                until = time.monotonic() + pause
-                while time.monotonic() < until and self.outcomes.empty():
-                    if self.leases.reachable.wait(min(0.05, pause)):
-                        break
-                self._take_queued(batch)
-                continue
-            except Exception as exc:  # the reporter outlives any error
-                refused += 1
-                pause = self.report_outage.failed(exc)
-                if refused < REPORT_TRIES:
-                    time.sleep(pause)
-                    continue
-                if len(batch) > 1:  # only some outcomes may be refused: try each alone
-                    return {k: v for o in batch for k, v in self._report_with_retry([o]).items()}
-                log.error(
-                    "giving up the outcome of job %s (attempt %d): %s; its lease will expire "
-                    "and it runs again",
-                    batch[0].claimed.id,
-                    batch[0].claimed.attempt,
-                    exc,
-                )
-                return {batch[0].claimed.id: REPORT_REFUSED}
-            self.report_outage.ok()
-            return codes
-
-    def _enforce_cancels(self, requested: set[str]) -> None:
-        """Hard-stop jobs still running `cancel_grace_s` after their cancel was requested
-        (the task could see it with `current_job().cancelled()` meanwhile)."""
-        now = time.monotonic()
-        for job_id in list(self.cancel_seen):
-            if job_id not in requested:
-                del self.cancel_seen[job_id]
-        for job_id in requested:
-            first = self.cancel_seen.setdefault(job_id, now)
-            if now - first >= self.cancel_grace_s and self.pool.cancel(job_id):
+                stopped = running and self.pool.cancel(job_id)
+            except Exception:  # a pool that failed to stop a job must not stop this duty
+                log.exception("could not stop job %s after its cancel grace; will retry", job_id)
+                stopped = False
+            self.cancels.tried(job_id, stopped or not running, now)
+            if stopped:
+                n += 1
                 log.warning("job %s ignored its cancel request; stopped it", job_id)
+        return n
 
     def _info(self) -> dict[str, str]:
         return {
@@ -444,21 +425,39 @@ class Worker:
             )
             self.stop()
 
-    def _shutdown(self) -> None:
-        pending = self.pool.drain_pending()
-        self._requeue(pending, "not started")
-        deadline = time.monotonic() + self.grace_s
-        with self.cond:
-            while self.inflight and not self.immediate.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self.cond.wait(min(left, 0.2))
+    def _begin_stop(self, now: float) -> None:
+        """The shutdown grace starts (once): jobs the pool had not started go back now."""
+        if self.stop_at is not None:
+            return
+        self.stop_at = now + self.grace_s
+        self._requeue(self.pool.drain_pending(), "not started")
+
+    def _stop_due(self, now: float) -> bool:
+        """Whether the shutdown may go on at `now` (with cond held): nothing left running, a
+        second interrupt, or the grace ran out."""
+        assert self.stop_at is not None
+        return not self.inflight or self.immediate.is_set() or now >= self.stop_at
+
+    def _close_pool(self) -> None:
+        """End the pool: politely if nothing runs, else kill what it can (the shutdown then
+        requeues those jobs)."""
         self.pool.kill() if self.inflight else self.pool.stop()
-        self.outcomes.put(None)
+
+    def _shutdown(self) -> None:
+        """`run()`'s shutdown: the grace, then the reporter's last batch, then `_close`."""
+        self._begin_stop(self.clock.monotonic())
+        with self.cond:
+            while not self._stop_due(self.clock.monotonic()):
+                self.cond.wait(0.2)
+        self._close_pool()
+        self.reporter.outcomes.put(None)
         for t in self._threads:
             if t.name == "jobq-reporter":
                 t.join(30)
+        self._close()
+
+    def _close(self) -> None:
+        """Requeue what still runs, stop the other duties and leave the worker list."""
         with self.cond:
             left_over = list(self.inflight.values())
             self.inflight.clear()

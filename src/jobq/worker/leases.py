@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import BrokerError
 from ..model import Claimed, Outcome
+from .clock import Clock
+from .timers import CancelWatch
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -55,9 +57,12 @@ class Host(Protocol):
     inflight: dict[str, Claimed]
     stopping: threading.Event
     done: threading.Event
+    clock: Clock
+    cancels: CancelWatch
 
     def _info(self) -> dict[str, str]: ...
-    def _enforce_cancels(self, requested: set[str]) -> None: ...
+    def _stop_overdue(self, now: float) -> int: ...
+    def _wait_settled(self, timeout_s: float) -> None: ...
     def _requeue(self, jobs: list[Claimed], why: str) -> None: ...
 
 
@@ -69,6 +74,17 @@ def heartbeat_timeout_s(settings: Settings) -> float:
 
 
 Attempt = tuple[str, str]  # (job id, token): one claim of a job (a job may be claimed again)
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """What one heartbeat call did: `full` (leases extended, presence published, cancels
+    learnt) or begin marks only; `ok` = the server answered; `lost` = attempts fenced."""
+
+    full: bool
+    ok: bool
+    marks: int = 0
+    lost: int = 0
 
 
 class LeaseKeeper:
@@ -85,7 +101,13 @@ class LeaseKeeper:
         self.fenced: set[Attempt] = set()  # lease gone: never start, discard the outcome
         self.wake = threading.Event()  # a nudge (a job started) or shutdown
         self.reachable = threading.Event()  # set by each heartbeat the server answers
-        self.ok_at = time.monotonic()
+        self.clock = host.clock
+        self.ok_at = self.clock.monotonic()
+        period = host.settings.heartbeat_ms / 1000
+        self.next_full = self.ok_at + period  # (the worker announced itself at start)
+        self.last_marks = -float("inf")
+        self.failing_since: float | None = None  # first failed heartbeat of an outage
+        self.warned_stale = False
         self.unlisted_logged: float | None = None  # last log of a refused worker-list refresh
         self.store = host.store.for_heartbeats(heartbeat_timeout_s(host.settings))
 
@@ -166,20 +188,22 @@ class LeaseKeeper:
 
     def stale(self) -> bool:
         """Heartbeats have failed for longer than a lease: the server has taken our jobs."""
-        return time.monotonic() - self.ok_at > self.host.settings.lease_ms / 1000
+        return self.clock.monotonic() - self.ok_at > self.host.settings.lease_ms / 1000
 
     # -- suspects ------------------------------------------------------------------------------
 
     def run_alone(self, c: Claimed, after: list[Claimed]) -> bool:
         """Run a suspect with nothing else running beside it (so that if it kills this worker,
         the crash is blamed on it alone): wait for the others, mark it begun, run it, wait for
-        its outcome. False if the worker is stopping (the caller requeues it and `after`)."""
+        its outcome. False if the worker is stopping (the caller requeues it and `after`).
+        Blocks (real time) in a stepped worker too: the step records the others' outcomes
+        meanwhile (`_wait_settled`), and the suspect's outcome is reported by a later step."""
         h = self.host
         held = {c.id, *(x.id for x in after)}
         log.warning("job %s lost its worker %d time(s) before; running it alone", c.id, c.lost)
         with h.cond:
             while not h.stopping.is_set() and set(h.inflight) - held:
-                h.cond.wait(0.2)
+                h._wait_settled(0.2)
         lost: set[str] = set()
         while not h.stopping.is_set():
             try:
@@ -187,6 +211,7 @@ class LeaseKeeper:
                 break
             except BrokerError as exc:
                 log.error("cannot mark suspect job %s begun (%s); retrying", c.id, exc)
+                # (real time: this waits for the server, which no worker's clock moves)
                 h.stopping.wait(RETRY_S)
         if h.stopping.is_set():
             return False
@@ -205,73 +230,100 @@ class LeaseKeeper:
                 and a not in self.finished
                 and a not in self.fenced
             ):
-                h.cond.wait(0.2)
+                h._wait_settled(0.2)
         return True
 
-    # -- the heartbeat thread ------------------------------------------------------------------
+    # -- the heartbeat duty --------------------------------------------------------------------
+
+    def announced(self, now: float) -> None:
+        """The worker announced itself at `now` (its start): the first full heartbeat is due
+        one interval later."""
+        self.next_full = now + self.host.settings.heartbeat_ms / 1000
+
+    def next_due(self) -> float:
+        """When (on the worker's clock) `beat` has something to send next: the full heartbeat,
+        or sooner a batch of begin marks (at most one call per `MARK_INTERVAL_S`)."""
+        due = self.next_full
+        if self.to_mark:  # (a racy peek is fine: a nudge follows every first mark)
+            due = min(due, self.last_marks + MARK_INTERVAL_S)
+        return due
+
+    def beat(self, now: float) -> Beat | None:
+        """One heartbeat round if one is due at `now` (None if not): the full one every
+        `heartbeat_ms` extends every lease in flight, publishes the worker's presence and
+        learns which jobs were asked to cancel; between them, a call carries only begin marks.
+        Fences the attempts whose lease is gone. Never raises (a failure is retried after
+        `RETRY_S`). What `Worker.step` and the heartbeat thread both run."""
+        h = self.host
+        if self.next_due() > now:
+            return None
+        full = now >= self.next_full
+        with h.cond:
+            marks, self.to_mark = self.to_mark, []
+            items = [(c.id, c.token) for c in h.inflight.values()] if full else []
+        sent = dict(items + marks)
+        if not full and not marks:
+            return None
+        if marks:
+            self.last_marks = now
+        period = h.settings.heartbeat_ms / 1000
+        try:
+            lost, cancel = self.store.heartbeat(
+                items, h.settings.lease_ms, worker=h.name if full else "", began=marks
+            )
+        except Exception as exc:  # the heartbeat duty outlives any error
+            with h.cond:
+                self.to_mark[:0] = marks
+            self._failed(exc, now)
+            self.next_full = now + min(period, RETRY_S)
+            return Beat(full=full, ok=False, marks=len(marks))
+        # (the time after the call: a slow call must not make the next heartbeat due at once;
+        # at least `now`: a step given a time ahead of the clock schedules from it)
+        self.ok_at = max(now, self.clock.monotonic())
+        self.reachable.set()
+        if self.failing_since is not None:
+            log.info("heartbeats answer again after %.1fs", self.ok_at - self.failing_since)
+            self.failing_since, self.warned_stale = None, False
+        if full:
+            self.next_full = self.ok_at + period
+            self._register()
+        gone = {(i, sent[i]) for i in lost if i in sent}
+        try:
+            self.fence(gone)
+            if full:
+                h.cancels.note(cancel, now)
+        except Exception:  # a pool that failed to stop a job must not stop the heartbeats
+            log.exception("heartbeat: could not fence or cancel jobs; carrying on")
+        return Beat(full=full, ok=True, marks=len(marks), lost=len(gone))
+
+    def _failed(self, exc: Exception, now: float) -> None:
+        lease_s = self.host.settings.lease_ms / 1000
+        if self.failing_since is None:
+            self.failing_since = now
+            log.error("heartbeat failed: %s; retrying every %.2fs", exc, RETRY_S)
+        elif not self.warned_stale and now - self.failing_since > lease_s:
+            self.warned_stale = True
+            log.error(
+                "heartbeats have failed for %.1fs, longer than the lease (%.1fs): the "
+                "server will have taken this worker's jobs back; starting no prefetched "
+                "job until it answers",
+                now - self.failing_since,
+                lease_s,
+            )
 
     def run(self) -> None:
-        """Heartbeat every `heartbeat_ms`, and at once when nudged by a start."""
+        """The heartbeat thread: `beat` when due (at once when nudged by a start), and stop
+        the attempts whose cancel grace ran out, until the worker is done."""
         h = self.host
-        period = h.settings.heartbeat_ms / 1000
-        lease_s = h.settings.lease_ms / 1000
-        next_full = time.monotonic() + period
-        last_marks = 0.0
-        failing_since: float | None = None
-        warned_stale = False
         while not h.done.is_set():
-            now = time.monotonic()
-            due = next_full
-            if self.to_mark:  # (a racy peek is fine: a nudge follows every first mark)
-                due = min(due, last_marks + MARK_INTERVAL_S)
+            now = self.clock.monotonic()
+            due = min(self.next_due(), h.cancels.next_due())
             if due > now:
-                self.wake.wait(due - now)
+                self.clock.wait(self.wake, due - now)
                 self.wake.clear()
                 continue
-            full = now >= next_full
-            with h.cond:
-                marks, self.to_mark = self.to_mark, []
-                items = [(c.id, c.token) for c in h.inflight.values()] if full else []
-            sent = dict(items + marks)
-            if not full and not marks:
-                continue
-            if marks:
-                last_marks = now
-            try:
-                lost, cancel = self.store.heartbeat(
-                    items, h.settings.lease_ms, worker=h.name if full else "", began=marks
-                )
-            except Exception as exc:  # the heartbeat thread outlives any error
-                with h.cond:
-                    self.to_mark[:0] = marks
-                if failing_since is None:
-                    failing_since = now
-                    log.error("heartbeat failed: %s; retrying every %.2fs", exc, RETRY_S)
-                elif not warned_stale and now - failing_since > lease_s:
-                    warned_stale = True
-                    log.error(
-                        "heartbeats have failed for %.1fs, longer than the lease (%.1fs): the "
-                        "server will have taken this worker's jobs back; starting no prefetched "
-                        "job until it answers",
-                        now - failing_since,
-                        lease_s,
-                    )
-                next_full = now + min(period, RETRY_S)
-                continue
-            self.ok_at = time.monotonic()
-            self.reachable.set()
-            if failing_since is not None:
-                log.info("heartbeats answer again after %.1fs", self.ok_at - failing_since)
-                failing_since, warned_stale = None, False
-            if full:
-                next_full = self.ok_at + period
-                self._register()
-            try:
-                self.fence({(i, sent[i]) for i in lost if i in sent})
-                if full:
-                    h._enforce_cancels(cancel)
-            except Exception:  # a pool that failed to stop a job must not stop the heartbeats
-                log.exception("heartbeat: could not fence or cancel jobs; carrying on")
+            self.beat(now)
+            h._stop_overdue(now)
 
     def _register(self) -> None:
         """Refresh the worker's entry in the worker list (`jobq workers`). Not part of the
@@ -284,7 +336,7 @@ class LeaseKeeper:
             self.store.register_worker(h.name, h._info(), h.settings.lease_ms * 3)
         except Exception as exc:  # the heartbeat thread outlives any error
             # (a full server refuses some writes and takes others: one line a minute at most)
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if self.unlisted_logged is None or now - self.unlisted_logged > 60:
                 self.unlisted_logged = now
                 log.warning(
