@@ -315,7 +315,9 @@ def test_run_keeps_its_timers_on_the_injected_clock(
     shutdown go on."""
     long_ms = 100_000
     release = threading.Event()
-    with App(url, prefix=prefix, heartbeat_ms=long_ms, lease_ms=2 * long_ms) as app:
+    with App(
+        url, prefix=prefix, heartbeat_ms=long_ms, lease_ms=2 * long_ms, worker_gone_ms=4 * long_ms
+    ) as app:
 
         @app.task
         def hold() -> None:
