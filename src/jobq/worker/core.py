@@ -88,7 +88,6 @@ class Worker:
         own = [worker_queue(self.name)] + ([group_queue(group)] if group else [])
         self.queues = own + (queues or ["default"])
         self.cancel_grace_s = cancel_grace_s
-        self.cancel_seen: dict[str, float] = {}
         self.concurrency = concurrency
         self.prefetch = prefetch
         self.avg_runtime_s = PREFETCH_WINDOW_S  # until measured: prefetch = concurrency
@@ -215,10 +214,9 @@ class Worker:
                 while len(self.inflight) >= self.capacity and not self.stopping.is_set():
                     self.cond.wait(1.0)
                 free = min(self.capacity - len(self.inflight), CLAIM_BATCH)
-                # Jobs that go into idle slots at once are marked begun by the claim itself
-                # (the async pool starts everything it is given); the rest are claimed ahead.
-                idle = free if self.pool_kind == "async" else self.concurrency - len(self.inflight)
-                start = max(0, min(free, idle))
+                # Jobs that go into idle slots at once are marked begun by the claim itself;
+                # the rest are claimed ahead (every pool runs `concurrency` at most).
+                start = max(0, min(free, self.concurrency - len(self.inflight)))
             if self.stopping.is_set():
                 return
             try:
@@ -404,18 +402,6 @@ class Worker:
                 return {batch[0].claimed.id: REPORT_REFUSED}
             self.report_outage.ok()
             return codes
-
-    def _enforce_cancels(self, requested: set[str]) -> None:
-        """Hard-stop jobs still running `cancel_grace_s` after their cancel was requested
-        (the task could see it with `current_job().cancelled()` meanwhile)."""
-        now = time.monotonic()
-        for job_id in list(self.cancel_seen):
-            if job_id not in requested:
-                del self.cancel_seen[job_id]
-        for job_id in requested:
-            first = self.cancel_seen.setdefault(job_id, now)
-            if now - first >= self.cancel_grace_s and self.pool.cancel(job_id):
-                log.warning("job %s ignored its cancel request; stopped it", job_id)
 
     def _info(self) -> dict[str, str]:
         return {

@@ -17,6 +17,14 @@ Self-fencing: a heartbeat that learns a lease is gone stops the attempt where th
 and a prefetched job whose lease is gone never starts. Heartbeats run on connections of their
 own with a short socket timeout, so a partition is noticed and logged within a lease; while they
 fail past the lease, no prefetched job starts (its lease is surely gone), and the log says so.
+
+Cancels: while jobs run, the heartbeat thread asks every `CANCEL_POLL_S` whether a cancel was
+requested for them (the heartbeat script with no lease to extend: reads only), besides the full
+heartbeat every `heartbeat_ms`. A running job whose cancel it sees gets `cancel_grace_s` to stop
+by itself (the task sees `current_job().cancelled()`); then the pool stops it (`Pool.cancel`),
+on a timer of its own, so the grace is honoured to within about `CANCEL_POLL_S`. A prefetched job
+whose cancel comes before it starts never starts: it is reported cancelled at once. Either way
+the outcome scripts end the job `cancelled`, whatever the attempt returned (complete.lua).
 """
 
 from __future__ import annotations
@@ -26,8 +34,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from ..errors import BrokerError
+from ..errors import BrokerError, JobCancelled
 from ..model import Claimed, Outcome
+from .runner import NO_RETRY, failure
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -42,6 +51,9 @@ RETRY_S = 0.25
 #: carries every start since the last (measured: marking each start on its own call cost about
 #: 40% of the processing rate of no-op jobs).
 MARK_INTERVAL_S = 0.01
+#: How often, while jobs run, the worker asks whether a cancel was requested for them: the
+#: precision of the cancel grace (one read-only script call, O(running jobs), per interval).
+CANCEL_POLL_S = 0.5
 
 
 class Host(Protocol):
@@ -55,9 +67,10 @@ class Host(Protocol):
     inflight: dict[str, Claimed]
     stopping: threading.Event
     done: threading.Event
+    cancel_grace_s: float
 
     def _info(self) -> dict[str, str]: ...
-    def _enforce_cancels(self, requested: set[str]) -> None: ...
+    def _on_done(self, outcome: Outcome) -> None: ...
     def _requeue(self, jobs: list[Claimed], why: str) -> None: ...
 
 
@@ -83,6 +96,10 @@ class LeaseKeeper:
         self.started: set[Attempt] = set()  # running in the pool now
         self.finished: set[Attempt] = set()  # outcome produced, not reported yet
         self.fenced: set[Attempt] = set()  # lease gone: never start, discard the outcome
+        self.skip: set[Attempt] = set()  # cancelled before it started: never start it
+        # Cancel requests seen, by job id: the moment the pool stops the attempt (None: done,
+        # or the job had not started and was reported cancelled).
+        self.cancels: dict[str, float | None] = {}
         self.wake = threading.Event()  # a nudge (a job started) or shutdown
         self.reachable = threading.Event()  # set by each heartbeat the server answers
         self.ok_at = time.monotonic()
@@ -112,8 +129,9 @@ class LeaseKeeper:
         """Drop an attempt from the books (and from inflight, if it is the current claim)."""
         if self.owns(c):
             del self.host.inflight[c.id]
+            self.cancels.pop(c.id, None)
         a = (c.id, c.token)
-        for s in (self.marked, self.started, self.finished, self.fenced):
+        for s in (self.marked, self.started, self.finished, self.fenced, self.skip):
             s.discard(a)
 
     # -- called by the pools -------------------------------------------------------------------
@@ -124,6 +142,8 @@ class LeaseKeeper:
         h = self.host
         a = (c.id, c.token)
         with h.cond:
+            if a in self.skip:  # its cancel came first: reported cancelled (note_cancels)
+                return False
             if a in self.fenced or not self.owns(c):
                 if a in self.fenced:
                     log.warning("job %s not started: its lease is gone", c.id)
@@ -136,13 +156,17 @@ class LeaseKeeper:
                 return False
             return None
         with h.cond:
+            if a in self.skip:
+                return False
+            idle = not self.started  # the first running job starts the cancel polls
             self.started.add(a)
             if a in self.marked:
-                return True
-            self.marked.add(a)
-            self.to_mark.append(a)
-            first = len(self.to_mark) == 1
-        if first:  # later ones ride on the same call: one wake-up per call, not per job
+                first = False
+            else:
+                self.marked.add(a)
+                self.to_mark.append(a)
+                first = len(self.to_mark) == 1
+        if first or idle:  # later ones ride on the same call: one wake-up per call, not per job
             self.wake.set()
         return True
 
@@ -211,35 +235,52 @@ class LeaseKeeper:
     # -- the heartbeat thread ------------------------------------------------------------------
 
     def run(self) -> None:
-        """Heartbeat every `heartbeat_ms`, and at once when nudged by a start."""
+        """Heartbeat every `heartbeat_ms`, and at once when nudged by a start; while jobs run,
+        ask for their cancel requests every `CANCEL_POLL_S`, and stop the ones past grace."""
         h = self.host
         period = h.settings.heartbeat_ms / 1000
         lease_s = h.settings.lease_ms / 1000
         next_full = time.monotonic() + period
+        next_poll = 0.0
         last_marks = 0.0
         failing_since: float | None = None
         warned_stale = False
         while not h.done.is_set():
             now = time.monotonic()
             due = next_full
+            stop_at = self.enforce_cancels(now)
+            if stop_at is not None:
+                due = min(due, stop_at)
             if self.to_mark:  # (a racy peek is fine: a nudge follows every first mark)
                 due = min(due, last_marks + MARK_INTERVAL_S)
+            if self.started:  # (likewise: the first start nudges)
+                due = min(due, next_poll)
             if due > now:
                 self.wake.wait(due - now)
                 self.wake.clear()
                 continue
             full = now >= next_full
             with h.cond:
+                poll = not full and bool(self.started) and now >= next_poll
                 marks, self.to_mark = self.to_mark, []
-                items = [(c.id, c.token) for c in h.inflight.values()] if full else []
+                if full:
+                    items = [(c.id, c.token) for c in h.inflight.values()]
+                else:
+                    items = list(self.started) if poll else []
             sent = dict(items + marks)
-            if not full and not marks:
+            if not full and not poll and not marks:
                 continue
+            if full or poll:
+                next_poll = now + CANCEL_POLL_S
             if marks:
                 last_marks = now
             try:
+                # Only a full heartbeat extends leases: the others mark starts and read cancels.
                 lost, cancel = self.store.heartbeat(
-                    items, h.settings.lease_ms, worker=h.name if full else "", began=marks
+                    items,
+                    h.settings.lease_ms if full else 0,
+                    worker=h.name if full else "",
+                    began=marks,
                 )
             except Exception as exc:  # the heartbeat thread outlives any error
                 with h.cond:
@@ -268,10 +309,62 @@ class LeaseKeeper:
                 self._register()
             try:
                 self.fence({(i, sent[i]) for i in lost if i in sent})
-                if full:
-                    h._enforce_cancels(cancel)
+                self.note_cancels(cancel)
             except Exception:  # a pool that failed to stop a job must not stop the heartbeats
                 log.exception("heartbeat: could not fence or cancel jobs; carrying on")
+
+    def note_cancels(self, requested: set[str]) -> None:
+        """Start the grace of each cancel request seen for the first time; a job that has not
+        started yet never will: it is reported cancelled at once (fail.lua ends it so)."""
+        h = self.host
+        now = time.monotonic()
+        unstarted: list[Claimed] = []
+        with h.cond:
+            for job_id in requested:
+                c = h.inflight.get(job_id)
+                if c is None or job_id in self.cancels:
+                    continue
+                a = (c.id, c.token)
+                if a in self.finished or a in self.fenced:
+                    continue  # its outcome is on its way (the script sees the cancel flag)
+                if a in self.started:
+                    self.cancels[job_id] = now + h.cancel_grace_s
+                else:
+                    self.cancels[job_id] = None
+                    self.skip.add(a)
+                    unstarted.append(c)
+        for c in unstarted:
+            log.info("job %s was cancelled before it started: it will not start", c.id)
+            exc = JobCancelled(f"job {c.id} was cancelled before it started")
+            h._on_done(failure(c, exc, NO_RETRY, tb=False))
+
+    def enforce_cancels(self, now: float) -> float | None:
+        """Stop the attempts still running `cancel_grace_s` after their cancel request was
+        seen; returns when the next grace runs out (None: no other is pending)."""
+        h = self.host
+        due: list[tuple[str, bool]] = []
+        with h.cond:
+            if not self.cancels:
+                return None
+            for job_id, at in self.cancels.items():
+                if at is not None and at <= now:
+                    c = h.inflight.get(job_id)
+                    due.append((job_id, c is not None and (c.id, c.token) in self.started))
+            for job_id, _running in due:
+                self.cancels[job_id] = None
+            nxt = min((at for at in self.cancels.values() if at is not None), default=None)
+        grace = h.cancel_grace_s
+        for job_id, running in due:
+            if h.pool.cancel(job_id):
+                log.warning("job %s ignored its cancel request for %gs; stopped it", job_id, grace)
+            elif running:
+                log.warning(
+                    "job %s ignored its cancel request for %gs: reported it cancelled; this "
+                    "pool cannot stop a thread, which runs on in its slot until the task returns",
+                    job_id,
+                    grace,
+                )
+        return nxt
 
     def _register(self) -> None:
         """Refresh the worker's entry in the worker list (`jobq workers`). Not part of the
