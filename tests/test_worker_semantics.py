@@ -16,6 +16,7 @@ stamped with the server's clock (sched_tasks.record), which is what the tests re
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
@@ -32,7 +33,8 @@ from sched_tasks import fact_key
 from semantics_tasks import make_app, seen_key
 
 from jobq import App, JobCancelled, JobState
-from jobq.model import JobRecord
+from jobq.codes import Cancel, Complete, Fail
+from jobq.model import Claimed, JobRecord, JobSpec, Outcome
 from jobq.states import TERMINAL
 
 pytestmark = [pytest.mark.timeout(150), on_every_layout]
@@ -250,10 +252,90 @@ def test_started_is_when_the_attempt_began_not_when_it_was_claimed(
         assert terminal(sapp, j.id).state is JobState.SUCCEEDED
     ends = {e["job"]: e["t"] // 1000 for e in facts(sapp, tag, "end")}  # server ms
     starts = {e["job"]: e["t"] // 1000 for e in facts(sapp, tag, "start")}
-    for prev, j in zip(jobs, jobs[1:], strict=False):
+    for prev, j in itertools.pairwise(jobs):
         r = record(sapp, j.id)
         assert r.claimed_ms is not None and r.started_ms is not None
         # Claimed before the job ahead of it returned, began after (one slot)...
         assert r.claimed_ms <= ends[prev.id] - 1 <= r.started_ms, (r, ends)
         # ...and about when its task began (the report: server clock minus its run time).
         assert r.started_ms <= starts[j.id] + 50, (r, starts)
+
+
+# -- the scripts behind it, stepped time (no worker) -----------------------------------------
+
+T0 = 1_000_000_000  # a fake server clock, in ms
+LEASE = 10_000
+
+
+def claim_all(app: App, ids: set[str], now: int, start: int = 0) -> dict[str, Claimed]:
+    """Claim until every job of `ids` is claimed (partitions answer in turn)."""
+    got: dict[str, Claimed] = {}
+    for _ in range(20):
+        for c in app.store.claim("w1", ["default"], len(ids) - len(got), LEASE, now, start):
+            got[c.id] = c
+        if set(got) == ids:
+            return got
+    raise AssertionError(f"claimed only {sorted(got)} of {sorted(ids)}")
+
+
+def spec(job_id: str, **kw: Any) -> JobSpec:
+    return JobSpec(job_id, "t", "default", b"[[],{}]", **kw)
+
+
+def test_claim_mark_and_report_set_claimed_and_started(app: App) -> None:
+    store = app.store
+    store.submit([spec("a")], now=T0)
+    a = claim_all(app, {"a"}, T0 + 5, start=1)["a"]  # into an idle slot: begins now
+    assert (record(app, "a").claimed_ms, record(app, "a").started_ms) == (T0 + 5, T0 + 5)
+    store.submit([spec("b"), spec("c"), spec("d", max_attempts=3)], now=T0)
+    got = claim_all(app, {"b", "c", "d"}, T0 + 6)  # claimed ahead: not begun
+    assert all(record(app, i).started_ms is None for i in "bcd")
+    assert all(record(app, i).claimed_ms == T0 + 6 for i in "bcd")
+    # The begin mark (a heartbeat as the job starts) sets it to the server's clock...
+    store.heartbeat([], LEASE, now=T0 + 50, began=[(got["b"].id, got["b"].token)])
+    assert record(app, "b").started_ms == T0 + 50
+    # ...and the report to its clock minus how long the attempt ran, by the worker's measure.
+    t = time.monotonic()
+    ran = [
+        Outcome(got["b"], ok=True, result=b"[1]", began_s=t - 0.04),
+        Outcome(a, ok=True, result=b"[1]"),  # unknown: what the claim wrote stays
+        Outcome(got["c"], ok=True, result=b"[1]", began_s=t - 3600),  # never before its claim
+    ]
+    store.report(ran, now=T0 + 100)
+    assert T0 + 100 - 60 <= (record(app, "b").started_ms or 0) <= T0 + 100 - 40
+    assert record(app, "a").started_ms == T0 + 5
+    assert record(app, "c").started_ms == T0 + 6
+    err = {"type": "ValueError", "message": "boom", "traceback": ""}
+    store.report([Outcome(got["d"], ok=False, error=err, retry_delay_ms=0, began_s=t)], T0 + 200)
+    assert (record(app, "d").state, record(app, "d").started_ms) == (JobState.SCHEDULED, T0 + 200)
+
+
+@pytest.mark.parametrize("ok", [True, False])
+def test_an_outcome_after_a_cancel_request_ends_cancelled_and_fails_the_dependents(
+    app: App, ok: bool
+) -> None:
+    store = app.store
+    store.submit([spec("p", max_attempts=3)], now=T0)
+    store.submit([spec("k", parents=("p",))], now=T0)
+    p = claim_all(app, {"p"}, T0 + 1, start=1)["p"]
+    assert store.cancel("p") == Cancel.REQUESTED
+    err = {"type": "ValueError", "message": "boom", "traceback": ""}
+    outcome = (
+        Outcome(p, ok=True, result=b'["kept?"]')
+        if ok
+        else Outcome(p, ok=False, error=err, retry_delay_ms=0)  # attempts remain: no retry
+    )
+    codes = store.report([outcome], now=T0 + 2)
+    assert codes == {"p": Complete.CANCELLED if ok else Fail.CANCELLED}
+    rec = record(app, "p")
+    assert rec.state is JobState.CANCELLED and rec.result is None and rec.finished_ms == T0 + 2
+    assert rec.error is not None
+    if ok:
+        assert rec.error["type"] == "JobCancelled"
+        assert "cancelled while running" in rec.error["message"]
+    else:
+        assert rec.error == err  # the attempt's own error is kept
+    kid = record(app, "k")
+    assert kid.state is JobState.FAILED and kid.error is not None
+    assert kid.error["type"] == "DependencyFailed"
+    assert kid.error["message"] == "parent job p cancelled"

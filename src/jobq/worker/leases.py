@@ -342,10 +342,10 @@ class LeaseKeeper:
         """Stop the attempts still running `cancel_grace_s` after their cancel request was
         seen; returns when the next grace runs out (None: no other is pending)."""
         h = self.host
+        if not self.cancels:  # (a racy peek: the common case takes no lock)
+            return None
         due: list[tuple[str, bool]] = []
         with h.cond:
-            if not self.cancels:
-                return None
             for job_id, at in self.cancels.items():
                 if at is not None and at <= now:
                     c = h.inflight.get(job_id)

@@ -291,7 +291,7 @@ class AsyncPool:
         return out
 
     def stop(self) -> None:
-        pass
+        self.executor.shutdown(wait=False)  # (idle by now: the worker waited for its jobs)
 
     def kill(self) -> None:
         self.killed = True
