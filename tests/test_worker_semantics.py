@@ -339,3 +339,23 @@ def test_an_outcome_after_a_cancel_request_ends_cancelled_and_fails_the_dependen
     assert kid.state is JobState.FAILED and kid.error is not None
     assert kid.error["type"] == "DependencyFailed"
     assert kid.error["message"] == "parent job p cancelled"
+
+
+def test_a_prefetched_job_cancelled_before_it_starts_never_starts(
+    workers: Workers, sapp: App
+) -> None:
+    workers.start("prefetch-cancel", "-c", "1", "--prefetch", "1")
+    tag = new_tag()
+    first, second = (sapp.tasks["gated"].submit(tag) for _ in range(2))
+    wait_until(lambda: record(sapp, second.id).state is JobState.RUNNING, what="the prefetch claim")
+    asked = time.monotonic()
+    assert second.cancel() is False  # claimed: `running` to the server, so only flagged
+    rec = terminal(sapp, second.id)
+    took = time.monotonic() - asked
+    # Seen by the next poll (not the full heartbeat, 10 s away), and never started.
+    assert took < 1 + GRACE_TOLERANCE_S, f"cancelled {took:.2f}s after"
+    assert rec.state is JobState.CANCELLED and rec.started_ms is None
+    assert rec.error is not None and "cancelled before it started" in rec.error["message"]
+    sapp.store.r.rpush(fact_key(sapp.settings.prefix, tag) + ":gate", "1")
+    assert terminal(sapp, first.id).state is JobState.SUCCEEDED
+    assert [e["job"] for e in facts(sapp, tag, "start")] == [first.id]

@@ -19,12 +19,13 @@ own with a short socket timeout, so a partition is noticed and logged within a l
 fail past the lease, no prefetched job starts (its lease is surely gone), and the log says so.
 
 Cancels: while jobs run, the heartbeat thread asks every `CANCEL_POLL_S` whether a cancel was
-requested for them (the heartbeat script with no lease to extend: reads only), besides the full
-heartbeat every `heartbeat_ms`. A running job whose cancel it sees gets `cancel_grace_s` to stop
-by itself (the task sees `current_job().cancelled()`); then the pool stops it (`Pool.cancel`),
-on a timer of its own, so the grace is honoured to within about `CANCEL_POLL_S`. A prefetched job
-whose cancel comes before it starts never starts: it is reported cancelled at once. Either way
-the outcome scripts end the job `cancelled`, whatever the attempt returned (complete.lua).
+requested for the jobs it holds (the heartbeat script with no lease to extend: reads only),
+besides the full heartbeat every `heartbeat_ms`. A running job whose cancel it sees gets
+`cancel_grace_s` to stop by itself (the task sees `current_job().cancelled()`); then the pool
+stops it (`Pool.cancel`), on a timer of its own, so the grace is honoured to within about
+`CANCEL_POLL_S`. A prefetched job whose cancel comes before it starts never starts: it is
+reported cancelled at once. Either way the outcome scripts end the job `cancelled`, whatever
+the attempt returned (complete.lua).
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ RETRY_S = 0.25
 #: carries every start since the last (measured: marking each start on its own call cost about
 #: 40% of the processing rate of no-op jobs).
 MARK_INTERVAL_S = 0.01
-#: How often, while jobs run, the worker asks whether a cancel was requested for them: the
-#: precision of the cancel grace (one read-only script call, O(running jobs), per interval).
+#: How often, while jobs run, the worker asks whether a cancel was requested for the jobs it
+#: holds: the precision of the cancel grace (one read-only script call, O(jobs held), each).
 CANCEL_POLL_S = 0.5
 
 
@@ -263,10 +264,8 @@ class LeaseKeeper:
             with h.cond:
                 poll = not full and bool(self.started) and now >= next_poll
                 marks, self.to_mark = self.to_mark, []
-                if full:
-                    items = [(c.id, c.token) for c in h.inflight.values()]
-                else:
-                    items = list(self.started) if poll else []
+                # (a poll asks about every job held, so a prefetched job's cancel is seen too)
+                items = [(c.id, c.token) for c in h.inflight.values()] if full or poll else []
             sent = dict(items + marks)
             if not full and not poll and not marks:
                 continue
