@@ -122,9 +122,9 @@ def calls(s: Scripts, w: World) -> dict[str, list[Call]]:
         now=T,
     )
     s.claim(b["claim"], "w1", ["@worker:w1", "default", "@group:g"], 3, LEASE, now=T)
-    s.complete(b["complete"], [("r1", tok, b"[1]"), ("zz", "1", b"[2]")], 60, now=T)
-    s.fail(b["fail"], [("r1", tok, ERR, -1), ("zz", "1", ERR, 5)], 60, now=T)
-    s.fail(b["fail"], [("r1", tok, ERR, 5)], 60, now=T)
+    s.complete(b["complete"], [("r1", tok, b"[1]", 5), ("zz", "1", b"[2]", -1)], 60, now=T)
+    s.fail(b["fail"], [("r1", tok, ERR, -1, 5), ("zz", "1", ERR, 5, -1)], 60, now=T)
+    s.fail(b["fail"], [("r1", tok, ERR, 5, 5)], 60, now=T)
     s.reap(b["reap"], 10, now=LATER)
     s.promote(b["promote"], 10, now=LATER)
     s.heartbeat(b["heartbeat"], [("r1", tok), ("q1", "9")], LEASE, now=T, worker="w1")

@@ -211,7 +211,8 @@ def test_claim_gives_a_lease_and_an_increasing_token(store: Store) -> None:
     assert int(b.token) > int(a.token)
     raw = store.r.hgetall(store.keys.job("a"))
     assert raw[b"state"] == b"running" and raw[b"worker"] == b"w1"
-    assert raw[b"token"] == a.token.encode() and raw[b"started"] == str(T + 7).encode()
+    assert raw[b"token"] == a.token.encode() and raw[b"claimed"] == str(T + 7).encode()
+    assert b"started" not in raw  # claimed ahead (start=0): it has not begun running
     assert zscore(store, store.keys.leases, "a") == T + 7 + LEASE
     assert events(store, "a") == [("queued", None), ("running", "w1")]
 

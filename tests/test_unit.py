@@ -408,12 +408,12 @@ CALLS: dict[str, tuple[Callable[[Scripts, Any], Any], Callable[[Scripts, Any], A
         lambda s, c: s.claim(c, "w", ["a", "b"], 3, 1000),
     ),
     "complete": (
-        lambda s, c: s.complete(c, [("j", "1", b"[1]")], 60),
-        lambda s, c: s.complete(c, [("j", "1", b"[1]")] * 2, 60),
+        lambda s, c: s.complete(c, [("j", "1", b"[1]", -1)], 60),
+        lambda s, c: s.complete(c, [("j", "1", b"[1]", -1)] * 2, 60),
     ),
     "fail": (
-        lambda s, c: s.fail(c, [("j", "1", b"{}", 5)]),
-        lambda s, c: s.fail(c, [("j", "1", b"{}", 5)] * 2),
+        lambda s, c: s.fail(c, [("j", "1", b"{}", 5, -1)]),
+        lambda s, c: s.fail(c, [("j", "1", b"{}", 5, -1)] * 2),
     ),
     "heartbeat": (
         lambda s, c: s.heartbeat(c, [("j", "1")], 1000),

@@ -41,6 +41,9 @@ class Complete(IntEnum):
     NOT_FOUND = Refusal.NOT_FOUND.value
     RECORDED = 1
     """The success is recorded (the job is `succeeded`)."""
+    CANCELLED = 3
+    """Its cancel had been requested before the outcome came: it ends `cancelled`, the result
+    discarded, its dependents settled as a cancelled job's (the same code as `Fail`'s)."""
 
 
 class Fail(IntEnum):

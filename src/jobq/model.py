@@ -6,6 +6,7 @@ can be added without a migration.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,6 +160,10 @@ class JobRecord:
     timeout_ms: int | None = None
     created_ms: int = 0
     started_ms: int | None = None
+    """When the current (or last) attempt began running; None while a claimed job waits in a
+    worker's prefetch."""
+    claimed_ms: int | None = None
+    """When a worker claimed the current (or last) attempt (prefetched jobs: before it ran)."""
     finished_ms: int | None = None
     eta_ms: int | None = None
     worker: str | None = None
@@ -214,6 +219,7 @@ class JobRecord:
             timeout_ms=r.i("timeout") or None,
             created_ms=r.i("created"),
             started_ms=r.i("started") or None,
+            claimed_ms=r.i("claimed") or None,
             finished_ms=r.i("finished") or None,
             eta_ms=r.i("eta") or None,
             worker=r.s("worker") or None,
@@ -295,6 +301,18 @@ class Outcome:
     """For failures: back-off before the next attempt; negative = do not retry."""
     runtime_s: float = 0.0
     """How long the attempt ran (the worker sizes its prefetch from it)."""
+    began_s: float | None = None
+    """When the attempt began running, on this process's `time.monotonic()` clock (set by the
+    pool as it starts the attempt; None = unknown)."""
+
+    def ran_ms(self, now_s: float | None = None) -> int:
+        """Milliseconds since the attempt began (-1 if unknown), for the outcome scripts, which
+        set `started` to their server clock minus this: a duration, so no clock skew between
+        the worker's host and the server enters the record."""
+        if self.began_s is None:
+            return -1
+        now = time.monotonic() if now_s is None else now_s
+        return max(0, int((now - self.began_s) * 1000))
 
 
 @dataclass(frozen=True, slots=True)

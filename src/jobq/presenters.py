@@ -26,6 +26,7 @@ def job_view(rec: JobRecord) -> dict[str, Any]:
         "max_attempts": rec.max_attempts,
         "worker": rec.worker,
         "created": _ts(rec.created_ms),
+        "claimed": _ts(rec.claimed_ms),
         "started": _ts(rec.started_ms),
         "finished": _ts(rec.finished_ms),
         "eta": _ts(rec.eta_ms),

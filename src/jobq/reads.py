@@ -179,7 +179,7 @@ class Reads:
 
     _LIST_FIELDS = (
         "task", "queue", "state", "pri", "att", "max", "timeout", "created", "started",
-        "finished", "eta", "worker",
+        "finished", "eta", "worker", "claimed",
     )  # fmt: skip
 
     def list_jobs(

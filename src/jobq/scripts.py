@@ -370,9 +370,14 @@ class Scripts:
         return self._run(client, "claim", keys, [worker, lease_ms, n, start, *queues], now)
 
     def complete(
-        self, client: Client, items: list[tuple[str, str, bytes]], default_ttl: int, now: int = 0
+        self,
+        client: Client,
+        items: list[tuple[str, str, bytes, int]],
+        default_ttl: int,
+        now: int = 0,
     ) -> Any:
-        """Record successes (id, token, result); reply: 1 / -1 not found / -2 stale per job."""
+        """Record successes (id, token, result, ms since the attempt began or -1); reply per
+        job: 1 / 3 cancelled (its cancel was requested) / -1 not found / -2 stale."""
         flat: list[Any] = [default_ttl, len(items)]
         for it in items:
             flat.extend(it)
@@ -382,11 +387,12 @@ class Scripts:
     def fail(
         self,
         client: Client,
-        items: list[tuple[str, str, bytes, int]],
+        items: list[tuple[str, str, bytes, int, int]],
         default_ttl: int = 0,
         now: int = 0,
     ) -> Any:
-        """Record failures (id, token, error, retry delay ms); reply: 1 retry / 2 dead /
+        """Record failures (id, token, error, retry delay ms, ms since the attempt began or
+        -1); reply: 1 retry / 2 dead /
         3 cancelled (expires after its TTL or `default_ttl`) / -1 / -2."""
         flat: list[Any] = [default_ttl, len(items)]
         for it in items:

@@ -372,11 +372,17 @@ class Shard(Reads, Upkeep):
         with self.broker("reporting results"):
             batch = Batch()
             if ok:
-                items = [(o.claimed.id, o.claimed.token, o.result) for o in ok]
+                items = [(o.claimed.id, o.claimed.token, o.result, o.ran_ms()) for o in ok]
                 self.scripts.complete(batch, items, self.result_ttl_s, now)
             if bad:
                 fitems = [
-                    (o.claimed.id, o.claimed.token, orjson.dumps(o.error), o.retry_delay_ms)
+                    (
+                        o.claimed.id,
+                        o.claimed.token,
+                        orjson.dumps(o.error),
+                        o.retry_delay_ms,
+                        o.ran_ms(),
+                    )
                     for o in bad
                 ]
                 self.scripts.fail(batch, fitems, self.result_ttl_s, now)

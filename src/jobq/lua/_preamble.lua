@@ -322,9 +322,27 @@ end
 local function release_to_queue(id, jk, queue, pri, att, cheld, seqkey, info)
   release_slot(jk, cheld)
   redis.call('HSET', jk, 'state', 'queued', 'att', math.max((tonumber(att) or 1) - 1, 0))
-  redis.call('HDEL', jk, 'token', 'began')
+  redis.call('HDEL', jk, 'token', 'began', 'claimed', 'started')
   push_queue(id, queue, pri, nil, false, -(try('INCR', seqkey) or 0))
   emit(id, 'queued', queue, info)
+end
+
+-- When a reported attempt began running: `ran` ms before now, as the worker measured it on its
+-- own clock (so no clock skew between hosts enters), never before its claim (`claimed`, the
+-- job's field). A negative `ran` (unknown) keeps what the claim or the begin mark wrote.
+local function note_start(jk, ran, claimed)
+  if ran >= 0 then
+    redis.call('HSET', jk, 'started', math.max(NOW - math.floor(ran), tonumber(claimed) or 0))
+  end
+end
+
+-- The end of an attempt whose cancel was requested before its outcome came: whatever it
+-- returned or raised, the job ends `cancelled` (a result is discarded) and its dependents are
+-- settled as a cancelled job's are. `err` = the attempt's error (nil: it returned a value).
+local function cancelled_running(id, jk, queue, err, waiters, ukey, cheld, kids, ttl, default_ttl)
+  cancel_job(id, jk, queue, err or job_error('JobCancelled', 'job ' .. id ..
+    ' was cancelled while running; its result was discarded'), 'cancelled while running',
+    waiters, ukey, cheld, kids, ttl, default_ttl)
 end
 
 -- Fencing tokens: a hybrid logical clock, so a token is never reissued, even by a server that

@@ -7,6 +7,8 @@
 -- ARGV: 4 worker name, 5 lease_ms, 6 n, 7 start (how many of the claimed jobs go into idle
 --       slots at once: they are marked begun here, the rest are prefetched and the worker marks
 --       them through its heartbeat when they start), 8.. queue names (first = served first)
+-- Every claimed job gets `claimed` = now; `started` (when the attempt began running) is set
+-- here only for the jobs marked begun, and cleared for the others (a previous attempt's).
 -- Returns: array of {id, token, attempt, task, payload, max_attempts, timeout_ms, queue,
 --          backoff_ms, pass, {parent result blobs...}, lost}, then, if any popped id was
 --          unusable, one notice row {0, n missing, n malformed, {missing ids (first 20)},
@@ -129,15 +131,19 @@ for qi = 8, #ARGV do
       if ok then
         local att = (tonumber(f[4]) or 0) + 1
         local tok = fencing_token(KEYS[3]) -- a digit string, never reissued
-        redis.call('HSET', jk, 'state', 'running', 'att', att, 'token', tok, 'worker', worker,
-          'started', NOW)
-        redis.call('ZADD', KEYS[2], NOW + lease, id)
         if f[13] then
           start = 0 -- a suspect: the worker runs it alone, after the jobs before it
-        elseif start > 0 then
-          redis.call('HSET', jk, 'began', tok)
-          start = start - 1
         end
+        if start > 0 then -- into an idle slot at once: it begins running now
+          redis.call('HSET', jk, 'state', 'running', 'att', att, 'token', tok, 'worker', worker,
+            'claimed', NOW, 'began', tok, 'started', NOW)
+          start = start - 1
+        else -- claimed ahead: `started` comes with its begin mark (heartbeat) or its outcome
+          redis.call('HSET', jk, 'state', 'running', 'att', att, 'token', tok, 'worker', worker,
+            'claimed', NOW)
+          redis.call('HDEL', jk, 'started')
+        end
+        redis.call('ZADD', KEYS[2], NOW + lease, id)
         emit(id, 'running', queue, worker)
         local inputs = {}
         if f[10] and f[11] then

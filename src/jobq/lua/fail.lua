@@ -1,29 +1,35 @@
 -- fail: record a failed attempt; retry after a back-off while attempts remain, else dead-letter.
--- A job whose cancel was requested ends `cancelled` instead (it stopped because we asked), and
--- expires after its result TTL like every other terminal job.
+-- A job whose cancel was requested before its outcome came ends `cancelled` instead (it stopped
+-- because we asked; a retry is not scheduled), its dependents settled as a cancelled job's are,
+-- and expires after its result TTL like every other terminal job.
 -- KEYS: 1 events, 2 leases zset, 3 scheduled zset, 4 dead-letter zset, then per job: its job hash
 --   (declared: a Cluster node moving the slot answers TRYAGAIN while that hash is elsewhere,
 --   instead of running without it)
 -- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
 --   children:<id>, unique:<key>, conc:<key>, cwait:<key>, dead, xkids:<id>, outbox
 -- ARGV: 4 default result ttl (s), 5 n, then per job: id, token, error json, retry delay ms
---       (negative = never retry)
+--       (negative = never retry), ran ms (how long before this call the attempt began running,
+--       by the worker's clock; negative = unknown)
 -- Returns: array of n codes: 1 = retry scheduled, 2 = failed (dead-lettered), 3 = cancelled,
 --          -1 = job not found, -2 = stale token / not running.
 -- Errors (nothing written): "JOBQ_ARGS ...", "JOBQ_WRONGTYPE ..." (scheduled/dead not zsets, outbox
 --   not a stream).
-local default_ttl, n = ARGV[4], count(ARGV[5], 5, 4, 'fail')
-for i = 0, n - 1 do num(ARGV[5 + i * 4 + 4], 'retry delay of item ' .. (i + 1)) end
+local default_ttl, n = ARGV[4], count(ARGV[5], 5, 5, 'fail')
+for i = 0, n - 1 do
+  num(ARGV[5 + i * 5 + 4], 'retry delay of item ' .. (i + 1))
+  num(ARGV[5 + i * 5 + 5], 'ran ms of item ' .. (i + 1))
+end
 expect(KEYS[3], 'zset')
 expect(KEYS[4], 'zset')
 expect_outbox()
 local out = {}
 for i = 0, n - 1 do
-  local b = 5 + i * 4
+  local b = 5 + i * 5
   local id, tok, err, delay = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
+  local ran = tonumber(ARGV[b + 5])
   local jk = P .. K_JOB .. id
   local f = fields(jk, 'state', 'token', 'queue', 'att', 'max', 'waiters', 'ukey', 'cheld', 'kids',
-    'cancel', 'ttl')
+    'cancel', 'ttl', 'claimed')
   if not f[1] then
     out[i + 1] = -1
   elseif f[1] ~= 'running' or f[2] ~= tok then
@@ -31,8 +37,9 @@ for i = 0, n - 1 do
   else
     try('ZREM', KEYS[2], id)
     stat(f[3], 'running', -1)
+    note_start(jk, ran, f[12])
     if f[10] then
-      cancel_job(id, jk, f[3], err, nil, f[6], f[7], f[8], f[9], f[11], default_ttl)
+      cancelled_running(id, jk, f[3], err, f[6], f[7], f[8], f[9], f[11], default_ttl)
       out[i + 1] = 3
     elseif delay >= 0 and (tonumber(f[4]) or 1) < (tonumber(f[5]) or 1) then
       local due = NOW + delay

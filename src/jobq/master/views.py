@@ -13,7 +13,7 @@ from ..states import JobState
 
 SUMMARY_FIELDS = (
     "id", "task", "queue", "state", "priority", "attempt", "max_attempts", "worker",
-    "created", "started", "finished", "eta", "corrupt",
+    "created", "claimed", "started", "finished", "eta", "corrupt",
 )  # fmt: skip
 
 

@@ -312,10 +312,9 @@ class Worker:
         marked begun, how many were asked for). Nothing when there is no room."""
         with self.cond:
             free = min(self.capacity - len(self.inflight), CLAIM_BATCH)
-            # Jobs that go into idle slots at once are marked begun by the claim itself
-            # (the async pool starts everything it is given); the rest are claimed ahead.
-            idle = free if self.pool_kind == "async" else self.concurrency - len(self.inflight)
-            start = max(0, min(free, idle))
+            # Jobs that go into idle slots at once are marked begun by the claim itself;
+            # the rest are claimed ahead (every pool runs `concurrency` at most).
+            start = max(0, min(free, self.concurrency - len(self.inflight)))
         if free <= 0:
             return [], 0, 0
         jobs = self.store.claim(self.name, self.queues, free, self.settings.lease_ms, start=start)
@@ -392,10 +391,21 @@ class Worker:
             except Exception:  # a pool that failed to stop a job must not stop this duty
                 log.exception("could not stop job %s after its cancel grace; will retry", job_id)
                 stopped = False
-            self.cancels.tried(job_id, stopped or not running, now)
+            # The thread pool cannot stop a thread: it reported the job cancelled instead
+            # (ThreadPool.cancel), and the thread keeps its slot until the task returns.
+            reported = running and not stopped and self.pool_kind == "thread"
+            self.cancels.tried(job_id, stopped or reported or not running, now)
+            grace = self.cancel_grace_s
             if stopped:
                 n += 1
-                log.warning("job %s ignored its cancel request; stopped it", job_id)
+                log.warning("job %s ignored its cancel request for %gs; stopped it", job_id, grace)
+            elif reported:
+                log.warning(
+                    "job %s ignored its cancel request for %gs: reported it cancelled; this "
+                    "pool cannot stop a thread, which runs on in its slot until the task returns",
+                    job_id,
+                    grace,
+                )
         return n
 
     def _info(self) -> dict[str, str]:

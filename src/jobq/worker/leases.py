@@ -17,6 +17,15 @@ Self-fencing: a heartbeat that learns a lease is gone stops the attempt where th
 and a prefetched job whose lease is gone never starts. Heartbeats run on connections of their
 own with a short socket timeout, so a partition is noticed and logged within a lease; while they
 fail past the lease, no prefetched job starts (its lease is surely gone), and the log says so.
+
+Cancels: while jobs run, the heartbeat duty asks every `CANCEL_POLL_S` whether a cancel was
+requested for the jobs it holds (the heartbeat script with no lease to extend: reads only),
+besides the full heartbeat every `heartbeat_ms`. A running job whose cancel it sees gets
+`cancel_grace_s` to stop by itself (the task sees `current_job().cancelled()`); then the pool
+stops it (`Pool.cancel`, `Worker._stop_overdue` on the `CancelWatch` deadlines), so the grace is
+honoured to within about `CANCEL_POLL_S`. A prefetched job whose cancel comes before it starts
+never starts: it is reported cancelled at once. Either way the outcome scripts end the job
+`cancelled`, whatever the attempt returned (complete.lua).
 """
 
 from __future__ import annotations
@@ -26,9 +35,10 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from ..errors import BrokerError
+from ..errors import BrokerError, JobCancelled
 from ..model import Claimed, Outcome
 from .clock import Clock
+from .runner import NO_RETRY, failure
 from .timers import CancelWatch
 
 if TYPE_CHECKING:
@@ -44,6 +54,9 @@ RETRY_S = 0.25
 #: carries every start since the last (measured: marking each start on its own call cost about
 #: 40% of the processing rate of no-op jobs).
 MARK_INTERVAL_S = 0.01
+#: How often, while jobs run, the worker asks whether a cancel was requested for the jobs it
+#: holds: the precision of the cancel grace (one read-only script call, O(jobs held), each).
+CANCEL_POLL_S = 0.5
 
 
 class Host(Protocol):
@@ -61,6 +74,7 @@ class Host(Protocol):
     cancels: CancelWatch
 
     def _info(self) -> dict[str, str]: ...
+    def _on_done(self, outcome: Outcome) -> None: ...
     def _stop_overdue(self, now: float) -> int: ...
     def _wait_settled(self, timeout_s: float) -> None: ...
     def _requeue(self, jobs: list[Claimed], why: str) -> None: ...
@@ -99,6 +113,7 @@ class LeaseKeeper:
         self.started: set[Attempt] = set()  # running in the pool now
         self.finished: set[Attempt] = set()  # outcome produced, not reported yet
         self.fenced: set[Attempt] = set()  # lease gone: never start, discard the outcome
+        self.skip: set[Attempt] = set()  # cancelled before it started: never start it
         self.wake = threading.Event()  # a nudge (a job started) or shutdown
         self.reachable = threading.Event()  # set by each heartbeat the server answers
         self.clock = host.clock
@@ -106,6 +121,7 @@ class LeaseKeeper:
         period = host.settings.heartbeat_ms / 1000
         self.next_full = self.ok_at + period  # (the worker announced itself at start)
         self.last_marks = -float("inf")
+        self.next_poll = -float("inf")  # the next cancel poll, while jobs run
         self.failing_since: float | None = None  # first failed heartbeat of an outage
         self.warned_stale = False
         self.unlisted_logged: float | None = None  # last log of a refused worker-list refresh
@@ -135,7 +151,7 @@ class LeaseKeeper:
         if self.owns(c):
             del self.host.inflight[c.id]
         a = (c.id, c.token)
-        for s in (self.marked, self.started, self.finished, self.fenced):
+        for s in (self.marked, self.started, self.finished, self.fenced, self.skip):
             s.discard(a)
 
     # -- called by the pools -------------------------------------------------------------------
@@ -146,6 +162,8 @@ class LeaseKeeper:
         h = self.host
         a = (c.id, c.token)
         with h.cond:
+            if a in self.skip:  # its cancel came first: reported cancelled (note_cancels)
+                return False
             if a in self.fenced or not self.owns(c):
                 if a in self.fenced:
                     log.warning("job %s not started: its lease is gone", c.id)
@@ -158,13 +176,17 @@ class LeaseKeeper:
                 return False
             return None
         with h.cond:
+            if a in self.skip:
+                return False
+            idle = not self.started  # the first running job starts the cancel polls
             self.started.add(a)
             if a in self.marked:
-                return True
-            self.marked.add(a)
-            self.to_mark.append(a)
-            first = len(self.to_mark) == 1
-        if first:  # later ones ride on the same call: one wake-up per call, not per job
+                first = False
+            else:
+                self.marked.add(a)
+                self.to_mark.append(a)
+                first = len(self.to_mark) == 1
+        if first or idle:  # later ones ride on the same call: one wake-up per call, not per job
             self.wake.set()
         return True
 
@@ -242,10 +264,13 @@ class LeaseKeeper:
 
     def next_due(self) -> float:
         """When (on the worker's clock) `beat` has something to send next: the full heartbeat,
-        or sooner a batch of begin marks (at most one call per `MARK_INTERVAL_S`)."""
+        or sooner a batch of begin marks (at most one call per `MARK_INTERVAL_S`), or, while
+        jobs run, the next cancel poll (every `CANCEL_POLL_S`)."""
         due = self.next_full
         if self.to_mark:  # (a racy peek is fine: a nudge follows every first mark)
             due = min(due, self.last_marks + MARK_INTERVAL_S)
+        if self.started:  # (likewise: the first start nudges)
+            due = min(due, self.next_poll)
         return due
 
     def beat(self, now: float) -> Beat | None:
@@ -259,17 +284,25 @@ class LeaseKeeper:
             return None
         full = now >= self.next_full
         with h.cond:
+            poll = not full and bool(self.started) and now >= self.next_poll
             marks, self.to_mark = self.to_mark, []
-            items = [(c.id, c.token) for c in h.inflight.values()] if full else []
+            # (a poll asks about every job held, so a prefetched job's cancel is seen too)
+            items = [(c.id, c.token) for c in h.inflight.values()] if full or poll else []
         sent = dict(items + marks)
-        if not full and not marks:
+        if not full and not poll and not marks:
             return None
+        if full or poll:
+            self.next_poll = now + CANCEL_POLL_S
         if marks:
             self.last_marks = now
         period = h.settings.heartbeat_ms / 1000
         try:
+            # Only a full heartbeat extends leases: the others mark starts and read cancels.
             lost, cancel = self.store.heartbeat(
-                items, h.settings.lease_ms, worker=h.name if full else "", began=marks
+                items,
+                h.settings.lease_ms if full else 0,
+                worker=h.name if full else "",
+                began=marks,
             )
         except Exception as exc:  # the heartbeat duty outlives any error
             with h.cond:
@@ -290,11 +323,37 @@ class LeaseKeeper:
         gone = {(i, sent[i]) for i in lost if i in sent}
         try:
             self.fence(gone)
-            if full:
-                h.cancels.note(cancel, now)
+            if full or poll:
+                self.note_cancels(cancel, now)
         except Exception:  # a pool that failed to stop a job must not stop the heartbeats
             log.exception("heartbeat: could not fence or cancel jobs; carrying on")
         return Beat(full=full, ok=True, marks=len(marks), lost=len(gone))
+
+    def note_cancels(self, requested: set[str], now: float) -> None:
+        """The cancel requests among the jobs held: a running job's grace starts the first
+        time its request is seen (`CancelWatch`); a job that has not started yet never will:
+        it is reported cancelled at once (fail.lua ends it so)."""
+        h = self.host
+        running: set[str] = set()
+        unstarted: list[Claimed] = []
+        with h.cond:
+            for job_id in requested:
+                c = h.inflight.get(job_id)
+                if c is None:
+                    continue
+                a = (c.id, c.token)
+                if a in self.finished or a in self.fenced or a in self.skip:
+                    continue  # its outcome is on its way (the script sees the cancel flag)
+                if a in self.started:
+                    running.add(job_id)
+                else:
+                    self.skip.add(a)
+                    unstarted.append(c)
+        h.cancels.note(running, now)
+        for c in unstarted:
+            log.info("job %s was cancelled before it started: it will not start", c.id)
+            exc = JobCancelled(f"job {c.id} was cancelled before it started")
+            h._on_done(failure(c, exc, NO_RETRY, tb=False))
 
     def _failed(self, exc: Exception, now: float) -> None:
         lease_s = self.host.settings.lease_ms / 1000

@@ -1,6 +1,11 @@
 """Where attempts run: a thread pool, a process pool (hard timeouts by killing the child), or
 an asyncio event loop. Each pool calls `on_done(outcome)` from its own threads.
 
+Every pool runs at most `concurrency` attempts at once (`-c` is exact): the worker's prefetched
+jobs wait in the pool (FIFO) until a slot frees, never beside the running ones. The pool stamps
+each outcome with the moment its attempt began (`Outcome.began_s`), which the report turns into
+the job's `started`.
+
 Hard timeouts differ by pool, because only a process can be stopped from outside:
 - process: the child is killed at the deadline and replaced; the attempt fails with TimeoutError.
 - async: the task is cancelled at the deadline (``asyncio.wait_for``).
@@ -8,9 +13,17 @@ Hard timeouts differ by pool, because only a process can be stopped from outside
   stuck thread runs on in the background and its late outcome is dropped (fencing would refuse
   it anyway).
 
+A cancel the task ignores (`cancel`, after the worker's cancel grace): the process pool kills the
+child, the async pool cancels the task; the thread pool cannot stop a thread, so it reports the
+attempt cancelled at once and drops its late outcome, while the thread keeps its slot until the
+task returns (so the pool never runs more than `concurrency` tasks' code at once). In the async
+pool a sync task runs on the loop's executor of `concurrency` threads: a cancel or a timeout
+ends its job, but the thread runs on until the function returns.
+
 Every pool asks the worker's gate right before it starts an attempt (`Gate`): that is where a
-begin mark is nudged, and where a prefetched job whose lease is gone is dropped. A worker whose
-lease is gone stops the attempt through `cancel` where the pool can (process, async).
+begin mark is nudged, and where a prefetched job whose lease is gone (or whose cancel came
+before it started) is dropped. A worker whose lease is gone stops the attempt through `cancel`
+where the pool can (process, async).
 
 Process-pool children ignore SIGTERM and SIGINT: the parent decides. A SIGTERM to the whole
 process group (systemd's default KillMode) reaches the parent, which finishes running attempts
@@ -28,13 +41,16 @@ import queue
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import JobCancelled
 from ..model import Claimed, Outcome
-from .runner import failure, retry_delay, run_async, run_sync, timed_out, timeout_s
+from .runner import NO_RETRY, failure, retry_delay, run_async, run_sync, timed_out, timeout_s
 
 if TYPE_CHECKING:
     from ..client import App
@@ -47,6 +63,17 @@ OnDone = Callable[[Outcome], None]
 Gate = Callable[[Claimed], "bool | None"]
 POOLS = ("thread", "process", "async")
 GATE_POLL_S = 0.1
+Attempt = tuple[str, str]  # (job id, token)
+
+
+def _stamped(outcome: Outcome, began: float) -> Outcome:
+    """The outcome with the moment its attempt began (`time.monotonic()`)."""
+    return replace(outcome, began_s=began)
+
+
+def _cancelled(c: Claimed, how: str = "") -> Outcome:
+    exc = JobCancelled(f"job {c.id} was cancelled while running{how}")
+    return failure(c, exc, NO_RETRY, tb=False)
 
 
 def _always(_c: Claimed) -> bool:
@@ -92,14 +119,20 @@ def _drain(q: queue.Queue[Claimed | None]) -> list[Claimed]:
 
 
 class ThreadPool:
+    """`concurrency` threads, one attempt each at a time; prefetched jobs wait in `pending`."""
+
     def __init__(
         self, app: App, concurrency: int, on_done: OnDone, *, may_start: Gate = _always
     ) -> None:
         self.app, self.n, self.on_done, self.may_start = app, concurrency, on_done, may_start
         self.pending: queue.Queue[Claimed | None] = queue.Queue()
         self.lock = threading.Lock()
-        self.deadlines: dict[str, tuple[Claimed, float]] = {}
-        self.abandoned: set[str] = set()
+        self.running: dict[Attempt, tuple[Claimed, float]] = {}  # -> (attempt, began)
+        self.deadlines: dict[Attempt, float] = {}
+        # Timed out: reported, its thread retires when it returns (a fresh one took its slot).
+        self.abandoned: set[Attempt] = set()
+        # Cancelled: reported, its thread keeps its slot and serves on when the task returns.
+        self.dropped: set[Attempt] = set()
         self.closing = threading.Event()
 
     def start(self) -> None:
@@ -117,29 +150,39 @@ class ThreadPool:
                 return
             if not _wait_gate(self.may_start, c):
                 continue
+            a = (c.id, c.token)
+            began = time.monotonic()
             limit = timeout_s(self.app, c)
-            if limit is not None:
-                with self.lock:
-                    self.deadlines[c.id] = (c, time.monotonic() + limit)
+            with self.lock:
+                self.running[a] = (c, began)
+                if limit is not None:
+                    self.deadlines[a] = began + limit
             outcome = run_sync(self.app, c)
             with self.lock:
-                self.deadlines.pop(c.id, None)
-                if c.id in self.abandoned:  # the watchdog already failed it; retire this thread
-                    self.abandoned.discard(c.id)
+                self.running.pop(a, None)
+                self.deadlines.pop(a, None)
+                if a in self.abandoned:  # the watchdog already failed it; retire this thread
+                    self.abandoned.discard(a)
                     return
-            self.on_done(outcome)
+                if a in self.dropped:  # reported cancelled already: serve on in this slot
+                    self.dropped.discard(a)
+                    continue
+            self.on_done(_stamped(outcome, began))
 
     def _watchdog(self) -> None:
         while not self.closing.wait(0.05):
             now = time.monotonic()
             with self.lock:
-                late = [c for c, dl in self.deadlines.values() if dl <= now]
-                for c in late:
-                    del self.deadlines[c.id]
-                    self.abandoned.add(c.id)
-            for c in late:
+                late = [a for a, dl in self.deadlines.items() if dl <= now]
+                gone = []
+                for a in late:
+                    del self.deadlines[a]
+                    if a in self.running:
+                        gone.append(self.running.pop(a))
+                        self.abandoned.add(a)
+            for c, began in gone:
                 log.warning("job %s exceeded its timeout; its thread is abandoned", c.id)
-                self.on_done(timed_out(self.app, c, timeout_s(self.app, c) or 0))
+                self.on_done(_stamped(timed_out(self.app, c, timeout_s(self.app, c) or 0), began))
                 self._spawn()
 
     def submit(self, c: Claimed) -> None:
@@ -157,15 +200,34 @@ class ThreadPool:
         self.stop()  # threads cannot be stopped from outside; they are daemons
 
     def cancel(self, job_id: str) -> bool:
-        return False  # a thread cannot be stopped; the task must check current_job().cancelled()
+        """A thread cannot be stopped: report the attempt cancelled now and drop its late
+        outcome; its thread keeps its slot until the task returns. Always False (not stopped)."""
+        with self.lock:
+            found = [(a, v) for a, v in self.running.items() if a[0] == job_id]
+            for a, _v in found:
+                del self.running[a]
+                self.deadlines.pop(a, None)
+                self.dropped.add(a)
+        for _a, (c, began) in found:
+            self.on_done(_stamped(_cancelled(c, " (its thread runs on until it returns)"), began))
+        return False
 
 
 class AsyncPool:
+    """Attempts as tasks of one event loop, at most `concurrency` at once: the others wait in
+    `waiting` (FIFO) until a slot frees. Sync tasks run on the loop's executor of as many
+    threads, so they too never exceed `concurrency`."""
+
     def __init__(
         self, app: App, concurrency: int, on_done: OnDone, *, may_start: Gate = _always
     ) -> None:
         self.app, self.n, self.on_done, self.may_start = app, concurrency, on_done, may_start
         self.loop = asyncio.new_event_loop()
+        self.executor = ThreadPoolExecutor(concurrency, thread_name_prefix="jobq-async-sync")
+        self.loop.set_default_executor(self.executor)
+        self.lock = threading.Lock()  # guards `waiting` and `busy` (submit runs on other threads)
+        self.waiting: deque[Claimed] = deque()
+        self.busy = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self.by_id: dict[str, asyncio.Task[None]] = {}
         self.killed = False
@@ -174,29 +236,46 @@ class AsyncPool:
         threading.Thread(target=self.loop.run_forever, name="jobq-loop", daemon=True).start()
 
     def submit(self, c: Claimed) -> None:
-        self.loop.call_soon_threadsafe(self._start, c)
+        with self.lock:
+            self.waiting.append(c)
+        self.loop.call_soon_threadsafe(self._fill)
 
-    def _start(self, c: Claimed) -> None:
-        task = self.loop.create_task(self._run(c))
-        self.tasks.add(task)
-        self.by_id[c.id] = task
-        task.add_done_callback(self.tasks.discard)
+    def _fill(self) -> None:
+        """Start waiting attempts while slots are free (on the loop)."""
+        while not self.killed:
+            with self.lock:
+                if self.busy >= self.n or not self.waiting:
+                    return
+                c = self.waiting.popleft()
+                self.busy += 1
+            task = self.loop.create_task(self._run(c))
+            self.tasks.add(task)
+            task.add_done_callback(self._freed)
+
+    def _freed(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        with self.lock:
+            self.busy -= 1
+        self._fill()
 
     async def _run(self, c: Claimed) -> None:
         while (verdict := self.may_start(c)) is None:
             await asyncio.sleep(GATE_POLL_S)
         if not verdict:
-            self.by_id.pop(c.id, None)
             return
+        began = time.monotonic()
+        task = asyncio.current_task()
+        if task is not None:
+            self.by_id[c.id] = task
         try:
             outcome = await run_async(self.app, c, timeout_s(self.app, c))
         except asyncio.CancelledError:
             if self.killed:  # shutdown: the worker requeues it
                 return
-            outcome = failure(c, JobCancelled(f"job {c.id} was cancelled while running"), -1)
+            outcome = _cancelled(c)
         finally:
             self.by_id.pop(c.id, None)
-        self.on_done(outcome)
+        self.on_done(_stamped(outcome, began))
 
     def cancel(self, job_id: str) -> bool:
         task = self.by_id.get(job_id)
@@ -206,10 +285,13 @@ class AsyncPool:
         return True
 
     def drain_pending(self) -> list[Claimed]:
-        return []
+        with self.lock:
+            out = list(self.waiting)
+            self.waiting.clear()
+        return out
 
     def stop(self) -> None:
-        pass
+        self.executor.shutdown(wait=False)  # (idle by now: the worker waited for its jobs)
 
     def kill(self) -> None:
         self.killed = True
@@ -220,6 +302,7 @@ class AsyncPool:
             self.loop.stop()
 
         self.loop.call_soon_threadsafe(cancel_all)
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 def load_app(path: str) -> App:
@@ -286,7 +369,8 @@ class _Slot:
 
 
 class ProcessPool:
-    """N child processes (spawned, importing the app by path), one attempt each at a time."""
+    """N child processes (spawned, importing the app by path), one attempt each at a time;
+    prefetched jobs wait in `pending`."""
 
     def __init__(
         self,
@@ -324,9 +408,10 @@ class ProcessPool:
                 return
             if not _wait_gate(self.may_start, c):
                 continue
+            began = time.monotonic()
             outcome = self._run(i, self.slots[i], c)
             if outcome is not None:
-                self.on_done(outcome)
+                self.on_done(_stamped(outcome, began))
 
     def _run(self, i: int, slot: _Slot, c: Claimed) -> Outcome | None:
         limit = timeout_s(self.app, c)
@@ -351,7 +436,7 @@ class ProcessPool:
             slot.proc.join(1)
             if c.id in self.cancelled:
                 self._replace(i)
-                return failure(c, JobCancelled(f"job {c.id} was cancelled while running"), -1)
+                return _cancelled(c)
             exc = RuntimeError(
                 f"worker child process died while running job {c.id} "
                 f"(exit code {slot.proc.exitcode})"

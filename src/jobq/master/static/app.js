@@ -220,7 +220,8 @@ function renderDetail(job) {
     ["progress", progressView(job)],
     ["dependencies", dependencyView(job)], ["unique key", job.unique_key],
     ["attempts", job.attempt + " of " + job.max_attempts], ["worker", job.worker],
-    ["created", job.created], ["eta", job.eta], ["started", job.started],
+    ["created", job.created], ["eta", job.eta], ["claimed", job.claimed],
+    ["started", job.started],
     ["finished", job.finished], ["timeout", job.timeout && job.timeout + " s"],
     ["args", pre(job.args ?? job.payload)], ["kwargs", pre(job.kwargs)],
   ];
