@@ -47,6 +47,11 @@ class Settings:
     """Maintenance tick: promote due jobs, reap expired leases."""
     worker_gone_ms: int = 300_000
     """A job targeted at a worker not seen for this long fails (or goes to its fallback)."""
+    unknown_task_ms: int = 60_000
+    """A worker that claims a job of a task it does not know gives it back for a worker that
+    does (the attempt not counted, tried again about a second later); only once no live worker
+    (seen within `worker_gone_ms`) has known the task for this long does the job fail with
+    `UnknownTask`, naming the tasks live workers know. ``JOBQ_UNKNOWN_TASK_MS``."""
     leader_ms: int = 5_000
     """Leader lease of the maintenance loop; a new leader takes over this long after one dies."""
     durable: bool = False
