@@ -245,3 +245,14 @@ def test_a_task_no_live_worker_knows_fails_after_the_grace_naming_it(producer: A
     assert f"{GRACE_MS / 1000:g}s" in message
     assert "known tasks:" in message and "double" in message and "other" in message
     assert job.info().attempt == 1  # not retried: no attempt could succeed
+
+
+def test_a_handed_back_job_can_be_cancelled(producer: App) -> None:
+    job = producer.submit("double", (7,), queue="shared")
+    wait_until(
+        lambda: any(e.get(b"info") == HANDED_BACK for e in job_events(producer, job.id)),
+        WAIT,
+        "a hand-back",
+    )
+    job.cancel()  # scheduled: cancelled at once; claimed meanwhile: the hand-back ends it
+    wait_until(lambda: job.status() == JobState.CANCELLED, WAIT, "the job to end cancelled")

@@ -162,6 +162,9 @@ class Handback(IntEnum):
     HANDED_BACK = 1
     """`scheduled` again after the delay, for a worker that knows the task; the attempt is
     not counted, and the job's `unk` field keeps when it was first found unknown."""
+    CANCEL_REQUESTED = 2
+    """Its cancel was requested: nothing written; the caller reports the attempt as failed,
+    which ends the job `cancelled` (fail.lua)."""
 
 
 #: Which codes each script returns (scripts that return counts or lists only are absent).

@@ -255,8 +255,9 @@ def unknown_task_error(task: str, known: list[str], grace_ms: int) -> UnknownTas
 def hand_back(store: Store, jobs: list[Claimed], settings: Settings) -> list[Claimed]:
     """Give back claimed jobs whose task this worker does not know, for a worker that does
     (handback.lua: scheduled again shortly, the attempt not counted). Returns the jobs no live
-    worker has known the task of for `unknown_task_ms`: still running, for the caller to fail
-    with `unknown_task_error`. One catalog read, then one call per partition."""
+    worker has known the task of for `unknown_task_ms`, and those whose cancel was requested:
+    still running, for the caller to fail with `unknown_task_error` (a cancelled one then ends
+    `cancelled`). One catalog read, then one call per partition."""
     gone = gone_ms(settings)
     entries = lookup(store, {c.task for c in jobs})
     by_part: dict[int, list[Claimed]] = {}
@@ -273,7 +274,8 @@ def hand_back(store: Store, jobs: list[Claimed], settings: Settings) -> list[Cla
             codes = shard.scripts.handback(
                 shard.r, items, HANDBACK_DELAY_MS, settings.unknown_task_ms
             )
-        expired += [c for c, code in zip(group, codes, strict=True) if code == Handback.GRACE_OVER]
+        ended = (Handback.GRACE_OVER, Handback.CANCEL_REQUESTED)
+        expired += [c for c, code in zip(group, codes, strict=True) if code in ended]
     return expired
 
 

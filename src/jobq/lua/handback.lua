@@ -3,7 +3,8 @@
 -- straight back), the attempt not counted, the time the job was first found unknown kept in
 -- its `unk` field. Only once no live worker has known the task for the grace (counted from
 -- the later of `unk` and the item's known-until) is a job left running as it is, for the
--- caller to fail (UnknownTask).
+-- caller to fail (UnknownTask); so is a job whose cancel was requested (the caller's failure
+-- report then ends it `cancelled`, as fail.lua does for every stopped attempt).
 -- KEYS: 1 events, 2 leases zset, 3 scheduled zset, then per job: its job hash
 --   (declared: a Cluster node moving the slot answers TRYAGAIN while that hash is elsewhere,
 --   instead of running without it)
@@ -11,7 +12,8 @@
 -- ARGV: 4 delay ms, 5 grace ms, 6 n, then per job: id, token, known-until ms
 --       (server clock: when the last live worker knowing the task stops counting as alive)
 -- Returns: array of n codes: 1 = handed back (scheduled after the delay), 0 = grace over
---          (nothing written: the caller fails the job), -1 = job not found,
+--          (nothing written: the caller fails the job), 2 = its cancel was requested (nothing
+--          written: the caller reports it, it ends cancelled), -1 = job not found,
 --          -2 = stale token / not running.
 -- Errors (nothing written): "JOBQ_ARGS ...", "JOBQ_WRONGTYPE ..." (scheduled not a zset).
 local delay, grace = num(ARGV[4], 'delay ms'), num(ARGV[5], 'grace ms')
@@ -23,11 +25,13 @@ for i = 0, n - 1 do
   local b = 6 + i * 3
   local id, tok, known = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
   local jk = P .. K_JOB .. id
-  local f = fields(jk, 'state', 'token', 'queue', 'att', 'cheld', 'unk')
+  local f = fields(jk, 'state', 'token', 'queue', 'att', 'cheld', 'unk', 'cancel')
   if not f[1] then
     out[i + 1] = -1
   elseif f[1] ~= 'running' or f[2] ~= tok then
     out[i + 1] = -2
+  elseif f[7] then
+    out[i + 1] = 2
   else
     local first = tonumber(f[6]) or NOW
     if NOW - math.max(first, known) >= grace then
