@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -71,12 +72,12 @@ def periodic_add(
     from .registry import gone_ms, require_live
 
     args, kwargs = _json_args(args_json, kwargs_json)
+    spec = PeriodicSpec(name, task, cron, every, args, kwargs, queue or "default", missed)
     app = _app(url, prefix)
     declared = require_live(app.store, task, gone_ms(app.settings), force)
-    spec = PeriodicSpec(
-        name, task, cron, every, args, kwargs, queue or declared.queue, missed,
-        declared.retries, declared.priority,
-    )  # fmt: skip
+    spec = replace(
+        spec, queue=queue or declared.queue, retries=declared.retries, priority=declared.priority
+    )
     app.store.upsert_periodic(spec)
     click.echo(f"periodic {name} added")
 

@@ -280,7 +280,7 @@ class App:
         unknown = set(options) - SUBMIT_OPTIONS
         if unknown:
             raise ConfigError(f"unknown submit option(s): {', '.join(sorted(unknown))}")
-        d = self.task_defaults(task)
+        d = self.task_defaults(check_name("task", task))  # (a bad name is refused unread)
 
         def opt(name: str) -> Any:
             v = options.get(name)

@@ -30,7 +30,7 @@ import orjson
 
 from .codes import Handback
 from .config import Settings
-from .errors import BrokerError, ConfigError
+from .errors import BrokerError, BrokerUnavailable, ConfigError
 from .model import Claimed
 from .store import Store
 from .tasks import Task, TaskOptions
@@ -197,14 +197,23 @@ class Catalog:
         return got is None or got[0] <= time.monotonic()
 
     def get(self, store: Store, task: str) -> Declared:
-        """The entry of `task` (cached; read again once stale, or for another store)."""
+        """The entry of `task` (cached; read again once stale, or for another store). While
+        the broker cannot serve (a failover), the last entry read stands; with none, the read
+        waits for a primary like a submit does (`failover_wait_s`)."""
         with self._lock:
             if store is not self._store:
                 self._store, self._entries = store, {}
             got = self._entries.get(task)
             if got is not None and got[0] > time.monotonic():
                 return got[1]
-        entry = lookup(store, [task])[task]
+        try:
+            entry = lookup(store, [task])[task]
+        except BrokerUnavailable:
+            if got is not None:
+                return got[1]
+            entry = store.retrying(
+                lambda: lookup(store, [task])[task], store.failover_wait_s, "reading the catalog"
+            )
         with self._lock:
             if store is self._store:
                 self._entries[task] = (time.monotonic() + CATALOG_REFRESH_S, entry)
