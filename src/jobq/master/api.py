@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 
 from ..codes import Cancel, Rerun
-from ..errors import DependencyCycle, JobNotFound
+from ..errors import BrokerError, DependencyCycle, JobNotFound
 from ..registry import gone_ms
 from ..states import JobState
 from .context import Context, ctx
@@ -57,8 +57,12 @@ def api_wait_s(c: Context) -> float:
 
 def unregistered_warning(c: Context, task: str) -> str | None:
     """What a by-name submit of `task` answers beside the id when no live worker has registered
-    the task (the job is queued all the same): None when one has (the catalog, registry.py)."""
-    return c.app.catalog.warning(c.app.store, task, gone_ms(c.app.settings))
+    the task (the job is queued all the same): None when one has (the catalog, registry.py),
+    or when the catalog cannot be read just now (the job was queued: that is the answer)."""
+    try:
+        return c.app.catalog.warning(c.app.store, task, gone_ms(c.app.settings))
+    except BrokerError:
+        return None
 
 
 @router.post(
