@@ -13,6 +13,7 @@ import uvicorn
 from jobq import App
 from jobq.master import create_app
 from jobq.master.transport import server_config
+from jobq.registry import lookup
 from jobq.tasks import current_job
 from jobq.worker import Worker
 
@@ -114,6 +115,14 @@ class LiveWorker:
 
     def start(self) -> LiveWorker:
         self.thread.start()
+        # Back once its tasks are in the catalog (registry.py): a by-name submit before that
+        # would be answered with a "no live worker has registered task" warning.
+        app = self.worker.app
+        deadline = time.monotonic() + 30
+        while not all(d.seen_ms for d in lookup(app.store, app.tasks).values()):
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("test worker did not publish its tasks")
+            time.sleep(0.02)
         return self
 
     def stop(self) -> None:

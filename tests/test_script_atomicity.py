@@ -156,6 +156,9 @@ def calls(s: Scripts, w: World) -> dict[str, list[Call]]:
     s.deliver(
         b["deliver"], [("x1", "rp", "cancelled", b""), ("x1", "rp", "cancelled", b"")], 60, now=T
     )
+    s.declare(b["declare"], [("t", '{"queue": "q"}'), ("u", "{}")], now=T)
+    s.handback(b["handback"], [("r1", tok, 0), ("q1", "9", 0), ("zz", "1", T)], 500, 60_000, now=T)
+    s.handback(b["handback"], [("r1", tok, 0)], 500, 0, now=T)  # grace over: nothing written
     return {name: batch.calls for name, batch in b.items()}
 
 

@@ -442,6 +442,14 @@ CALLS: dict[str, tuple[Callable[[Scripts, Any], Any], Callable[[Scripts, Any], A
         lambda s, c: s.deliver(c, [("k", "j", "succeeded", b"[1]")], 60),
         lambda s, c: s.deliver(c, [("k", "j", "succeeded", b"[1]")] * 2, 60),
     ),
+    "declare": (
+        lambda s, c: s.declare(c, [("t", "{}")]),
+        lambda s, c: s.declare(c, [("t", "{}")] * 2),
+    ),
+    "handback": (
+        lambda s, c: s.handback(c, [("j", "1", 0)], 500, 1000),
+        lambda s, c: s.handback(c, [("j", "1", 0)] * 2, 500, 1000),
+    ),
 }
 
 

@@ -69,9 +69,12 @@ SERVICE_RULES: Mapping[str, tuple[str, ...]] = {
 
 #: Scripts each role calls (FCALL). Workers also run the maintenance ticks while no master is
 #: alive, and may submit jobs from inside a task (workflows), so they get enqueue and await too.
+#: `declare` publishes the worker's tasks in the catalog (registry.py); `handback` gives a job
+#: of a task the worker does not know back for one that does.
 WORKER_SCRIPTS = (
     "claim", "complete", "fail", "heartbeat", "requeue", "progress", "enqueue", "await",
     "leader", "reap", "promote", "orphans", "trim_dead", "epoch", "link", "deliver",
+    "declare", "handback",
 )  # fmt: skip
 #: Every role runs `epoch` first on each connection (topology.py: primary check, token epoch).
 #: `link` and `deliver` serve dependencies across partitions (handoff.py): a submit links, and

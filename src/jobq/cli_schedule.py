@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -42,7 +43,7 @@ def periodic_list(url: str | None, prefix: str | None) -> None:
 @click.option("--every", type=float, help="Interval in seconds.")
 @click.option("--args", "args_json", default="[]", help="JSON list of positional arguments.")
 @click.option("--kwargs", "kwargs_json", default="{}", help="JSON object of keyword arguments.")
-@click.option("--queue", default="default", show_default=True)
+@click.option("--queue", help="Queue of the fired jobs (default: the task's declared queue).")
 @click.option(
     "--missed",
     type=click.Choice(["skip", "once"]),
@@ -50,6 +51,7 @@ def periodic_list(url: str | None, prefix: str | None) -> None:
     show_default=True,
     help="Ticks missed while no master ran: skip them, or run once.",
 )
+@click.option("--force", is_flag=True, help="Add it even if no live worker has the task.")
 @common
 def periodic_add(
     name: str,
@@ -58,17 +60,25 @@ def periodic_add(
     every: float | None,
     args_json: str,
     kwargs_json: str,
-    queue: str,
+    queue: str | None,
     missed: str,
+    force: bool,
     url: str | None,
     prefix: str | None,
 ) -> None:
-    """Add (or replace) periodic job NAME running TASK."""
+    """Add (or replace) periodic job NAME running TASK (its fired jobs take the queue, retries
+    and priority its workers declared)."""
     from .periodic import PeriodicSpec
+    from .registry import gone_ms, require_live
 
     args, kwargs = _json_args(args_json, kwargs_json)
-    spec = PeriodicSpec(name, task, cron, every, args, kwargs, queue, missed)
-    _app(url, prefix).store.upsert_periodic(spec)
+    spec = PeriodicSpec(name, task, cron, every, args, kwargs, queue or "default", missed)
+    app = _app(url, prefix)
+    declared = require_live(app.store, task, gone_ms(app.settings), force)
+    spec = replace(
+        spec, queue=queue or declared.queue, retries=declared.retries, priority=declared.priority
+    )
+    app.store.upsert_periodic(spec)
     click.echo(f"periodic {name} added")
 
 

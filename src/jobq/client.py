@@ -22,6 +22,7 @@ from .model import JobSpec, QueueInfo
 from .names import check_job_id, check_name, check_queue, check_ref, check_spec
 from .options import SUBMIT_OPTIONS, TaskOptions, parse_rate
 from .periodic import PeriodicSpec
+from .registry import Catalog, gone_ms
 from .serde import Serializer
 from .store import Store, open_store
 from .tasks import Task
@@ -75,6 +76,8 @@ class App:
         self.serializer = Serializer(self.settings.codec, self.settings.allow_pickle)
         self.keys = Keys(self.settings.prefix)
         self._store: Store | None = None
+        #: The settings workers published for tasks this process did not import (registry.py).
+        self.catalog = Catalog()
 
     # -- registry ----------------------------------------------------------------------------
 
@@ -249,7 +252,7 @@ class App:
             spec = self.spec(task, args, kwargs or {}, options)
         else:  # the hot path: the task's defaults, resolved once per task
             template = self._templates.get(task)
-            if template is None:
+            if template is None or (task not in self.tasks and self.catalog.stale(task)):
                 template = self._templates[task] = self.spec(task, (), {}, {})
             payload = self.serializer.encode_args(args, kwargs or {})
             spec = replace(template, id=new_job_id(), payload=payload)
@@ -295,8 +298,7 @@ class App:
         unknown = set(options) - SUBMIT_OPTIONS
         if unknown:
             raise ConfigError(f"unknown submit option(s): {', '.join(sorted(unknown))}")
-        registered = self.tasks.get(task)
-        d = registered.options if registered else TaskOptions()
+        d = self.task_defaults(check_name("task", task))  # (a bad name is refused unread)
 
         def opt(name: str) -> Any:
             v = options.get(name)
@@ -353,6 +355,16 @@ class App:
             concurrency_limit=limit,
             fallback_queue=fallback or None,
         )
+
+    def task_defaults(self, task: str) -> TaskOptions:
+        """The settings a job of `task` gets unless its submit overrides them: the task's own
+        if this process registered it, else what the workers that run it published (cached a
+        few seconds, so most submits read nothing more); a task no live worker has registered
+        is logged once and gets the settings last published, or the defaults."""
+        registered = self.tasks.get(task)
+        if registered is not None:
+            return registered.options
+        return self.catalog.options(self.store, task, gone_ms(self.settings))
 
     # -- reading and control -----------------------------------------------------------------
 

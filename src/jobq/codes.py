@@ -154,6 +154,22 @@ class Deliver(IntEnum):
     """The child does not depend on that parent, or its key is not a job hash."""
 
 
+class Handback(IntEnum):
+    """handback.lua, per job."""
+
+    STALE_TOKEN = Refusal.STALE_TOKEN.value
+    NOT_FOUND = Refusal.NOT_FOUND.value
+    GRACE_OVER = 0
+    """No live worker has known its task for the grace: nothing written, the job is still
+    running under the caller's token, for the caller to fail (`UnknownTask`)."""
+    HANDED_BACK = 1
+    """`scheduled` again after the delay, for a worker that knows the task; the attempt is
+    not counted, and the job's `unk` field keeps when it was first found unknown."""
+    CANCEL_REQUESTED = 2
+    """Its cancel was requested: nothing written; the caller reports the attempt as failed,
+    which ends the job `cancelled` (fail.lua)."""
+
+
 #: Which codes each script returns (scripts that return counts or lists only are absent).
 BY_SCRIPT: dict[str, tuple[type[IntEnum], ...]] = {
     "enqueue": (Enqueue,),
@@ -168,4 +184,5 @@ BY_SCRIPT: dict[str, tuple[type[IntEnum], ...]] = {
     "orphans": (OrphansPass,),
     "claim": (ClaimRow,),
     "deliver": (Deliver,),
+    "handback": (Handback,),
 }

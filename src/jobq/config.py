@@ -50,6 +50,11 @@ class Settings:
     or at a group (``worker_group=``) none of whose members was, moves to its fallback queue
     (``fallback=``), or fails naming the worker without one; sized so a restart keeps its
     jobs and a dead host's jobs move on within about a minute."""
+    unknown_task_ms: int = 60_000
+    """A worker that claims a job of a task it does not know gives it back for a worker that
+    does (the attempt not counted, tried again about a second later); only once no live worker
+    (seen within `worker_gone_ms`) has known the task for this long does the job fail with
+    `UnknownTask`, naming the tasks live workers know. ``JOBQ_UNKNOWN_TASK_MS``."""
     leader_ms: int = 5_000
     """Leader lease of the maintenance loop; a new leader takes over this long after one dies."""
     durable: bool = False

@@ -10,7 +10,7 @@ rendered into each script's preamble by `scripts.py`), so no key name is written
 and no script can reach outside its slot.
 
 Every key below exists once per partition, except the control keys (``leader``, ``master``,
-``periodic``, ``periodic:next``, ``layout``), which only the control partition (partition 0)
+``periodic``, ``periodic:next``, ``layout``, ``tasks``, ``tasks:seen``), which only the control partition (partition 0)
 holds and which plain commands or control scripts (``leader``) touch. Worker presence
 (``worker:<name>``, ``workers``) is written into every partition, because each partition's
 ``orphans`` walk (with its own ``orphans:cursor``) reads it there.
@@ -64,6 +64,11 @@ holds and which plain commands or control scripts (``leader``) touch. Worker pre
 | ``layout``              | string | the first process of a deployment  | every process (layout.py)    |
 |                         |        | (partition count and tags, JSON);  | (control partition only)     |
 |                         |        | `jobq migrate` (cli_migrate.py)    |                              |
+| ``tasks``               | hash   | declare (worker start, then every  | by-name submits (registry.py)|
+|                         |        | heartbeat): task -> its declared   | `periodic add`, workers given|
+|                         |        | settings (JSON)                    | a task they do not know      |
+| ``tasks:seen``          | zset   | declare (task -> last seen ms by a | the same (is a live worker   |
+|                         |        | worker that knows it, server clock)| knowing the task?)           |
 """
 
 from __future__ import annotations
@@ -244,6 +249,16 @@ class Keys:
     @property
     def orphans_cursor(self) -> str:
         return self.base + "orphans:cursor"
+
+    @property
+    def tasks(self) -> str:
+        """The task catalog (registry.py): task -> declared settings, in the control partition."""
+        return self.control.base + "tasks"
+
+    @property
+    def tasks_seen(self) -> str:
+        """Per task, when a live worker that knows it was last seen (ms, server clock)."""
+        return self.control.base + "tasks:seen"
 
     @property
     def periodic(self) -> str:

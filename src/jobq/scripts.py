@@ -54,6 +54,8 @@ SCRIPT_NAMES = (
     "epoch",
     "link",
     "deliver",
+    "declare",
+    "handback",
 )
 
 
@@ -427,6 +429,32 @@ class Scripts:
         k = self.keys
         jobs = [k.job(it[0]) for it in items]
         return self._run(client, "heartbeat", [k.leases, k.workers, *jobs], flat, now)
+
+    def declare(self, client: Client, tasks: list[tuple[str, str]], now: int = 0) -> Any:
+        """Publish tasks (name, settings JSON) in the task catalog and mark them seen now
+        (declare.lua, control partition); reply: count."""
+        flat: list[Any] = [len(tasks)]
+        for it in tasks:
+            flat.extend(it)
+        k = self.keys
+        return self._run(client, "declare", [k.tasks, k.tasks_seen], flat, now)
+
+    def handback(
+        self,
+        client: Client,
+        items: list[tuple[str, str, int]],
+        delay_ms: int,
+        grace_ms: int,
+        now: int = 0,
+    ) -> Any:
+        """Give back running jobs of unknown tasks (id, token, known-until ms), scheduled
+        after `delay_ms`; reply per job: 1 handed back / 0 grace over / -1 / -2."""
+        flat: list[Any] = [delay_ms, grace_ms, len(items)]
+        for it in items:
+            flat.extend(it)
+        k = self.keys
+        jobs = [k.job(it[0]) for it in items]
+        return self._run(client, "handback", [k.leases, k.scheduled, *jobs], flat, now)
 
     def requeue(self, client: Client, items: list[tuple[str, str]], now: int = 0) -> Any:
         """Return running jobs to their queues without counting the attempt; reply: count."""

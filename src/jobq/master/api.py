@@ -14,7 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 
 from ..codes import Cancel, Rerun
-from ..errors import DependencyCycle, JobIdConflict, JobNotFound
+from ..errors import BrokerError, DependencyCycle, JobIdConflict, JobNotFound
+from ..registry import gone_ms
 from ..states import JobState
 from .context import Context, ctx
 from .schemas import (
@@ -54,10 +55,21 @@ def api_wait_s(c: Context) -> float:
     return min(API_FAILOVER_WAIT_S, c.app.store.failover_wait_s)
 
 
+def unregistered_warning(c: Context, task: str) -> str | None:
+    """What a by-name submit of `task` answers beside the id when no live worker has registered
+    the task (the job is queued all the same): None when one has (the catalog, registry.py),
+    or when the catalog cannot be read just now (the job was queued: that is the answer)."""
+    try:
+        return c.app.catalog.warning(c.app.store, task, gone_ms(c.app.settings))
+    except BrokerError:
+        return None
+
+
 @router.post(
     "/jobs",
     status_code=201,
     response_model=Submitted,
+    response_model_exclude_none=True,
     tags=["jobs"],
     summary="Submit one job (with dependencies, unique key, target worker, limits...)",
     responses={
@@ -73,13 +85,14 @@ def submit(body: JobIn, c: Ctx, response: Response) -> Submitted:
             body.task, body.args, body.kwargs, failover_wait_s=api_wait_s(c), **body.as_options()
         )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return Submitted(id=job.id)
+    return Submitted(id=job.id, warning=unregistered_warning(c, body.task))
 
 
 @router.post(
     "/jobs/batch",
     status_code=201,
     response_model=SubmittedMany,
+    response_model_exclude_none=True,
     tags=["jobs"],
     summary="Submit many jobs of one task, sharing options, in one round trip",
     responses={
@@ -94,7 +107,7 @@ def submit_batch(body: BatchIn, c: Ctx) -> SubmittedMany:
         jobs = c.app.submit_many(
             body.task, calls, failover_wait_s=api_wait_s(c), **body.as_options()
         )
-    return SubmittedMany(ids=[j.id for j in jobs])
+    return SubmittedMany(ids=[j.id for j in jobs], warning=unregistered_warning(c, body.task))
 
 
 def _check_keep_forever(result_ttl: int | None, c: Context) -> None:

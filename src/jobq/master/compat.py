@@ -2,8 +2,9 @@
 
 ``POST /schedule`` ``{"task_id": "123", "task_type": "process_data", ...}`` submits the task
 named by ``task_type`` with the other fields as keyword arguments and ``task_id`` as the job id
-(so scheduling the same id twice makes one job). ``GET /status/<task_id>`` maps jobq's states
-onto ``pending`` / ``running`` / ``completed`` / ``failed``.
+(so scheduling the same id twice makes one job); a task no live worker has registered is
+queued all the same, and the reply adds ``"warning"`` saying so. ``GET /status/<task_id>``
+maps jobq's states onto ``pending`` / ``running`` / ``completed`` / ``failed``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import BrokerError, JobqError
 from ..states import JobState
-from .api import api_wait_s
+from .api import api_wait_s, unregistered_warning
 from .context import Context, ctx
 from .schemas import ErrorOut
 from .views import decode_result
@@ -89,7 +90,11 @@ async def schedule(request: Request, c: Annotated[Context, Depends(ctx)]) -> Res
         raise  # the broker's trouble, not the request's: 503 (+ Retry-After) from the handler
     except JobqError as exc:
         return _json({"error": str(exc)}, 400)
-    return _json({"task_id": task_id, "status": "scheduled"})
+    out = {"task_id": task_id, "status": "scheduled"}
+    warning = await run_in_threadpool(unregistered_warning, c, task_type)
+    if warning:  # (only then: the reply is otherwise the classic design's, byte for byte)
+        out["warning"] = warning
+    return _json(out)
 
 
 @router.get(

@@ -202,10 +202,18 @@ class Submitted(BaseModel):
         description="The job standing for this submit: the new one, the one with the same "
         "job_id, or the pending job holding the same unique_key."
     )
+    warning: str | None = Field(
+        None,
+        description="Present when no live worker has registered the task: the job is queued "
+        "and runs once a worker that has the task starts.",
+    )
 
 
 class SubmittedMany(BaseModel):
     ids: list[str] = Field(description="Per call, in order, the job standing for it.")
+    warning: str | None = Field(
+        None, description="Present when no live worker has registered the task (see Submitted)."
+    )
 
 
 class JobError(BaseModel):

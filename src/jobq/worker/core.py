@@ -36,6 +36,7 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from .. import registry
 from ..errors import BrokerError
 from ..keys import group_queue, worker_queue
 from ..maintenance import Maintainer
@@ -47,6 +48,7 @@ from .clock import SYSTEM, Clock
 from .leases import LeaseKeeper
 from .pools import make_pool
 from .reporting import Reporter
+from .runner import NO_RETRY, failure
 from .timers import NEVER, CancelWatch, MaintenanceTimer, StepResult
 
 if TYPE_CHECKING:
@@ -109,6 +111,7 @@ class Worker:
         self.immediate = threading.Event()
         self.done = threading.Event()
         self.processed = 0
+        self.unknown_warned: set[str] = set()  # tasks this worker said it hands back
         self.reporter = Reporter(self)
         self.started = False  # `_start` ran (by `run()` or the first `step()`)
         self.threaded = False  # `run()` serves: its threads own the duties, `step` may not
@@ -147,6 +150,9 @@ class Worker:
         self._start()
         self._start_thread(self.reporter.run, "jobq-reporter")
         self._start_thread(self.leases.run, "jobq-heartbeat")
+        period_s = self.settings.heartbeat_ms / 1000  # (well within the liveness window)
+        catalog = registry.Publisher(self.store, self.app.tasks, period_s, self.done)
+        self._start_thread(catalog.run, "jobq-registry")
         if self.ticker:
             self._threads.append(self.ticker.start_thread())
         try:
@@ -240,6 +246,7 @@ class Worker:
         self.store.set_rate_limits(limits)
         for spec in self.app.periodics.values():
             self.store.upsert_periodic(spec)
+        registry.publish(self.store, self.app.tasks)  # by-name submits take these settings
 
     def stop(self, immediate: bool = False) -> None:
         """Stop claiming; finish running jobs within the grace period (or requeue now)."""
@@ -338,6 +345,7 @@ class Worker:
             for c in jobs:
                 self.inflight[c.id] = c
             self.leases.claimed(jobs, start)
+        jobs = self._take_unknown(jobs)
         for i, c in enumerate(jobs):
             if self.stopping.is_set() and any(x.lost for x in jobs[i:]):
                 # (held back behind a suspect: not in the pool, so the shutdown would miss them)
@@ -348,6 +356,35 @@ class Worker:
             elif not self.leases.run_alone(c, jobs[i + 1 :]):
                 self._requeue(jobs[i:], "not started (stopping)")
                 return
+
+    def _take_unknown(self, jobs: list[Claimed]) -> list[Claimed]:
+        """The claimed jobs whose task this worker knows. The others go back for a worker that
+        knows theirs (registry.hand_back: the attempt not counted); only those no live worker
+        has known for `unknown_task_ms` fail, with an error naming the known tasks."""
+        unknown = [c for c in jobs if c.task not in self.app.tasks]
+        if not unknown:
+            return jobs
+        try:
+            expired = registry.hand_back(self.store, unknown, self.settings)
+        except BrokerError as exc:
+            log.warning("could not hand back %d job(s) of unknown tasks: %s", len(unknown), exc)
+            self._requeue(unknown, "of tasks this worker does not know")
+            return [c for c in jobs if c.task in self.app.tasks]
+        failing = {(c.id, c.token) for c in expired}
+        with self.cond:
+            for c in unknown:
+                if (c.id, c.token) not in failing:
+                    self.leases.forget(c)
+            self.cond.notify_all()
+        for task in sorted({c.task for c in unknown} - self.unknown_warned):
+            self.unknown_warned.add(task)
+            log.warning("task %r is not registered here: its jobs go back for another worker", task)
+        if expired:
+            known = registry.known_now(self.store, self.settings)
+            for c in expired:
+                err = registry.unknown_task_error(c.task, known, self.settings.unknown_task_ms)
+                self._on_done(failure(c, err, NO_RETRY, tb=False))
+        return [c for c in jobs if c.task in self.app.tasks]
 
     def _wait_settled(self, timeout_s: float) -> None:
         """Wait (cond held, real time) for jobs in flight to settle: their outcomes are
@@ -479,7 +516,7 @@ class Worker:
         # Join the loops that talk to the broker, so none is mid-call (or re-takes the leader
         # lease) after run() returns and the caller closes the App.
         for t in self._threads:
-            if t.name in ("jobq-heartbeat", "jobq-maintenance"):
+            if t.name in ("jobq-heartbeat", "jobq-maintenance", "jobq-registry"):
                 t.join(30)
         if self.maintainer:
             self.maintainer.stop()

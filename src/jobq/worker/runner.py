@@ -1,7 +1,8 @@
 """Run one claimed attempt and turn whatever happens into an `Outcome`.
 
 Shared by every pool (and by process-pool children), so the rules live in one place: unknown
-task -> failed without retry; undecodable payload -> dead-lettered with the decode error; an
+task (one the worker's own process lacks: the worker hands the others back) -> failed without
+retry; undecodable payload -> dead-lettered with the decode error; an
 exception -> retried after an exponential, jittered back-off while attempts remain; `Retry` ->
 retried after the delay it asks for; an unencodable result -> failed, naming the type.
 """
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DecodeError, Retry, SerializationError
 from ..model import Claimed, Outcome
+from ..registry import UnknownTask
 from ..tasks import JobContext, Task, reset_current, set_current
 
 if TYPE_CHECKING:
@@ -64,7 +66,7 @@ def prepare(app: App, c: Claimed) -> tuple[Task[..., Any], list[Any], dict[str, 
     """Find the task and decode the arguments, or the Outcome that says why not."""
     task = app.tasks.get(c.task)
     if task is None:
-        return failure(c, LookupError(f"unknown task {c.task!r}"), NO_RETRY, tb=False)
+        return failure(c, UnknownTask(f"unknown task {c.task!r}"), NO_RETRY, tb=False)
     try:
         args, kwargs = app.serializer.decode_args(c.payload)
         if c.pass_results:
