@@ -235,7 +235,7 @@ def test_periodic_remove_refuses_one_defined_in_code(app: App, url: str, prefix:
     assert r.exit_code == 0 and "returns when the next worker starts" in r.output, r.output
     assert app.store.list_periodic() == []
     # One added at run time is removed without --force.
-    r = runner.invoke(main, ["periodic", "add", "adhoc", "t", "--every", "60"], env=env)
+    r = runner.invoke(main, ["periodic", "add", "adhoc", "t", "--every", "60", "--force"], env=env)
     assert r.exit_code == 0, r.output
     (spec, _due), *_ = app.store.list_periodic()
     assert spec.origin == "cli"
