@@ -27,6 +27,7 @@ from .cli_remote import acl_command, listen_options
 from .cli_server import server
 from .doctor import doctor_command
 from .errors import (
+    AuthFailed,
     BrokerError,
     ConfigError,
 )
@@ -39,6 +40,8 @@ def _memory_policy(app: Any, strict: bool, who: str) -> None:
 
     try:
         state = app.store.memory()
+    except AuthFailed:  # a wrong or missing password ends the command (exit 3), no warning
+        raise
     except BrokerError as exc:
         logging.getLogger("jobq").warning("cannot check maxmemory-policy yet (%s)", exc)
         return

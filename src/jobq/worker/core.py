@@ -25,7 +25,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from ..codes import Fail, Refusal
-from ..errors import BrokerError, BrokerUnavailable
+from ..errors import AuthFailed, BrokerError, BrokerUnavailable
 from ..keys import group_queue, worker_queue
 from ..maintenance import Maintainer
 from ..model import Claimed, Outcome
@@ -136,6 +136,8 @@ class Worker:
             signal.signal(signal.SIGINT, self._on_signal)
         try:
             self.store.ping()
+        except AuthFailed:  # a wrong or missing password: no retry fixes it, so end here
+            raise
         except BrokerError as exc:
             # Not fatal: every loop below retries with back-off, so a worker started before
             # its server (or during an outage) serves as soon as the server is up.
@@ -230,6 +232,9 @@ class Worker:
                     self.store.wait_for_work(self.queues, 1.0)
                     continue
                 drained = len(jobs) < free  # the queues are empty now: block, don't re-claim
+            except AuthFailed:  # the password was changed under us: stop now, say why
+                self.stop(immediate=True)
+                raise
             except Exception as exc:  # the claim loop outlives any error
                 self.stopping.wait(self.claim_outage.failed(exc))
                 continue
