@@ -1,5 +1,6 @@
-"""`jobq` command line: parses, then calls. Exit codes: 0 ok, 1 job failed or error,
-2 usage, 3 broker unreachable, full or refusing, 4 not found, 5 timed out waiting."""
+"""`jobq` command line: parses, calls `operations.py`, presents with `presenters.py`. Exit
+codes (cli_base.py maps errors onto them): 0 ok, 1 job failed or error, 2 usage, 3 broker
+unreachable, full, refusing, wrong password or no server, 4 not found, 5 timed out waiting."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from .cli_base import (  # noqa: F401 (EXIT_* are this module's API too)
 )
 
 __all__ = ["main"]
+from . import operations as ops
+from . import presenters as present
 from .cli_remote import acl_command, listen_options
 from .cli_server import server
 from .doctor import doctor_command
@@ -46,6 +49,17 @@ def _memory_policy(app: Any, strict: bool, who: str) -> None:
         logging.getLogger("jobq").warning("cannot check maxmemory-policy yet (%s)", exc)
         return
     check_policy(state, redact(app.store.url), strict, who)
+
+
+def _check_password(app: Any) -> None:
+    """End here (exit 3) on a wrong or missing password; an unreachable server is not an
+    error yet: the loops wait for it (a master may start before its server)."""
+    try:
+        app.store.ping()
+    except AuthFailed:
+        raise
+    except BrokerError:
+        pass
 
 
 @main.command()
@@ -189,7 +203,8 @@ def master(
     from .maintenance import Maintainer
     from .store import redact
 
-    app = _app(url, prefix)
+    app = _app(url, prefix, start=True)
+    _check_password(app)
     if listen:
         from .cli_remote import open_listen
 
@@ -254,7 +269,8 @@ def master(
 @click.option(
     "--batch",
     type=click.File("r"),
-    help="Submit one job per line of this file (a JSON list of arguments each), in one round trip.",
+    help="Submit one job per line of this file (a JSON list of arguments each), in one round "
+    "trip; with --wait, print one JSON line per job (id, state, result or error).",
 )
 @click.option("--wait-timeout", type=float, default=None)
 @common
@@ -275,13 +291,20 @@ def submit(
     prefix: str | None,
 ) -> None:
     """Submit a job of TASK (its registered name); print its id."""
-    from .cli_schedule import _json_args, submit_file
-
-    args, kwargs = _json_args(args_json, kwargs_json)
-    app = _app(url, prefix)
+    args, kwargs = ops.json_args(args_json, kwargs_json)
+    app = _app(url, prefix, start=True)
     if batch is not None:
         opts = {"queue": queue, "priority": priority, "retries": retries, "timeout": timeout}
-        sys.exit(submit_file(app, task, batch, opts, wait, wait_timeout))
+        jobs = ops.submit_batch(app, task, batch, opts)
+        if not wait:
+            for j in jobs:
+                click.echo(j.id)
+            return
+        done = ops.follow(
+            app, [j.id for j in jobs], wait_timeout, lambda o: click.echo(json.dumps(o.as_json()))
+        )
+        click.echo(present.summary(done.counts()), err=True)
+        sys.exit(done.exit_code())
     job = app.submit(
         task,
         args,
@@ -299,21 +322,25 @@ def submit(
 
 
 @main.command()
-@click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True)
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per job, a line each.")
 @common
-def status(job_id: str, as_json: bool, url: str | None, prefix: str | None) -> None:
-    """Show a job's state, attempts and timings."""
-    from .presenters import job_view
-
-    rec = _app(url, prefix).job(job_id).info()
-    view = job_view(rec)
-    if as_json:
-        click.echo(json.dumps(view))
-    else:
-        for k, v in view.items():
-            if v not in (None, ""):
-                click.echo(f"{k:>12}: {v}")
+def status(job_ids: tuple[str, ...], as_json: bool, url: str | None, prefix: str | None) -> None:
+    """Show jobs' state, attempts, timings, progress and error (exit 4 if any id is unknown;
+    the others are still shown). `-` reads ids from stdin."""
+    app = _app(url, prefix)
+    found, missing = ops.job_records(app, ops.ids_from(job_ids, sys.stdin))
+    for n, rec in enumerate(found):
+        if as_json:
+            click.echo(present.status_json(rec))
+        else:
+            if n:
+                click.echo()
+            click.echo("\n".join(present.status_lines(rec)))
+    for job_id in missing:
+        click.echo(f"error: no job {job_id} (never submitted, or its result expired)", err=True)
+    if missing:
+        sys.exit(EXIT_NOT_FOUND)
 
 
 @main.command()
@@ -321,7 +348,8 @@ def status(job_id: str, as_json: bool, url: str | None, prefix: str | None) -> N
 @click.option("--timeout", type=float, default=None, help="Seconds to wait (default: forever).")
 @common
 def result(job_id: str, timeout: float | None, url: str | None, prefix: str | None) -> None:
-    """Wait for a job and print its result as JSON (exit 1 if it failed)."""
+    """Wait for a job and print its result as JSON (exit 1 if it failed, 4 if there is no
+    such job, 5 if it did not finish within --timeout)."""
     click.echo(json.dumps(_app(url, prefix).job(job_id).result(timeout=timeout)))
 
 
@@ -329,41 +357,36 @@ def result(job_id: str, timeout: float | None, url: str | None, prefix: str | No
 @click.argument("job_id")
 @common
 def cancel(job_id: str, url: str | None, prefix: str | None) -> None:
-    """Cancel a queued/scheduled job (a running one is asked to stop)."""
-    done = _app(url, prefix).job(job_id).cancel()
-    click.echo("cancelled" if done else "not cancelled (running or already finished)")
+    """Cancel a queued/scheduled job (exit 0); a running one is asked to stop (exit 0: the
+    request is recorded); a finished one is left as it is (exit 1); no such job: exit 4."""
+    done = ops.cancel_job(_app(url, prefix), job_id)
+    click.echo(present.cancel_text(done.outcome, done.state))
+    if done.outcome == "finished":
+        sys.exit(EXIT_FAILED)
 
 
 @main.command()
 @common
 def queues(url: str | None, prefix: str | None) -> None:
     """Depths per state and counters for every queue."""
-    app = _app(url, prefix)
-    rows = app.queue_info()
-    cols = [
-        "queue",
-        "queued",
-        "scheduled",
-        "running",
-        "succeeded",
-        "failed",
-        "cancelled",
-        "retried",
-    ]
-    click.echo(" ".join(f"{c:>10}" for c in cols))
-    for q in rows:
-        vals = [
-            q.name,
-            q.queued,
-            q.scheduled,
-            q.running,
-            q.succeeded,
-            q.failed,
-            q.cancelled,
-            q.retried,
-        ]
-        click.echo(" ".join(f"{v!s:>10}" for v in vals))
-    click.echo(f"dead-lettered: {app.store.dead_count()}")
+    rows, dead_count = ops.queue_table(_app(url, prefix))
+    if not rows:
+        click.echo(present.EMPTY["queues"], err=True)
+    click.echo("\n".join(present.queue_lines(rows, dead_count)))
+
+
+@main.command()
+@common
+def workers(url: str | None, prefix: str | None) -> None:
+    """The workers the deployment knows: alive or gone, last seen, queues, running jobs."""
+    import time
+
+    found = ops.workers(_app(url, prefix))
+    if not found:
+        click.echo(present.EMPTY["workers"], err=True)
+    now = int(time.time() * 1000)
+    for w in found:
+        click.echo(present.worker_line(w, now))
 
 
 @main.command()
@@ -376,16 +399,15 @@ def dead(
 ) -> None:
     """List dead-lettered jobs, or re-run them."""
     app = _app(url, prefix)
-    ids = list(rerun_ids) or (app.dead_letters(limit) if rerun_all else [])
-    if ids:
-        for i in ids:
-            app.job(i).rerun()
+    if rerun_ids or rerun_all:
+        for i in ops.rerun_dead(app, list(rerun_ids), rerun_all, limit):
             click.echo(f"queued again: {i}")
         return
-    for i in app.dead_letters(limit):
-        rec = app.store.get_job(i)
-        err = (rec.error or {}) if rec else {}
-        click.echo(f"{i}  {rec.task if rec else '?'}  {err.get('type')}: {err.get('message')}")
+    listed = ops.dead_jobs(app, limit)
+    if not listed:
+        click.echo(present.EMPTY["dead"], err=True)
+    for i, rec in listed:
+        click.echo(present.dead_line(i, rec))
 
 
 @main.command()

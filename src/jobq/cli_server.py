@@ -5,20 +5,16 @@ nothing but jobq installed. docs/deploy.md walks through the layouts."""
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .errors import BrokerError, JobqError
-
-EXIT_BROKER = 3
+from .errors import UsageProblem
 
 _DATA_DIR = click.option(
     "--data-dir",
@@ -36,23 +32,6 @@ _ACL_FILE = click.option(
 )
 
 
-def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A jobq error is one line on stderr and exit 1 (3 if the broker is unreachable)."""
-
-    @functools.wraps(fn)
-    def wrapper(**kw: Any) -> Any:
-        try:
-            return fn(**kw)
-        except BrokerError as exc:
-            click.echo(f"error: {' '.join(str(exc).split())}", err=True)
-            sys.exit(EXIT_BROKER)
-        except JobqError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-
-    return wrapper
-
-
 def _address(text: str, flag: str) -> tuple[str, int]:
     """HOST:PORT with an IP host (see `parse_listen`), the message naming `flag`."""
     from .acl import parse_listen
@@ -61,7 +40,7 @@ def _address(text: str, flag: str) -> tuple[str, int]:
     try:
         return parse_listen(text)
     except ConfigError as exc:
-        raise ConfigError(str(exc).replace("--listen", flag)) from None
+        raise UsageProblem(str(exc).replace("--listen", flag)) from None
 
 
 def _take_acl_file(data_dir: Path, acl_file: str | None, needed: bool) -> bool:
@@ -147,7 +126,6 @@ def server() -> None:
 )
 @click.option("--service", default="jobq", show_default=True, help="The Sentinels' name for it.")
 @click.option("--prefix", envvar="JOBQ_PREFIX", help="Key prefix: names the role users.")
-@_errors
 def server_start(
     data_dir: str,
     durable: bool,
@@ -164,7 +142,6 @@ def server_start(
     print its URL; with --listen, open it to other hosts, as a replica with --replica-of."""
     from .config import Settings
     from .embedded import ensure_server, server_url
-    from .errors import ConfigError
     from .store import redact
 
     if not listen:
@@ -176,7 +153,7 @@ def server_start(
             ("--sentinel", sentinels or None),
         ):
             if value is not None:
-                raise ConfigError(f"{flag} needs --listen HOST:PORT (the address other hosts use)")
+                raise UsageProblem(f"{flag} needs --listen HOST:PORT (the address other hosts use)")
     host, port = _address(listen, "--listen") if listen else ("", 0)
     primary = _address(replica_of, "--replica-of") if replica_of else None
     d = Path(data_dir).absolute()
@@ -325,7 +302,6 @@ def _link_status(d: Path, wait_s: float = 10.0) -> str:
 
 @server.command("stop")
 @_DATA_DIR
-@_errors
 def server_stop(data_dir: str) -> None:
     """Shut the embedded server down (flushing its AOF)."""
     from .embedded import stop_server
@@ -335,7 +311,6 @@ def server_stop(data_dir: str) -> None:
 
 @server.command("status")
 @_DATA_DIR
-@_errors
 def server_status(data_dir: str) -> None:
     """Say whether the server runs, where, and whether it is a primary or a replica; exit 1
     if it does not run."""
@@ -408,7 +383,6 @@ def sentinel() -> None:
     help="The Sentinels' own password (clients' sentinel_password), first line of this file; "
     "default: the discovery password of acl.json. Every Sentinel needs the same.",
 )
-@_errors
 def sentinel_start(
     data_dir: str,
     listen: str,
@@ -452,7 +426,6 @@ def sentinel_start(
 
 @sentinel.command("stop")
 @_DATA_DIR
-@_errors
 def sentinel_stop(data_dir: str) -> None:
     """Shut the Sentinel of the data directory down."""
     from .embedded_sentinel import stop_sentinel
@@ -462,7 +435,6 @@ def sentinel_stop(data_dir: str) -> None:
 
 @sentinel.command("status")
 @_DATA_DIR
-@_errors
 def sentinel_status(data_dir: str) -> None:
     """What the Sentinel knows: the current primary, its replicas, the other Sentinels; exit 1
     if it does not run."""

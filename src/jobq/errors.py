@@ -69,6 +69,16 @@ class ConfigError(JobqError):
     """A setting is invalid or contradicts another."""
 
 
+class UsageProblem(ConfigError):
+    """A command line (or a URL given to one) is malformed or its options contradict each
+    other: the CLI exits 2 like for click's own usage errors, naming the option and the fix."""
+
+
+class NoServer(BrokerError):
+    """No broker to talk to: no URL was given and no embedded server runs in the data
+    directory. Read-only commands say so instead of starting a new, empty server."""
+
+
 class SerializationError(JobqError):
     """A value could not be encoded for the wire (the message names the argument)."""
 

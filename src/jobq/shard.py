@@ -75,13 +75,19 @@ class _NoAuthRetry(Retry):
     `ConnectionError` to redis-py, but reconnecting with the same password cannot succeed, so
     it reaches the caller at once (as `errors.AuthFailed`) instead of after the back-off."""
 
-    def call_with_retry(self, do: Any, fail: Any, is_retryable: Any = None, **kw: Any) -> Any:
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[[Exception], Any] | Callable[[Exception, int], Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
         def retryable(exc: Exception) -> bool:
             if isinstance(exc, redis.AuthenticationError):
                 return False
-            return is_retryable is None or bool(is_retryable(exc))
+            return is_retryable is None or is_retryable(exc)
 
-        return super().call_with_retry(do, fail, retryable, **kw)
+        return super().call_with_retry(do, fail, retryable, with_failure_count)
 
 
 def connect(url: str, tag: str | None = None, **kwargs: Any) -> redis.Redis:
