@@ -46,7 +46,14 @@ def jobq(dep: Deployment, *args: str, timeout: float = 90) -> subprocess.Complet
 def deployment(
     valkey: ValkeyProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
-    """A password-protected URL (an ACL user on the test server), a prefix, and a worker."""
+    yield from start_deployment(valkey, tmp_path_factory)
+
+
+def start_deployment(
+    valkey: ValkeyProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """A password-protected URL (an ACL user on the test server), a prefix, and a worker
+    (the `deployment` of this module and of test_cli_errors.py)."""
     admin = redis.Redis(port=valkey.port)
     admin.acl_setuser(
         USER,

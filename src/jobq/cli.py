@@ -204,11 +204,11 @@ def master(
     from .store import redact
 
     app = _app(url, prefix, start=True)
-    _check_password(app)
     if listen:
         from .cli_remote import open_listen
 
         open_listen(app, listen, password, password_file, tls_cert, tls_key, tls_client_ca)
+    _check_password(app)
     _memory_policy(app, strict, "the master")
     m = Maintainer(
         app.store,

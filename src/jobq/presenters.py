@@ -101,9 +101,9 @@ def status_lines(rec: JobRecord, now_ms: int | None = None) -> list[str]:
         rows.append(("error", f"{err.get('type', 'Error')}: {err.get('message', '')}"))
     if rec.corrupt:
         rows.append(("corrupt", rec.corrupt))
-    width = max(len(k) for k, _ in rows)
-    lines = [f"{k:>{width}}: {v}" for k, v in rows if v not in (None, "")]
     tb = str(err.get("traceback") or "").rstrip()
+    width = max([len(k) for k, _ in rows] + ([len("traceback")] if tb else []))
+    lines = [f"{k:>{width}}: {v}" for k, v in rows if v not in (None, "")]
     if tb:
         lines.append(f"{'traceback':>{width}}:")
         lines.extend("    " + line for line in tb.splitlines())
