@@ -148,7 +148,7 @@ def test_worker_banner_lists_url_without_password_queues_concurrency_tasks(
     assert f"redis://{USER}:***@127.0.0.1:{valkey.port}/0" in banner
     assert "queues " in banner and "default,cli-high" in banner  # (after its own queue)
     assert "thread pool x2" in banner
-    assert "tasks: add, explode, needs_file" in banner
+    assert "tasks: add, explode, halfway, needs_file" in banner
     assert PASSWORD not in log
 
 
