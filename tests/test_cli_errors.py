@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -107,6 +108,24 @@ def test_a_wrong_or_missing_password_ends_every_process_with_one_line(
     assert "not-the-password" not in res.stderr and "Traceback" not in res.stderr
     assert "retrying" not in res.stderr and "serving" not in res.stderr
     assert "HELLO must be called" not in res.stderr
+
+
+@pytest.mark.parametrize("case", ["wrong", "missing"])
+def test_a_cluster_url_with_a_wrong_password_is_not_waited_out(
+    valkey_cluster: Any, case: str
+) -> None:
+    """On a Cluster every seed refuses the password: that is not "no node serves the slot",
+    which submits would wait out for a failover (45 s)."""
+    good = f":{valkey_cluster.password}@"
+    url = valkey_cluster.url.replace(good, ":not-the-password@" if case == "wrong" else "")
+    began = time.monotonic()
+    res = run("submit", "add", "--args", "[1, 2]", env=subprocess_env(url, "tauthc"))
+    assert res.returncode == 3, res.stderr
+    assert time.monotonic() - began < 15
+    lead = "wrong password for" if case == "wrong" else "password required by"
+    (line,) = error_lines(res.stderr)
+    assert line.startswith(f"error: {lead} redis+cluster://"), line
+    assert valkey_cluster.password not in res.stderr
 
 
 def test_the_right_password_still_works(locked: ValkeyProcess) -> None:
