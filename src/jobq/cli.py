@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
+import time
 from typing import Any
 
 import click
@@ -29,37 +29,7 @@ from . import presenters as present
 from .cli_remote import acl_command, listen_options
 from .cli_server import server
 from .doctor import doctor_command
-from .errors import (
-    AuthFailed,
-    BrokerError,
-    ConfigError,
-)
-
-
-def _memory_policy(app: Any, strict: bool, who: str) -> None:
-    """Warn (or with --strict refuse) if the server evicts keys: it would drop jobs."""
-    from .memory import check_policy
-    from .store import redact
-
-    try:
-        state = app.store.memory()
-    except AuthFailed:  # a wrong or missing password ends the command (exit 3), no warning
-        raise
-    except BrokerError as exc:
-        logging.getLogger("jobq").warning("cannot check maxmemory-policy yet (%s)", exc)
-        return
-    check_policy(state, redact(app.store.url), strict, who)
-
-
-def _check_password(app: Any) -> None:
-    """End here (exit 3) on a wrong or missing password; an unreachable server is not an
-    error yet: the loops wait for it (a master may start before its server)."""
-    try:
-        app.store.ping()
-    except AuthFailed:
-        raise
-    except BrokerError:
-        pass
+from .errors import ConfigError
 
 
 @main.command()
@@ -116,32 +86,12 @@ def worker(
     prefix: str | None,
 ) -> None:
     """Run a worker for APP_PATH ('module:app')."""
-    from .names import check_name, check_queue
-    from .worker import Worker
-    from .worker.pools import load_app
+    from .running import WorkerOptions, run_worker  # (the worker's imports: only when run)
 
-    names = [check_queue(q.strip(), "--queues") for q in queues.split(",") if q.strip()]
-    if name is not None:
-        check_name("--name", name)
-    if group is not None:
-        check_name("--group", group)
-    sys.path.insert(0, os.getcwd())
-    app = load_app(app_path)
-    app.configure(url=url, prefix=prefix)
-    _memory_policy(app, strict, "the worker")
-    w = Worker(
-        app,
-        names,
-        concurrency=concurrency,
-        pool=pool,
-        name=name,
-        group=group,
-        prefetch=prefetch,
-        app_path=app_path,
-        grace_s=grace,
-        cancel_grace_s=cancel_grace,
+    opts = WorkerOptions(
+        queues, concurrency, pool, name, group, prefetch, grace, cancel_grace, strict
     )
-    w.run()
+    run_worker(app_path, opts, url, prefix)
 
 
 @main.command()
@@ -198,30 +148,14 @@ def master(
 ) -> None:
     """Run the maintenance loop (promote due jobs, requeue expired leases), and serve the HTTP
     API and dashboard (needs the `master` extra: pip install 'jobq[master]')."""
-    import signal
-
-    from .maintenance import Maintainer
-    from .store import redact
+    from .running import master_loop  # (the master's imports: only when run)
 
     app = _app(url, prefix, start=True)
     if listen:
         from .cli_remote import open_listen
 
         open_listen(app, listen, password, password_file, tls_cert, tls_key, tls_client_ca)
-    _check_password(app)
-    _memory_policy(app, strict, "the master")
-    m = Maintainer(
-        app.store,
-        tick_ms=app.settings.tick_ms,
-        leader_ms=app.settings.leader_ms,
-        is_master=True,
-        worker_gone_ms=app.settings.worker_gone_ms,
-        lease_ms=app.settings.lease_ms,
-        max_lost=app.settings.max_lost,
-    )
-    signal.signal(signal.SIGTERM, lambda *_: m.stop_event.set())
-    signal.signal(signal.SIGINT, lambda *_: m.stop_event.set())
-    logging.getLogger("jobq.master").info("master %s on %s", m.name, redact(app.store.url))
+    m = master_loop(app, strict)
     source = click.get_current_context().get_parameter_source("http_addr")
     required = source is not click.core.ParameterSource.DEFAULT
     try:
@@ -379,8 +313,6 @@ def queues(url: str | None, prefix: str | None) -> None:
 @common
 def workers(url: str | None, prefix: str | None) -> None:
     """The workers the deployment knows: alive or gone, last seen, queues, running jobs."""
-    import time
-
     found = ops.workers(_app(url, prefix))
     if not found:
         click.echo(present.EMPTY["workers"], err=True)
