@@ -21,6 +21,20 @@ from conftest import ValkeyProcess, jobq_cmd, subprocess_env
 from test_cli import WAIT, Deployment, jobq, start_deployment
 
 from jobq import App
+from jobq.cli_base import exit_code
+from jobq.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    DurabilityUnsupported,
+    JobFailed,
+    JobNotFound,
+    NoServer,
+    ResultTimeout,
+    UsageProblem,
+    auth_failed,
+)
+from jobq.names import InvalidName
+from jobq.operations import Followed, Outcome, ids_from
 from jobq.states import TERMINAL, JobState
 
 pytestmark = pytest.mark.timeout(120)
@@ -391,3 +405,39 @@ def test_workers_lists_the_live_worker(deployment: Deployment) -> None:
     res = jobq(deployment, "workers")
     assert res.returncode == 0, res.stderr
     assert any(" alive " in ln and "default,cli-high" in ln for ln in res.stdout.splitlines())
+
+
+# -- the pieces, without a server ----------------------------------------------------------------
+
+
+def test_exit_codes_of_errors_follow_the_readme_table() -> None:
+    cases = {
+        JobFailed("j", "ValueError", "x"): 1,
+        ConfigError("x"): 1,
+        DurabilityUnsupported("x"): 1,
+        UsageProblem("x"): 2,
+        InvalidName("x"): 2,
+        BrokerUnavailable("x"): 3,
+        NoServer("x"): 3,
+        auth_failed("WRONGPASS", "redis://:***@h:1/0"): 3,
+        JobNotFound("x"): 4,
+        ResultTimeout("x"): 5,
+    }
+    assert {type(e).__name__: exit_code(e) for e in cases} == {
+        type(e).__name__: c for e, c in cases.items()
+    }
+
+
+def test_followed_exit_code_precedence() -> None:
+    def code(*states: str) -> int:
+        return Followed([Outcome(str(i), s) for i, s in enumerate(states)]).exit_code()
+
+    assert code() == code("succeeded", "succeeded") == 0
+    assert code("succeeded", "failed", "not found", "unfinished") == 1
+    assert code("cancelled") == 1
+    assert code("not found", "unfinished") == 4
+    assert code("succeeded", "unfinished") == 5
+
+
+def test_ids_from_stdin_split_on_any_whitespace() -> None:
+    assert ids_from(["a", "-", "d"], ["b  c\n", "\n", "\te\n"]) == ["a", "b", "c", "e", "d"]
