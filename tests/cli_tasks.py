@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import os
+import time
 
-from jobq import App
+from jobq import App, current_job
 
 app = App()
 
@@ -28,3 +29,18 @@ def needs_file(path: str) -> str:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
     return "found"
+
+
+@app.task
+def halfway(path: str) -> str:
+    """Reports 50% progress, then runs until `path` exists or it is asked to cancel (at most
+    60 s): a job that is running for as long as a test needs."""
+    ctx = current_job()
+    assert ctx is not None
+    ctx.progress(0.5, "halfway there")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        if ctx.cancelled():
+            return "stopped"
+        time.sleep(0.05)
+    return "done"

@@ -46,7 +46,14 @@ def jobq(dep: Deployment, *args: str, timeout: float = 90) -> subprocess.Complet
 def deployment(
     valkey: ValkeyProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
-    """A password-protected URL (an ACL user on the test server), a prefix, and a worker."""
+    yield from start_deployment(valkey, tmp_path_factory)
+
+
+def start_deployment(
+    valkey: ValkeyProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """A password-protected URL (an ACL user on the test server), a prefix, and a worker
+    (the `deployment` of this module and of test_cli_errors.py)."""
     admin = redis.Redis(port=valkey.port)
     admin.acl_setuser(
         USER,
@@ -141,7 +148,7 @@ def test_worker_banner_lists_url_without_password_queues_concurrency_tasks(
     assert f"redis://{USER}:***@127.0.0.1:{valkey.port}/0" in banner
     assert "queues " in banner and "default,cli-high" in banner  # (after its own queue)
     assert "thread pool x2" in banner
-    assert "tasks: add, explode, needs_file" in banner
+    assert "tasks: add, explode, halfway, needs_file" in banner
     assert PASSWORD not in log
 
 

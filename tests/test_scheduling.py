@@ -446,7 +446,7 @@ def test_progress_is_visible_in_the_record_and_jobq_status(fleet: Fleet) -> None
 
     shown = fleet.cluster.cli("status", job.id)
     assert shown.returncode == 0, shown.stderr
-    assert "0.4" in shown.stdout and "parsed 4000 rows" in shown.stdout
+    assert "progress: 40% parsed 4000 rows" in shown.stdout  # a percentage, for people
     as_json = fleet.cluster.cli("status", job.id, "--json")
     assert as_json.returncode == 0, as_json.stderr
     view = json.loads(as_json.stdout)
@@ -475,17 +475,23 @@ def test_cli_submit_batch_wait_and_jobq_wait(fleet: Fleet, tmp_path: Path) -> No
     batch.write_text("".join(f"[{i}, 100]\n" for i in range(20)) + "\n")  # a blank line is skipped
     out = cli("submit", "add", "--batch", str(batch), "--wait", "--wait-timeout", str(WAIT))
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    ids, summary = lines[:-1], lines[-1]
-    assert len(ids) == 20 and summary == "20 succeeded"
+    results = [json.loads(line) for line in out.stdout.splitlines()]  # one JSON line per job
+    ids = [r["id"] for r in results]
+    assert len(ids) == 20 and out.stderr.splitlines()[-1] == "20 succeeded"
+    assert [r["result"] for r in results] == [100 + i for i in range(20)]
     assert [app.job(i).result(timeout=1) for i in ids] == [100 + i for i in range(20)]
 
     failing = tmp_path / "failing.jsonl"
     failing.write_text('"one"\n"two"\n')  # one JSON value per line = one argument
     out = cli("submit", "boom", "--batch", str(failing), "--wait")
     assert out.returncode == 1
-    bad_ids = out.stdout.splitlines()[:2]
-    assert out.stdout.splitlines()[-1] == "2 failed"
+    failed = [json.loads(line) for line in out.stdout.splitlines()]
+    bad_ids = [r["id"] for r in failed]
+    assert [(r["state"], r["error"]["message"]) for r in failed] == [
+        ("failed", "one"),
+        ("failed", "two"),
+    ]
+    assert out.stderr.splitlines()[-1] == "2 failed"
     assert failure_of(app, bad_ids[0]).message == "one"
 
     # Without --wait: ids only, then `jobq wait` follows them with a summary.

@@ -231,12 +231,12 @@ def test_a_replica_without_the_primarys_acl_json_is_refused_before_starting(
     out = layout.jobq(
         "server", "start", "--data-dir", str(d), "--replica-of", "127.0.0.1:1", ok=False
     )
-    assert out.returncode == 1 and "needs --listen" in out.stderr
+    assert out.returncode == 2 and "needs --listen" in out.stderr  # a usage error
     out = layout.jobq(
         "server", "sentinel", "start", "--data-dir", str(d), "--listen", "127.0.0.1:1",
         "--monitor", "primary.example:6380", ok=False,
     )  # fmt: skip
-    assert out.returncode == 1 and "--monitor" in out.stderr and "IP address" in out.stderr
+    assert out.returncode == 2 and "--monitor" in out.stderr and "IP address" in out.stderr
     out = layout.jobq(
         "server", "sentinel", "start", "--data-dir", str(d), "--listen", "127.0.0.1:1",
         "--monitor", "127.0.0.1:2", ok=False,

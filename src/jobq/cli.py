@@ -1,11 +1,11 @@
-"""`jobq` command line: parses, then calls. Exit codes: 0 ok, 1 job failed or error,
-2 usage, 3 broker unreachable, full or refusing, 4 not found, 5 timed out waiting."""
+"""`jobq` command line: parses, calls `operations.py`, presents with `presenters.py`. Exit
+codes (cli_base.py maps errors onto them): 0 ok, 1 job failed or error, 2 usage, 3 broker
+unreachable, full, refusing, wrong password or no server, 4 not found, 5 timed out waiting."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from typing import Any
 
@@ -23,26 +23,12 @@ from .cli_base import (  # noqa: F401 (EXIT_* are this module's API too)
 )
 
 __all__ = ["main"]
+from . import operations as ops
+from . import presenters as present
 from .cli_remote import acl_command, listen_options
 from .cli_server import server
 from .doctor import doctor_command
-from .errors import (
-    BrokerError,
-    ConfigError,
-)
-
-
-def _memory_policy(app: Any, strict: bool, who: str) -> None:
-    """Warn (or with --strict refuse) if the server evicts keys: it would drop jobs."""
-    from .memory import check_policy
-    from .store import redact
-
-    try:
-        state = app.store.memory()
-    except BrokerError as exc:
-        logging.getLogger("jobq").warning("cannot check maxmemory-policy yet (%s)", exc)
-        return
-    check_policy(state, redact(app.store.url), strict, who)
+from .errors import ConfigError
 
 
 @main.command()
@@ -99,32 +85,12 @@ def worker(
     prefix: str | None,
 ) -> None:
     """Run a worker for APP_PATH ('module:app')."""
-    from .names import check_name, check_queue
-    from .worker import Worker
-    from .worker.pools import load_app
+    from .running import WorkerOptions, run_worker  # (the worker's imports: only when run)
 
-    names = [check_queue(q.strip(), "--queues") for q in queues.split(",") if q.strip()]
-    if name is not None:
-        check_name("--name", name)
-    if group is not None:
-        check_name("--group", group)
-    sys.path.insert(0, os.getcwd())
-    app = load_app(app_path)
-    app.configure(url=url, prefix=prefix)
-    _memory_policy(app, strict, "the worker")
-    w = Worker(
-        app,
-        names,
-        concurrency=concurrency,
-        pool=pool,
-        name=name,
-        group=group,
-        prefetch=prefetch,
-        app_path=app_path,
-        grace_s=grace,
-        cancel_grace_s=cancel_grace,
+    opts = WorkerOptions(
+        queues, concurrency, pool, name, group, prefetch, grace, cancel_grace, strict
     )
-    w.run()
+    run_worker(app_path, opts, url, prefix)
 
 
 @main.command()
@@ -181,29 +147,14 @@ def master(
 ) -> None:
     """Run the maintenance loop (promote due jobs, requeue expired leases), and serve the HTTP
     API and dashboard (needs the `master` extra: pip install 'jobq[master]')."""
-    import signal
+    from .running import master_loop  # (the master's imports: only when run)
 
-    from .maintenance import Maintainer
-    from .store import redact
-
-    app = _app(url, prefix)
+    app = _app(url, prefix, start=True)
     if listen:
         from .cli_remote import open_listen
 
         open_listen(app, listen, password, password_file, tls_cert, tls_key, tls_client_ca)
-    _memory_policy(app, strict, "the master")
-    m = Maintainer(
-        app.store,
-        tick_ms=app.settings.tick_ms,
-        leader_ms=app.settings.leader_ms,
-        is_master=True,
-        worker_gone_ms=app.settings.worker_gone_ms,
-        lease_ms=app.settings.lease_ms,
-        max_lost=app.settings.max_lost,
-    )
-    signal.signal(signal.SIGTERM, lambda *_: m.stop_event.set())
-    signal.signal(signal.SIGINT, lambda *_: m.stop_event.set())
-    logging.getLogger("jobq.master").info("master %s on %s", m.name, redact(app.store.url))
+    m = master_loop(app, strict)
     source = click.get_current_context().get_parameter_source("http_addr")
     required = source is not click.core.ParameterSource.DEFAULT
     try:
@@ -251,7 +202,8 @@ def master(
 @click.option(
     "--batch",
     type=click.File("r"),
-    help="Submit one job per line of this file (a JSON list of arguments each), in one round trip.",
+    help="Submit one job per line of this file (a JSON list of arguments each), in one round "
+    "trip; with --wait, print one JSON line per job (id, state, result or error).",
 )
 @click.option("--wait-timeout", type=float, default=None)
 @common
@@ -272,13 +224,20 @@ def submit(
     prefix: str | None,
 ) -> None:
     """Submit a job of TASK (its registered name); print its id."""
-    from .cli_schedule import _json_args, submit_file
-
-    args, kwargs = _json_args(args_json, kwargs_json)
-    app = _app(url, prefix)
+    args, kwargs = ops.json_args(args_json, kwargs_json)
+    app = _app(url, prefix, start=True)
     if batch is not None:
         opts = {"queue": queue, "priority": priority, "retries": retries, "timeout": timeout}
-        sys.exit(submit_file(app, task, batch, opts, wait, wait_timeout))
+        jobs = ops.submit_batch(app, task, batch, opts)
+        if not wait:
+            for j in jobs:
+                click.echo(j.id)
+            return
+        done = ops.follow(
+            app, [j.id for j in jobs], wait_timeout, lambda o: click.echo(json.dumps(o.as_json()))
+        )
+        click.echo(present.summary(done.counts()), err=True)
+        sys.exit(done.exit_code())
     job = app.submit(
         task,
         args,
@@ -296,21 +255,25 @@ def submit(
 
 
 @main.command()
-@click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True)
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per job, a line each.")
 @common
-def status(job_id: str, as_json: bool, url: str | None, prefix: str | None) -> None:
-    """Show a job's state, attempts and timings."""
-    from .presenters import job_view
-
-    rec = _app(url, prefix).job(job_id).info()
-    view = job_view(rec)
-    if as_json:
-        click.echo(json.dumps(view))
-    else:
-        for k, v in view.items():
-            if v not in (None, ""):
-                click.echo(f"{k:>12}: {v}")
+def status(job_ids: tuple[str, ...], as_json: bool, url: str | None, prefix: str | None) -> None:
+    """Show jobs' state, attempts, timings, progress and error (exit 4 if any id is unknown;
+    the others are still shown). `-` reads ids from stdin."""
+    app = _app(url, prefix)
+    found, missing = ops.job_records(app, ops.ids_from(job_ids, sys.stdin))
+    for n, rec in enumerate(found):
+        if as_json:
+            click.echo(present.status_json(rec))
+        else:
+            if n:
+                click.echo()
+            click.echo("\n".join(present.status_lines(rec)))
+    for job_id in missing:
+        click.echo(f"error: no job {job_id} (never submitted, or its result expired)", err=True)
+    if missing:
+        sys.exit(EXIT_NOT_FOUND)
 
 
 @main.command()
@@ -318,7 +281,8 @@ def status(job_id: str, as_json: bool, url: str | None, prefix: str | None) -> N
 @click.option("--timeout", type=float, default=None, help="Seconds to wait (default: forever).")
 @common
 def result(job_id: str, timeout: float | None, url: str | None, prefix: str | None) -> None:
-    """Wait for a job and print its result as JSON (exit 1 if it failed)."""
+    """Wait for a job and print its result as JSON (exit 1 if it failed, 4 if there is no
+    such job, 5 if it did not finish within --timeout)."""
     click.echo(json.dumps(_app(url, prefix).job(job_id).result(timeout=timeout)))
 
 
@@ -326,41 +290,22 @@ def result(job_id: str, timeout: float | None, url: str | None, prefix: str | No
 @click.argument("job_id")
 @common
 def cancel(job_id: str, url: str | None, prefix: str | None) -> None:
-    """Cancel a queued/scheduled job (a running one is asked to stop)."""
-    done = _app(url, prefix).job(job_id).cancel()
-    click.echo("cancelled" if done else "not cancelled (running or already finished)")
+    """Cancel a queued/scheduled job (exit 0); a running one is asked to stop (exit 0: the
+    request is recorded); a finished one is left as it is (exit 1); no such job: exit 4."""
+    done = ops.cancel_job(_app(url, prefix), job_id)
+    click.echo(present.cancel_text(done.outcome, done.state))
+    if done.outcome == "finished":
+        sys.exit(EXIT_FAILED)
 
 
 @main.command()
 @common
 def queues(url: str | None, prefix: str | None) -> None:
     """Depths per state and counters for every queue."""
-    app = _app(url, prefix)
-    rows = app.queue_info()
-    cols = [
-        "queue",
-        "queued",
-        "scheduled",
-        "running",
-        "succeeded",
-        "failed",
-        "cancelled",
-        "retried",
-    ]
-    click.echo(" ".join(f"{c:>10}" for c in cols))
-    for q in rows:
-        vals = [
-            q.name,
-            q.queued,
-            q.scheduled,
-            q.running,
-            q.succeeded,
-            q.failed,
-            q.cancelled,
-            q.retried,
-        ]
-        click.echo(" ".join(f"{v!s:>10}" for v in vals))
-    click.echo(f"dead-lettered: {app.store.dead_count()}")
+    rows, dead_count = ops.queue_table(_app(url, prefix))
+    if not rows:
+        click.echo(present.EMPTY["queues"], err=True)
+    click.echo("\n".join(present.queue_lines(rows, dead_count)))
 
 
 @main.command()
@@ -373,16 +318,15 @@ def dead(
 ) -> None:
     """List dead-lettered jobs, or re-run them."""
     app = _app(url, prefix)
-    ids = list(rerun_ids) or (app.dead_letters(limit) if rerun_all else [])
-    if ids:
-        for i in ids:
-            app.job(i).rerun()
+    if rerun_ids or rerun_all:
+        for i in ops.rerun_dead(app, list(rerun_ids), rerun_all, limit):
             click.echo(f"queued again: {i}")
         return
-    for i in app.dead_letters(limit):
-        rec = app.store.get_job(i)
-        err = (rec.error or {}) if rec else {}
-        click.echo(f"{i}  {rec.task if rec else '?'}  {err.get('type')}: {err.get('message')}")
+    listed = ops.dead_jobs(app, limit)
+    if not listed:
+        click.echo(present.EMPTY["dead"], err=True)
+    for i, rec in listed:
+        click.echo(present.dead_line(i, rec))
 
 
 @main.command()

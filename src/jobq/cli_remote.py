@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import click
 
 from .acl import DISCOVERY, ROLES, Roles, load_roles, read_password_file, user_name
-from .errors import ConfigError
+from .errors import ConfigError, UsageProblem
 
 
 def listen_options(fn: Any) -> Any:
@@ -58,14 +58,14 @@ def open_listen(
     from .embedded import TlsFiles, expose
 
     if app.settings.url:
-        raise ConfigError(
+        raise UsageProblem(
             "--listen exposes the embedded server; it cannot be used with --url (on a server "
             "of your own, `jobq acl --apply ADMIN_URL` creates the role users)"
         )
     host, port = parse_listen(listen)
     if password_file:
         if password:
-            raise ConfigError("give --password or --password-file, not both")
+            raise UsageProblem("give --password or --password-file, not both")
         password = read_password_file(password_file)
     elif password:
         source = click.get_current_context().get_parameter_source("password")
@@ -76,10 +76,10 @@ def open_listen(
                 err=True,
             )
     if bool(tls_cert) != bool(tls_key):
-        raise ConfigError("--tls-cert and --tls-key go together")
+        raise UsageProblem("--tls-cert and --tls-key go together")
     tls = TlsFiles(tls_cert, tls_key, tls_client_ca) if tls_cert and tls_key else None
     if tls is None and tls_client_ca:
-        raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+        raise UsageProblem("--tls-client-ca needs --tls-cert and --tls-key")
     roles, generated = expose(app.settings.data_dir, host, port, password, app.settings.prefix, tls)
     where = "TLS" if tls else "plaintext (add --tls-cert/--tls-key to encrypt)"
     click.echo(f"embedded Valkey listening on {host}:{port}, {where}")
@@ -165,7 +165,7 @@ def _apply(admin_url: str, data_dir: str, prefix: str, public: str | None, off: 
     else:
         host, port = parts.hostname or "", parts.port or 6379
     if not host or parts.scheme == "unix":
-        raise ConfigError("--apply needs --public HOST:PORT for a server reached over a socket")
+        raise UsageProblem("--apply needs --public HOST:PORT for a server reached over a socket")
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     roles, generated, _old = prepare_roles(data_dir, prefix, host, port, parts.scheme == "rediss")
     client: Any = connect(admin_url)

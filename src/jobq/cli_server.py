@@ -5,20 +5,13 @@ nothing but jobq installed. docs/deploy.md walks through the layouts."""
 
 from __future__ import annotations
 
-import functools
-import os
-import shutil
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
-from .errors import BrokerError, JobqError
-
-EXIT_BROKER = 3
+from . import server_setup as setup
+from .errors import UsageProblem
 
 _DATA_DIR = click.option(
     "--data-dir",
@@ -36,68 +29,8 @@ _ACL_FILE = click.option(
 )
 
 
-def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A jobq error is one line on stderr and exit 1 (3 if the broker is unreachable)."""
-
-    @functools.wraps(fn)
-    def wrapper(**kw: Any) -> Any:
-        try:
-            return fn(**kw)
-        except BrokerError as exc:
-            click.echo(f"error: {' '.join(str(exc).split())}", err=True)
-            sys.exit(EXIT_BROKER)
-        except JobqError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-
-    return wrapper
-
-
-def _address(text: str, flag: str) -> tuple[str, int]:
-    """HOST:PORT with an IP host (see `parse_listen`), the message naming `flag`."""
-    from .acl import parse_listen
-    from .errors import ConfigError
-
-    try:
-        return parse_listen(text)
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace("--listen", flag)) from None
-
-
-def _take_acl_file(data_dir: Path, acl_file: str | None, needed: bool) -> bool:
-    """Copy `acl_file` into `data_dir` (0600); True if it existed. `needed`: it must."""
-    from .acl import ACL_FILE
-    from .errors import ConfigError
-
-    if not acl_file:
-        return False
-    src = Path(acl_file)
-    if not src.exists():
-        if needed:
-            raise ConfigError(
-                f"--acl-file {acl_file} does not exist: copy the primary's acl.json (from its "
-                "data directory) to this host first"
-            )
-        return False
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    dest = data_dir / ACL_FILE
-    if src.resolve() != dest.resolve():
-        tmp = dest.with_suffix(".copy")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out)
-        os.replace(tmp, dest)
-    return True
-
-
-def _prefix(data_dir: Path, given: str | None) -> str:
-    """--prefix if given, else the one of the acl.json in `data_dir`, else ``jobq``."""
-    from .acl import load_roles
-
-    if given:
-        return given
-    roles = load_roles(data_dir)
-    return roles.prefix if roles else "jobq"
+def _note(text: str) -> None:
+    click.echo(f"note: {text}", err=True)
 
 
 @click.group()
@@ -147,7 +80,6 @@ def server() -> None:
 )
 @click.option("--service", default="jobq", show_default=True, help="The Sentinels' name for it.")
 @click.option("--prefix", envvar="JOBQ_PREFIX", help="Key prefix: names the role users.")
-@_errors
 def server_start(
     data_dir: str,
     durable: bool,
@@ -164,7 +96,6 @@ def server_start(
     print its URL; with --listen, open it to other hosts, as a replica with --replica-of."""
     from .config import Settings
     from .embedded import ensure_server, server_url
-    from .errors import ConfigError
     from .store import redact
 
     if not listen:
@@ -176,13 +107,13 @@ def server_start(
             ("--sentinel", sentinels or None),
         ):
             if value is not None:
-                raise ConfigError(f"{flag} needs --listen HOST:PORT (the address other hosts use)")
-    host, port = _address(listen, "--listen") if listen else ("", 0)
-    primary = _address(replica_of, "--replica-of") if replica_of else None
+                raise UsageProblem(f"{flag} needs --listen HOST:PORT (the address other hosts use)")
+    host, port = setup.address(listen, "--listen") if listen else ("", 0)
+    primary = setup.address(replica_of, "--replica-of") if replica_of else None
     d = Path(data_dir).absolute()
-    had_acl = _take_acl_file(d, acl_file, needed=primary is not None)
+    had_acl = setup.take_acl_file(d, acl_file, needed=primary is not None)
     running = server_url(d) is not None
-    named = _ask_sentinels(d, sentinels, service, (host, port)) if sentinels else None
+    named = setup.ask_sentinels(d, sentinels, service, (host, port), _note) if sentinels else None
     if named is not None:
         primary = named if named != (host, port) else None  # the Sentinels' word is final
     elif running and primary is not None:
@@ -197,7 +128,9 @@ def server_start(
     if primary is not None:
         from .embedded import replica_roles
 
-        replica_roles(d, _prefix(d, prefix))  # refused before a server starts, with the fix
+        replica_roles(
+            d, setup.deployment_prefix(d, prefix)
+        )  # refused before a server starts, with the fix
     memory = Settings.from_env().embedded_memory
     url = ensure_server(d, durable=durable, memory=memory)
     if not listen:
@@ -208,14 +141,20 @@ def server_start(
 
     password = read_password_file(password_file) if password_file else None
     roles, generated = expose(
-        d, host, port, password, _prefix(d, prefix), replica_of=primary, min_replicas=min_replicas
+        d,
+        host,
+        port,
+        password,
+        setup.deployment_prefix(d, prefix),
+        replica_of=primary,
+        min_replicas=min_replicas,
     )
     if acl_file and not had_acl:
-        _write_copy(d, Path(acl_file))
+        setup.write_copy(d, Path(acl_file))
     if primary is not None:
         click.echo(f"replica of {primary[0]}:{primary[1]} listening on {host}:{port}")
-        click.echo(_link_status(d))
-    elif _is_replica(d):
+        click.echo(setup.link_status(d))
+    elif setup.is_replica(d):
         click.echo(f"replica listening on {host}:{port} (its primary is the Sentinels' choice)")
     else:
         click.echo(f"primary listening on {host}:{port} (data in {d})")
@@ -225,7 +164,7 @@ def server_start(
             "are not replicated, each node creates the same ones from it"
         )
         click.echo(f"workers join with JOBQ_URL='{roles.url('worker', show_secret=True)}'")
-    elif primary is not None or _is_replica(d):
+    elif primary is not None or setup.is_replica(d):
         click.echo(
             "workers connect through the Sentinels (a replica refuses writes): see `jobq "
             "server sentinel start` and docs/deploy.md"
@@ -234,98 +173,8 @@ def server_start(
         click.echo(f"workers join with {roles.url('worker')} (`jobq acl --show-secrets`)")
 
 
-def _is_replica(d: Path) -> bool:
-    import redis
-
-    from .embedded import server_url
-
-    url = server_url(d)
-    if not url:
-        return False
-    client: Any = redis.Redis.from_url(url)
-    try:
-        return bool(client.execute_command("ROLE")[0] == b"slave")
-    finally:
-        client.close()
-
-
-def _ask_sentinels(
-    d: Path,
-    sentinels: tuple[str, ...],
-    service: str,
-    me: tuple[str, int],
-) -> tuple[str, int] | None:
-    """The primary the Sentinels name (`me` if it is this node), or None if none answers."""
-    from .acl import DISCOVERY, load_roles
-    from .embedded_sentinel import primary_from_sentinels
-
-    roles = load_roles(d)
-    if roles is None or DISCOVERY not in roles.passwords:
-        return None  # first start of the first primary: no Sentinel can know it yet
-    addrs = [_address(s, "--sentinel") for s in sentinels]
-    named = primary_from_sentinels(addrs, service, roles.passwords[DISCOVERY])
-    if named is None:
-        click.echo("note: no Sentinel answered; starting as --replica-of says", err=True)
-        return None
-    if named == me or (me[0] in ("0.0.0.0", "::") and named[1] == me[1] and _is_local(named[0])):
-        return me
-    click.echo(f"note: the Sentinels name {named[0]}:{named[1]} as the primary", err=True)
-    return named
-
-
-def _is_local(ip: str) -> bool:
-    """True if `ip` is an address of this machine (it can be bound)."""
-    import socket
-
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as s:
-            s.bind((ip, 0))
-        return True
-    except OSError:
-        return False
-
-
-def _write_copy(d: Path, dest: Path) -> None:
-    """Write the data directory's acl.json to `dest` too (0600), for the other hosts."""
-    from .acl import ACL_FILE
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".copy")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write((d / ACL_FILE).read_bytes())
-    os.replace(tmp, dest)
-
-
-def _link_status(d: Path, wait_s: float = 10.0) -> str:
-    """Wait (bounded) for the replica's link to its primary; say how it stands."""
-    import redis
-
-    from .embedded import server_url
-
-    url = server_url(d)
-    if not url:
-        return "warning: the server stopped answering; see valkey.log in the data directory"
-    client: Any = redis.Redis.from_url(url, decode_responses=True)
-    try:
-        deadline = time.monotonic() + wait_s
-        info: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            info = client.info("replication")
-            if info.get("master_link_status") == "up":
-                return "replication link up (initial sync done)"
-            time.sleep(0.1)
-        return (
-            f"warning: replication link still {info.get('master_link_status', '?')} after "
-            f"{wait_s:.0f} s; see {d / 'valkey.log'} (it keeps retrying)"
-        )
-    finally:
-        client.close()
-
-
 @server.command("stop")
 @_DATA_DIR
-@_errors
 def server_stop(data_dir: str) -> None:
     """Shut the embedded server down (flushing its AOF)."""
     from .embedded import stop_server
@@ -335,25 +184,16 @@ def server_stop(data_dir: str) -> None:
 
 @server.command("status")
 @_DATA_DIR
-@_errors
 def server_status(data_dir: str) -> None:
     """Say whether the server runs, where, and whether it is a primary or a replica; exit 1
     if it does not run."""
-    import redis
-
     from .embedded import server_url
     from .store import redact
 
     url = server_url(data_dir)
     click.echo(f"running at {redact(url)}" if url else "not running")
     if url:
-        client: Any = redis.Redis.from_url(url, decode_responses=True)
-        try:
-            info = client.info("replication")
-        except redis.RedisError:
-            info = {}
-        finally:
-            client.close()
+        info = setup.replication(url)
         if info.get("role") == "master":
             click.echo(f"role: primary, {info.get('connected_slaves', 0)} replica(s) attached")
         elif info.get("role") == "slave":
@@ -408,7 +248,6 @@ def sentinel() -> None:
     help="The Sentinels' own password (clients' sentinel_password), first line of this file; "
     "default: the discovery password of acl.json. Every Sentinel needs the same.",
 )
-@_errors
 def sentinel_start(
     data_dir: str,
     listen: str,
@@ -424,25 +263,25 @@ def sentinel_start(
     from .acl import read_password_file
     from .embedded_sentinel import SentinelSpec, start_sentinel
 
-    host, port = _address(listen, "--listen")
+    host, port = setup.address(listen, "--listen")
     spec = SentinelSpec(
         host,
         port,
-        _address(monitor, "--monitor"),
+        setup.address(monitor, "--monitor"),
         service,
         quorum,
         down_after_ms,
         failover_timeout_ms,
     )
     d = Path(data_dir).absolute()
-    _take_acl_file(d, acl_file, needed=True)
+    setup.take_acl_file(d, acl_file, needed=True)
     password = read_password_file(password_file) if password_file else None
     notes, started = start_sentinel(d, spec, password)
     for note in notes:
         click.echo(f"note: {note}", err=True)
     if started:
         click.echo(f"sentinel listening on {host}:{port}, monitoring {service} (quorum {quorum})")
-    prefix = _prefix(d, None)
+    prefix = setup.deployment_prefix(d, None)
     click.echo(
         "workers, producers and masters use (list every Sentinel; `jobq acl --show-secrets` "
         f"prints the passwords):\n  JOBQ_URL='redis+sentinel://{prefix}-worker:***@"
@@ -452,7 +291,6 @@ def sentinel_start(
 
 @sentinel.command("stop")
 @_DATA_DIR
-@_errors
 def sentinel_stop(data_dir: str) -> None:
     """Shut the Sentinel of the data directory down."""
     from .embedded_sentinel import stop_sentinel
@@ -462,7 +300,6 @@ def sentinel_stop(data_dir: str) -> None:
 
 @sentinel.command("status")
 @_DATA_DIR
-@_errors
 def sentinel_status(data_dir: str) -> None:
     """What the Sentinel knows: the current primary, its replicas, the other Sentinels; exit 1
     if it does not run."""

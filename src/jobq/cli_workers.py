@@ -9,7 +9,7 @@ import click
 
 from .cli_base import _app, common, main
 from .model import WorkerInfo
-from .reads import GONE_LISTED_MS
+from .presenters import EMPTY
 
 
 def _ago(ms: int) -> str:
@@ -47,7 +47,7 @@ def workers_cmd(as_json: bool, limit: int, url: str | None, prefix: str | None) 
             click.echo(json.dumps(worker_row(w)))
         return
     if not rows:
-        click.echo(f"no workers seen in the last {GONE_LISTED_MS // 60_000} minutes")
+        click.echo(EMPTY["workers"], err=True)
         return
     for w in rows:
         state = "alive" if w.alive else "gone"

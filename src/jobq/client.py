@@ -195,6 +195,7 @@ class App:
             self.settings.data_dir,
             durable=self.settings.durable,
             memory=self.settings.embedded_memory,
+            announce=True,  # a producer starting its own server says where (stderr)
         )
         self.settings = self.settings.with_overrides(url=url)
         return url

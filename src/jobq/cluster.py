@@ -240,6 +240,8 @@ class ClusterMap:
                     ) from None
                 errors.append(f"{addr[0]}:{addr[1]}: {exc}")
                 continue
+            except redis.AuthenticationError:  # every node has the URL's password: no retry
+                raise
             except (redis.RedisError, OSError) as exc:
                 self._quiet[addr] = time.monotonic() + QUIET_S
                 errors.append(f"{addr[0]}:{addr[1]}: {exc or type(exc).__name__}")

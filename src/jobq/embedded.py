@@ -20,6 +20,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from .acl import (
 )
 from .errors import BrokerUnavailable, ConfigError
 from .scripts import library
+from .shard import redact
 
 STATE_FILE = "server.json"
 SOCKET_FILE = "valkey.sock"
@@ -130,9 +132,14 @@ def ensure_server(
     timeout_s: float = 15.0,
     durable: bool = False,
     memory: str = "50%",
+    announce: bool = False,
 ) -> str:
     """Attach to the embedded server in `data_dir`, starting it if none runs (with a maxmemory
     of `memory`, see `Settings.embedded_memory`); returns its URL.
+
+    `announce`: say on stderr (one line) when a server is started, where, and that other
+    machines need its URL: a producer that silently starts its own empty server on a host
+    where none ran would otherwise queue jobs no worker ever sees.
 
     `durable` (JOBQ_DURABLE) makes it fsync every write before replying (``appendfsync
     always``), switching a running server over if need be; a server stays durable until it
@@ -143,10 +150,24 @@ def ensure_server(
         with _locked(d):
             url = server_url(d)  # another process may have started it while we waited
             if not url:
-                return _start(d, timeout_s, durable, memory)
+                url = _start(d, timeout_s, durable, memory)
+                if announce:
+                    print(started_message(url, data_dir), file=sys.stderr, flush=True)
+                return url
     if durable:
         _make_durable(url)
     return url
+
+
+def started_message(url: str, data_dir: str | os.PathLike[str]) -> str:
+    """The line a process prints when it started the embedded server of `data_dir`."""
+    shown = str(data_dir)
+    if not os.path.isabs(shown) and not shown.startswith("./"):
+        shown = "./" + shown
+    return (
+        f"jobq: started an embedded Valkey at {redact(url)} (data in {shown}); other machines "
+        "need its URL (JOBQ_URL, App(url=...) or --url; `jobq server start --listen` opens it)"
+    )
 
 
 def _make_durable(url: str) -> None:

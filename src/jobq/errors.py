@@ -40,6 +40,31 @@ class BrokerFull(BrokerUnavailable):
     retry_after_s = 5
 
 
+class AuthFailed(BrokerError):
+    """The server refused the URL's credentials (WRONGPASS, a disabled ACL user) or wants some
+    the URL lacks (NOAUTH): retrying cannot fix it, so no loop waits it out and every process
+    ends with one line saying which (the CLI exits 3)."""
+
+    #: True if the URL has no password but the server requires one.
+    missing: bool = False
+
+
+def auth_failed(code: str, url: str, detail: str = "") -> AuthFailed:
+    """The one-line error for an authentication refusal `code` by the server at `url`
+    (redacted): "wrong password for ..." or "password required by ...", and the fix."""
+    fix = (
+        "set JOBQ_URL (or --url, or App(url=...)) to redis://USER:PASSWORD@host:port/0 "
+        "with the deployment's user and password (`jobq acl --show-secrets` on the server "
+        "host prints them)"
+    )
+    missing = code == "NOAUTH"
+    lead = f"password required by {url}" if missing else f"wrong password for {url}"
+    why = code if missing or not detail else f"{code}: {detail.strip().rstrip('.')}"
+    err = AuthFailed(f"{lead} ({why}): {fix}", "password required" if missing else "wrong password")
+    err.missing = missing
+    return err
+
+
 class ConfigError(JobqError):
     """A setting is invalid or contradicts another."""
 
@@ -62,6 +87,16 @@ class JobIdConflict(JobqError, ValueError):
         self.job_id = job_id
         self.existing_task = existing_task
         self.task = task
+
+
+class UsageProblem(ConfigError):
+    """A command line (or a URL given to one) is malformed or its options contradict each
+    other: the CLI exits 2 like for click's own usage errors, naming the option and the fix."""
+
+
+class NoServer(BrokerError):
+    """No broker to talk to: no URL was given and no embedded server runs in the data
+    directory. Read-only commands say so instead of starting a new, empty server."""
 
 
 class SerializationError(JobqError):
@@ -168,11 +203,11 @@ def reply_error(code: str, message: str, url: str, doing: str) -> BrokerError:
             "jobq retries",
             code,
         )
+    if code in ("NOAUTH", "WRONGPASS"):  # retrying will not help: the URL must change
+        return auth_failed(code, url, message)
     hint = ""
     if code == "NOPERM":
         hint = ": the URL's user lacks a permission jobq needs; check its ACL (ACL GETUSER)"
-    elif code in ("NOAUTH", "WRONGPASS"):
-        hint = ": check the password in the URL"
     return BrokerError(f"{where} refused a command while {doing}: {code} {message}{hint}", code)
 
 

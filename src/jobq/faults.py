@@ -19,6 +19,7 @@ from .errors import (
     JobIdConflict,
     JobNotFound,
     JobqError,
+    auth_failed,
     reply_error,
 )
 from .topology import NoPrimary, NotPrimary, SlotMoved, is_sentinel
@@ -58,7 +59,8 @@ def translate(exc: BaseException, url: str, doing: str) -> JobqError:
     if isinstance(exc, redis.BusyLoadingError):  # a ConnectionError subclass in redis-py
         return reply_error("LOADING", _message(exc), url, doing)
     if isinstance(exc, redis.AuthenticationError):  # wrong password: retrying will not help
-        return reply_error(reply_code(exc), _message(exc), url, doing)
+        code = reply_code(exc)
+        return auth_failed("NOAUTH" if code == "NOAUTH" else "WRONGPASS", url, _message(exc))
     if is_sentinel(url) and isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
         return _no_primary(exc, url, doing)
     if is_cluster(url) and isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import redis
+from redis.retry import Retry
 
 from .cluster import client_for_slot
 from .cluster_url import is_cluster
@@ -69,13 +70,32 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
+class _NoAuthRetry(Retry):
+    """redis-py's retry, except on a refused password: `redis.AuthenticationError` is a
+    `ConnectionError` to redis-py, but reconnecting with the same password cannot succeed, so
+    it reaches the caller at once (as `errors.AuthFailed`) instead of after the back-off."""
+
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[[Exception], Any] | Callable[[Exception, int], Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        def retryable(exc: Exception) -> bool:
+            if isinstance(exc, redis.AuthenticationError):
+                return False
+            return is_retryable is None or is_retryable(exc)
+
+        return super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
 def connect(url: str, tag: str | None = None, **kwargs: Any) -> redis.Redis:
     """A client for `url` (redis://, rediss://, unix://, redis+sentinel://,
     redis+cluster://; see topology.py) that retries briefly on reconnect and whose every
     connection checks it reached the primary. On a Cluster, `tag` names the partition (hash
     tag) whose slot's primary the client reaches (default: the slot of the bare tag '')."""
     from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
 
     kwargs.setdefault("health_check_interval", 30)
     kwargs.setdefault("socket_connect_timeout", 5)
@@ -84,7 +104,7 @@ def connect(url: str, tag: str | None = None, **kwargs: Any) -> redis.Redis:
     kwargs.setdefault("socket_timeout", 15)
     if not url.startswith("unix:"):
         kwargs.setdefault("socket_keepalive", True)
-    kwargs.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), 3))
+    kwargs.setdefault("retry", _NoAuthRetry(ExponentialBackoff(cap=1.0, base=0.05), 3))
     kwargs.setdefault("retry_on_error", [redis.ConnectionError])
     if is_cluster(url):
         return client_for_slot(url, tag or "", **kwargs)

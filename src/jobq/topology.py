@@ -280,6 +280,8 @@ class SentinelResolver:
         for addr in order:
             try:
                 answer = ask(self._client(addr))
+            except redis.AuthenticationError:  # a wrong Sentinel password: no retry fixes it
+                raise
             except (redis.RedisError, OSError) as exc:
                 errors.append(f"{addr[0]}:{addr[1]}: {exc}")
                 continue

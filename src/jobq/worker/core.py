@@ -37,7 +37,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from .. import registry
-from ..errors import BrokerError
+from ..errors import AuthFailed, BrokerError
 from ..keys import group_queue, worker_queue
 from ..maintenance import Maintainer
 from ..model import Claimed, Outcome
@@ -214,6 +214,8 @@ class Worker:
         self.started = True
         try:
             self.store.ping()
+        except AuthFailed:  # a wrong or missing password: no retry fixes it, so end here
+            raise
         except BrokerError as exc:
             # Not fatal: every loop below retries with back-off, so a worker started before
             # its server (or during an outage) serves as soon as the server is up.
@@ -295,6 +297,9 @@ class Worker:
                 if not jobs:
                     self.store.wait_for_work(self.queues, 1.0)
                     continue
+            except AuthFailed:  # the password was changed under us: stop now, say why
+                self.stop(immediate=True)
+                raise
             except Exception as exc:  # the claim loop outlives any error
                 self.clock.wait(self.stopping, self.claim_outage.failed(exc))
                 continue
