@@ -10,18 +10,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, overload
 
+from . import aio
 from .codes import Cancel, Rerun
 from .config import Settings
-from .errors import (
-    ConfigError,
-    JobCancelled,
-    JobFailed,
-    JobNotFound,
-    ResultTimeout,
-)
+from .errors import ConfigError, JobNotFound
 from .keys import Keys, group_queue, worker_queue
 from .model import JobRecord, JobSpec, QueueInfo
 from .names import check_job_id, check_name, check_queue, check_ref, check_spec
+from .outcome import settle
 from .periodic import PeriodicSpec
 from .serde import Serializer
 from .states import JobState
@@ -199,6 +195,7 @@ class App:
         return self._store
 
     def close(self) -> None:
+        aio.shutdown(self)  # pending awaits end, the asyncio threads stop
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -349,6 +346,34 @@ class App:
     def dead_letters(self, limit: int = 100, offset: int = 0) -> list[str]:
         return self.store.dead_letters(limit, offset)
 
+    # -- asyncio (aio.py: the sync calls above, run off the event loop) -----------------------
+
+    async def asubmit(
+        self,
+        task: str,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Job:
+        """`submit` (a task by name) for a coroutine: never blocks the event loop."""
+        return await aio.app_submit(self, task, args, kwargs, **options)
+
+    async def asubmit_many(
+        self, task: str, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], **options: Any
+    ) -> list[Job]:
+        """`submit_many` for a coroutine."""
+        return await aio.app_submit_many(self, task, calls, **options)
+
+    async def aclose(self) -> None:
+        """`close` for a coroutine; also ends the asyncio executor and result listeners."""
+        await aio.aclose(self)
+
+    async def __aenter__(self) -> App:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await aio.aclose(self)
+
 
 class Job:
     """A handle on one job: its id, and calls that read or steer it."""
@@ -375,18 +400,7 @@ class Job:
     def result(self, timeout: float | None = None) -> Any:
         """Wait (blocking, no polling) for the outcome; return the value or raise the error."""
         rec = self.app.store.wait(self.id, timeout, full=False)
-        if rec is None:
-            raise JobNotFound(f"no job {self.id} (never submitted, or its result expired)")
-        if rec.state == JobState.SUCCEEDED:
-            return self.app.serializer.decode_result(rec.result or b"[null]")
-        if rec.state == JobState.FAILED:
-            e = rec.error or {}
-            raise JobFailed(
-                self.id, e.get("type", "Error"), e.get("message", ""), e.get("traceback", "")
-            )
-        if rec.state == JobState.CANCELLED:
-            raise JobCancelled(f"job {self.id} was cancelled")
-        raise ResultTimeout(f"job {self.id} still {rec.state} after {timeout}s")
+        return settle(self.app.serializer, self.id, rec, timeout)
 
     def cancel(self) -> bool:
         """Cancel if queued/scheduled (True); a running job is asked to stop (False)."""
@@ -402,6 +416,24 @@ class Job:
             from .errors import from_code
 
             raise from_code(code, self.id, "rerun")
+
+    # -- asyncio (aio.py) ---------------------------------------------------------------------
+
+    async def aresult(self, timeout: float | None = None) -> Any:
+        """`result` for a coroutine: no thread held while waiting, the same value or errors."""
+        return await aio.aresult(self, timeout)
+
+    async def astatus(self) -> JobState | None:
+        """`status` for a coroutine."""
+        return await aio.astatus(self)
+
+    async def ainfo(self) -> JobRecord:
+        """`info` for a coroutine."""
+        return await aio.ainfo(self)
+
+    async def acancel(self) -> bool:
+        """`cancel` for a coroutine."""
+        return await aio.acancel(self)
 
 
 def _parents(depends_on: Any) -> tuple[tuple[str, ...], str]:

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import aio
+
 if TYPE_CHECKING:
     from .canvas import Signature
     from .client import App, Job
@@ -159,3 +161,19 @@ class Task:
             (tuple(it), {}) if isinstance(it, tuple | list) else ((it,), {}) for it in items
         ]
         return self.app.submit_many(self.name, calls, **options)
+
+    # -- asyncio (aio.py: the sync submits above, run off the event loop) ---------------------
+
+    async def asubmit(self, *args: Any, **kwargs: Any) -> Job:
+        """`submit` for a coroutine: never blocks the event loop."""
+        return await aio.asubmit(self, *args, **kwargs)
+
+    async def asubmit_with(
+        self, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> Job:
+        """`submit_with` for a coroutine."""
+        return await aio.asubmit_with(self, args, kwargs, **options)
+
+    async def amap(self, items: Iterable[Any], **options: Any) -> list[Job]:
+        """`map` for a coroutine: one job per item, one round trip."""
+        return await aio.amap(self, items, **options)
