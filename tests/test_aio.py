@@ -22,6 +22,7 @@ from procs import JobqProcess
 from shard_keys import job_shard
 
 from jobq import App, JobCancelled, JobFailed, JobNotFound, JobState, ResultTimeout, Task, aio
+from jobq.aio_wait import LANES
 
 pytestmark = [pytest.mark.timeout(120), on_every_layout]
 
@@ -81,7 +82,7 @@ def pending(app: App) -> int:
     waiter = aio._state(app).waiter
     if waiter is None:
         return 0
-    return sum(lst.pending() for lst in waiter._listeners.values())
+    return sum(lst.pending() for lst in waiter.listeners())
 
 
 def waiters_field(app: App, job_id: str) -> bytes | None:
@@ -92,21 +93,31 @@ def waiters_field(app: App, job_id: str) -> bytes | None:
 
 
 class Ticker:
-    """A coroutine that wakes every 5 ms and records the longest gap between its wake-ups: a
-    blocked event loop shows as a long gap."""
+    """A coroutine that wakes every 5 ms and records the gaps between its wake-ups: a blocked
+    event loop shows as long gaps."""
 
     def __init__(self) -> None:
-        self.max_gap = 0.0
-        self.ticks = 0
+        self.gaps: list[float] = []
         self._stop = asyncio.Event()
+
+    @property
+    def ticks(self) -> int:
+        return len(self.gaps)
+
+    @property
+    def max_gap(self) -> float:
+        return max(self.gaps, default=0.0)
+
+    def long(self, over: float) -> int:
+        """How many gaps exceeded `over` seconds."""
+        return sum(g > over for g in self.gaps)
 
     async def run(self) -> None:
         last = time.perf_counter()
         while not self._stop.is_set():
             await asyncio.sleep(0.005)
             now = time.perf_counter()
-            self.max_gap = max(self.max_gap, now - last)
-            self.ticks += 1
+            self.gaps.append(now - last)
             last = now
 
     def stop(self) -> None:
@@ -245,20 +256,22 @@ def test_a_thousand_waits_on_a_few_threads(
 
     got, threads, tickers = asyncio.run(main())
     assert got == [i + 1 for i in range(n)]
-    # The App's executor (aio.EXECUTOR_THREADS), one listener per partition and the thread of
-    # this test's own `to_thread` calls: not a thousand.
-    bound = aio.EXECUTOR_THREADS + len(app.store.shards) + 1
+    # The App's executor (aio.EXECUTOR_THREADS), its listeners (a few per partition) and the
+    # thread of this test's own `to_thread` calls: not a thousand.
+    bound = aio.EXECUTOR_THREADS + LANES * len(app.store.shards) + 1
     assert threads - before <= bound, (before, threads, bound)
     gaps = [t.max_gap for t in tickers]
+    stalls = sum(t.long(0.1) for t in tickers)
     print(f"threads {before} -> {threads}, max gaps {[round(g * 1000, 1) for g in gaps]} ms")
-    assert max(gaps) < 0.1, f"the event loop stalled for {max(gaps) * 1000:.0f} ms"
+    assert stalls <= 2, f"the event loop stalled {stalls} times over 100 ms"
 
 
 def test_the_loop_never_blocks(app: App, tasks: dict[str, Task], worker_process: Any) -> None:
     """300 submits and waits in flight (50 at a time) and 8 waits on 0.3 s jobs, while a 5 ms
-    ticker runs: its longest gap stays under 100 ms. One blocking wait on the loop would stall
-    it for a job's 0.3 s, 50 blocking submits in one loop turn for 50 round trips; the margin
-    is for the scheduler of a shared machine, not for jobq."""
+    ticker runs: at most 2 of its gaps exceed 50 ms (a busy shared machine may deschedule the
+    process now and then; jobq never holds the loop). Blocking calls could not pass: each of
+    the 8 waits would stall the loop for 0.3 s, and each turn of 50 blocking submits for 50
+    round trips."""
     add, nap = tasks["add"], tasks["nap"]
 
     async def one(i: int) -> int:
@@ -286,8 +299,8 @@ def test_the_loop_never_blocks(app: App, tasks: dict[str, Task], worker_process:
     got, ticker = asyncio.run(main())
     assert got == [2 * i for i in range(300)] + [0.3] * 8
     assert ticker.ticks > 10
-    print(f"max gap {ticker.max_gap * 1000:.1f} ms over {ticker.ticks} ticks")
-    assert ticker.max_gap < 0.1, f"the event loop stalled for {ticker.max_gap * 1000:.0f} ms"
+    print(f"max gap {ticker.max_gap * 1000:.1f} ms, {ticker.long(0.05)} over 50 ms")
+    assert ticker.long(0.05) <= 2, f"the event loop stalled {ticker.long(0.05)} times over 50 ms"
 
 
 def test_a_cancelled_wait_gives_its_registration_back(app: App, tasks: dict[str, Task]) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import threading
 import weakref
@@ -75,6 +76,9 @@ class TaskLike(Protocol[J]):
     @property
     def app(self) -> Any: ...
 
+    @property
+    def name(self) -> str: ...
+
     def submit(self, *args: Any, **kwargs: Any) -> J: ...
 
     def submit_with(self, *args: Any, **kwargs: Any) -> J: ...
@@ -90,6 +94,66 @@ class SubmitsByName(Protocol[J]):
     def submit_many(self, *args: Any, **kwargs: Any) -> list[J]: ...
 
 
+class _Batcher:
+    """Plain submits (a task's positional arguments, no options) from coroutines, sent in
+    batches: at most one `App.submit_many` per task on the executor at a time, taking every
+    call that arrived while the one before was on the wire. One coroutine submitting alone
+    pays one round trip as before; many at once share them. A refused batch raises its error
+    in every call of it (each would have been refused alike)."""
+
+    #: Most calls one batch carries.
+    MOST = 1000
+
+    def __init__(self, state: _AppAio) -> None:
+        self._state = state
+        self._lock = threading.Lock()
+        self._pending: dict[str, list[tuple[tuple[Any, ...], Any, asyncio.Future[Any]]]] = {}
+        self._draining: set[str] = set()
+
+    async def submit(self, app: Any, task: str, args: tuple[Any, ...]) -> Any:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        with self._lock:
+            self._pending.setdefault(task, []).append((args, loop, fut))
+            start = task not in self._draining
+            self._draining.add(task)
+        if start:
+            self._state.pool().submit(self._drain, app, task)
+        return await fut
+
+    def _drain(self, app: Any, task: str) -> None:
+        while True:
+            with self._lock:
+                queue = self._pending.get(task, [])
+                batch, self._pending[task] = queue[: self.MOST], queue[self.MOST :]
+                if not batch:
+                    self._draining.discard(task)
+                    return
+            try:
+                if len(batch) == 1:  # alone: the sync submit's own path (its cached template)
+                    jobs = [app.submit(task, batch[0][0])]
+                else:
+                    jobs = app.submit_many(task, [(args, {}) for args, _, _ in batch])
+            except BaseException as exc:
+                for _, loop, fut in batch:
+                    with contextlib.suppress(RuntimeError):
+                        loop.call_soon_threadsafe(_fail, fut, exc)
+                continue
+            for (_, loop, fut), job in zip(batch, jobs, strict=True):
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_done, fut, job)
+
+
+def _done(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
 class _AppAio:
     """An App's asyncio machinery: its executor and its result waiter (both made lazily)."""
 
@@ -97,6 +161,13 @@ class _AppAio:
         self.lock = threading.Lock()
         self.executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.waiter: Waiter | None = None
+        self._batcher: _Batcher | None = None
+
+    def batcher(self) -> _Batcher:
+        with self.lock:
+            if self._batcher is None:
+                self._batcher = _Batcher(self)
+            return self._batcher
 
     def pool(self) -> concurrent.futures.ThreadPoolExecutor:
         with self.lock:
@@ -129,8 +200,15 @@ async def run(app: Any, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T
 
 
 async def asubmit(task: TaskLike[J], /, *args: Any, **kwargs: Any) -> J:
-    """`Task.submit` off the loop: same arguments, options, dedup and errors."""
-    return await run(task.app, task.submit, *args, **kwargs)
+    """`Task.submit` off the loop: same arguments, options, dedup and errors.
+
+    Calls with positional arguments only (the task's own defaults, no options) that arrive
+    while another is on its way are sent together: `App.submit_many` of the task, one round
+    trip for all (see `_Batcher`). Anything else is `Task.submit` itself."""
+    if kwargs:
+        return await run(task.app, task.submit, *args, **kwargs)
+    job: J = await _state(task.app).batcher().submit(task.app, task.name, args)
+    return job
 
 
 async def asubmit_with(task: TaskLike[J], /, *args: Any, **kwargs: Any) -> J:
@@ -187,11 +265,11 @@ async def aresult(job: JobLike, timeout: float | None = None) -> Any:
     # in, else its home (no round trip); only a miss there asks every partition.
     several = len(store.shards) > 1
     part = store.partition_of(job.id) if several else 0
-    rec, timed_out = await _wait_on(app, waiter.listener(part), job.id, deadline)
+    rec, timed_out = await _wait_on(app, waiter.listener(part, job.id), job.id, deadline)
     if rec is None and not timed_out and several:
         other = store.shards.index(await run(app, store.shard_of, job.id))
         if other != part:
-            rec, timed_out = await _wait_on(app, waiter.listener(other), job.id, deadline)
+            rec, timed_out = await _wait_on(app, waiter.listener(other, job.id), job.id, deadline)
     if timed_out:  # like the sync wait at its deadline: what the job is now decides
         rec = await run(app, lambda: store.get_job(job.id))
     return settle(app.serializer, job.id, rec, timeout)
@@ -206,7 +284,7 @@ async def _wait_on(
     fut: asyncio.Future[JobRecord | None] = loop.create_future()
     state = _state(app)
     if listener.add(job_id, loop, fut):
-        state.pool().submit(listener.poke)
+        state.pool().submit(listener.register)
     try:
         left = None if deadline is None else max(0.0, deadline - loop.time())
         return await asyncio.wait_for(fut, left), False
@@ -245,8 +323,8 @@ def _new_waiter(app: Any, state: _AppAio) -> Waiter:
 
 
 def waiting_threads(app: Any) -> int:
-    """How many listener threads serve the App's pending `aresult` calls (one per partition
-    with waits so far)."""
+    """How many listener threads serve the App's pending `aresult` calls (at most
+    `aio_wait.LANES` per partition)."""
     waiter = _state(app).waiter
     return 0 if waiter is None else waiter.threads()
 

@@ -31,6 +31,7 @@ import logging
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,11 +85,15 @@ def _tell(entry: _Entry, how: Callable[..., None], value: object) -> None:
 class Listener:
     """The pending waits of one partition, and the thread blocking on their done lists."""
 
-    def __init__(self, shard: Shard, part: int) -> None:
+    def __init__(self, shard: Shard, part: int, lane: int = 0) -> None:
         self.shard = shard
         self.part = part
         self._cond = threading.Condition()
         self._entries: dict[str, _Entry] = {}
+        #: Ids `register` (on the executor) has yet to register; `_new`: ids the listener
+        #: registers itself (those whose registration failed: it retries through outages).
+        self._unregistered: set[str] = set()
+        self._registering = False
         self._new: set[str] = set()
         self._leaving: set[str] = set()
         self._blocking = False
@@ -99,7 +104,9 @@ class Listener:
         self._wake_id = f"aio-wake:{uuid.uuid4().hex}"
         self._done_prefix = shard.keys.done("").encode()
         self._wake_key = shard.keys.done(self._wake_id).encode()
-        self._thread = threading.Thread(target=self._run, name=f"jobq-aio-wait-{part}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"jobq-aio-wait-{part}.{lane}", daemon=True
+        )
         self._thread.start()
 
     # -- called on event loops (never blocks: a lock held for a few dict operations) ---------
@@ -107,23 +114,28 @@ class Listener:
     def add(
         self, job_id: str, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[JobRecord | None]
     ) -> bool:
-        """Await `job_id` with `fut`; True if the listener must be poked (run `poke` off the
-        loop): it is blocked on a BLPOP that does not cover this id yet."""
+        """Await `job_id` with `fut`. True if the caller must run `register` off the loop
+        (a new id, and no `register` already on its way to take it)."""
         with self._cond:
             if self._closed:
                 raise JobqError("this App was closed: open it again (or use a new one) to wait")
             entry = self._entries.get(job_id)
-            if entry is None:
-                entry = self._entries[job_id] = _Entry()
-                self._new.add(job_id)
-                self._leaving.discard(job_id)
-            entry.futures.append((loop, fut))
+            if entry is not None:
+                entry.futures.append((loop, fut))
+                return False
+            self._entries[job_id] = _Entry([(loop, fut)], renewed_at=time.monotonic())
+            self._leaving.discard(job_id)
             self._cond.notify_all()
-            return self._wants_poke()
+            self._unregistered.add(job_id)
+            if self._registering:
+                return False
+            self._registering = True
+            return True
 
     def discard(self, job_id: str, fut: asyncio.Future[JobRecord | None]) -> bool:
         """`fut` no longer awaits `job_id` (cancelled, timed out); the last one to go gives the
-        registration back. True if the listener must be poked (see `add`)."""
+        registration back. True if the caller must run `poke` off the loop, so the listener
+        (blocked) does that now rather than at its next slice."""
         with self._cond:
             entry = self._entries.get(job_id)
             if entry is None:
@@ -133,6 +145,7 @@ class Listener:
                 return False
             del self._entries[job_id]
             self._new.discard(job_id)
+            self._unregistered.discard(job_id)
             if entry.registered:
                 self._leaving.add(job_id)
             return self._wants_poke() if self._leaving else False
@@ -150,11 +163,40 @@ class Listener:
 
     # -- called on the App's executor ---------------------------------------------------------
 
+    def register(self) -> None:
+        """Register every id `add` took since the last call, in one pipelined round trip with
+        the listener's wake-up behind them (when it is blocked without them), so its next
+        BLPOP covers them. Ids that could not be registered (the broker did not answer) are
+        left to the listener, which rides out the outage as a sync wait does."""
+        while True:
+            with self._cond:
+                ids = list(self._unregistered)
+                self._unregistered.clear()
+                if not ids:
+                    self._registering = False
+                    return
+                wake = self._wants_poke()
+            batch = Batch()
+            scripts = self.shard.scripts
+            for i in ids:
+                scripts.await_(batch, i, push=True)
+            if wake:
+                scripts.await_(batch, self._wake_id, push=True)
+            try:
+                codes = scripts.execute(batch.calls)[: len(ids)]
+            except Exception:
+                with self._cond:
+                    self._poked = False
+                    self._new.update(i for i in ids if i in self._entries)
+                    self._cond.notify_all()
+                continue
+            self._registered(ids, codes)
+
     def poke(self) -> None:
-        """Make the listener's BLPOP return (one script call), so it takes new ids in."""
+        """Make the listener's BLPOP return (one script call), so it sees what changed."""
         try:
             self.shard.scripts.await_(self.shard.r, self._wake_id, push=True)
-        except Exception as exc:  # the next slice takes the new ids in anyway
+        except Exception as exc:  # the next slice sees it anyway
             log.debug("could not wake the result listener of partition %d: %s", self.part, exc)
             with self._cond:
                 self._poked = False
@@ -183,7 +225,9 @@ class Listener:
                 due = [
                     i
                     for i, e in self._entries.items()
-                    if i not in fresh and now - e.renewed_at >= RENEW_S
+                    if i not in fresh
+                    and i not in self._unregistered
+                    and now - e.renewed_at >= RENEW_S
                 ]
                 keys = [self._wake_key, *(self._done_prefix + i.encode() for i in self._entries)]
                 self._blocking = True
@@ -240,9 +284,12 @@ class Listener:
         for i in due:
             scripts.await_(batch, i, push=True, mode="renew")
         replies = scripts.execute(batch.calls)[len(gone) :]
+        self._registered(order, replies)
+
+    def _registered(self, ids: list[str], codes: list[Any]) -> None:
         now = time.monotonic()
         with self._cond:
-            for job_id, code in zip(order, replies, strict=True):
+            for job_id, code in zip(ids, codes, strict=True):
                 entry = self._entries.get(job_id)
                 if entry is not None:
                     # 0: counted as a waiter (the finishing script pushes to us); 1 or -1: the
@@ -251,32 +298,51 @@ class Listener:
                     entry.renewed_at = now
                 elif int(code) == 0:  # given up while its registration was on the way
                     self._leaving.add(job_id)
+                    self._cond.notify_all()
 
     def _fail_all(self, err: BaseException) -> None:
         with self._cond:
             entries, self._entries = self._entries, {}
             self._new.clear()
+            self._unregistered.clear()
         for entry in entries.values():
             _tell(entry, _reject, err)
 
 
+#: Listeners per partition: each blocks in its own BLPOP over its share of the pending ids
+#: (by a hash of the id), so as many outcomes as lanes are popped per round trip when many
+#: results flow at once; still a fixed few threads, whatever the number of waits.
+LANES = 4
+
+
+def lane_of(job_id: str) -> int:
+    return zlib.crc32(job_id.encode()) % LANES
+
+
 class Waiter:
-    """Every pending `aresult` of one store: a `Listener` per partition, made on first use."""
+    """Every pending `aresult` of one store: `LANES` listeners per partition, each made on
+    first use."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
-        self._listeners: dict[int, Listener] = {}
+        self._listeners: dict[tuple[int, int], Listener] = {}
         self._lock = threading.Lock()
         self._closed = False
 
-    def listener(self, part: int) -> Listener:
+    def listener(self, part: int, job_id: str) -> Listener:
+        """The listener serving `job_id`'s waits in partition `part`."""
+        where = (part, lane_of(job_id))
         with self._lock:
             if self._closed:
                 raise JobqError("this App was closed: open it again (or use a new one) to wait")
-            got = self._listeners.get(part)
+            got = self._listeners.get(where)
             if got is None:
-                got = self._listeners[part] = Listener(self.store.shards[part], part)
+                got = self._listeners[where] = Listener(self.store.shards[part], *where)
             return got
+
+    def listeners(self) -> list[Listener]:
+        with self._lock:
+            return list(self._listeners.values())
 
     def threads(self) -> int:
         with self._lock:
