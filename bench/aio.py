@@ -38,6 +38,7 @@ from typing import Any
 from valkey_server import start_valkey
 
 from jobq.aio import EXECUTOR_THREADS
+from jobq.aio_wait import LANES
 
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs" / "benchmarks-aio.md"
@@ -230,12 +231,14 @@ How to read it:
   each one in turn pays a hand-off to that thread and back per job on top of the round trip.
 - **enqueue with {args.inflight} in flight**: coroutines submitting concurrently keep the
   executor's {EXECUTOR_THREADS} threads busy, each with its own round trip in flight.
-- **latency**: a job at a time with idle workers. The async wait registers and blocks in the
-  App's one listener thread (one BLPOP over every pending result) instead of the calling
-  thread, and hands the outcome to the loop: a few hops more than the sync BLPOP.
+- **latency**: a job at a time with idle workers. The async wait is registered from the
+  executor and waited for by the App's listener threads (one BLPOP over the done lists of all
+  their pending results) instead of the calling thread, which then hands the outcome to the
+  loop: a few thread hops more than the sync BLPOP.
 - **{args.inflight} in flight**: the sync side needs {args.inflight} threads (one blocked per
-  pending result); the async side serves all pending results from one listener thread per
-  partition and the small executor, on one event loop.
+  pending result); the async side serves every pending result from {LANES} listener threads
+  per partition and the small executor, on one event loop. A listener pops one outcome per
+  round trip, so with many results flowing the async side trades throughput for threads.
 
 Re-run with `make aio-bench` (writes this page); `.venv/bin/python bench/aio.py --json` prints
 the medians as one JSON line.

@@ -7,9 +7,10 @@ an async submit, status or cancel has the very semantics, options and errors of 
 it runs.
 
 Waiting is the exception, since a thread per awaiting coroutine would not scale: every pending
-`aresult` of an App is served by one listener thread per partition (`aio_wait.Waiter`), which
-blocks in one BLPOP over all their done lists and resolves the asyncio futures as outcomes
-arrive. The outcome is read exactly as the sync wait reads it (`outcome.settle`).
+`aresult` of an App is served by a fixed few listener threads per partition
+(`aio_wait.Waiter`), each blocking in one BLPOP over the done lists of its share of them and
+resolving the asyncio futures as outcomes arrive. The outcome is read exactly as the sync wait
+reads it (`outcome.settle`).
 
 The App, Task and Job methods (`App.asubmit`, `Task.asubmit`, `Job.aresult`...) are one-line
 delegations to the functions here, which take their object as an argument: this module imports

@@ -2,25 +2,26 @@
 
 A sync `Job.result` holds one thread in a BLPOP on ``done:<id>`` (the list the finishing script
 pushes the outcome to, `lua/await.lua`). An asyncio app may have thousands of coroutines each
-awaiting a result; a thread for each would defeat the point. Here one listener thread per
-partition (one on one server) serves every pending wait of an App:
+awaiting a result; a thread for each would defeat the point. Here a fixed few listener threads
+per partition (`LANES`, each serving the ids that hash to it) serve every pending wait of an App:
 
-- it registers each new id with the same `await` script a sync wait runs (one pipelined round
-  trip for every id that arrived since its last turn; a finished job's outcome, or a
-  ``missing|`` marker for an unknown id, is pushed to its done list right there), renews the
-  registrations every `RENEW_S` as a sync wait renews per slice, and gives back the
-  registration of an id nobody awaits any more (`mode='leave'`);
-- then it blocks in ONE BLPOP over the done lists of every pending id of its partition (they
+- each new id is registered with the same `await` script a sync wait runs, from the App's
+  executor (`Listener.register`: one pipelined round trip for every id that arrived meanwhile;
+  a finished job's outcome, or a ``missing|`` marker for an unknown id, is pushed to its done
+  list right there); the listener renews registrations every `RENEW_S` as a sync wait renews
+  per slice, and gives back the registration of an id nobody awaits any more
+  (`mode='leave'`);
+- the listener blocks in ONE BLPOP over the done lists of every pending id of its share (they
   share the partition's hash tag, so one slot: no CROSSSLOT on a Cluster) plus its own wake-up
   list, for at most `SLICE_S`;
 - each popped outcome resolves every asyncio future awaiting that id, on its own loop
   (`loop.call_soon_threadsafe`).
 
-A new id (or a given-up one) that arrives while the listener is blocked rings its wake-up list
-(`poke`): the `await` script run on the listener's reserved id, which no job has, pushes the
-``missing|`` marker onto ``done:<that id>``, so the BLPOP returns and the listener takes the new
-ids in. At most one poke is in flight per listener; the poke itself runs on the App's executor,
-never on the event loop.
+A listener blocked on a BLPOP that does not cover a new id yet (or that should give one back)
+is woken through its wake-up list: the `await` script run on the listener's reserved id, which
+no job has, pushes the ``missing|`` marker onto ``done:<that id>``, so the BLPOP returns and the
+listener takes the change in. The wake-up goes out behind the registrations, in their round
+trip (or alone: `poke`); at most one is in flight per listener, never sent from the loop.
 """
 
 from __future__ import annotations
