@@ -213,14 +213,15 @@ def table(med: dict[str, float], inflight: int) -> str:
     return "\n".join(lines)
 
 
-def page(med: dict[str, float], args: argparse.Namespace) -> str:
+def page(med: dict[str, float], args: argparse.Namespace, load: str) -> str:
     cpu = os.cpu_count()
     return f"""# The asyncio API beside the sync API
 
 Measured by `bench/aio.py` (`make aio-bench`): one private Valkey (the embedded binary on a
 loopback port, no persistence), one producer process, 2 `jobq worker` processes
 (`--pool thread -c 8`) for the latency and in-flight parts; both flavours in every repetition,
-medians of {args.reps}. Machine: {cpu} CPUs, Python {platform.python_version()}.
+medians of {args.reps}. Machine: {cpu} CPUs, Python {platform.python_version()}, load average
+{load} during the run (a shared machine: compare the two columns of one run, not runs).
 N = {args.n:,} submits, L = {args.latency_n} latency samples, M = {args.m:,} in-flight jobs.
 
 {table(med, args.inflight)}
@@ -229,8 +230,9 @@ How to read it:
 
 - **enqueue, one producer**: the same `submit` runs on the App's executor thread; awaiting
   each one in turn pays a hand-off to that thread and back per job on top of the round trip.
-- **enqueue with {args.inflight} in flight**: coroutines submitting concurrently keep the
-  executor's {EXECUTOR_THREADS} threads busy, each with its own round trip in flight.
+- **enqueue with {args.inflight} in flight**: plain submits (no options) that arrive while
+  one is on the wire go out together as one `submit_many` (one round trip per batch), on the
+  executor's {EXECUTOR_THREADS} threads.
 - **latency**: a job at a time with idle workers. The async wait is registered from the
   executor and waited for by the App's listener threads (one BLPOP over the done lists of all
   their pending results) instead of the calling thread, which then hands the outcome to the
@@ -268,11 +270,13 @@ def main() -> int:
     sys.path.insert(0, str(HERE))
     os.environ.update(JOBQ_URL=url, JOBQ_PREFIX=prefix)
     reps: list[dict[str, float]] = []
+    loads = [os.getloadavg()[0]]
     try:
         for i in range(args.reps):
             got = one_rep(args, url, env)
             print(f"rep {i + 1}/{args.reps}: {json.dumps(got)}", file=sys.stderr)
             reps.append(got)
+            loads.append(os.getloadavg()[0])
     finally:
         server.kill()
         server.wait()
@@ -283,7 +287,7 @@ def main() -> int:
     else:
         print(table(med, args.inflight))
     if args.write_docs:
-        DOCS.write_text(page(med, args))
+        DOCS.write_text(page(med, args, f"{min(loads):.1f} to {max(loads):.1f}"))
         print(f"wrote {DOCS.relative_to(HERE.parent)}", file=sys.stderr)
     return 0
 

@@ -207,6 +207,7 @@ class Listener:
         with self._cond:
             self._closed = True
             entries, self._entries = self._entries, {}
+            self._unregistered.clear()
             self._cond.notify_all()
         for entry in entries.values():
             _tell(entry, _reject, why)
