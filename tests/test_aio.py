@@ -15,13 +15,23 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from conftest import jobq_cmd, on_every_layout, subprocess_env
+from conftest import free_port, jobq_cmd, on_every_layout, subprocess_env
 from fastapi import FastAPI, HTTPException
 from live_master import LiveWorker, register_tasks
 from procs import JobqProcess
 from shard_keys import job_shard
 
-from jobq import App, JobCancelled, JobFailed, JobNotFound, JobState, ResultTimeout, Task, aio
+from jobq import (
+    App,
+    BrokerUnavailable,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    JobState,
+    ResultTimeout,
+    Task,
+    aio,
+)
 from jobq.aio_wait import LANES
 
 pytestmark = [pytest.mark.timeout(120), on_every_layout]
@@ -428,3 +438,31 @@ def test_a_job_away_from_its_home_partition(
 
     assert asyncio.run(main()) == [0.2] * 6
     assert [app.job(j.id).result(WAIT) for j in placed] == [0.2] * 6
+
+
+def test_an_unreachable_broker_raises_broker_unavailable(layout_kind: str, prefix: str) -> None:
+    """Nothing listens on the port: the async calls raise the sync calls' BrokerUnavailable
+    (within a bounded time), and the loop is free meanwhile."""
+    if layout_kind != "one":
+        pytest.skip("no server at all: the same on every layout")
+    dead = App(f"redis://127.0.0.1:{free_port()}/0", prefix=prefix, failover_wait_s=0.5)
+
+    @dead.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    async def main() -> Ticker:
+        async def attempts() -> None:
+            with pytest.raises(BrokerUnavailable):
+                await add.asubmit(1, 2)
+            with pytest.raises(BrokerUnavailable):
+                await dead.job("some-job").astatus()
+            with pytest.raises(BrokerUnavailable):
+                await dead.job("some-job").aresult(timeout=5)
+
+        _, ticker = await asyncio.wait_for(ticking(attempts()), 60)
+        await dead.aclose()
+        return ticker
+
+    ticker = asyncio.run(main())
+    assert ticker.long(0.05) <= 2
