@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint chaos bench scale profile throughput ha-bench cluster-bench clean
+.PHONY: demo test lint chaos bench scale profile throughput ha-bench cluster-bench aio-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ ha-bench: $(STAMP)
 # rate limits and FIFO over partitions: docs/benchmarks-cluster.md (fails if the spread is uneven).
 cluster-bench: $(STAMP)
 	$(PY) bench/cluster.py --write-docs
+
+# The asyncio API beside the sync one (submit rate, submit->result latency, many results in
+# flight), same run, same private server: docs/benchmarks-aio.md.
+aio-bench: $(STAMP)
+	$(PY) bench/aio.py --write-docs
 
 profile: $(STAMP)
 	$(PY) bench/profile_paths.py

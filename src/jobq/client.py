@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
-from . import values
+from . import aio, values
 from .canvas import GroupResult
 from .config import Settings
 from .errors import ConfigError, InvalidOption
@@ -221,6 +221,7 @@ class App:
         return self._store
 
     def close(self) -> None:
+        aio.shutdown(self)  # pending awaits end, the asyncio threads stop
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -378,6 +379,34 @@ class App:
 
     def dead_letters(self, limit: int = 100, offset: int = 0) -> list[str]:
         return self.store.dead_letters(limit, offset)
+
+    # -- asyncio (aio.py: the sync calls above, run off the event loop) -----------------------
+
+    async def asubmit(
+        self,
+        task: str,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Job[Any]:
+        """`submit` (a task by name) for a coroutine: never blocks the event loop."""
+        return await aio.app_submit(self, task, args, kwargs, **options)
+
+    async def asubmit_many(
+        self, task: str, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], **options: Any
+    ) -> list[Job[Any]]:
+        """`submit_many` for a coroutine."""
+        return await aio.app_submit_many(self, task, calls, **options)
+
+    async def aclose(self) -> None:
+        """`close` for a coroutine; also ends the asyncio executor and result listeners."""
+        await aio.aclose(self)
+
+    async def __aenter__(self) -> App:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await aio.aclose(self)
 
 
 def _parents(depends_on: Any) -> tuple[tuple[str, ...], str]:

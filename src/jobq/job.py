@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Generic, Protocol, TypeVar, cast
 
+from . import aio
 from .codes import Cancel, Rerun
-from .errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout, from_code
+from .errors import JobNotFound, from_code
 from .model import JobRecord
+from .outcome import settle
 from .serde import Serializer
 from .states import JobState
 from .store import Store
@@ -57,19 +59,8 @@ class Job(Generic[R_co]):
     def result(self, timeout: float | None = None) -> R_co:
         """Wait (blocking, no polling) for the outcome; return the value or raise the error."""
         rec = self.app.store.wait(self.id, timeout, full=False)
-        if rec is None:
-            raise JobNotFound(f"no job {self.id} (never submitted, or its result expired)")
-        if rec.state == JobState.SUCCEEDED:
-            # The task's return value as the codec brings it back (a tuple comes back a list).
-            return cast("R_co", self.app.serializer.decode_result(rec.result or b"[null]"))
-        if rec.state == JobState.FAILED:
-            e = rec.error or {}
-            raise JobFailed(
-                self.id, e.get("type", "Error"), e.get("message", ""), e.get("traceback", "")
-            )
-        if rec.state == JobState.CANCELLED:
-            raise JobCancelled(f"job {self.id} was cancelled")
-        raise ResultTimeout(f"job {self.id} still {rec.state} after {timeout}s")
+        # The task's return value as the codec brings it back (a tuple comes back a list).
+        return cast("R_co", settle(self.app.serializer, self.id, rec, timeout))
 
     def cancel(self) -> bool:
         """Cancel if queued/scheduled (True); a running job is asked to stop (False)."""
@@ -83,3 +74,21 @@ class Job(Generic[R_co]):
         code = self.app.store.rerun(self.id)
         if code != Rerun.QUEUED:
             raise from_code(code, self.id, "rerun")
+
+    # -- asyncio (aio.py) ---------------------------------------------------------------------
+
+    async def aresult(self, timeout: float | None = None) -> R_co:
+        """`result` for a coroutine: no thread held while waiting, the same value or errors."""
+        return cast("R_co", await aio.aresult(self, timeout))
+
+    async def astatus(self) -> JobState | None:
+        """`status` for a coroutine."""
+        return await aio.astatus(self)
+
+    async def ainfo(self) -> JobRecord:
+        """`info` for a coroutine."""
+        return await aio.ainfo(self)
+
+    async def acancel(self) -> bool:
+        """`cancel` for a coroutine."""
+        return await aio.acancel(self)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, Unpack
 
+from . import aio
 from .context import JobContext, current_job, reset_current, set_current
 from .errors import ConfigError
 from .job import Job, JobHost
@@ -161,6 +162,25 @@ class Task(Generic[P, R]):
         """Queue one job per item in one round trip; a tuple/list item is the argument list."""
         return self.app.submit_many(self.name, _calls(items), **options)
 
+    # -- asyncio (aio.py: the sync submits above, run off the event loop) ---------------------
+
+    async def asubmit(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """`submit` for a coroutine: never blocks the event loop."""
+        return await aio.asubmit(self, *args, **kwargs)
+
+    async def asubmit_with(
+        self,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Unpack[SubmitOptions],
+    ) -> Job[R]:
+        """`submit_with` for a coroutine."""
+        return await aio.asubmit_with(self, args, kwargs, **options)
+
+    async def amap(self, items: Iterable[Any], **options: Unpack[SubmitOptions]) -> list[Job[R]]:
+        """`map` for a coroutine: one job per item, one round trip."""
+        return await aio.amap(self, items, **options)
+
 
 class BoundTask(Generic[P, R]):
     """A task with job options bound (`Task.with_options`): every keyword of its `submit` is
@@ -201,6 +221,16 @@ class BoundTask(Generic[P, R]):
         """Queue one job per item in one round trip with the bound options (see `Task.map`)."""
         merged = {**self.options, **options}
         return self.task.app.submit_many(self.task.name, _calls(items), **merged)
+
+    # -- asyncio (aio.py: the sync submits above, run off the event loop) ---------------------
+
+    async def asubmit(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """`submit` for a coroutine: never blocks the event loop."""
+        return await aio.run(self.task.app, self.submit, *args, **kwargs)
+
+    async def amap(self, items: Iterable[Any], **options: Unpack[SubmitOptions]) -> list[Job[R]]:
+        """`map` for a coroutine: one job per item, one round trip."""
+        return await aio.run(self.task.app, self.map, items, **options)
 
 
 @dataclass(frozen=True)
