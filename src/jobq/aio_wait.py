@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .codes import Await
 from .errors import BrokerUnavailable, JobqError, gave_up_waiting
 from .faults import RAISED, translate
 from .model import JobRecord
@@ -294,11 +295,11 @@ class Listener:
             for job_id, code in zip(ids, codes, strict=True):
                 entry = self._entries.get(job_id)
                 if entry is not None:
-                    # 0: counted as a waiter (the finishing script pushes to us); 1 or -1: the
-                    # outcome or the not-found marker is in the done list already.
-                    entry.registered = int(code) == 0
+                    # Registered: counted as a waiter (the finishing script pushes to us);
+                    # otherwise the outcome or the not-found marker is in the done list already.
+                    entry.registered = int(code) == Await.REGISTERED
                     entry.renewed_at = now
-                elif int(code) == 0:  # given up while its registration was on the way
+                elif int(code) == Await.REGISTERED:  # given up while its registration flew
                     self._leaving.add(job_id)
                     self._cond.notify_all()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import logging
 import re
 import threading
@@ -172,6 +173,7 @@ class Doorbell:
         self._queues: list[str] = []
         self._wanted = 0
         self._closed = False
+        self._reading: dict[int, list[str]] = {}  # partition -> queues its listener reads now
         self._threads = [
             threading.Thread(target=self._listen, args=(i,), name=f"jobq-bell-{i}", daemon=True)
             for i in range(len(self._shards))
@@ -200,9 +202,22 @@ class Doorbell:
             return rang
 
     def close(self) -> None:
+        """Stop the listeners, waiting (at most a slice) for one still in its blocking read:
+        closing the shards under it would make redis-py dial again to retry that read, a
+        connection a closed store must not make."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            reading = dict(self._reading)
+        # End the reads in flight with a wake-up of their first queue (a worker's own queue:
+        # see Worker.queues; anyone else's first queue gets a harmless spurious wake-up).
+        for part, queues in reading.items():
+            with contextlib.suppress(Exception):
+                self._shards[part].wake(queues[0])
+        me = threading.current_thread()
+        for t in self._threads:
+            if t is not me:
+                t.join(BELL_SLICE_S + 1.0)
 
     def _listen(self, part: int) -> None:
         shard = self._shards[part]
@@ -213,12 +228,18 @@ class Doorbell:
                 if self._closed:
                     return
                 queues = self._queues
+                self._reading[part] = queues
+            failed: Exception | None = None
             try:
                 got = shard.wait_for_work(queues, BELL_SLICE_S)
             except Exception as exc:  # the listener outlives any broker error
+                got, failed = False, exc
+            with self._cond:
+                self._reading.pop(part, None)
+            if failed is not None:
                 if self._closed:
                     return
-                pause = outage.failed(exc)
+                pause = outage.failed(failed)
                 with self._cond:
                     self._cond.wait_for(lambda: self._closed, max(0.5, pause))
                 continue
