@@ -253,6 +253,8 @@ def test_our_own_option_checks_are_usage_errors(tmp_path: Path, deployment: Depl
     assert res.returncode == 2 and "'/'" in res.stderr and "Traceback" not in res.stderr
     res = jobq(deployment, "wait", "--timeout", "soon", "x")  # click's own: also 2
     assert res.returncode == 2
+    res = jobq(deployment, "worker", "cli_tasks:app", "-q", " , ")  # not silently `default`
+    assert res.returncode == 2 and "names no queue" in res.stderr, res.stderr
 
 
 # -- status, wait, batch, cancel, empty lists ----------------------------------------------------

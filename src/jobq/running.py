@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 
 from .client import App
-from .errors import AuthFailed, BrokerError
+from .errors import AuthFailed, BrokerError, UsageProblem
 from .maintenance import Maintainer
 from .memory import check_policy
 from .names import check_name, check_queue
@@ -56,6 +56,8 @@ def run_worker(app_path: str, opts: WorkerOptions, url: str | None, prefix: str 
     """Import APP_PATH's App (from the current directory too), point it at the deployment and
     serve until SIGTERM/SIGINT."""
     names = [check_queue(q.strip(), "--queues") for q in opts.queues.split(",") if q.strip()]
+    if not names:  # `-q ''` or `-q ,`: serving `default` instead would hide the mistake
+        raise UsageProblem(f"--queues {opts.queues!r} names no queue: give e.g. -q high,default")
     if opts.name is not None:
         check_name("--name", opts.name)
     if opts.group is not None:

@@ -23,27 +23,33 @@ class JobState(StrEnum):
 TERMINAL: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 ACTIVE: frozenset[JobState] = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.RUNNING})
 
-# (from, to) -> the script that performs it.
-TRANSITIONS: dict[tuple[JobState | None, JobState], str] = {
-    (None, JobState.QUEUED): "enqueue",
-    (None, JobState.SCHEDULED): "enqueue",  # eta in the future, or waiting on parents
-    (None, JobState.FAILED): "enqueue",  # a parent had already failed or been cancelled
-    (JobState.SCHEDULED, JobState.QUEUED): "promote",
-    (JobState.QUEUED, JobState.RUNNING): "claim",
-    (JobState.QUEUED, JobState.SCHEDULED): "claim",  # over a rate or concurrency limit: waits
-    (JobState.RUNNING, JobState.SUCCEEDED): "complete",
-    (JobState.RUNNING, JobState.SCHEDULED): "fail",  # retry after back-off
-    (JobState.RUNNING, JobState.FAILED): "fail",
-    (JobState.RUNNING, JobState.QUEUED): "reap",  # lease expired; also `requeue` at shutdown
-    (JobState.QUEUED, JobState.CANCELLED): "cancel",
-    (JobState.SCHEDULED, JobState.CANCELLED): "cancel",
-    # A running job is only flagged by `cancel`; if it then stops with an error (or is
-    # hard-stopped after the grace period) `fail` records it as cancelled.
-    (JobState.RUNNING, JobState.CANCELLED): "fail",
+# (from, to) -> every script that performs it (docs/design.md says when each does).
+TRANSITIONS: dict[tuple[JobState | None, JobState], tuple[str, ...]] = {
+    (None, JobState.QUEUED): ("enqueue",),
+    (None, JobState.SCHEDULED): ("enqueue",),  # eta in the future, or waiting on parents
+    (None, JobState.FAILED): ("enqueue",),  # a parent had already failed or been cancelled
+    # Due; a last parent succeeded; a concurrency slot freed; a remote parent delivered.
+    (JobState.SCHEDULED, JobState.QUEUED): ("promote", "complete", "deliver"),
+    (JobState.QUEUED, JobState.RUNNING): ("claim",),
+    (JobState.QUEUED, JobState.SCHEDULED): ("claim",),  # over a rate or concurrency limit: waits
+    # A malformed job or queue at claim; its named worker gone, no fallback (orphans).
+    (JobState.QUEUED, JobState.FAILED): ("claim", "orphans"),
+    (JobState.QUEUED, JobState.QUEUED): ("orphans",),  # moved to its fallback queue
+    (JobState.RUNNING, JobState.SUCCEEDED): ("complete",),
+    # A retry after back-off; handed back by a worker lacking the task (attempt not counted).
+    (JobState.RUNNING, JobState.SCHEDULED): ("fail", "handback"),
+    # No attempts left; the last loss of its worker (reap); no live worker knows the task.
+    (JobState.RUNNING, JobState.FAILED): ("fail", "reap", "handback"),
+    (JobState.RUNNING, JobState.QUEUED): ("reap", "requeue"),  # lease expired; shutdown
+    (JobState.QUEUED, JobState.CANCELLED): ("cancel", "purge"),
+    (JobState.SCHEDULED, JobState.CANCELLED): ("cancel",),
+    # A running job is only flagged by `cancel`; whatever outcome then comes (returned,
+    # raised, stopped after the grace), `complete` or `fail` ends it cancelled.
+    (JobState.RUNNING, JobState.CANCELLED): ("complete", "fail"),
     # Dependents settle when a parent ends (the `settle` helper in complete/fail/reap/cancel):
     # released to their queue when all parents succeeded, failed when one failed.
-    (JobState.SCHEDULED, JobState.FAILED): "fail",  # also reap, cancel, enqueue
-    (JobState.FAILED, JobState.QUEUED): "rerun",  # dead-letter re-run
+    (JobState.SCHEDULED, JobState.FAILED): ("fail", "reap", "cancel", "deliver"),
+    (JobState.FAILED, JobState.QUEUED): ("rerun",),  # dead-letter re-run
 }
 
 

@@ -12,7 +12,7 @@ redis.call('ZREM', KEYS[2], id)
 try('ZREM', P .. K_FINISHED, id)
 redis.call('PERSIST', jk)
 redis.call('DEL', P .. K_DONE .. id) -- outcomes of the old run must not reach new waiters
-redis.call('HDEL', jk, 'finished', 'token', 'result', 'lost', 'rel', 'began')
+redis.call('HDEL', jk, 'finished', 'token', 'result', 'lost', 'rel', 'began', 'unk')
 redis.call('HSET', jk, 'state', 'queued', 'att', 0)
 push_queue(id, f[2], f[3], KEYS[3])
 emit(id, 'queued', f[2], 'rerun')
