@@ -98,14 +98,19 @@ def test_every_allowed_exception_is_still_there() -> None:
         assert needle in (ROOT / path).read_text(), f"stale ALLOWED entry for {path}: {needle}"
 
 
+#: The examples below are built from pieces so that this file itself holds none of the strings
+#: it refuses elsewhere (a reader scanning the repository for them finds only real ones).
+UP = ".." + "/"
+
+
 @pytest.mark.parametrize(
     "line",
     [
-        "See `../shared/DESIGN.md` for the design.",
-        "results in /work/main/bench/results",
+        "See `" + UP + "shared/" + "DESIGN.md` for the design.",
+        "results in /" + "work/main/bench/results",
         "written to /tmp/jobq-run/out.json",
-        "as asked in issue 12",
-        "fixed in #14",
+        "as asked in " + "issue" + " 12",
+        "fixed in " + "#" + "14",
         "the HA issue asked for it",
         "this keeps the Cluster issue's promise",
         "~/ or /home/me/jobq",
@@ -181,6 +186,8 @@ def test_every_relative_link_points_at_a_file_of_the_repository(md: Path) -> Non
 def test_the_link_check_can_fail() -> None:
     """A link out of the repository, a missing heading and a backticked path that does not
     exist are each reported, as if written in docs/design.md."""
-    text = "[a](../../shared/DESIGN.md) [b](cluster.md#no-such-heading) `src/jobq/nope.py`\n"
+    text = (
+        "[a](" + UP + UP + "shared/DESIGN.md) [b](cluster.md#no-such-heading) `src/jobq/nope.py`\n"
+    )
     bad = broken_links(ROOT / "docs" / "design.md", text)
     assert len(bad) == 3, bad
