@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from valkey_server import start_valkey
+from valkey_server import start_valkey, stop_workers, use_server
 
 from jobq.aio import EXECUTOR_THREADS
 from jobq.aio_wait import LANES
@@ -170,13 +170,7 @@ def one_rep(args: argparse.Namespace, url: str, env: dict[str, str]) -> dict[str
         out["inflight_async_p50"], out["inflight_async_p99"] = statistics.median(per), pct(per, 99)
         out["inflight_async_threads"] = float(peak_async.most)
     finally:
-        for w in workers:
-            w.terminate()
-        for w in workers:
-            try:
-                w.wait(30)
-            except subprocess.TimeoutExpired:
-                w.kill()
+        stop_workers(workers)
         app.close()
     return out
 
@@ -261,14 +255,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="jobq-bench-aio-"))
     server, url = start_valkey(tmp)
     prefix = "benchaio"
-    env = {
-        **os.environ,
-        "JOBQ_URL": url,
-        "JOBQ_PREFIX": prefix,
-        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-    }
-    sys.path.insert(0, str(HERE))
-    os.environ.update(JOBQ_URL=url, JOBQ_PREFIX=prefix)
+    env = use_server(url, prefix, HERE)
     reps: list[dict[str, float]] = []
     loads = [os.getloadavg()[0]]
     try:

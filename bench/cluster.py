@@ -51,7 +51,8 @@ from jobq.worker import Worker
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))  # bench_tasks, for the workers
+sys.path.insert(0, str(HERE))  # bench_tasks, for the workers; valkey_server
+from valkey_server import stop_workers  # noqa: E402
 
 SIZES = (1, 2, 3)
 #: Connection housekeeping and this bench's own probes, not job work (INFO commandstats names).
@@ -178,17 +179,6 @@ def proc_cpu_s(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
-    for w in workers:
-        w.terminate()
-    for w in workers:
-        try:
-            w.wait(30)
-        except subprocess.TimeoutExpired:
-            w.kill()
-            w.wait()
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.02) -> None:

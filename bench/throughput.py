@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 
 import redis
-from valkey_server import start_valkey
+from valkey_server import start_valkey, use_server
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,14 +45,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="jobq-bench-"))
     server, url = start_valkey(tmp)
     prefix = "bench"
-    env = {
-        **os.environ,
-        "JOBQ_URL": url,
-        "JOBQ_PREFIX": prefix,
-        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-    }
-    sys.path.insert(0, str(HERE))
-    os.environ.update(JOBQ_URL=url, JOBQ_PREFIX=prefix)
+    env = use_server(url, prefix, HERE)
     from bench_tasks import app, noop  # imported late: it reads the env set above
 
     r = redis.Redis.from_url(url)
