@@ -2,6 +2,14 @@
 
 Workers: 2 x `jobq worker jobq_bench:app --url URL --prefix P -c C --pool thread`
 (C = 1 for no-ops and latency, 32 for the sleep workload), started from the project's venv.
+`--variant` picks another worker layout for the throughput classes of compare.py:
+
+- ``process2``: one `jobq worker --pool process -c 2` (2 process slots, as huey `-k process
+  -w 2` or celery prefork `-c 2`);
+- ``thread2``: one `jobq worker --pool thread -c 2` (the same slots in threads: the process
+  pool's overhead is the ratio of the two);
+- ``io``: 2 x `jobq worker --pool thread -c 8` (2 processes x 8 threads, as dramatiq `-p 2 -t 8`).
+
 Run with .venv/bin/python (the project's own venv).
 """
 
@@ -32,6 +40,15 @@ def sleep10() -> None:
     time.sleep(0.01)
 
 
+# variant -> (worker processes, pool, slots per process for no-ops and latency)
+VARIANTS: dict[str, tuple[int, str, int]] = {
+    "": (2, "thread", 1),
+    "process2": (1, "process", 2),
+    "thread2": (1, "thread", 2),
+    "io": (2, "thread", 8),
+}
+
+
 class JobqDriver(Driver):
     name = "jobq"
 
@@ -39,6 +56,11 @@ class JobqDriver(Driver):
         super().__init__(*a, **kw)  # type: ignore[arg-type]
         self.env["JOBQ_PREFIX"] = PREFIX
         self.env["JOBQ_URL"] = f"{BASE}/0"
+        if self.args.variant not in VARIANTS:
+            raise SystemExit(f"unknown jobq variant {self.args.variant!r}")
+        self.procs, self.pool, self.slots = VARIANTS[self.args.variant]
+        if self.args.variant:
+            self.name = f"jobq_{self.args.variant}"
 
     def version(self) -> str:
         import jobq
@@ -47,12 +69,14 @@ class JobqDriver(Driver):
 
     def config(self) -> str:
         return (
-            f"2 x `jobq worker --pool thread -c 1` (noop, latency), `-c {IO_CONCURRENCY}` "
-            "(sleep); results stored, events, leases and heartbeats on"
+            f"{self.procs} x `jobq worker --pool {self.pool} -c {self.slots}` (noop, latency), "
+            f"`--pool thread -c {IO_CONCURRENCY}` (sleep); results stored, events, leases and "
+            "heartbeats on"
         )
 
     def worker_cmds(self, kind: str) -> list[list[str]]:
-        c = IO_CONCURRENCY if kind == "sleep" else 1
+        c = IO_CONCURRENCY if kind == "sleep" else self.slots
+        pool = "thread" if kind == "sleep" else self.pool
         cmd = [
             str(self.bin / "jobq"),
             "worker",
@@ -64,9 +88,9 @@ class JobqDriver(Driver):
             "-c",
             str(c),
             "--pool",
-            "thread",
+            pool,
         ]
-        return [list(cmd) for _ in range(2)]
+        return [list(cmd) for _ in range(2 if kind == "sleep" else self.procs)]
 
     def enqueue(self, kind: str, n: int) -> None:
         task = noop if kind == "noop" else sleep10
