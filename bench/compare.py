@@ -172,6 +172,9 @@ def flatten(res: dict[str, Any]) -> dict[str, float]:
     m = res.get("map") or {}
     if m.get("ok"):
         f["map_rate"] = m["rate"]
+    sv = res.get("submit_vs_lpush") or {}
+    if sv.get("ok"):
+        f["submit_vs_lpush"] = sv["ratio"]
     return f
 
 

@@ -185,6 +185,12 @@ def write_markdown(path: Path, summary: dict[str, dict[str, Any]], meta: dict[st
                 f"jobq's one-at-a-time submit reaches **{100 * jobq['enqueue_rate'] / bare['enqueue_rate']:.0f}%** "  # noqa: E501
                 "of it (target ≥ 90%)."
             )
+    if jobq.get("submit_vs_lpush"):
+        a(
+            f"Interleaved in one process (rounds of bare LPUSHes and jobq submits, so that both "
+            f"see the same load): one submit reaches **{100 * jobq['submit_vs_lpush']:.0f}%** of "
+            "a bare LPUSH round trip."
+        )
     if jobq.get("map_rate"):
         a("")
         a(
@@ -260,12 +266,15 @@ def server_cost(summary: dict[str, dict[str, Any]], order: list[str]) -> list[st
     out = [
         "## Server cost per job",
         "",
-        "Valkey CPU (µs) and commands per job, read from the server around each phase. "
-        "*enqueue*: N single submits, no worker running; *processing*: from worker launch to "
-        "the last completion (worker start-up included, the harness's completion polls taken "
-        "out); *end to end*: the two together, per job; *one at a time*: the latency workload "
-        "(submit, wait for the result, next), everything the server did meanwhile (idle "
-        "workers' reads included). *CPU vs jobq*: the peer's end-to-end CPU per job ÷ jobq's.",
+        "Valkey CPU (µs) and commands per job, read from the server (INFO cpu, INFO "
+        "commandstats) around each phase. *enqueue*: N single submits, no worker running; "
+        "*processing*: the rate's window (10% of the jobs done -> all done, so worker start-up "
+        "is left out as it is from the rate), the harness's completion polls taken out; *end "
+        "to end*: the two added, per job; *one at a time*: the latency workload (submit, wait "
+        "for the result, next), everything the server did meanwhile (idle workers' reads "
+        "included). *CPU vs jobq*: the row's end-to-end CPU per job ÷ jobq's default row's. "
+        "The enqueue phase's CPU is the noisiest figure (each round trip's system calls and "
+        "wake-ups cost the server more on a loaded machine).",
         "",
         "| queue | no-op jobs/s | enqueue CPU | enqueue cmds | processing CPU | processing cmds "
         "| end-to-end CPU | end-to-end cmds | one-at-a-time CPU | one-at-a-time cmds "
@@ -420,8 +429,15 @@ def targets(summary: dict[str, dict[str, Any]]) -> str:
     if best_proc and pr:
         row("no-op processing ≥ 3x fastest peer", f"{pr / best_proc:.2f}x", pr >= 3 * best_proc)
     er, b = j.get("enqueue_rate"), bare.get("enqueue_rate")
+    sv = j.get("submit_vs_lpush")
+    if sv is not None:
+        row(
+            "one submit ≥ 90% of a bare LPUSH (interleaved in one process)",
+            f"{100 * sv:.0f}%",
+            sv >= 0.9,
+        )
     if b and er:
-        row("enqueue ≥ 90% of bare LPUSH", f"{100 * er / b:.0f}%", er >= 0.9 * b)
+        row("enqueue ≥ 90% of bare LPUSH (separate runs)", f"{100 * er / b:.0f}%", er >= 0.9 * b)
     mr = j.get("map_rate")
     row("batch submit ≥ 100,000 jobs/s", fmt(mr, ""), None if mr is None else mr >= 100000)
     p50, p99 = j.get("p50"), j.get("p99")

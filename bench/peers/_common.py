@@ -115,13 +115,15 @@ class ServerCost:
         """(CPU seconds, commands) between readings a and b, without a's own INFO."""
         return b[0] - a[0], b[1] - a[1] - 1
 
-    def calibrate(self, poll: Callable[[], object], k: int = 20) -> tuple[float, float]:
+    def calibrate(self, poll: Callable[[], object], k: int = 50) -> tuple[float, float]:
         """CPU seconds and commands of one call of `poll`, averaged over k calls on a server
         with nothing else running (the workers stopped), in the state the workload left.
 
-        A poll costs no less there than during the workload for every peer's count (O(1)
-        counters, DBSIZE, ZCARD, HLEN; arq's KEYS scan and jobq's queue scan grow with the
-        data), so subtracting it never charges a peer for the harness's polling."""
+        The command count of a poll is exact (the same commands every time). Its CPU is, if
+        anything, over-estimated: on the quiet server each poll also pays the server's wake-up
+        from its event loop, which a poll during the workload shares with the workers'
+        commands, and the counts that grow with the data (arq's KEYS scan) are read at their
+        largest. Subtracting it can only flatter a queue, never charge it for the harness."""
         a = self.snap()
         for _ in range(k):
             poll()

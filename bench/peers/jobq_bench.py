@@ -122,7 +122,36 @@ class JobqDriver(Driver):
         dt = time.perf_counter() - t0
         queued = sum(q.queued for q in app.queue_info())
         self.flush()
-        return {"map": {"ok": queued == n, "rate": n / dt, "batch": MAP_BATCH, "queued": queued}}
+        out = {"map": {"ok": queued == n, "rate": n / dt, "batch": MAP_BATCH, "queued": queued}}
+        out["submit_vs_lpush"] = self.submit_vs_lpush(n)
+        return out
+
+    def submit_vs_lpush(self, n: int, rounds: int = 10) -> dict[str, Any]:
+        """One submit per call against one bare LPUSH per round trip, interleaved in rounds in
+        this one process, so that both see the same machine load (separate runs minutes apart
+        do not: the load of a shared machine moves the bare figure by 2-3x)."""
+        self.flush()
+        k = max(1, n // (2 * rounds))
+        payload = b"x" * 100  # as bare_bench.py
+        t_push = t_submit = 0.0
+        noop.submit()  # warm: library loaded, connection up
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for _ in range(k):
+                self.r.lpush("bare:q", payload)
+            t1 = time.perf_counter()
+            for _ in range(k):
+                noop.submit()
+            t_push, t_submit = t_push + t1 - t0, t_submit + time.perf_counter() - t1
+        self.flush()
+        jobs = rounds * k
+        return {
+            "ok": True,
+            "lpush_rate": jobs / t_push,
+            "submit_rate": jobs / t_submit,
+            "ratio": t_push / t_submit,
+            "jobs": jobs,
+        }
 
 
 if __name__ == "__main__":
