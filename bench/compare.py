@@ -172,6 +172,8 @@ def flatten(res: dict[str, Any]) -> dict[str, float]:
     m = res.get("map") or {}
     if m.get("ok"):
         f["map_rate"] = m["rate"]
+        if "cost" in m:
+            f["cpu_map"], f["cmds_map"] = m["cost"]["cpu_us"], m["cost"]["cmds"]
     sv = res.get("submit_vs_lpush") or {}
     if sv.get("ok"):
         f["submit_vs_lpush"] = sv["ratio"]

@@ -290,6 +290,16 @@ def server_cost(summary: dict[str, dict[str, Any]], order: list[str]) -> list[st
         r = x(m.get("cpu_job"), jcpu)
         row.append("—" if r is None or p == "jobq" else f"{r:.2f}x")
         out.append("| " + " | ".join(row) + " |")
+    j = med(summary, "jobq")
+    if "cpu_map" in j and "cpu_proc" in j:
+        out += [
+            "",
+            f"jobq with batch submits (`Task.map`, batches of 1000) instead of single ones: the "
+            f"batch submit costs the server {fmt(j['cpu_map'], 'us')} µs and "
+            f"{fmt(j['cmds_map'], 'us')} commands per job, so end to end with the processing "
+            f"above **{fmt(j['cpu_map'] + j['cpu_proc'], 'us')} µs and "
+            f"{fmt(j['cmds_map'] + j['cmds_proc'], 'us')} commands per job**.",
+        ]
     b = med(summary, "bare")
     if "bare_cpu" in b or "floor_cpu" in b:
         out += [
@@ -460,6 +470,15 @@ def targets(summary: dict[str, dict[str, Any]]) -> str:
         fmt(cmds, "cmds"),
         None if cmds is None else cmds <= 12,
     )
+    if "cmds_map" in j and "cmds_proc" in j:
+        bc = j["cmds_map"] + j["cmds_proc"]
+        row("commands per job ≤ 12 (batch submit + processing)", fmt(bc, "cmds"), bc <= 12)
+    if "lat_cmds_job" in j:
+        row(
+            "one at a time, submit → result: server cost per job (context)",
+            f"{fmt(j.get('lat_cpu_job'), 'us')} µs, {fmt(j['lat_cmds_job'], 'cmds')} commands",
+            None,
+        )
 
     f50, f99 = bare.get("floor_p50"), bare.get("floor_p99")
     pm = med(summary, "jobq_process2")

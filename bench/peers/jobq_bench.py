@@ -19,7 +19,7 @@ import os
 import time
 from typing import Any
 
-from _common import IO_CONCURRENCY, Driver, bench_url, main
+from _common import IO_CONCURRENCY, Driver, ServerCost, bench_url, main
 
 from jobq import App
 
@@ -112,6 +112,7 @@ class JobqDriver(Driver):
         """Batch submit: `noop.map` in batches of MAP_BATCH, no worker running."""
         n = self.args.n
         self.flush()
+        s0 = self.cost.snap()
         t0 = time.perf_counter()
         done = 0
         while done < n:
@@ -120,9 +121,18 @@ class JobqDriver(Driver):
             assert len(jobs) == k
             done += k
         dt = time.perf_counter() - t0
+        cpu, cmds = self.cost.delta(s0, self.cost.snap())
         queued = sum(q.queued for q in app.queue_info())
         self.flush()
-        out = {"map": {"ok": queued == n, "rate": n / dt, "batch": MAP_BATCH, "queued": queued}}
+        out = {
+            "map": {
+                "ok": queued == n,
+                "rate": n / dt,
+                "batch": MAP_BATCH,
+                "queued": queued,
+                "cost": ServerCost.per_job(cpu, cmds, n),
+            }
+        }
         out["submit_vs_lpush"] = self.submit_vs_lpush(n)
         return out
 
