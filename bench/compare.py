@@ -159,6 +159,9 @@ def flatten(res: dict[str, Any]) -> dict[str, float]:
         if "cost" in lat:
             f["lat_cpu_job"] = lat["cost"]["cpu_us"]
             f["lat_cmds_job"] = lat["cost"]["cmds"]
+        adj = lat.get("floor") or {}
+        if adj.get("ok"):  # jobq: the floor measured right before its own samples
+            f["adj_floor_p50"], f["adj_floor_p99"] = adj["p50"], adj["p99"]
     bare = res.get("bare") or {}
     if bare.get("ok"):
         f["enqueue_rate"] = bare["enqueue_rate"]

@@ -242,6 +242,11 @@ class Driver:
         """Submit n noop jobs one at a time, wait for each result; return seconds per job."""
         raise NotImplementedError
 
+    def before_samples(self) -> dict[str, Any]:
+        """Run right before the latency samples, the workers up and idle; merged into the
+        latency result (jobq: the bare-RPC floor, measured next to its own samples)."""
+        return {}
+
     def extra(self) -> dict[str, Any]:
         """Optional extra workloads (jobq's batch submit); merged into the JSON output."""
         return {}
@@ -357,6 +362,7 @@ class Driver:
             self.latency(1, timeout=60.0)
             self.latency(20, timeout=10.0)
             time.sleep(0.5)  # let both workers go idle
+            before = self.before_samples()
             s0 = self.cost.snap()
             samples = self.latency(n, timeout=10.0)
             cpu, cmds = self.cost.delta(s0, self.cost.snap())
@@ -370,6 +376,7 @@ class Driver:
             "p95": percentile(samples, 95) * 1e3,
             "p99": percentile(samples, 99) * 1e3,
             "mean": statistics.fmean(samples) * 1e3 if samples else float("nan"),
+            **before,
         }
 
     def run(self) -> dict[str, Any]:

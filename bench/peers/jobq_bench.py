@@ -108,6 +108,17 @@ class JobqDriver(Driver):
             out.append(time.perf_counter() - t0)
         return out
 
+    def before_samples(self) -> dict[str, Any]:
+        """The bare-RPC floor again, right before jobq's own samples: bare_bench measures it
+        at the start of each repetition, minutes away, when the shared machine's load may
+        differ; this one sees the load jobq's samples see (its ratios are the Targets')."""
+        from bare_bench import rpc_floor
+
+        try:
+            return {"floor": rpc_floor(self.r, f"{BASE}/0", self.args.lat_n, self.cost)}
+        except Exception as e:  # the floor is context: never fail jobq's own run for it
+            return {"floor": {"ok": False, "error": repr(e)}}
+
     def extra(self) -> dict[str, Any]:
         """Batch submit: `noop.map` in batches of MAP_BATCH, no worker running."""
         n = self.args.n
