@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DURABILITY_START, DURABILITY_END = "<!-- durability:start -->", "<!-- durability:end -->"
+DURABILITY_START = "<!-- durability:start -->"
 
 # (key in the summary, label, unit, higher is better): the main table and the ratio table.
 METRICS: list[tuple[str, str, str, bool]] = [
@@ -243,14 +243,10 @@ def write_markdown(path: Path, summary: dict[str, dict[str, Any]], meta: dict[st
         a(f"![chart]({meta['png']})")
     a("")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # bench/durability.py owns its section of the same page: keep it, at the end.
+    # bench/durability.py owns its section of the same page (from its start marker on, to its
+    # end marker and whatever follows): keep it, at the end.
     old = path.read_text() if path.exists() else ""
-    kept = ""
-    if DURABILITY_START in old:
-        section = old[old.index(DURABILITY_START) :]
-        if DURABILITY_END in section:
-            section = section[: section.index(DURABILITY_END) + len(DURABILITY_END)] + "\n"
-        kept = "\n" + section
+    kept = "\n" + old[old.index(DURABILITY_START) :] if DURABILITY_START in old else ""
     path.write_text("\n".join(lines) + kept)
 
 
