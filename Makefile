@@ -35,6 +35,8 @@ chaos: $(STAMP)
 throughput: $(STAMP)
 	$(PY) bench/throughput.py
 
+# Every peer and jobq on one private Valkey: rates, server CPU and commands per job, latency
+# against the bare-RPC floor, the throughput classes, the targets: docs/benchmarks.md (+ .png).
 bench: $(STAMP)
 	bash bench/peers/setup.sh
 	$(PY) bench/compare.py

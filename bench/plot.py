@@ -1,6 +1,7 @@
 """Bar chart for docs/benchmarks.png; run by compare.py with bench/.venvs/_plot/bin/python.
 
-Reads {"data": {queue: {metric: value}}, "bare": float | null, "png": path} on stdin.
+Reads {"data": {queue: {metric: value}}, "bare": float | null, "png": path} on stdin: the
+rates, the latency p50 and the server cost per job (CPU and commands) of each queue.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ PANELS = [
     ("process_rate", "no-op processing, 2 workers (jobs/s)", True),
     ("sleep_rate", "10 ms sleep jobs, 2 workers (jobs/s)", True),
     ("p50", "submit → result latency p50 (ms, lower is better)", False),
+    ("cpu_job", "Valkey CPU per no-op job, end to end (µs, lower is better)", False),
+    ("cmds_job", "Valkey commands per no-op job, end to end (lower is better)", False),
 ]
 
 
 def main() -> None:
     spec = json.load(sys.stdin)
     data: dict[str, dict[str, float]] = spec["data"]
-    fig, axes = plt.subplots(2, 2, figsize=(13, 8))
+    fig, axes = plt.subplots(3, 2, figsize=(13, 11.5))
     for ax, (key, title, _higher) in zip(axes.flat, PANELS, strict=True):
         items = [(q, m[key]) for q, m in data.items() if key in m]
         items.sort(key=lambda kv: kv[1], reverse=_higher)
@@ -37,7 +40,12 @@ def main() -> None:
         if not _higher and vals and max(vals) / max(min(vals), 1e-9) > 50:
             ax.set_xscale("log")
         for b, v in zip(bars, vals, strict=True):
-            label = f"{v:.2f}" if key in ("p50", "p95", "p99") else f"{v:,.0f}"
+            if key in ("p50", "p95", "p99"):
+                label = f"{v:.2f}"
+            elif key in ("cpu_job", "cmds_job"):
+                label = f"{v:.1f}"
+            else:
+                label = f"{v:,.0f}"
             ax.text(
                 b.get_width(), b.get_y() + b.get_height() / 2, " " + label, va="center", fontsize=8
             )

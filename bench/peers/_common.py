@@ -15,6 +15,14 @@ Each ``<peer>_bench.py`` driver runs in that peer's own virtualenv and subclasse
 3. **latency** -- workers are started idle, warmed up, then ``lat_n`` jobs are submitted one at a
    time, each waited for with the peer's own "get the result" call: p50/p95/p99 in ms.
 
+Around each workload the harness reads the server's INFO cpu and INFO commandstats (one
+``INFO cpu commandstats`` call per reading) and reports the server's cost per job: Valkey CPU
+(used_cpu_user + used_cpu_sys) and commands (the sum of every command's ``calls``, which counts
+the commands a Lua script or function runs as well as the FCALL itself), for the enqueue phase,
+the processing phase and one-at-a-time submit -> result. The harness's own commands are taken
+out exactly: the one INFO of the first reading, and the completion polls of the processing
+phase, whose cost per poll is measured afterwards on the quiet server (see :class:`ServerCost`).
+
 The server is flushed (FLUSHALL) before every workload: the benchmark owns its Valkey.
 """
 
@@ -77,6 +85,56 @@ def percentile(samples: Sequence[float], q: float) -> float:
     return s[k]
 
 
+Snap = tuple[float, int]
+
+
+class ServerCost:
+    """Readings of the server's CPU seconds and command count, and per-job deltas of them.
+
+    One reading is one ``INFO cpu commandstats``. INFO does not count itself in its own reply,
+    so between two readings exactly one harness command is counted (the first reading's INFO):
+    :meth:`delta` takes it out. CPU is the server process's user + system time (all threads);
+    it includes the server's own background work (its cron at ``hz`` 10: tens of microseconds a
+    second, negligible against a workload's).
+    """
+
+    def __init__(self, r: redis.Redis) -> None:
+        self.r = r
+
+    def snap(self) -> Snap:
+        info: dict[str, Any] = self.r.info("cpu", "commandstats")
+        calls = sum(
+            int(v["calls"])
+            for k, v in info.items()
+            if k.startswith("cmdstat_") and isinstance(v, dict)
+        )
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"]), calls
+
+    @staticmethod
+    def delta(a: Snap, b: Snap) -> tuple[float, int]:
+        """(CPU seconds, commands) between readings a and b, without a's own INFO."""
+        return b[0] - a[0], b[1] - a[1] - 1
+
+    def calibrate(self, poll: Callable[[], object], k: int = 50) -> tuple[float, float]:
+        """CPU seconds and commands of one call of `poll`, averaged over k calls on a server
+        with nothing else running (the workers stopped), in the state the workload left.
+
+        The command count of a poll is exact (the same commands every time). Its CPU is, if
+        anything, over-estimated: on the quiet server each poll also pays the server's wake-up
+        from its event loop, which a poll during the workload shares with the workers'
+        commands, and the counts that grow with the data (arq's KEYS scan) are read at their
+        largest. Subtracting it can only flatter a queue, never charge it for the harness."""
+        a = self.snap()
+        for _ in range(k):
+            poll()
+        cpu, cmds = self.delta(a, self.snap())
+        return cpu / k, cmds / k
+
+    @staticmethod
+    def per_job(cpu_s: float, cmds: float, n: int) -> dict[str, float]:
+        return {"cpu_us": max(0.0, cpu_s) / n * 1e6, "cmds": max(0.0, cmds) / n}
+
+
 class WorkerGroup:
     """Worker processes started from the peer's CLI, stopped with SIGTERM then SIGKILL."""
 
@@ -135,6 +193,11 @@ class Driver:
         self.args = args
         self.url: str = redis_base(args.url)
         self.r = redis.Redis.from_url(self.url + "/0")
+        self.cost = ServerCost(self.r)
+        self.polls = 0
+        self.end_snap: Snap = (0.0, 0)
+        self.snap10: Snap | None = None
+        self.polls10 = self.c10 = 0
         self.env = dict(os.environ)
         self.env["BENCH_URL"] = self.url
         self.env["PYTHONPATH"] = str(HERE) + os.pathsep + self.env.get("PYTHONPATH", "")
@@ -179,6 +242,11 @@ class Driver:
         """Submit n noop jobs one at a time, wait for each result; return seconds per job."""
         raise NotImplementedError
 
+    def before_samples(self) -> dict[str, Any]:
+        """Run right before the latency samples, the workers up and idle; merged into the
+        latency result (jobq: the bare-RPC floor, measured next to its own samples)."""
+        return {}
+
     def extra(self) -> dict[str, Any]:
         """Optional extra workloads (jobq's batch submit); merged into the JSON output."""
         return {}
@@ -202,11 +270,16 @@ class Driver:
         last_change = time.perf_counter()
         done = 0
         threshold = max(1, n // 10)
+        self.polls = 0
+        self.snap10 = None
         while True:
             done = self.count_done()
+            self.polls += 1
             now = time.perf_counter()
             if t10 is None and done >= threshold:
                 t10, c10 = now, done
+                # The server cost is read over the rate's window too (see run_batch).
+                self.snap10, self.polls10, self.c10 = self.cost.snap(), self.polls, c10
             if done >= n:
                 break
             if done != last:
@@ -217,6 +290,7 @@ class Driver:
                 break
             time.sleep(self.poll_interval)
         t_end = time.perf_counter()
+        self.end_snap = self.cost.snap()  # before verify_done, whose reads are not the peer's
         if done == n:
             # The exact check may trail the fast count by a moment (last status writes).
             for _ in range(20):
@@ -237,12 +311,15 @@ class Driver:
 
     def run_batch(self, kind: str, n: int) -> dict[str, Any]:
         self.flush()
+        s0 = self.cost.snap()
         t0 = time.perf_counter()
         self.enqueue(kind, n)
         t_enq = time.perf_counter() - t0
+        s1 = self.cost.snap()
         before = self.count_done()
         if before:
             return {"ok": False, "error": f"{before} jobs completed with no worker running"}
+        s2 = self.cost.snap()
         group = self.start_workers(kind)
         try:
             t_launch = time.perf_counter()
@@ -250,6 +327,35 @@ class Driver:
         finally:
             group.stop()
         res["enqueue_rate"] = n / t_enq
+        # Server cost. The enqueue phase as it was. The processing phase over the rate's window
+        # (10% done -> all done: steady state, the workers' start-up left out as it is from the
+        # rate), minus the harness's polls in it; the whole phase from worker launch (start-up
+        # included) is kept in the raw JSON as `process_launch`.
+        enq_cpu, enq_cmds = self.cost.delta(s0, s1)
+        try:
+            poll_cpu, poll_cmds = self.cost.calibrate(self.count_done)
+        except Exception as e:  # the rate stands; the cost then says its polls are in it
+            poll_cpu, poll_cmds = 0.0, 0.0
+            res["cost_error"] = f"poll calibration failed, polls not taken out: {e!r}"
+
+        def processing(a: Snap, polls: int, jobs: int) -> dict[str, float]:
+            cpu, cmds = self.cost.delta(a, self.end_snap)
+            return ServerCost.per_job(cpu - polls * poll_cpu, cmds - polls * poll_cmds, jobs)
+
+        launch = processing(s2, self.polls, n)
+        steady = launch
+        if self.snap10 is not None and n > self.c10:
+            steady = processing(self.snap10, self.polls - self.polls10, n - self.c10)
+        enq = ServerCost.per_job(enq_cpu, enq_cmds, n)
+        res["cost"] = {
+            "enqueue": enq,
+            "process": steady,
+            "total": {k: enq[k] + steady[k] for k in enq},
+            "process_launch": launch,
+            "polls": self.polls,
+            "poll_cmds": poll_cmds,
+            "poll_cpu_us": poll_cpu * 1e6,
+        }
         return res
 
     def run_latency(self, n: int) -> dict[str, Any]:
@@ -260,15 +366,21 @@ class Driver:
             self.latency(1, timeout=60.0)
             self.latency(20, timeout=10.0)
             time.sleep(0.5)  # let both workers go idle
+            before = self.before_samples()
+            s0 = self.cost.snap()
             samples = self.latency(n, timeout=10.0)
+            cpu, cmds = self.cost.delta(s0, self.cost.snap())
         finally:
             group.stop()
         return {
             "ok": len(samples) == n,
+            # Everything the server did while the samples ran, idle workers' reads included.
+            "cost": ServerCost.per_job(cpu, cmds, max(1, len(samples))),
             "p50": percentile(samples, 50) * 1e3,
             "p95": percentile(samples, 95) * 1e3,
             "p99": percentile(samples, 99) * 1e3,
             "mean": statistics.fmean(samples) * 1e3 if samples else float("nan"),
+            **before,
         }
 
     def run(self) -> dict[str, Any]:
@@ -301,6 +413,8 @@ class Driver:
             if not res.get("ok"):
                 result["ok"] = False
                 result["errors"].append(f"{label}: {res.get('error', 'failed')}")
+            if "cost_error" in res:  # shown on the page, the run still counts
+                result["errors"].append(f"{label}: {res['cost_error']}")
             print(f"[{self.name}] {label}: {json.dumps(res)}", file=sys.stderr, flush=True)
         if "extra" in workloads:
             try:

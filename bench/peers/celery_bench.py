@@ -1,7 +1,8 @@
 """Celery driver: prefork pool, redis broker (db 0) + redis result backend (db 1).
 
-Run with bench/.venvs/celery/bin/python; this module is also the worker's app module
-(``celery -A celery_bench worker``).
+`--variant threads8`: 2 x `celery worker -P threads -c 8` for no-ops (the "2 processes x 8
+threads" class). Run with bench/.venvs/celery/bin/python; this module is also the worker's app
+module (``celery -A celery_bench worker``).
 """
 
 from __future__ import annotations
@@ -41,13 +42,21 @@ class CeleryDriver(Driver):
     def __init__(self, *a: object, **kw: object) -> None:
         super().__init__(*a, **kw)  # type: ignore[arg-type]
         self.results = self.redis_db(1)
+        self.threads8 = self.args.variant == "threads8"
+        if self.args.variant:
+            self.name = f"celery_{self.args.variant}"
 
     def version(self) -> str:
         return version("celery")
 
     def config(self) -> str:
+        noop = (
+            "2 x `celery worker -P threads -c 8`"
+            if self.threads8
+            else "1 `celery worker -P prefork -c 2`"
+        )
         return (
-            "noop/latency: 1 `celery worker -P prefork -c 2 --prefetch-multiplier 16`; "
+            f"noop/latency: {noop}, prefetch multiplier 16; "
             f"sleep: 2 x `celery worker -P threads -c {IO_CONCURRENCY}`"
         )
 
@@ -63,11 +72,9 @@ class CeleryDriver(Driver):
             "--without-mingle",
             "--without-heartbeat",
         ]
-        if kind == "sleep":
-            return [
-                [*base, "-P", "threads", "-c", str(IO_CONCURRENCY), "-n", f"w{i}@%h"]
-                for i in range(2)
-            ]
+        if kind == "sleep" or self.threads8:
+            c = IO_CONCURRENCY if kind == "sleep" else 8
+            return [[*base, "-P", "threads", "-c", str(c), "-n", f"w{i}@%h"] for i in range(2)]
         return [[*base, "-P", "prefork", "-c", "2", "-n", "w0@%h"]]
 
     def enqueue(self, kind: str, n: int) -> None:

@@ -1,7 +1,9 @@
 """Dramatiq driver: RedisBroker (db 0), Results middleware with RedisBackend (db 1).
 
 `dramatiq dramatiq_bench -p 2 -t T`: 2 worker processes, T threads each (8, the default, for
-no-ops; 32 for the sleep workload). Run with bench/.venvs/dramatiq/bin/python.
+no-ops; 32 for the sleep workload). `--variant p2t1`: `-p 2 -t 1` for no-ops, dramatiq's
+"2 process slots" (the class of jobq's `--pool process -c 2`).
+Run with bench/.venvs/dramatiq/bin/python.
 """
 
 from __future__ import annotations
@@ -39,18 +41,21 @@ class DramatiqDriver(Driver):
     def __init__(self, *a: object, **kw: object) -> None:
         super().__init__(*a, **kw)  # type: ignore[arg-type]
         self.results = self.redis_db(1)
+        self.noop_threads = 1 if self.args.variant == "p2t1" else 8
+        if self.args.variant:
+            self.name = f"dramatiq_{self.args.variant}"
 
     def version(self) -> str:
         return version("dramatiq")
 
     def config(self) -> str:
         return (
-            f"`dramatiq -p 2 -t 8` (noop, latency), `-p 2 -t {IO_CONCURRENCY}` (sleep); "
-            "Results middleware stores every result"
+            f"`dramatiq -p 2 -t {self.noop_threads}` (noop, latency), "
+            f"`-p 2 -t {IO_CONCURRENCY}` (sleep); Results middleware stores every result"
         )
 
     def worker_cmds(self, kind: str) -> list[list[str]]:
-        threads = IO_CONCURRENCY if kind == "sleep" else 8
+        threads = IO_CONCURRENCY if kind == "sleep" else self.noop_threads
         return [[str(self.bin / "dramatiq"), "dramatiq_bench", "-p", "2", "-t", str(threads)]]
 
     def enqueue(self, kind: str, n: int) -> None:

@@ -3,6 +3,7 @@
 
 noop/latency: `huey_consumer huey_bench.huey -k process -w 2` (2 worker processes);
 sleep: 2 x `huey_consumer -k thread -w 32` (2 processes, 32 threads each).
+`--variant thread8`: 2 x `-k thread -w 8` for no-ops (the "2 processes x 8 threads" class).
 Run with bench/.venvs/huey/bin/python.
 """
 
@@ -32,19 +33,31 @@ def sleep10() -> None:
 class HueyDriver(Driver):
     name = "huey"
 
+    def __init__(self, *a: object, **kw: object) -> None:
+        super().__init__(*a, **kw)  # type: ignore[arg-type]
+        self.thread8 = self.args.variant == "thread8"
+        if self.args.variant:
+            self.name = f"huey_{self.args.variant}"
+
     def version(self) -> str:
         return version("huey")
 
     def config(self) -> str:
+        noop = (
+            "2 x `huey_consumer -k thread -w 8`"
+            if self.thread8
+            else "`huey_consumer -k process -w 2`"
+        )
         return (
-            f"`huey_consumer -k process -w 2` (noop, latency); 2 x `-k thread -w "
+            f"{noop} (noop, latency); 2 x `-k thread -w "
             f"{IO_CONCURRENCY}` (sleep); store_none, notify_result"
         )
 
     def worker_cmds(self, kind: str) -> list[list[str]]:
         base = [str(self.bin / "huey_consumer"), "huey_bench.huey", "-q"]
-        if kind == "sleep":
-            return [[*base, "-k", "thread", "-w", str(IO_CONCURRENCY)] for _ in range(2)]
+        if kind == "sleep" or self.thread8:
+            w = IO_CONCURRENCY if kind == "sleep" else 8
+            return [[*base, "-k", "thread", "-w", str(w)] for _ in range(2)]
         return [[*base, "-k", "process", "-w", "2"]]
 
     def enqueue(self, kind: str, n: int) -> None:
