@@ -54,11 +54,11 @@ local function malformation(f)
   end
   return nil
 end
--- Dead-letter a job the claim cannot run, with an error naming what is wrong with it.
--- (f: its fields as read below: waiters, ukey, kids are 15 to 17)
-local function malformed_job(id, jk, queue, why, f)
-  dead_letter(id, jk, queue, job_error('MalformedJob', why), 'malformed job', f[15], f[16], nil,
-    f[17])
+-- Dead-letter a job the claim cannot run, with an error naming what is wrong with it (g: its
+-- fields waiters, ukey, kids).
+local function malformed_job(id, jk, queue, why, g)
+  dead_letter(id, jk, queue, job_error('MalformedJob', why), 'malformed job', g[1], g[2], nil,
+    g[3])
 end
 local limits = {}
 local function rate_limit(task)
@@ -111,10 +111,10 @@ for qi = 8, #ARGV do
     local id = popped[j]
     local jk = P .. K_JOB .. id
     local f, corrupt = fields(jk, 'state', 'task', 'payload', 'att', 'max', 'timeout',
-      'backoff', 'ckey', 'climit', 'pass', 'parents', 'rslot', 'lost', 'xp', 'waiters', 'ukey',
-      'kids', 'started')
+      'backoff', 'ckey', 'climit', 'pass', 'parents', 'rslot', 'lost', 'xp', 'started')
     local why = f[1] == 'queued' and malformation(f)
-    if why and f[17] and outbox_ok == nil then
+    local g = why and fields(jk, 'waiters', 'ukey', 'kids') -- (only a malformed job needs these)
+    if g and g[3] and outbox_ok == nil then
       outbox_ok = redis.call('TYPE', P .. K_OUTBOX)['ok']
       outbox_ok = outbox_ok == 'none' or outbox_ok == 'stream'
     end
@@ -123,13 +123,13 @@ for qi = 8, #ARGV do
       try('ZADD', P .. K_DEAD, NOW, id)
     elseif not f[1] then
       missing[#missing + 1] = id
-    elseif why and f[17] and not outbox_ok then
+    elseif g and g[3] and not outbox_ok then
       -- Its hand-offs could not be written (the outbox holds another type): back into its
       -- queue where it was, untouched, rather than dead-lettered without them.
       redis.call('ZADD', qk, popped[j + 1], id)
     elseif why then
       malformed[#malformed + 1] = id
-      malformed_job(id, jk, queue, why, f)
+      malformed_job(id, jk, queue, why, g)
     elseif f[1] == 'queued' then
       local ok = true
       local rl = rate_limit(f[2])
@@ -175,7 +175,7 @@ for qi = 8, #ARGV do
         else -- claimed ahead: `started` comes with its begin mark (heartbeat) or its outcome
           redis.call('HSET', jk, 'state', 'running', 'att', att, 'token', tok, 'worker', worker,
             'claimed', NOW)
-          if f[18] then redis.call('HDEL', jk, 'started') end -- (a previous attempt's)
+          if f[15] then redis.call('HDEL', jk, 'started') end -- (a previous attempt's)
         end
         leases[#leases + 1] = NOW + lease
         leases[#leases + 1] = id

@@ -169,29 +169,27 @@ for i = 0, n - 1 do
     local state = 'queued'
     if eta > NOW then state = 'scheduled' end
     -- The job's fields, written in one HSET once its state is known (its parents decide).
+    -- (Appended as `h[#h + 1], h[#h + 2] = field, value`: both indexes are taken before either
+    -- is assigned, and no closure is made per job.)
     local h = {'task', task, 'queue', queue, 'payload', payload, 'state', state, 'created', NOW}
-    local function put(k, v)
-      h[#h + 1] = k
-      h[#h + 1] = v
-    end
-    if pri ~= '' and pri ~= '0' then put('pri', pri) end
-    if maxa ~= '' and maxa ~= '1' then put('max', maxa) end
-    if tmo ~= '' then put('timeout', tmo) end
-    if bo ~= '' then put('backoff', bo) end
-    if ttl ~= '' then put('ttl', ttl) end
+    if pri ~= '' and pri ~= '0' then h[#h + 1], h[#h + 2] = 'pri', pri end
+    if maxa ~= '' and maxa ~= '1' then h[#h + 1], h[#h + 2] = 'max', maxa end
+    if tmo ~= '' then h[#h + 1], h[#h + 2] = 'timeout', tmo end
+    if bo ~= '' then h[#h + 1], h[#h + 2] = 'backoff', bo end
+    if ttl ~= '' then h[#h + 1], h[#h + 2] = 'ttl', ttl end
     if ukey ~= '' then
       redis.call('SET', P .. K_UNIQUE .. ukey, id)
-      put('ukey', ukey)
+      h[#h + 1], h[#h + 2] = 'ukey', ukey
     end
     if ckey ~= '' then
-      put('ckey', ckey)
-      put('climit', climit)
+      h[#h + 1], h[#h + 2] = 'ckey', ckey
+      h[#h + 1], h[#h + 2] = 'climit', climit
     end
-    if fallback ~= '' then put('fallback', fallback) end
+    if fallback ~= '' then h[#h + 1], h[#h + 2] = 'fallback', fallback end
     local waiting, failed_parent, parent_state = 0, nil, nil
     if parents ~= '' then
-      put('parents', parents)
-      if pass ~= '' then put('pass', pass) end
+      h[#h + 1], h[#h + 2] = 'parents', parents
+      if pass ~= '' then h[#h + 1], h[#h + 2] = 'pass', pass end
       local remote, dk, applied = remotes[i], P .. K_DLV .. id, {}
       for pid in string.gmatch(parents, '[^,]+') do
         local pjk = P .. K_JOB .. pid
@@ -211,7 +209,7 @@ for i = 0, n - 1 do
             if st == 'pending' then
               waiting = waiting + 1
             else
-              put('x:' .. pid, st .. '|' .. res)
+              h[#h + 1], h[#h + 2] = 'x:' .. pid, st .. '|' .. res
               if st ~= 'succeeded' then
                 failed_parent, parent_state = failed_parent or pid, parent_state or st
               end
@@ -227,7 +225,7 @@ for i = 0, n - 1 do
       end
       if remote then
         redis.call('DEL', dk)
-        put('xp', 1)
+        h[#h + 1], h[#h + 2] = 'xp', 1
       end
     end
     if failed_parent then
@@ -239,10 +237,10 @@ for i = 0, n - 1 do
       if waiting > 0 then
         state = 'scheduled'
         h[8] = state
-        put('waiting', waiting)
+        h[#h + 1], h[#h + 2] = 'waiting', waiting
         stat(queue, 'scheduled', 1)
       elseif state == 'scheduled' then
-        put('eta', eta)
+        h[#h + 1], h[#h + 2] = 'eta', eta
         redis.call('ZADD', KEYS[2], eta, id)
         stat(queue, 'scheduled', 1)
       else
