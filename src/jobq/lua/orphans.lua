@@ -65,6 +65,7 @@ end
 local function forget(queue)
   redis.call('SREM', KEYS[2], queue)
   redis.call('DEL', P .. K_STATS .. queue, P .. K_WAKE .. queue)
+  WOKEN[queue] = nil -- (its wake-up list is gone: a push later in this call rings it again)
   pruned = pruned + 1
 end
 
