@@ -8,7 +8,13 @@
 -- Each script's header lists its KEYS and, under Builds:, the keys it builds from the key base
 -- (itself or through a helper below): per job, queue or key, so they cannot be passed ahead;
 -- all share the base's hash tag, hence the slot of its KEYS.
+-- Writes are what a call costs (each redis.call from Lua costs about as much as the command
+-- itself), so side indexes a call touches once per job are gathered in the call and written
+-- once at its end (done(), below): the counters (stat), the finished index (finished), the
+-- wake-ups (wake, once per queue), and each script's own variadic ZADD/ZREM (bulk). These
+-- start empty in every call.
 local KEYS, ARGV, P, NOW, MAXLEN, EVENTS
+local STATS, STAT_ORDER, GATHERED, GATHER_ORDER, WOKEN
 local function begin(keys, args)
   KEYS, ARGV = keys, args
   P = args[1]
@@ -19,6 +25,7 @@ local function begin(keys, args)
   end
   MAXLEN = tonumber(args[3]) or 100000
   EVENTS = keys[1]
+  STATS, STAT_ORDER, GATHERED, GATHER_ORDER, WOKEN = {}, {}, {}, {}, {}
 end
 local PRI_SPAN = 1099511627776 -- 2^40: FIFO sequence space within one priority level
 -- Most messages one outcome pushes to its waiters (each waiter registers once, see await).
@@ -54,14 +61,30 @@ local function expect(key, want)
   end
 end
 
--- A counter INCR will run on: absent or a string holding an integer.
+-- A counter INCR will run on: absent or a string holding an integer. Returns its value (0 when
+-- absent). (One GET: it fails on a key of another type, so it checks the type too.)
 local function expect_counter(key)
-  expect(key, 'string')
-  local v = redis.call('GET', key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' and v.err then
+    fail_early('JOBQ_WRONGTYPE', 'key ' .. key .. ' holds a ' .. redis.call('TYPE', key)['ok'] ..
+      ', expected a string')
+  end
   if v and not string.match(v, '^%-?%d+$') then
     fail_early('JOBQ_WRONGTYPE', 'key ' .. key .. ' holds ' .. string.sub(v, 1, 40) ..
       ', expected an integer counter')
   end
+  return tonumber(v) or 0
+end
+
+-- The first write of a call that needs `n` numbers from counter `key`: INCRBY, its failure (a
+-- key of another type, or not an integer) raised as JOBQ_WRONGTYPE, so nothing is written
+-- then (which is why it must come first). Returns the counter before the increment.
+local function take_numbers(key, n)
+  local r = redis.pcall('INCRBY', key, n)
+  if type(r) == 'table' and r.err then
+    fail_early('JOBQ_WRONGTYPE', 'key ' .. key .. ' is not an integer counter: ' .. tostring(r.err))
+  end
+  return r - n
 end
 
 -- A write to a side index or counter (events, stats, wake-ups, waiters, unique/concurrency
@@ -70,6 +93,24 @@ local function try(...)
   local r = redis.pcall(...)
   if type(r) == 'table' and r.err then return nil end
   return r
+end
+
+-- One variadic command for many items of one call: `cmd key [flag] items...` (items: a flat
+-- list), in chunks that stay well inside Lua's limit on unpack. `side` = a side index (try:
+-- a corrupt key is skipped); else a key the script checked, so an error surfaces.
+local CHUNK = 2000
+local function bulk(cmd, key, flag, items, side)
+  local call = side and try or redis.call
+  local i, m = 1, #items
+  while i <= m do
+    local j = math.min(i + CHUNK - 1, m)
+    if flag then
+      call(cmd, key, flag, unpack(items, i, j))
+    else
+      call(cmd, key, unpack(items, i, j))
+    end
+    i = j + 1
+  end
 end
 
 -- A job hash's fields, or all nil (and true) when the key holds another type: a corrupt job
@@ -89,16 +130,59 @@ local function emit(id, state, queue, extra)
   end
 end
 
+-- Count `n` into a queue's counter `field`: summed over the call, written by done() (one
+-- HINCRBY per queue and field a call touched, not one per job).
 local function stat(queue, field, n)
-  if queue then try('HINCRBY', P .. K_STATS .. queue, field, n) end
+  if not queue then return end
+  local sk = P .. K_STATS .. queue
+  local q = STATS[sk]
+  if not q then
+    q = {}
+    STATS[sk] = q
+  end
+  if not q[field] then
+    q[field] = 0
+    STAT_ORDER[#STAT_ORDER + 1] = {sk, field}
+  end
+  q[field] = q[field] + n
 end
 
--- Wake one idle worker of `queue` (at most one marker waits; claimers chain the wake-up).
-local function wake(queue)
-  local w = P .. K_WAKE .. queue
-  if try('LLEN', w) == 0 then
-    try('RPUSH', w, '1')
+-- Add score, member to a side index (a zset), in one ZADD per key by done().
+local function gather(key, score, member)
+  local g = GATHERED[key]
+  if not g then
+    g = {}
+    GATHERED[key] = g
+    GATHER_ORDER[#GATHER_ORDER + 1] = key
   end
+  g[#g + 1] = score
+  g[#g + 1] = member
+end
+
+-- Write the counters and side indexes gathered so far (done() does at the end; a script that
+-- reads them back, orphans, first).
+local function flush()
+  for _, kf in ipairs(STAT_ORDER) do
+    try('HINCRBY', kf[1], kf[2], STATS[kf[1]][kf[2]])
+  end
+  for _, key in ipairs(GATHER_ORDER) do bulk('ZADD', key, nil, GATHERED[key], true) end
+  STATS, STAT_ORDER, GATHERED, GATHER_ORDER = {}, {}, {}, {}
+end
+
+-- The end of every script that writes: `return done(reply)`.
+local function done(reply)
+  flush()
+  return reply
+end
+
+-- Wake one idle worker of `queue` (at most one marker waits; claimers chain the wake-up): one
+-- RPUSH, cut back to one marker when one was waiting already; once per queue and call.
+local function wake(queue)
+  if WOKEN[queue] then return end
+  WOKEN[queue] = true
+  local w = P .. K_WAKE .. queue
+  local len = try('RPUSH', w, '1')
+  if len and len > 1 then try('LTRIM', w, 0, 0) end
 end
 
 -- A job's error as stored (JSON, as a task's error is), for the failures a script decides.
@@ -149,8 +233,9 @@ local function notify(id, jobkey, waiters, state, payload)
 end
 
 -- Index a job that reached a terminal state, newest last (job lists page through it).
+-- (Gathered, written by done().)
 local function finished(id)
-  try('ZADD', P .. K_FINISHED, NOW, id)
+  gather(P .. K_FINISHED, NOW, id)
 end
 
 -- Give back a job's concurrency-key slot, and queue the next job waiting for that key.
@@ -330,10 +415,13 @@ end
 -- When a reported attempt began running: `ran` ms before now, as the worker measured it on its
 -- own clock (so no clock skew between hosts enters), never before its claim (`claimed`, the
 -- job's field). A negative `ran` (unknown) keeps what the claim or the begin mark wrote.
+-- (started: the same as the last arguments of the caller's own HSET of the outcome: the field
+-- and its value, or nothing.)
+local function started(ran, claimed)
+  if ran >= 0 then return 'started', math.max(NOW - math.floor(ran), tonumber(claimed) or 0) end
+end
 local function note_start(jk, ran, claimed)
-  if ran >= 0 then
-    redis.call('HSET', jk, 'started', math.max(NOW - math.floor(ran), tonumber(claimed) or 0))
-  end
+  if ran >= 0 then redis.call('HSET', jk, started(ran, claimed)) end
 end
 
 -- The end of an attempt whose cancel was requested before its outcome came: whatever it
@@ -363,13 +451,21 @@ end
 -- primary's by more than the outage could reissue tokens: epoch.lua, which every connection
 -- runs first, rebases the counter to (now + margin) * 1024 whenever the primary's identity
 -- (run id, replication id) changed, so a new primary starts above the old one's tokens.
+-- A call reads the counter once (token_counter: its check too), issues its tokens here, and
+-- writes the last one back once (save_tokens): the same tokens as an INCR per claim (and a SET
+-- on each rebase), for one GET and one SET per call. (Nothing else writes the counter during a
+-- call: a script runs alone.)
 local TOKEN_SCALE = 1024
-local function fencing_token(counter)
-  local tok = redis.call('INCR', counter)
-  local floor = NOW * TOKEN_SCALE
-  if tok <= floor then -- first claim in this ms (or after a rollback): rebase on the clock
-    tok = floor + 1
-    redis.call('SET', counter, string.format('%d', tok))
-  end
-  return string.format('%d', tok)
+local token_key, last_token, tokens_issued
+local function token_counter(counter)
+  token_key, last_token, tokens_issued = counter, expect_counter(counter), false
+end
+local function fencing_token()
+  -- (the first claim in this ms, or after a rollback, rebases on the clock)
+  last_token = math.max(last_token + 1, NOW * TOKEN_SCALE + 1)
+  tokens_issued = true
+  return string.format('%d', last_token)
+end
+local function save_tokens()
+  if tokens_issued then redis.call('SET', token_key, string.format('%d', last_token)) end
 end

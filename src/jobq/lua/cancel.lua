@@ -14,7 +14,7 @@ if f[1] == 'queued' then expect(P .. K_QUEUE .. (f[2] or ''), 'zset') end
 if f[1] == 'running' then
   redis.call('HSET', jk, 'cancel', NOW)
   emit(id, 'running', f[2], 'cancel requested')
-  return 2
+  return done(2)
 end
 if f[1] == 'queued' then
   redis.call('ZREM', P .. K_QUEUE .. (f[2] or ''), id)
@@ -26,4 +26,4 @@ else
   return 0
 end
 cancel_job(id, jk, f[2], nil, nil, f[4], f[5], nil, f[6], f[3], ARGV[5])
-return 1
+return done(1)

@@ -18,17 +18,29 @@
 -- A job whose earlier worker died under it (lost > 0, a suspect) is not marked begun, nor is any
 -- job after it: the worker runs the suspect alone and marks it itself, so that a crash during
 -- that run is blamed on the suspect only.
--- Errors (nothing written): "JOBQ_ARGS ...", "JOBQ_WRONGTYPE ..." (a key of another type).
--- Cost: O(log n) per claimed job, independent of queue length.
+-- Errors (nothing written): "JOBQ_ARGS ...", "JOBQ_WRONGTYPE ..." (a key of another type: the
+--   leases, the token counter, the rate limits; the scheduled zset when rate limits are set; a
+--   queue found so before the first job is popped; a queue found so after that is skipped, its
+--   jobs left in it, and served by the next call that reaches it first).
+-- Cost: O(log n) per claimed job, independent of queue length; per call, besides its jobs: the
+-- checks above, one ZPOPMIN per queue reached, one ZADD of the leases, one SET of the token
+-- counter, one HINCRBY per queue served.
 local worker, lease, want = ARGV[4], num(ARGV[5], 'lease_ms'), math.floor(num(ARGV[6], 'n'))
 local start = tonumber(ARGV[7]) or 0
 expect(KEYS[2], 'zset')
-expect_counter(KEYS[3])
-expect(KEYS[4], 'zset')
-expect(KEYS[5], 'hash')
-expect_outbox()
-for qi = 8, #ARGV do expect(P .. K_QUEUE .. ARGV[qi], 'zset') end
+token_counter(KEYS[3])
+-- (no rate limits at all, the common case: no HGET per task, and no scheduled zset needed)
+local has_limits = redis.call('TYPE', KEYS[5])['ok']
+if has_limits ~= 'none' and has_limits ~= 'hash' then
+  fail_early('JOBQ_WRONGTYPE', 'key ' .. KEYS[5] .. ' holds a ' .. has_limits .. ', expected a hash')
+end
+has_limits = has_limits == 'hash'
+if has_limits then expect(KEYS[4], 'zset') end
 local out = {}
+local leases = {} -- score, id pairs: one ZADD at the end
+-- Only a malformed job that has dependents in other partitions writes to the outbox (its
+-- hand-offs): checked then, not on every call (outbox_ok: nil = not checked yet).
+local outbox_ok = nil
 local missing, malformed = {}, {}
 local function numeric_or_absent(v)
   return v == false or v == nil or v == '' or string.match(v, '^%-?%d+$') ~= nil
@@ -42,9 +54,9 @@ local function malformation(f)
   end
   return nil
 end
--- Dead-letter a job the claim cannot run, with an error naming what is wrong with it.
-local function malformed_job(id, jk, queue, why)
-  local g = fields(jk, 'waiters', 'ukey', 'kids')
+-- Dead-letter a job the claim cannot run, with an error naming what is wrong with it (g: its
+-- fields waiters, ukey, kids).
+local function malformed_job(id, jk, queue, why, g)
   dead_letter(id, jk, queue, job_error('MalformedJob', why), 'malformed job', g[1], g[2], nil,
     g[3])
 end
@@ -53,7 +65,7 @@ local function rate_limit(task)
   local l = limits[task]
   if l == nil then
     l = false
-    local spec = redis.call('HGET', KEYS[5], task)
+    local spec = has_limits and redis.call('HGET', KEYS[5], task)
     if spec then
       local count, period = string.match(spec, '^(%d+):(%d+)$')
       if count and tonumber(count) > 0 and tonumber(period) > 0 then
@@ -76,26 +88,48 @@ local function park(id, jk, queue, due, info)
   emit(id, 'scheduled', queue, info)
 end
 
+local popped_any = false -- the first job popped is the first write of the call
 for qi = 8, #ARGV do
   if want <= 0 then break end
   local queue = ARGV[qi]
   local qk = P .. K_QUEUE .. queue
   local claimed = 0
-  local popped = redis.call('ZPOPMIN', qk, want)
+  -- (the pop checks the queue's type: a failure before any write is raised, nothing written)
+  local popped = redis.pcall('ZPOPMIN', qk, want)
+  if type(popped) == 'table' and popped.err then
+    if popped_any then
+      popped = {}
+    elseif string.find(popped.err, 'WRONGTYPE', 1, true) then
+      fail_early('JOBQ_WRONGTYPE', 'key ' .. qk .. ' holds a ' .. redis.call('TYPE', qk)['ok'] ..
+        ', expected a zset')
+    else
+      error(popped)
+    end
+  end
+  if #popped > 0 then popped_any = true end
   for j = 1, #popped, 2 do
     local id = popped[j]
     local jk = P .. K_JOB .. id
     local f, corrupt = fields(jk, 'state', 'task', 'payload', 'att', 'max', 'timeout',
-      'backoff', 'ckey', 'climit', 'pass', 'parents', 'rslot', 'lost', 'xp')
+      'backoff', 'ckey', 'climit', 'pass', 'parents', 'rslot', 'lost', 'xp', 'started')
     local why = f[1] == 'queued' and malformation(f)
+    local g = why and fields(jk, 'waiters', 'ukey', 'kids') -- (only a malformed job needs these)
+    if g and g[3] and outbox_ok == nil then
+      outbox_ok = redis.call('TYPE', P .. K_OUTBOX)['ok']
+      outbox_ok = outbox_ok == 'none' or outbox_ok == 'stream'
+    end
     if corrupt then
       malformed[#malformed + 1] = id -- not a hash: nothing to mark, only the dead-letter entry
       try('ZADD', P .. K_DEAD, NOW, id)
     elseif not f[1] then
       missing[#missing + 1] = id
+    elseif g and g[3] and not outbox_ok then
+      -- Its hand-offs could not be written (the outbox holds another type): back into its
+      -- queue where it was, untouched, rather than dead-lettered without them.
+      redis.call('ZADD', qk, popped[j + 1], id)
     elseif why then
       malformed[#malformed + 1] = id
-      malformed_job(id, jk, queue, why)
+      malformed_job(id, jk, queue, why, g)
     elseif f[1] == 'queued' then
       local ok = true
       local rl = rate_limit(f[2])
@@ -130,7 +164,7 @@ for qi = 8, #ARGV do
       end
       if ok then
         local att = (tonumber(f[4]) or 0) + 1
-        local tok = fencing_token(KEYS[3]) -- a digit string, never reissued
+        local tok = fencing_token() -- a digit string, never reissued
         if f[13] then
           start = 0 -- a suspect: the worker runs it alone, after the jobs before it
         end
@@ -141,9 +175,10 @@ for qi = 8, #ARGV do
         else -- claimed ahead: `started` comes with its begin mark (heartbeat) or its outcome
           redis.call('HSET', jk, 'state', 'running', 'att', att, 'token', tok, 'worker', worker,
             'claimed', NOW)
-          redis.call('HDEL', jk, 'started')
+          if f[15] then redis.call('HDEL', jk, 'started') end -- (a previous attempt's)
         end
-        redis.call('ZADD', KEYS[2], NOW + lease, id)
+        leases[#leases + 1] = NOW + lease
+        leases[#leases + 1] = id
         emit(id, 'running', queue, worker)
         local inputs = {}
         if f[10] and f[11] then
@@ -168,8 +203,10 @@ for qi = 8, #ARGV do
   -- This worker is full but work remains: pass the wake-up on to another idle worker.
   if want <= 0 and redis.call('ZCARD', qk) > 0 then wake(queue) end
 end
+save_tokens()
+bulk('ZADD', KEYS[2], nil, leases)
 if #missing > 0 or #malformed > 0 then
   local function first(t) local r = {} for i = 1, math.min(#t, 20) do r[i] = t[i] end return r end
   out[#out + 1] = {0, #missing, #malformed, first(missing), first(malformed)}
 end
-return out
+return done(out)

@@ -12,30 +12,51 @@
 -- Returns: array of n codes: 1 = recorded, 3 = cancelled (its cancel had been requested: the
 --          result is discarded), -1 = job not found, -2 = stale token / not running.
 -- Errors (nothing written): "JOBQ_ARGS ..." (n does not match the items given, a ran ms that
---   is not a number), "JOBQ_WRONGTYPE ..." (the outbox is not a stream).
+--   is not a number), "JOBQ_WRONGTYPE ..." (the outbox is not a stream, when a job of the call
+--   has dependents: only they write to it).
+-- Every job is read before the first write (so the outbox is checked only when needed); per
+-- call, besides its jobs: one ZREM of the leases, one ZADD of the finished index, one HINCRBY
+-- per queue and counter.
 local default_ttl, n = ARGV[4], count(ARGV[5], 5, 4, 'complete')
 for i = 0, n - 1 do num(ARGV[5 + i * 4 + 4], 'ran ms of item ' .. (i + 1)) end
-expect_outbox()
-local out = {}
+local out, rows, ended = {}, {}, {}
+local kids = false
 for i = 0, n - 1 do
   local b = 5 + i * 4
-  local id, tok, blob, ran = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
-  local jk = P .. K_JOB .. id
-  local f = fields(jk, 'state', 'token', 'queue', 'ttl', 'waiters', 'ukey', 'cheld', 'kids',
-    'cancel', 'claimed')
-  if not f[1] then
-    out[i + 1] = -1
-  elseif f[1] ~= 'running' or f[2] ~= tok then
-    out[i + 1] = -2
+  local id, tok = ARGV[b + 1], ARGV[b + 2]
+  if ended[id] then
+    out[i + 1] = -2 -- (named twice: ended by its first item, so no longer running)
   else
-    try('ZREM', KEYS[2], id)
+    local f = fields(P .. K_JOB .. id, 'state', 'token', 'queue', 'ttl', 'waiters', 'ukey',
+      'cheld', 'kids', 'cancel', 'claimed')
+    if not f[1] then
+      out[i + 1] = -1
+    elseif f[1] ~= 'running' or f[2] ~= tok then
+      out[i + 1] = -2
+    else
+      rows[i + 1] = f
+      ended[id] = true
+      if f[8] then kids = true end
+    end
+  end
+end
+if kids then expect_outbox() end
+local leases = {}
+for i = 0, n - 1 do
+  local f = rows[i + 1]
+  if f then
+    local b = 5 + i * 4
+    local id, blob, ran = ARGV[b + 1], ARGV[b + 3], tonumber(ARGV[b + 4])
+    local jk = P .. K_JOB .. id
+    leases[#leases + 1] = id
     stat(f[3], 'running', -1)
-    note_start(jk, ran, f[10])
     if f[9] then
+      note_start(jk, ran, f[10])
       cancelled_running(id, jk, f[3], nil, f[5], f[6], f[7], f[8], f[4], default_ttl)
       out[i + 1] = 3
     else
-      redis.call('HSET', jk, 'state', 'succeeded', 'result', blob, 'finished', NOW)
+      redis.call('HSET', jk, 'state', 'succeeded', 'result', blob, 'finished', NOW,
+        started(ran, f[10]))
       stat(f[3], 'succeeded', 1)
       notify(id, jk, f[5], 'succeeded', blob)
       expire_after(jk, f[4], default_ttl)
@@ -45,4 +66,5 @@ for i = 0, n - 1 do
     end
   end
 end
-return out
+bulk('ZREM', KEYS[2], nil, leases, true)
+return done(out)

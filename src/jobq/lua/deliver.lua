@@ -65,4 +65,4 @@ for i = 0, n - 1 do
     end
   end
 end
-return out
+return done(out)

@@ -21,12 +21,16 @@
 -- Errors (nothing written): "JOBQ_PARENT <id>: no such job", "JOBQ_CYCLE <id>",
 --   "JOBQ_IDCONFLICT <id>\t<task of the existing job>\t<task submitted>", "JOBQ_ARGS ..."
 --   (also "JOBQ_ARGS enqueue: job <id>: ..." for a malformed options record), "JOBQ_WRONGTYPE ..."
---   (a key the batch writes holds another type).
+--   (a key the batch writes holds another type: the seq counter; the scheduled zset when a
+--   job of the batch has a delay; a dlv key of a job with remote parents).
+-- A queue key of another type does not fail the batch: its jobs are dead-lettered, saying why
+-- (MalformedQueue), as push_queue does (a key that went bad under queued jobs is found so too).
+-- The queue registry is a side index: a registry of another type is left as it is.
+-- Cost, besides the jobs: one INCRBY of seq, one SADD of the registry, one ZADD and one wake-up
+-- per queue (the queue's ZADD gathers its jobs); per job: one HMGET (its id taken?), one HSET,
+-- one XADD, and what its options add (a unique key, parents, an eta).
 local F = 6
 local n = count(ARGV[4], 4, F, 'enqueue')
-expect(KEYS[2], 'zset')
-expect_counter(KEYS[3])
-expect(KEYS[4], 'set')
 
 -- One job's options record, decoded and checked whole (before anything is written): integers
 -- come back as digit strings, as the hash stores them, so the rest reads them like ARGV.
@@ -88,12 +92,20 @@ local remotes = {} -- per job index with remote parents: their table
 -- earlier in the batch; pointing at a later job of the batch could close a cycle: refused.
 -- An id already taken by a job of another task (stored, or earlier in this batch) is refused
 -- too: handing back that job's result for this submit would be silently wrong.
-local seen, later, checked, opts, task_of = {}, {}, {}, {}, {}
+local seen, later, opts, task_of = {}, {}, {}, {}
+local taken = {} -- id -> a job with this id exists (stored, or created earlier in this batch)
+local delayed = false
 for i = 0, n - 1 do later[ARGV[4 + i * F + 1]] = true end
 for i = 0, n - 1 do
   local b = 4 + i * F
   local id = ARGV[b + 1]
-  local had = task_of[id] or try('HGET', P .. K_JOB .. id, 'task')
+  local had = task_of[id]
+  if not had then
+    -- (a job hash always has task and state; a key of another type counts as taken)
+    local f, corrupt = fields(P .. K_JOB .. id, 'task', 'state', 'created')
+    taken[id] = corrupt or (f[1] or f[2] or f[3]) and true or false
+    had = f[1] or nil
+  end
   if had and had ~= ARGV[b + 2] then
     return redis.error_reply('JOBQ_IDCONFLICT ' .. id .. '\t' .. had .. '\t' .. ARGV[b + 2])
   end
@@ -106,10 +118,7 @@ for i = 0, n - 1 do
     remotes[i] = remote
     expect(P .. K_DLV .. id, 'hash')
   end
-  if not checked[ARGV[b + 3]] then -- (once per queue of the batch, not once per job)
-    expect(P .. K_QUEUE .. ARGV[b + 3], 'zset')
-    checked[ARGV[b + 3]] = true
-  end
+  if (tonumber(opts[i + 1].delay) or 0) > 0 then delayed = true end
   if parents ~= '' then
     for pid in string.gmatch(parents, '[^,]+') do
       if pid == id then return redis.error_reply('JOBQ_CYCLE ' .. id .. ' depends on itself') end
@@ -131,9 +140,11 @@ for i = 0, n - 1 do
   seen[id] = true
 end
 
+if delayed then expect(KEYS[2], 'zset') end
+local seq = n > 0 and take_numbers(KEYS[3], n) or 0 -- the first write: FIFO numbers, one INCRBY
 local out = {}
-local touched, queued = {}, {} -- per queue, once per call: registry entry, wake-up
-local seq = redis.call('INCRBY', KEYS[3], n) - n -- FIFO numbers for the whole batch at once
+local registry, registered = {}, {} -- the queues the batch touched
+local pushes, order = {}, {} -- per queue queued to: its jobs' score, id pairs
 for i = 0, n - 1 do
   local b = 4 + i * F
   local id, task, queue, payload = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
@@ -151,28 +162,34 @@ for i = 0, n - 1 do
   end
   if holder then
     out[i + 1] = holder
-  elseif redis.call('EXISTS', jk) == 1 then
+  elseif taken[id] then
     out[i + 1] = 0
   else
+    taken[id] = true
     local state = 'queued'
     if eta > NOW then state = 'scheduled' end
-    redis.call('HSET', jk, 'task', task, 'queue', queue, 'payload', payload, 'state', state,
-      'created', NOW)
-    if pri ~= '' and pri ~= '0' then redis.call('HSET', jk, 'pri', pri) end
-    if maxa ~= '' and maxa ~= '1' then redis.call('HSET', jk, 'max', maxa) end
-    if tmo ~= '' then redis.call('HSET', jk, 'timeout', tmo) end
-    if bo ~= '' then redis.call('HSET', jk, 'backoff', bo) end
-    if ttl ~= '' then redis.call('HSET', jk, 'ttl', ttl) end
+    -- The job's fields, written in one HSET once its state is known (its parents decide).
+    -- (Appended as `h[#h + 1], h[#h + 2] = field, value`: both indexes are taken before either
+    -- is assigned, and no closure is made per job.)
+    local h = {'task', task, 'queue', queue, 'payload', payload, 'state', state, 'created', NOW}
+    if pri ~= '' and pri ~= '0' then h[#h + 1], h[#h + 2] = 'pri', pri end
+    if maxa ~= '' and maxa ~= '1' then h[#h + 1], h[#h + 2] = 'max', maxa end
+    if tmo ~= '' then h[#h + 1], h[#h + 2] = 'timeout', tmo end
+    if bo ~= '' then h[#h + 1], h[#h + 2] = 'backoff', bo end
+    if ttl ~= '' then h[#h + 1], h[#h + 2] = 'ttl', ttl end
     if ukey ~= '' then
       redis.call('SET', P .. K_UNIQUE .. ukey, id)
-      redis.call('HSET', jk, 'ukey', ukey)
+      h[#h + 1], h[#h + 2] = 'ukey', ukey
     end
-    if ckey ~= '' then redis.call('HSET', jk, 'ckey', ckey, 'climit', climit) end
-    if fallback ~= '' then redis.call('HSET', jk, 'fallback', fallback) end
+    if ckey ~= '' then
+      h[#h + 1], h[#h + 2] = 'ckey', ckey
+      h[#h + 1], h[#h + 2] = 'climit', climit
+    end
+    if fallback ~= '' then h[#h + 1], h[#h + 2] = 'fallback', fallback end
     local waiting, failed_parent, parent_state = 0, nil, nil
     if parents ~= '' then
-      redis.call('HSET', jk, 'parents', parents)
-      if pass ~= '' then redis.call('HSET', jk, 'pass', pass) end
+      h[#h + 1], h[#h + 2] = 'parents', parents
+      if pass ~= '' then h[#h + 1], h[#h + 2] = 'pass', pass end
       local remote, dk, applied = remotes[i], P .. K_DLV .. id, {}
       for pid in string.gmatch(parents, '[^,]+') do
         local pjk = P .. K_JOB .. pid
@@ -192,7 +209,7 @@ for i = 0, n - 1 do
             if st == 'pending' then
               waiting = waiting + 1
             else
-              redis.call('HSET', jk, 'x:' .. pid, st .. '|' .. res)
+              h[#h + 1], h[#h + 2] = 'x:' .. pid, st .. '|' .. res
               if st ~= 'succeeded' then
                 failed_parent, parent_state = failed_parent or pid, parent_state or st
               end
@@ -208,29 +225,64 @@ for i = 0, n - 1 do
       end
       if remote then
         redis.call('DEL', dk)
-        redis.call('HSET', jk, 'xp', 1)
+        h[#h + 1], h[#h + 2] = 'xp', 1
       end
     end
-    if failed_parent then -- (a new job: no waiters, no dependents yet; this emits its event)
+    if failed_parent then
+      -- (a new job: no waiters, no dependents yet; this emits its event)
+      redis.call('HSET', jk, unpack(h))
       dead_letter(id, jk, queue, job_error('DependencyFailed', 'parent job ' .. failed_parent ..
         ' ' .. parent_state), nil, nil, ukey ~= '' and ukey or nil, nil, nil)
-    elseif waiting > 0 then
-      state = 'scheduled'
-      redis.call('HSET', jk, 'state', state, 'waiting', waiting)
-      stat(queue, 'scheduled', 1)
-    elseif state == 'scheduled' then
-      redis.call('HSET', jk, 'eta', eta)
-      redis.call('ZADD', KEYS[2], eta, id)
-      stat(queue, 'scheduled', 1)
     else
-      push_queue(id, queue, pri, KEYS[3], true, seq + i + 1)
-      queued[queue] = true
+      if waiting > 0 then
+        state = 'scheduled'
+        h[8] = state
+        h[#h + 1], h[#h + 2] = 'waiting', waiting
+        stat(queue, 'scheduled', 1)
+      elseif state == 'scheduled' then
+        h[#h + 1], h[#h + 2] = 'eta', eta
+        redis.call('ZADD', KEYS[2], eta, id)
+        stat(queue, 'scheduled', 1)
+      else
+        local q = pushes[queue]
+        if not q then
+          q = {}
+          pushes[queue] = q
+          order[#order + 1] = queue
+        end
+        q[#q + 1] = -(tonumber(pri) or 0) * PRI_SPAN + seq + i + 1
+        q[#q + 1] = id
+      end
+      redis.call('HSET', jk, unpack(h))
+      emit(id, state, queue)
     end
-    touched[queue] = true
-    if not failed_parent then emit(id, state, queue) end
+    if not registered[queue] then
+      registered[queue] = true
+      registry[#registry + 1] = queue
+    end
     out[i + 1] = 1
   end
 end
-for queue in pairs(touched) do redis.call('SADD', KEYS[4], queue) end
-for queue in pairs(queued) do wake(queue) end
-return out
+-- Each queue's jobs in one ZADD; a queue key of another type dead-letters them (push_queue).
+for _, queue in ipairs(order) do
+  local q, qk = pushes[queue], P .. K_QUEUE .. queue
+  local ok = true
+  local i = 1
+  while ok and i <= #q do
+    local j = math.min(i + CHUNK - 1, #q)
+    ok = try('ZADD', qk, unpack(q, i, j)) ~= nil
+    i = j + 1
+  end
+  if ok then
+    wake(queue)
+  else
+    for k = 2, #q, 2 do
+      local id = q[k]
+      mark_dead(id, P .. K_JOB .. id, job_error('MalformedQueue', 'key ' .. qk ..
+        ' is not a sorted set, so job ' .. id .. ' could not be queued'))
+      emit(id, 'failed', queue, 'malformed queue')
+    end
+  end
+end
+if #registry > 0 then bulk('SADD', KEYS[4], nil, registry, true) end
+return done(out)

@@ -17,7 +17,7 @@
 -- anything a primary whose clock ran up to `margin` ahead of this one can have issued.
 local margin = num(ARGV[4], 'margin ms')
 expect(KEYS[2], 'string')
-expect_counter(KEYS[3])
+local cur = expect_counter(KEYS[3])
 local repl = redis.call('INFO', 'replication')
 if string.match(repl, 'role:(%a+)') ~= 'master' then
   local host = string.match(repl, 'master_host:([^\r\n]+)') or '?'
@@ -30,7 +30,6 @@ if redis.call('GET', KEYS[2]) == id then
   return {1, 0}
 end
 local floor = (NOW + math.floor(margin)) * TOKEN_SCALE
-local cur = tonumber(redis.call('GET', KEYS[3]) or '0')
 if cur < floor then
   redis.call('SET', KEYS[3], string.format('%d', floor))
 end

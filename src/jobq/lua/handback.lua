@@ -20,7 +20,7 @@ local delay, grace = num(ARGV[4], 'delay ms'), num(ARGV[5], 'grace ms')
 local n = count(ARGV[6], 6, 3, 'handback')
 for i = 0, n - 1 do num(ARGV[6 + i * 3 + 3], 'known-until of item ' .. (i + 1)) end
 expect(KEYS[3], 'zset')
-local out = {}
+local out, leases, due_ids = {}, {}, {}
 for i = 0, n - 1 do
   local b = 6 + i * 3
   local id, tok, known = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
@@ -38,17 +38,20 @@ for i = 0, n - 1 do
       out[i + 1] = 0
     else
       local due = NOW + math.max(delay, 0)
-      redis.call('ZREM', KEYS[2], id)
+      leases[#leases + 1] = id
       stat(f[3], 'running', -1)
       release_slot(jk, f[5])
       redis.call('HSET', jk, 'state', 'scheduled', 'eta', due, 'unk', first,
         'att', math.max((tonumber(f[4]) or 1) - 1, 0))
       redis.call('HDEL', jk, 'token', 'began')
-      redis.call('ZADD', KEYS[3], due, id)
+      due_ids[#due_ids + 1] = due
+      due_ids[#due_ids + 1] = id
       stat(f[3], 'scheduled', 1)
       emit(id, 'scheduled', f[3], 'unknown task: handed back')
       out[i + 1] = 1
     end
   end
 end
-return out
+bulk('ZREM', KEYS[2], nil, leases, true) -- (unchecked: a corrupt key is skipped)
+bulk('ZADD', KEYS[3], nil, due_ids)
+return done(out)

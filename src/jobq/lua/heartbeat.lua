@@ -14,7 +14,7 @@
 local lease, nb = num(ARGV[4], 'lease_ms'), tonumber(ARGV[6]) or 0
 expect(KEYS[2], 'zset')
 if ARGV[5] ~= '' then redis.call('ZADD', KEYS[3], NOW, ARGV[5]) end
-local lost, cancel = {}, {}
+local lost, cancel, extend = {}, {}, {}
 for i = 7, #ARGV, 2 do
   local id, tok = ARGV[i], ARGV[i + 1]
   local jk = P .. K_JOB .. id
@@ -22,7 +22,8 @@ for i = 7, #ARGV, 2 do
   if f[1] == 'running' and f[2] == tok then
     local mark = (i - 7) / 2 < nb
     if lease > 0 and (not mark or ARGV[5] ~= '') then
-      redis.call('ZADD', KEYS[2], 'XX', NOW + lease, id)
+      extend[#extend + 1] = NOW + lease
+      extend[#extend + 1] = id
     end
     if mark then redis.call('HSET', jk, 'began', tok, 'started', NOW) end
     if f[3] then cancel[#cancel + 1] = id end
@@ -30,4 +31,5 @@ for i = 7, #ARGV, 2 do
     lost[#lost + 1] = id
   end
 end
+bulk('ZADD', KEYS[2], 'XX', extend) -- (one ZADD for every lease it extends)
 return {lost, cancel}

@@ -43,6 +43,7 @@ end
 
 local function empty(queue, qk)
   if (try('ZCARD', qk) or 1) > 0 then return false end
+  flush() -- (the counters this call changed so far, before reading them or dropping them)
   local g = try('HMGET', P .. K_STATS .. queue, 'scheduled', 'running') or {}
   return (tonumber(g[1]) or 0) <= 0 and (tonumber(g[2]) or 0) <= 0
 end
@@ -64,6 +65,7 @@ end
 local function forget(queue)
   redis.call('SREM', KEYS[2], queue)
   redis.call('DEL', P .. K_STATS .. queue, P .. K_WAKE .. queue)
+  WOKEN[queue] = nil -- (its wake-up list is gone: a push later in this call rings it again)
   pruned = pruned + 1
 end
 
@@ -102,4 +104,4 @@ for _, queue in ipairs(scan[2]) do
   end
 end
 redis.call('SET', KEYS[6], scan[1])
-return {moved, pruned, scan[1] == '0' and 1 or 0}
+return done({moved, pruned, scan[1] == '0' and 1 or 0})

@@ -6,8 +6,8 @@
 local ids = redis.call('ZRANGE', KEYS[2], '-inf', NOW, 'BYSCORE', 'LIMIT', 0,
   math.floor(num(ARGV[4], 'limit')))
 local moved = 0
+bulk('ZREM', KEYS[2], nil, ids) -- (every one read leaves the scheduled set)
 for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[2], id)
   local jk = P .. K_JOB .. id
   local f = fields(jk, 'state', 'queue', 'pri', 'rslot')
   if f[1] == 'scheduled' then
@@ -20,4 +20,4 @@ for _, id in ipairs(ids) do
     moved = moved + 1
   end
 end
-return moved
+return done(moved)

@@ -18,4 +18,4 @@ for _, id in ipairs(redis.call('ZRANGE', qk, 0, limit - 1)) do
     n = n + 1
   end
 end
-return n
+return done(n)

@@ -22,9 +22,9 @@ local requeued, dead = 0, 0
 
 -- Latest deadline first: each push goes in front of the one before, so the oldest claim ends
 -- up first in line.
+bulk('ZREM', KEYS[2], nil, ids) -- (every one read is taken off the leases)
 for k = #ids, 1, -1 do
   local id = ids[k]
-  redis.call('ZREM', KEYS[2], id)
   local jk = P .. K_JOB .. id
   local f = fields(jk, 'state', 'queue', 'att', 'max', 'pri', 'waiters', 'worker',
     'ukey', 'cheld', 'kids', 'token', 'began', 'lost', 'rel')
@@ -58,4 +58,4 @@ for k = #ids, 1, -1 do
     end
   end
 end
-return {requeued, dead}
+return done({requeued, dead})

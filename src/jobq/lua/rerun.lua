@@ -16,4 +16,4 @@ redis.call('HDEL', jk, 'finished', 'token', 'result', 'lost', 'rel', 'began', 'u
 redis.call('HSET', jk, 'state', 'queued', 'att', 0)
 push_queue(id, f[2], f[3], KEYS[3])
 emit(id, 'queued', f[2], 'rerun')
-return 1
+return done(1)
