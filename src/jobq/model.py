@@ -84,6 +84,30 @@ class JobSpec:
     """Those of `parents` that live in other partitions, with what their partition said when
     the child was linked to them (handoff.py fills it in; users leave it empty)."""
 
+    def for_call(self, job_id: str, payload: bytes) -> JobSpec:
+        """This spec for another call of its task: a new id and payload, the same options
+        (what `dataclasses.replace` does, at less than half its cost: it runs per job of a
+        batch submit)."""
+        return JobSpec(
+            job_id,
+            self.task,
+            self.queue,
+            payload,
+            self.priority,
+            self.max_attempts,
+            self.timeout_ms,
+            self.backoff_ms,
+            self.result_ttl_s,
+            self.delay_ms,
+            self.parents,
+            self.pass_results,
+            self.unique_key,
+            self.concurrency_key,
+            self.concurrency_limit,
+            self.fallback_queue,
+            self.remote_parents,
+        )
+
     def as_row(self) -> list[Any]:
         """The 6 fields enqueue.lua takes per job: id, task, queue, payload, one record of the
         options that differ from their defaults (JSON; '' when none differs, the common case,

@@ -178,6 +178,17 @@ def _warn_unusable(queues: list[str], row: list[Any]) -> None:
         )
 
 
+def _claimed(queues: list[str], rows: list[Any]) -> list[Claimed]:
+    """A claim's reply as jobs (claim.lua), its notice row (if any) logged."""
+    out = []
+    for row in rows:
+        if isinstance(row[0], int):  # the notice row: ids the claim could not run
+            _warn_unusable(queues, row)
+        else:
+            out.append(Claimed.from_reply(row))
+    return out
+
+
 def _outcome_record(job_id: str, message: bytes) -> JobRecord:
     """The record a finishing script pushed to a waiter: ``<state>|<result or error json>``."""
     state, _, payload = message.partition(b"|")
@@ -299,6 +310,29 @@ class Shard(Reads, Upkeep):
         out = self._enqueue(specs, now, wait_s=wait_s)
         return [r.decode() if isinstance(r, bytes) else s.id for s, r in out]
 
+    def submit_one(self, spec: JobSpec, now: int = 0, *, wait_s: float | None = None) -> str:
+        """`submit_ids` of one spec, on the shortest path (one submit per call is what most
+        producers do, and the client's work per call is a good part of its cost)."""
+        if self.durability:
+            return self.submit_ids([spec], now, wait_s=wait_s)[0]
+        call = self.scripts.enqueue_call([spec.as_row()], now)
+        cost = job_bytes(spec)
+
+        def attempt() -> Any:
+            try:
+                try:
+                    self.room.check(cost)
+                    return self.scripts.execute([call])[0][0]
+                except RAISED as exc:
+                    raise translate(exc, redact(self.url), "submitting jobs") from exc
+            except BrokerFull:  # (what `_room_kept` does)
+                self.room.expire()
+                raise
+
+        bound = self.failover_wait_s if wait_s is None else wait_s
+        reply = self.retrying(attempt, bound, "submitting jobs")
+        return reply.decode() if isinstance(reply, bytes) else spec.id
+
     def _enqueue(
         self, specs: Iterable[JobSpec], now: int, chunk: int = 500, wait_s: float | None = None
     ) -> list[tuple[JobSpec, Any]]:
@@ -365,13 +399,26 @@ class Shard(Reads, Upkeep):
         into idle slots at once and are marked begun (the rest are claimed ahead)."""
         with self.broker("claiming jobs"):
             rows = self.scripts.claim(self.r, worker, queues, n, lease_ms, now, start)
-        out = []
-        for row in rows:
-            if isinstance(row[0], int):  # the notice row: ids the claim could not run
-                _warn_unusable(queues, row)
-            else:
-                out.append(Claimed.from_reply(row))
-        return out
+        return _claimed(queues, rows)
+
+    def claim_woken(
+        self,
+        worker: str,
+        queues: list[str],
+        n: int,
+        lease_ms: int,
+        timeout_s: float,
+        start: int = 0,
+    ) -> list[Claimed]:
+        """Block until a queue signals new work (or the timeout), then `claim`, in one round
+        trip: the BLPOP on the wake lists and the claim go out pipelined, so the server claims
+        the moment the wake-up arrives and the worker wakes with its jobs (a claim after a
+        timeout is harmless: it returns what is queued, mostly nothing). Server clock."""
+        wake = [self.keys.wake(q) for q in queues]
+        call = self.scripts.claim_call(worker, queues, n, lease_ms, 0, start)
+        with self.broker("waiting for jobs"):
+            _popped, rows = self.scripts.block_then(wake, timeout_s, call)
+        return _claimed(queues, rows)
 
     def wake(self, queue: str) -> None:
         """Wake one worker blocked on `queue` (e.g. a worker's own queue, to stop it)."""

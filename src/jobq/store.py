@@ -287,6 +287,12 @@ class Store(SpreadReads, SpreadUpkeep):
             return self.control.submit_ids(specs, now, wait_s=wait_s)
         return [r for _s, r in self._spread(list(specs), now, wait_s, created=False)]
 
+    def submit_one(self, spec: JobSpec, now: int = 0, *, wait_s: float | None = None) -> str:
+        """`submit_ids` of one spec: the id that now stands for it (`Shard.submit_one`)."""
+        if self.layout.count == 1:
+            return self.control.submit_one(spec, now, wait_s=wait_s)
+        return self.submit_ids([spec], now, wait_s=wait_s)[0]
+
     def _spread(
         self, specs: list[JobSpec], now: int, wait_s: float | None, created: bool
     ) -> list[tuple[JobSpec, str]]:
@@ -398,6 +404,23 @@ class Store(SpreadReads, SpreadUpkeep):
         if first is not None and not out:
             raise first  # nothing claimed anywhere: the caller's loop backs off and logs
         return out
+
+    def claim_woken(
+        self,
+        worker: str,
+        queues: list[str],
+        n: int,
+        lease_ms: int,
+        timeout_s: float,
+        start: int = 0,
+    ) -> list[Claimed]:
+        """Block until a queue signals new work (or the timeout), then claim up to `n` jobs.
+        With one partition that is one round trip (`Shard.claim_woken`: the server claims
+        the moment the wake-up arrives); over several, a wait on the `Doorbell`, then `claim`."""
+        if self.layout.count == 1:
+            return self.control.claim_woken(worker, queues, n, lease_ms, timeout_s, start)
+        self.wait_for_work(queues, timeout_s)
+        return self.claim(worker, queues, n, lease_ms, 0, start)
 
     def wake(self, queue: str) -> None:
         """Wake one worker blocked on `queue` (in whichever partition it blocks)."""
