@@ -163,6 +163,8 @@ class RemoteParent:
 def encode_remote_parents(parents: tuple[RemoteParent, ...]) -> bytes:
     """The remote-parents field of enqueue.lua: per parent ``<state>:<len id>:<len result>:``
     then the id and the result (lengths in bytes), so ids and results may hold any byte."""
+    if not parents:  # (nearly every job: no parent in another partition)
+        return b""
     out = bytearray()
     for p in parents:
         pid = p.id.encode()

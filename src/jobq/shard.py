@@ -21,6 +21,7 @@ import orjson
 import redis
 from redis.retry import Retry
 
+from .claims import claimed_jobs
 from .cluster import client_for_slot
 from .cluster_url import is_cluster
 from .codes import Await, Cancel, Enqueue, Progress, Rerun
@@ -31,7 +32,7 @@ from .faults import RAISED, translate
 from .keys import Keys
 from .memory import MemoryState, RoomCheck, job_bytes, read_memory
 from .model import Claimed, JobRecord, JobSpec, Outcome
-from .names import encodable, escape_controls
+from .names import encodable
 from .outage import Outage
 from .reads import Reads
 from .scripts import Batch, Call, Scripts
@@ -152,41 +153,6 @@ class ClusterNodeCheck:
             conn.disconnect()  # never handed out half set up
             raise _cluster_node_error(self.url)
         self.checked = True
-
-
-def _warn_unusable(queues: list[str], row: list[Any]) -> None:
-    """Say loudly what the claim popped but could not run (claim.lua's notice row)."""
-    n_missing, n_malformed, missing, malformed = int(row[1]), int(row[2]), row[3], row[4]
-    where = escape_controls(",".join(queues))
-    if n_missing:
-        ids = escape_controls(", ".join(i.decode("utf-8", "replace") for i in missing))
-        log.warning(
-            "claim from %s: %d queued job id(s) had no job hash and were dropped (%s): the "
-            "server lost or evicted them; is maxmemory-policy noeviction?",
-            where,
-            n_missing,
-            ids,
-        )
-    if n_malformed:
-        ids = escape_controls(", ".join(i.decode("utf-8", "replace") for i in malformed))
-        log.warning(
-            "claim from %s: dead-lettered %d malformed job(s) (%s): see their error "
-            "(MalformedJob) with `jobq status <id>`",
-            where,
-            n_malformed,
-            ids,
-        )
-
-
-def _claimed(queues: list[str], rows: list[Any]) -> list[Claimed]:
-    """A claim's reply as jobs (claim.lua), its notice row (if any) logged."""
-    out = []
-    for row in rows:
-        if isinstance(row[0], int):  # the notice row: ids the claim could not run
-            _warn_unusable(queues, row)
-        else:
-            out.append(Claimed.from_reply(row))
-    return out
 
 
 def _outcome_record(job_id: str, message: bytes) -> JobRecord:
@@ -399,7 +365,7 @@ class Shard(Reads, Upkeep):
         into idle slots at once and are marked begun (the rest are claimed ahead)."""
         with self.broker("claiming jobs"):
             rows = self.scripts.claim(self.r, worker, queues, n, lease_ms, now, start)
-        return _claimed(queues, rows)
+        return claimed_jobs(queues, rows)
 
     def claim_woken(
         self,
@@ -418,7 +384,7 @@ class Shard(Reads, Upkeep):
         call = self.scripts.claim_call(worker, queues, n, lease_ms, 0, start)
         with self.broker("waiting for jobs"):
             _popped, rows = self.scripts.block_then(wake, timeout_s, call)
-        return _claimed(queues, rows)
+        return claimed_jobs(queues, rows)
 
     def wake(self, queue: str) -> None:
         """Wake one worker blocked on `queue` (e.g. a worker's own queue, to stop it)."""

@@ -33,6 +33,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -309,6 +310,11 @@ class Worker:
                 self._requeue(jobs, "not started (stopping)")
                 return
             self._hand_over(jobs, start)
+            if block_s:
+                # Idle until the next wake-up: let the pool thread take the GIL and start the
+                # job now, before this thread packs its next blocking claim (measured: the
+                # hand-off to the pool took about twice as long without this).
+                time.sleep(0)
 
     def _claim_once(self, now: float) -> int:
         """`step()`'s claim duty: one `_claim` for the free slots, never blocking; a failure
