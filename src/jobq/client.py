@@ -295,9 +295,10 @@ class App:
             raise ConfigError("job_id cannot be shared by a batch; submit such jobs one by one")
         template = self.spec(task, (), {}, options)  # options resolved once, not per job
         encode = self.serializer.encode_args
-        call = template.for_call
-        specs = (call(new_job_id(), encode(args, kwargs)) for args, kwargs in calls)
-        return [Job(self, i) for i in self.store.submit_ids(specs, wait_s=failover_wait_s)]
+        made = [(new_job_id(), encode(args, kwargs)) for args, kwargs in calls]
+        return [
+            Job(self, i) for i in self.store.submit_like(template, made, wait_s=failover_wait_s)
+        ]
 
     def submit_specs(
         self, specs: list[JobSpec], *, failover_wait_s: float | None = None
