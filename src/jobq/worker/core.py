@@ -293,6 +293,13 @@ class Worker:
             with self.cond:
                 while len(self.inflight) >= self.capacity and not self.stopping.is_set():
                     self.cond.wait(1.0)
+                if block_s and len(self.inflight) >= self.concurrency:
+                    # Every slot busy, the queues empty: give the running jobs a moment to end
+                    # before blocking, so the job this claim wakes with goes into an idle slot
+                    # and is marked begun by the claim itself (a claim made with no slot idle
+                    # marks none: then a heartbeat call marks it, an extra call per job). A
+                    # job queued meanwhile keeps its wake-up for this claim or another worker.
+                    self.cond.wait(PREFETCH_WINDOW_S)
             if self.stopping.is_set():
                 return
             try:
