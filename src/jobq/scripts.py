@@ -126,6 +126,10 @@ def _explain_refusal(exc: ResponseError, lib: str) -> ResponseError:
 
 Call = tuple[str, list[str], list[Any]]
 
+#: This process's id, kept up to date over forks (`os.getpid` is a system call per script call).
+_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+
 #: Not scripts: a call of one of these names is sent as the plain command, after the writes it
 #: waits for (durability.py chooses which).
 WAITAOF = "WAITAOF"
@@ -202,9 +206,9 @@ class Scripts:
     def _conn(self) -> Any:
         """This thread's own connection (a new one after fork)."""
         conn = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():
+        if conn is None or self._local.pid != _pid[0]:
             conn = self.client.connection_pool.make_connection()
-            self._local.conn, self._local.pid = conn, os.getpid()
+            self._local.conn, self._local.pid = conn, _pid[0]
             self._conns.append(conn)
         return conn
 
@@ -275,18 +279,25 @@ class Scripts:
         conn = self._conn()
         if isinstance(calls, list):
             sent.extend(calls)
-            conn.send_packed_command([b"".join(self._pack(c) for c in calls)])
+            pack = self._pack
+            packed = pack(calls[0]) if len(calls) == 1 else b"".join(map(pack, calls))
+            conn.send_packed_command([packed])
         else:
             for call in calls:
                 sent.append(call)
                 conn.send_packed_command([self._pack(call)])
         replies: list[Any] = []
+        refused = False
+        read = conn.read_response
         for _ in sent:
             # Read every reply even after an error, or the connection would be out of step.
             try:
-                replies.append(conn.read_response())
+                replies.append(read())
             except ResponseError as exc:
                 replies.append(_explain_refusal(exc, self._lib))
+                refused = True
+        if not refused:
+            return replies
         missing = [i for i, r in enumerate(replies) if _missing_library(r)]
         if missing:  # a new server, or one restarted without persistence: load, run those again
             if sent[-1][0] in WAITS:  # and wait for the writes of the second run too
@@ -367,9 +378,15 @@ class Scripts:
     ) -> Any:
         """Claim up to `n` jobs, the first `start` of them marked begun (they go into idle slots
         at once); reply rows as documented in claim.lua."""
+        return self._dispatch(client, self.claim_call(worker, queues, n, lease_ms, now, start))
+
+    def claim_call(
+        self, worker: str, queues: list[str], n: int, lease_ms: int, now: int = 0, start: int = 0
+    ) -> Call:
+        """The claim call (see `claim`), for `execute` or `block_then`."""
         k = self.keys
         keys = [k.leases, k.token, k.scheduled, k.ratelimits]
-        return self._run(client, "claim", keys, [worker, lease_ms, n, start, *queues], now)
+        return self._call("claim", keys, [worker, lease_ms, n, start, *queues], now)
 
     def complete(
         self,
@@ -503,6 +520,34 @@ class Scripts:
                 self.load()
                 return self.await_and_pop(job_id, done_key, block_s, renew)
             return int(code), conn.read_response()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            conn.disconnect()
+            raise
+
+    def block_then(self, keys: list[str], block_s: float, call: Call) -> tuple[Any, Any]:
+        """A BLPOP on `keys`, then `call`, pipelined on this thread's connection: the server
+        runs the call the moment the BLPOP returns (a wake-up, or its timeout), so a worker
+        woken for a job wakes with it claimed, in one round trip. Returns (the BLPOP reply,
+        None on timeout; the call's reply). An error reply of the call raises; a missing
+        library is loaded and the call sent again alone. The call must be safe to run
+        whether or not the BLPOP popped anything (a claim is: it returns what is queued)."""
+        conn = self._conn()
+        blpop = pack_command(("BLPOP", *keys, str(block_s)))  # type: ignore[arg-type]
+        try:
+            conn.send_packed_command([bytes(blpop) + self._pack(call)])
+            try:
+                popped = conn.read_response()
+            except ResponseError:
+                conn.disconnect()  # (the call's reply is still on its way: out of step)
+                raise
+            try:
+                reply = conn.read_response()
+            except ResponseError as exc:
+                if not _missing_library(exc):
+                    raise _explain_refusal(exc, self._lib) from None
+                self.load()
+                return popped, self.execute([call])[0]
+            return popped, reply
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             conn.disconnect()
             raise

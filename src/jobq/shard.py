@@ -21,6 +21,7 @@ import orjson
 import redis
 from redis.retry import Retry
 
+from .claims import claimed_jobs
 from .cluster import client_for_slot
 from .cluster_url import is_cluster
 from .codes import Await, Cancel, Enqueue, Progress, Rerun
@@ -29,9 +30,9 @@ from .errors import BrokerFull, BrokerUnavailable, ConfigError, gave_up_waiting
 from .failover import Resend, ride_out
 from .faults import RAISED, translate
 from .keys import Keys
-from .memory import MemoryState, RoomCheck, job_bytes, read_memory
+from .memory import JOB_OVERHEAD_BYTES, MemoryState, RoomCheck, job_bytes, read_memory
 from .model import Claimed, JobRecord, JobSpec, Outcome
-from .names import encodable, escape_controls
+from .names import encodable
 from .outage import Outage
 from .reads import Reads
 from .scripts import Batch, Call, Scripts
@@ -41,6 +42,7 @@ from .upkeep import Upkeep
 
 log = logging.getLogger("jobq.store")
 T = TypeVar("T")
+S = TypeVar("S")
 
 #: How long a caller waiting for a result rides out a broker outage before giving up, unless
 #: `failover_wait_s` says otherwise.
@@ -154,28 +156,13 @@ class ClusterNodeCheck:
         self.checked = True
 
 
-def _warn_unusable(queues: list[str], row: list[Any]) -> None:
-    """Say loudly what the claim popped but could not run (claim.lua's notice row)."""
-    n_missing, n_malformed, missing, malformed = int(row[1]), int(row[2]), row[3], row[4]
-    where = escape_controls(",".join(queues))
-    if n_missing:
-        ids = escape_controls(", ".join(i.decode("utf-8", "replace") for i in missing))
-        log.warning(
-            "claim from %s: %d queued job id(s) had no job hash and were dropped (%s): the "
-            "server lost or evicted them; is maxmemory-policy noeviction?",
-            where,
-            n_missing,
-            ids,
-        )
-    if n_malformed:
-        ids = escape_controls(", ".join(i.decode("utf-8", "replace") for i in malformed))
-        log.warning(
-            "claim from %s: dead-lettered %d malformed job(s) (%s): see their error "
-            "(MalformedJob) with `jobq status <id>`",
-            where,
-            n_malformed,
-            ids,
-        )
+def _same_row(row: list[Any]) -> list[Any]:
+    return row
+
+
+def _row_bytes(row: list[Any]) -> int:
+    """`memory.job_bytes` of the job an enqueue row creates (id, task, payload: 0, 1, 3)."""
+    return len(row[3]) + len(row[0]) + len(row[1]) + JOB_OVERHEAD_BYTES
 
 
 def _outcome_record(job_id: str, message: bytes) -> JobRecord:
@@ -299,6 +286,29 @@ class Shard(Reads, Upkeep):
         out = self._enqueue(specs, now, wait_s=wait_s)
         return [r.decode() if isinstance(r, bytes) else s.id for s, r in out]
 
+    def submit_one(self, spec: JobSpec, now: int = 0, *, wait_s: float | None = None) -> str:
+        """`submit_ids` of one spec, on the shortest path (one submit per call is what most
+        producers do, and the client's work per call is a good part of its cost)."""
+        if self.durability:
+            return self.submit_ids([spec], now, wait_s=wait_s)[0]
+        call = self.scripts.enqueue_call([spec.as_row()], now)
+        cost = job_bytes(spec)
+
+        def attempt() -> Any:
+            try:
+                try:
+                    self.room.check(cost)
+                    return self.scripts.execute([call])[0][0]
+                except RAISED as exc:
+                    raise translate(exc, redact(self.url), "submitting jobs") from exc
+            except BrokerFull:  # (what `_room_kept` does)
+                self.room.expire()
+                raise
+
+        bound = self.failover_wait_s if wait_s is None else wait_s
+        reply = self.retrying(attempt, bound, "submitting jobs")
+        return reply.decode() if isinstance(reply, bytes) else spec.id
+
     def _enqueue(
         self, specs: Iterable[JobSpec], now: int, chunk: int = 500, wait_s: float | None = None
     ) -> list[tuple[JobSpec, Any]]:
@@ -314,34 +324,56 @@ class Shard(Reads, Upkeep):
         logged as one episode per store."""
         return ride_out(attempt, bound_s, doing, self.submit_outage, is_sentinel(self.url))
 
+    def submit_rows(
+        self, rows: list[list[Any]], now: int = 0, *, wait_s: float | None = None
+    ) -> list[str]:
+        """`submit_ids` of ready enqueue rows (`JobSpec.as_row` each): a batch of one task's
+        calls (`App.submit_many`) then builds no spec per job, only its row."""
+        once = functools.partial(self._enqueue_items, rows, now, 500, _same_row)
+        bound = self.failover_wait_s if wait_s is None else wait_s
+        out = self.retrying(once, bound, "submitting jobs")
+        return [r.decode() if isinstance(r, bytes) else row[0] for row, r in out]
+
     def _enqueue_once(
         self, specs: Iterable[JobSpec], now: int, chunk: int
     ) -> list[tuple[JobSpec, Any]]:
-        """Each job with its enqueue reply. A large batch goes as several script calls (so no
-        single call holds the server for long), streamed in one round trip: the server runs a
-        chunk while the next is built. A bad dependency raises before anything is written."""
+        """Each job with its enqueue reply (`_enqueue_items` of specs)."""
+        return self._enqueue_items(specs, now, chunk, JobSpec.as_row)
+
+    def _enqueue_items(
+        self, items: Iterable[S], now: int, chunk: int, as_row: Callable[[S], list[Any]]
+    ) -> list[tuple[S, Any]]:
+        """Each item (a spec, or a row) with its enqueue reply. A large batch goes as several
+        script calls (so no single call holds the server for long), streamed in one round
+        trip: the server runs a chunk while the next is built. A bad dependency raises before
+        anything is written."""
         durable = self.durability
         if durable:
             with self.broker("checking durable mode"):
                 durable.ensure_supported(self.r)
-        if isinstance(specs, list) and len(specs) <= chunk:  # the common case: one call
-            one = [self.scripts.enqueue_call([s.as_row() for s in specs], now)]
+        if isinstance(items, list) and len(items) <= chunk:  # the common case: one call
+            rows = [as_row(s) for s in items]
+            one = [self.scripts.enqueue_call(rows, now)]
             with self._room_kept(), self.broker("submitting jobs"):
-                self.room.check(sum(map(job_bytes, specs)))
+                self.room.check(sum(map(_row_bytes, rows)))
                 replies = self.scripts.execute([*one, durable.call()] if durable else one)
             reply = replies[0]
             if durable:
-                durable.check_submit(replies[1], [s.id for s in specs])
-            return list(zip(specs, reply, strict=True))
-        it = iter(specs)
-        chunks: list[list[JobSpec]] = []
+                durable.check_submit(replies[1], [r[0] for r in rows])
+            return list(zip(items, reply, strict=True))
+        it = iter(items)
+        chunks: list[list[S]] = []
+        ids: list[str] = []  # (for the durable mode's check)
 
         def calls() -> Iterator[Call]:
             while part := list(islice(it, chunk)):
                 chunks.append(part)
+                rows = [as_row(s) for s in part]
+                if durable:
+                    ids.extend(r[0] for r in rows)
                 # Counted, not checked: a refusal half-way would leave replies unread.
-                self.room.add(sum(map(job_bytes, part)))
-                yield self.scripts.enqueue_call([s.as_row() for s in part], now)
+                self.room.add(sum(map(_row_bytes, rows)))
+                yield self.scripts.enqueue_call(rows, now)
             if durable:
                 yield durable.call()
 
@@ -349,11 +381,11 @@ class Shard(Reads, Upkeep):
             self.room.check()
             replies = self.scripts.execute(calls())
         ack = replies.pop() if durable else None
-        out: list[tuple[JobSpec, Any]] = []
+        out: list[tuple[S, Any]] = []
         for part, reply in zip(chunks, replies, strict=True):
             out.extend(zip(part, reply, strict=True))
         if durable:
-            durable.check_submit(ack, [sp.id for sp, _r in out])
+            durable.check_submit(ack, ids)
         return out
 
     # -- workers -----------------------------------------------------------------------------
@@ -365,13 +397,26 @@ class Shard(Reads, Upkeep):
         into idle slots at once and are marked begun (the rest are claimed ahead)."""
         with self.broker("claiming jobs"):
             rows = self.scripts.claim(self.r, worker, queues, n, lease_ms, now, start)
-        out = []
-        for row in rows:
-            if isinstance(row[0], int):  # the notice row: ids the claim could not run
-                _warn_unusable(queues, row)
-            else:
-                out.append(Claimed.from_reply(row))
-        return out
+        return claimed_jobs(queues, rows)
+
+    def claim_woken(
+        self,
+        worker: str,
+        queues: list[str],
+        n: int,
+        lease_ms: int,
+        timeout_s: float,
+        start: int = 0,
+    ) -> list[Claimed]:
+        """Block until a queue signals new work (or the timeout), then `claim`, in one round
+        trip: the BLPOP on the wake lists and the claim go out pipelined, so the server claims
+        the moment the wake-up arrives and the worker wakes with its jobs (a claim after a
+        timeout is harmless: it returns what is queued, mostly nothing). Server clock."""
+        wake = [self.keys.wake(q) for q in queues]
+        call = self.scripts.claim_call(worker, queues, n, lease_ms, 0, start)
+        with self.broker("waiting for jobs"):
+            _popped, rows = self.scripts.block_then(wake, timeout_s, call)
+        return claimed_jobs(queues, rows)
 
     def wake(self, queue: str) -> None:
         """Wake one worker blocked on `queue` (e.g. a worker's own queue, to stop it)."""

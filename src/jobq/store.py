@@ -287,6 +287,26 @@ class Store(SpreadReads, SpreadUpkeep):
             return self.control.submit_ids(specs, now, wait_s=wait_s)
         return [r for _s, r in self._spread(list(specs), now, wait_s, created=False)]
 
+    def submit_one(self, spec: JobSpec, now: int = 0, *, wait_s: float | None = None) -> str:
+        """`submit_ids` of one spec: the id that now stands for it (`Shard.submit_one`)."""
+        if self.layout.count == 1:
+            return self.control.submit_one(spec, now, wait_s=wait_s)
+        return self.submit_ids([spec], now, wait_s=wait_s)[0]
+
+    def submit_like(
+        self, template: JobSpec, calls: list[tuple[str, bytes]], *, wait_s: float | None = None
+    ) -> list[str]:
+        """Jobs like `template` but for their (id, payload): the ids that now stand for them.
+        With one partition no spec is built per job (`Shard.submit_rows`)."""
+        if not calls:
+            return []
+        if self.layout.count > 1:
+            specs = [template.for_call(i, p) for i, p in calls]
+            return self.submit_ids(specs, wait_s=wait_s)
+        _id, task, queue, _payload, opts, remote = template.as_row()
+        rows = [[i, task, queue, p, opts, remote] for i, p in calls]
+        return self.control.submit_rows(rows, wait_s=wait_s)
+
     def _spread(
         self, specs: list[JobSpec], now: int, wait_s: float | None, created: bool
     ) -> list[tuple[JobSpec, str]]:
@@ -398,6 +418,23 @@ class Store(SpreadReads, SpreadUpkeep):
         if first is not None and not out:
             raise first  # nothing claimed anywhere: the caller's loop backs off and logs
         return out
+
+    def claim_woken(
+        self,
+        worker: str,
+        queues: list[str],
+        n: int,
+        lease_ms: int,
+        timeout_s: float,
+        start: int = 0,
+    ) -> list[Claimed]:
+        """Block until a queue signals new work (or the timeout), then claim up to `n` jobs.
+        With one partition that is one round trip (`Shard.claim_woken`: the server claims
+        the moment the wake-up arrives); over several, a wait on the `Doorbell`, then `claim`."""
+        if self.layout.count == 1:
+            return self.control.claim_woken(worker, queues, n, lease_ms, timeout_s, start)
+        self.wait_for_work(queues, timeout_s)
+        return self.claim(worker, queues, n, lease_ms, 0, start)
 
     def wake(self, queue: str) -> None:
         """Wake one worker blocked on `queue` (in whichever partition it blocks)."""

@@ -186,7 +186,11 @@ class LeaseKeeper:
                 self.marked.add(a)
                 self.to_mark.append(a)
                 first = len(self.to_mark) == 1
-        if first or idle:  # later ones ride on the same call: one wake-up per call, not per job
+        # Later starts ride on the same call: one wake-up per call, not per job. The first
+        # running job wakes the thread for the cancel polls only if one is overdue: an idle
+        # heartbeat thread keeps the next poll less than `CANCEL_POLL_S` away (`run`), so a
+        # lone job does not wake it (a thread switch on the latency path) every time.
+        if first or (idle and self.next_poll <= self.clock.monotonic()):
             self.wake.set()
         return True
 
@@ -376,7 +380,9 @@ class LeaseKeeper:
         h = self.host
         while not h.done.is_set():
             now = self.clock.monotonic()
-            due = min(self.next_due(), h.cancels.next_due())
+            if not self.started and self.next_poll <= now:  # (a racy peek: see may_start)
+                self.next_poll = now + CANCEL_POLL_S
+            due = min(self.next_due(), h.cancels.next_due(), self.next_poll)
             if due > now:
                 self.clock.wait(self.wake, due - now)
                 self.wake.clear()
