@@ -72,8 +72,20 @@ FLUSH_S = 0.002
 NEXT, RUNNING, BEGAN, FLAGS = 0, 1, 2, 3
 
 Batch = list[Claimed]
-#: child -> parent: (outcomes as (position, outcome), whether the batch is over)
-Report = tuple[list[tuple[int, Outcome]], bool]
+#: An outcome as the child sends it: its position in the batch and its fields but the claimed
+#: job, which the parent has (pickling it back would double the bytes and the time per job).
+Brief = tuple[int, bool, bytes, dict[str, Any], int, float, float]
+#: child -> parent: (outcomes, whether the batch is over)
+Report = tuple[list[Brief], bool]
+
+
+def _brief(pos: int, o: Outcome, began: float) -> Brief:
+    return (pos, o.ok, o.result, o.error, o.retry_delay_ms, o.runtime_s, began)
+
+
+def _outcome(c: Claimed, b: Brief) -> Outcome:
+    _pos, ok, result, error, retry_ms, runtime_s, began = b
+    return Outcome(c, ok, result, error, retry_ms, runtime_s, began)
 
 
 def _child_main(app_path: str, conn: Connection, state: Any, lock: Any) -> None:
@@ -90,7 +102,7 @@ def _child_main(app_path: str, conn: Connection, state: Any, lock: Any) -> None:
             return
         if jobs is None:
             return
-        unsent: list[tuple[int, Outcome]] = []
+        unsent: list[Brief] = []
         since = 0.0
         for pos, c in enumerate(jobs):
             with lock:
@@ -105,7 +117,7 @@ def _child_main(app_path: str, conn: Connection, state: Any, lock: Any) -> None:
                 state[RUNNING] = 0.0
             if not unsent:
                 since = time.monotonic()
-            unsent.append((pos, _stamped(outcome, began)))
+            unsent.append(_brief(pos, outcome, began))
             if pos + 1 < len(jobs) and time.monotonic() - since >= FLUSH_S:
                 conn.send((unsent, False))
                 unsent = []
@@ -315,18 +327,18 @@ class ProcessPool:
             slot.proc.kill()
 
     def _reported(self, i: int, slot: _Slot, report: Report) -> None:
-        outcomes, over = report
+        briefs, over = report
         with self.lock:
-            slot.settled.update(pos for pos, _ in outcomes)
+            outcomes = [_outcome(slot.batch[b[0]], b) for b in briefs]
+            slot.settled.update(b[0] for b in briefs)
             if over:
-                slot.short = all(o.runtime_s < BATCH_RUNTIME_S for _, o in outcomes) and bool(
-                    outcomes
-                )
+                short = all(o.runtime_s < BATCH_RUNTIME_S for o in outcomes)
+                slot.short = short and bool(outcomes)
                 slot.batch, slot.limits = [], []
                 slot.busy = False
         if over:  # keep the child busy while this thread reports
             self._fill(i)
-        for _pos, outcome in outcomes:
+        for outcome in outcomes:
             self.on_done(outcome)
 
     def _died(self, i: int, slot: _Slot) -> None:
@@ -339,8 +351,8 @@ class ProcessPool:
             while slot.conn.poll(0):
                 report: Report = slot.conn.recv()
                 with self.lock:
-                    slot.settled.update(pos for pos, _ in report[0])
-                outcomes.extend(o for _, o in report[0])
+                    outcomes.extend(_outcome(slot.batch[b[0]], b) for b in report[0])
+                    slot.settled.update(b[0] for b in report[0])
         if self.killed.is_set():
             # kill() ended the child at shutdown: the worker requeues its jobs; reporting a
             # failure here would race that requeue and count the attempt.
