@@ -33,9 +33,12 @@ import contextlib
 import logging
 import math
 import multiprocessing as mp
+import os
+import select
 import signal
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
@@ -189,14 +192,21 @@ class ProcessPool:
         self.lock = threading.Lock()  # guards pending and the slots' batches
         self.pending: deque[Claimed] = deque()
         self.slots: list[_Slot] = []
-        self.wakes: list[threading.Condition] = []  # an idle slot's thread waits on its own
+        # A slot's thread always waits on its child's pipe (a lone job's report wakes it, and
+        # nothing else does); these pipes wake it for anything else: a batch with a deadline
+        # sent by another thread, jobs the gate held, stop and kill.
+        self.nudges: list[tuple[int, int]] = []
         self.closing = False
         self.killed = threading.Event()
 
     def start(self) -> None:
         for _ in range(self.n):
             self.slots.append(_Slot(self.ctx, self.app_path))
-            self.wakes.append(threading.Condition(self.lock))
+            r, w = os.pipe()
+            os.set_blocking(w, False)
+            for fd in (r, w):  # (not at exit: daemon slot threads may still poll it)
+                weakref.finalize(self, os.close, fd).atexit = False
+            self.nudges.append((r, w))
         for i in range(self.n):
             threading.Thread(
                 target=self._loop, args=(i,), name=f"jobq-slot-{i}", daemon=True
@@ -247,7 +257,7 @@ class ProcessPool:
                 if not go:
                     slot.busy = False
                     if later:  # the gate says "not yet": the slot's thread asks again soon
-                        self.wakes[i].notify()
+                        self._nudge(i)
                         return False
                     continue  # all refused: try the next ones
                 slot.batch, slot.settled, slot.why_killed = go, set(), {}
@@ -259,8 +269,13 @@ class ProcessPool:
                 # (a child gone: its thread sees the pipe closed and handles it)
                 with contextlib.suppress(OSError):
                     slot.conn.send(go)
-                self.wakes[i].notify()  # its thread now waits for the child's reports
+            if any(limit is not None for limit in slot.limits):
+                self._nudge(i)  # (its thread may be waiting with no deadline in view)
             return True
+
+    def _nudge(self, i: int) -> None:
+        with contextlib.suppress(BlockingIOError):  # (a full pipe: it is being woken anyway)
+            os.write(self.nudges[i][1], b".")
 
     # -- a slot's thread ---------------------------------------------------------------------
 
@@ -268,35 +283,41 @@ class ProcessPool:
         with self.lock:
             self.slots[i].busy = False
         self._fill(i)
+        nudged = self.nudges[i][0]
+        polled: _Slot | None = None
+        poller = select.poll()
         while True:
             with self.lock:
                 slot = self.slots[i]
-                idle = not slot.busy
-                if idle:
-                    if (self.closing and not self.pending) or self.killed.is_set():
-                        with contextlib.suppress(OSError):
-                            slot.conn.send(None)
+                busy = slot.busy
+                if not busy and ((self.closing and not self.pending) or self.killed.is_set()):
+                    with contextlib.suppress(OSError):
+                        slot.conn.send(None)
+                    return
+                held = bool(self.pending)
+            if slot is not polled:  # (a fresh child: its pipe)
+                poller = select.poll()
+                poller.register(nudged, select.POLLIN)
+                poller.register(slot.conn.fileno(), select.POLLIN)
+                polled = slot
+            wait_s = self._wait_s(slot) if busy else GATE_POLL_S if held else None
+            events = poller.poll(None if wait_s is None else wait_s * 1000)
+            if any(fd == nudged for fd, _ in events):
+                with contextlib.suppress(BlockingIOError):
+                    os.read(nudged, 4096)
+            if any(fd != nudged for fd, _ in events):  # a report, or the child is gone
+                try:
+                    report: Report = slot.conn.recv()
+                except (EOFError, OSError):
+                    self._died(i, slot)
+                    if self.killed.is_set():
                         return
-                    self.wakes[i].wait(GATE_POLL_S if self.pending else None)
-            if idle:  # woken: a batch was sent to its child, or jobs the gate held wait
-                self._fill(i)
-                continue
-            if not self._serve(i, slot) and self.killed.is_set():
-                return
-
-    def _serve(self, i: int, slot: _Slot) -> bool:
-        """Wait for the child's next report (or the running job's deadline) and act on it.
-        False once the child is gone."""
-        try:
-            if slot.conn.poll(self._wait_s(slot)):
-                report: Report = slot.conn.recv()
+                    continue
                 self._reported(i, slot, report)
-                return True
-        except (EOFError, OSError):
-            self._died(i, slot)
-            return False
-        self._check_deadline(slot)
-        return True
+            elif busy:
+                self._check_deadline(slot)
+            else:
+                self._fill(i)
 
     def _wait_s(self, slot: _Slot) -> float | None:
         """How long the slot's thread may wait for a report: until the running job's deadline,
@@ -430,17 +451,17 @@ class ProcessPool:
     def stop(self) -> None:
         with self.lock:
             self.closing = True
-            for wake in self.wakes:
-                wake.notify()
+        for i in range(len(self.nudges)):
+            self._nudge(i)
 
     def kill(self) -> None:
         self.killed.set()
         with self.lock:
             slots = list(self.slots)
-            for wake in self.wakes:
-                wake.notify()
         for slot in slots:
             slot.kill()
+        for i in range(len(self.nudges)):
+            self._nudge(i)
 
     def cancel(self, job_id: str) -> bool:
         """Stop `job_id`: kill the child that runs it, or withdraw it from a child's batch (or
