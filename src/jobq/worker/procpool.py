@@ -16,7 +16,9 @@ a few doubles of shared memory, written by the child under a lock shared with th
   withdraws it (a flag the child reads, under the lock, before it starts a job) and reports it
   cancelled without running it; `drain_pending` withdraws every job not started likewise;
 - a child that dies (or is killed) fails only the job it was running; the batch's jobs it had
-  not started go back to the front of the pool and run in a fresh child.
+  not started go back to the front of the pool and run in a fresh child, and so do those that
+  ended but whose outcomes had not been sent yet (lost with the child: to the server these
+  are jobs not run yet, as when a whole worker dies before reporting; they run again).
 
 The gate (`may_start`) is asked for each job of a batch when the batch is dispatched, not when
 the child reaches it: asking the parent from the child per job would cost the round trip this
@@ -67,6 +69,8 @@ MAX_BATCH = 64
 #: A slot batches only while its jobs are shorter than this: the per-job cost batching saves is
 #: tens of microseconds, which longer jobs do not feel, and a batch-mate of a long job waits.
 BATCH_RUNTIME_S = 0.001
+#: How long a slot waits before replacing a child that died with nothing to run.
+IDLE_DEATH_PAUSE_S = 1.0
 #: A child reports between jobs of a batch once an outcome has waited this long.
 FLUSH_S = 0.002
 
@@ -380,14 +384,25 @@ class ProcessPool:
             for outcome in outcomes:
                 self.on_done(outcome)
             return
+        if not slot.batch and not outcomes:
+            # It died idle (it could not import the app, say): don't respawn in a hot loop.
+            log.error(
+                "worker child process exited while idle (exit code %s); starting a new one",
+                slot.proc.exitcode,
+            )
+            self.killed.wait(IDLE_DEATH_PAUSE_S)
         state = slot.state
         nxt, began = int(state[NEXT]), state[BEGAN]
+        running = nxt - 1 if state[RUNNING] else -1
         back: Batch = []
         with self.lock:
             for pos, c in enumerate(slot.batch):
                 if pos in slot.settled:
                     continue
-                if pos >= nxt:
+                if pos != running:
+                    # Not started, or ended with its report lost in the child: to the server
+                    # both are jobs not run yet (an innocent batch-mate of a job that killed its
+                    # child must not be failed, nor dead-lettered on its only attempt).
                     back.append(c)
                     continue
                 why = slot.why_killed.get(pos)
@@ -408,8 +423,6 @@ class ProcessPool:
                         c.id,
                         slot.limits[pos],
                     )
-                # (a job that ended but whose report died with the child began before `began`;
-                # that moment is lost with the report)
                 outcomes.append(_stamped(outcome, began))
             self.pending.extendleft(reversed(back))
         for outcome in outcomes:
