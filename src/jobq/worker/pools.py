@@ -20,9 +20,11 @@ task returns (so the pool never runs more than `concurrency` tasks' code at once
 pool a sync task runs on the loop's executor of `concurrency` threads: a cancel or a timeout
 ends its job, but the thread runs on until the function returns.
 
-Every pool asks the worker's gate right before it starts an attempt (`Gate`): that is where a
-begin mark is nudged, and where a prefetched job whose lease is gone (or whose cancel came
-before it started) is dropped. A worker whose lease is gone stops the attempt through `cancel`
+Every pool asks the worker's gate before it starts an attempt (`Gate`): that is where a begin
+mark is nudged, and where a prefetched job whose lease is gone (or whose cancel came before it
+started) is dropped. The thread and async pools ask right before the start; the process pool
+asks as it sends a batch to a child, and withdraws a job of the batch that a cancel or a lost
+lease reaches before it starts (procpool.py says why). A worker whose lease is gone stops the attempt through `cancel`
 where the pool can (process, async).
 
 The process pool (procpool.py) sends its children jobs in batches and takes their outcomes
