@@ -24,8 +24,8 @@ Every pool asks the worker's gate before it starts an attempt (`Gate`): that is 
 mark is nudged, and where a prefetched job whose lease is gone (or whose cancel came before it
 started) is dropped. The thread and async pools ask right before the start; the process pool
 asks as it sends a batch to a child, and withdraws a job of the batch that a cancel or a lost
-lease reaches before it starts (procpool.py says why). A worker whose lease is gone stops the attempt through `cancel`
-where the pool can (process, async).
+lease reaches before it starts (procpool.py says why). A worker whose lease is gone stops the
+attempt through `cancel` where the pool can (process, async).
 
 The process pool (procpool.py) sends its children jobs in batches and takes their outcomes
 back in batches; its module docstring says how each of these rules holds inside a batch.
