@@ -20,10 +20,15 @@ task returns (so the pool never runs more than `concurrency` tasks' code at once
 pool a sync task runs on the loop's executor of `concurrency` threads: a cancel or a timeout
 ends its job, but the thread runs on until the function returns.
 
-Every pool asks the worker's gate right before it starts an attempt (`Gate`): that is where a
-begin mark is nudged, and where a prefetched job whose lease is gone (or whose cancel came
-before it started) is dropped. A worker whose lease is gone stops the attempt through `cancel`
-where the pool can (process, async).
+Every pool asks the worker's gate before it starts an attempt (`Gate`): that is where a begin
+mark is nudged, and where a prefetched job whose lease is gone (or whose cancel came before it
+started) is dropped. The thread and async pools ask right before the start; the process pool
+asks as it sends a batch to a child, and withdraws a job of the batch that a cancel or a lost
+lease reaches before it starts (procpool.py says why). A worker whose lease is gone stops the
+attempt through `cancel` where the pool can (process, async).
+
+The process pool (procpool.py) sends its children jobs in batches and takes their outcomes
+back in batches; its module docstring says how each of these rules holds inside a batch.
 
 Process-pool children ignore SIGTERM and SIGINT: the parent decides. A SIGTERM to the whole
 process group (systemd's default KillMode) reaches the parent, which finishes running attempts
@@ -33,10 +38,8 @@ within its grace period or kills the children and requeues their jobs, never fai
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import logging
-import multiprocessing as mp
 import queue
 import signal
 import threading
@@ -45,12 +48,11 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import JobCancelled
 from ..model import Claimed, Outcome
-from .runner import NO_RETRY, failure, retry_delay, run_async, run_sync, timed_out, timeout_s
+from .runner import NO_RETRY, failure, run_async, run_sync, timed_out, timeout_s
 
 if TYPE_CHECKING:
     from ..client import App
@@ -330,157 +332,6 @@ def load_app(path: str) -> App:
 PARENT_DECIDES = {signal.SIGINT, signal.SIGTERM}
 
 
-def _child_main(app_path: str, conn: Connection) -> None:
-    """A process-pool child: run attempts sent by the parent until told to stop."""
-    for sig in PARENT_DECIDES:
-        signal.signal(sig, signal.SIG_IGN)
-    # Born with these blocked (see _Slot), so one sent before the lines above is dropped now.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, PARENT_DECIDES)
-    app = load_app(app_path)
-    while True:
-        try:
-            c = conn.recv()
-        except EOFError:
-            return
-        if c is None:
-            return
-        conn.send(run_sync(app, c))
-
-
-class _Slot:
-    def __init__(self, ctx: Any, app_path: str) -> None:
-        parent, child = ctx.Pipe()
-        self.conn: Connection = parent
-        self.proc = ctx.Process(target=_child_main, args=(app_path, child), daemon=True)
-        # The child inherits this thread's signal mask: blocked from birth, a group SIGTERM
-        # cannot kill it before it has set its signals to ignored.
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, PARENT_DECIDES)
-        try:
-            self.proc.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        child.close()
-
-    def kill(self) -> None:
-        if self.proc.is_alive():
-            self.proc.kill()
-        self.proc.join(5)
-        self.conn.close()
-
-
-class ProcessPool:
-    """N child processes (spawned, importing the app by path), one attempt each at a time;
-    prefetched jobs wait in `pending`."""
-
-    def __init__(
-        self,
-        app: App,
-        concurrency: int,
-        on_done: OnDone,
-        app_path: str,
-        *,
-        may_start: Gate = _always,
-    ) -> None:
-        self.app, self.n, self.on_done, self.app_path = app, concurrency, on_done, app_path
-        self.may_start = may_start
-        self.ctx = mp.get_context("spawn")
-        self.pending: queue.Queue[Claimed | None] = queue.Queue()
-        self.slots: list[_Slot] = []
-        self.lock = threading.Lock()
-        self.running: dict[str, int] = {}  # job id -> slot index
-        self.cancelled: set[str] = set()
-        self.killed = threading.Event()
-
-    def start(self) -> None:
-        for i in range(self.n):
-            slot = _Slot(self.ctx, self.app_path)
-            self.slots.append(slot)
-            threading.Thread(
-                target=self._loop, args=(i,), name=f"jobq-slot-{i}", daemon=True
-            ).start()
-
-    def _loop(self, i: int) -> None:
-        while True:
-            c = self.pending.get()
-            if c is None:
-                with contextlib.suppress(OSError):
-                    self.slots[i].conn.send(None)
-                return
-            if not _wait_gate(self.may_start, c):
-                continue
-            began = time.monotonic()
-            outcome = self._run(i, self.slots[i], c)
-            if outcome is not None:
-                self.on_done(_stamped(outcome, began))
-
-    def _run(self, i: int, slot: _Slot, c: Claimed) -> Outcome | None:
-        limit = timeout_s(self.app, c)
-        self.running[c.id] = i
-        try:
-            return self._exchange(i, slot, c, limit)
-        finally:
-            self.running.pop(c.id, None)
-            self.cancelled.discard(c.id)
-
-    def _exchange(self, i: int, slot: _Slot, c: Claimed, limit: float | None) -> Outcome | None:
-        try:
-            slot.conn.send(c)
-            if slot.conn.poll(limit):
-                result: Outcome = slot.conn.recv()
-                return result
-        except (EOFError, OSError):
-            if self.killed.is_set():
-                # kill() ended the child at shutdown: the worker requeues the job; reporting a
-                # failure here would race that requeue and count the attempt.
-                return None
-            slot.proc.join(1)
-            if c.id in self.cancelled:
-                self._replace(i)
-                return _cancelled(c)
-            exc = RuntimeError(
-                f"worker child process died while running job {c.id} "
-                f"(exit code {slot.proc.exitcode})"
-            )
-            log.error("%s; starting a new one", exc)
-            self._replace(i)
-            return failure(c, exc, retry_delay(self.app, c), tb=False)
-        log.warning("job %s exceeded its timeout of %ss: killing its child process", c.id, limit)
-        self._replace(i)
-        return timed_out(self.app, c, limit or 0)
-
-    def _replace(self, i: int) -> None:
-        with self.lock:
-            self.slots[i].kill()
-            self.slots[i] = _Slot(self.ctx, self.app_path)
-
-    def submit(self, c: Claimed) -> None:
-        self.pending.put(c)
-
-    def drain_pending(self) -> list[Claimed]:
-        return _drain(self.pending)
-
-    def stop(self) -> None:
-        for _ in range(self.n):
-            self.pending.put(None)
-
-    def kill(self) -> None:
-        self.killed.set()
-        with self.lock:
-            for slot in self.slots:
-                slot.kill()
-
-    def cancel(self, job_id: str) -> bool:
-        i = self.running.get(job_id)
-        if i is None:
-            return False
-        self.cancelled.add(job_id)
-        with self.lock:
-            proc = self.slots[i].proc
-        if proc.is_alive():
-            proc.kill()  # the slot thread sees the pipe close and reports the cancel
-        return True
-
-
 def make_pool(
     kind: str,
     app: App,
@@ -501,3 +352,7 @@ def make_pool(
             raise ConfigError("the process pool needs the app's import path ('module:app')")
         return ProcessPool(app, concurrency, on_done, app_path, may_start=may_start)
     raise ConfigError(f"unknown pool {kind!r}: choose one of {', '.join(POOLS)}")
+
+
+# (at the end: procpool.py builds on the helpers above)
+from .procpool import ProcessPool  # noqa: E402
