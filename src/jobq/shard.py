@@ -2,18 +2,17 @@
 
 Sync on purpose: one definition of each broker operation, shared by the client, the worker and the
 master (whose HTTP handlers call it from a thread pool). Hot paths take lists so callers batch:
-one round trip submits, claims or acknowledges many jobs.
+one round trip submits, claims or acknowledges many jobs. The submits (`submits.py`), the
+reads (`reads.py`) and the maintenance writes (`upkeep.py`) are inherited halves of `Shard`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from itertools import islice
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,25 +23,24 @@ from redis.retry import Retry
 from .claims import claimed_jobs
 from .cluster import client_for_slot
 from .cluster_url import is_cluster
-from .codes import Await, Cancel, Enqueue, Progress, Rerun
+from .codes import Await, Cancel, Progress, Rerun
 from .durability import Durability
-from .errors import BrokerFull, BrokerUnavailable, ConfigError, gave_up_waiting
-from .failover import Resend, ride_out
+from .errors import BrokerUnavailable, ConfigError, JobqError, gave_up_waiting
 from .faults import RAISED, translate
 from .keys import Keys
-from .memory import JOB_OVERHEAD_BYTES, MemoryState, RoomCheck, job_bytes, read_memory
-from .model import Claimed, JobRecord, JobSpec, Outcome
+from .memory import MemoryState, RoomCheck, read_memory
+from .model import Claimed, JobRecord, Outcome
 from .names import encodable
 from .outage import Outage
 from .reads import Reads
-from .scripts import Batch, Call, Scripts
+from .scripts import Batch, Scripts
 from .states import JobState
+from .submits import Submits
 from .topology import client_for, hooks_of, is_sentinel, resolver_of
 from .upkeep import Upkeep
 
 log = logging.getLogger("jobq.store")
 T = TypeVar("T")
-S = TypeVar("S")
 
 #: How long a caller waiting for a result rides out a broker outage before giving up, unless
 #: `failover_wait_s` says otherwise.
@@ -156,15 +154,6 @@ class ClusterNodeCheck:
         self.checked = True
 
 
-def _same_row(row: list[Any]) -> list[Any]:
-    return row
-
-
-def _row_bytes(row: list[Any]) -> int:
-    """`memory.job_bytes` of the job an enqueue row creates (id, task, payload: 0, 1, 3)."""
-    return len(row[3]) + len(row[0]) + len(row[1]) + JOB_OVERHEAD_BYTES
-
-
 def _outcome_record(job_id: str, message: bytes) -> JobRecord:
     """The record a finishing script pushed to a waiter: ``<state>|<result or error json>``."""
     state, _, payload = message.partition(b"|")
@@ -174,7 +163,7 @@ def _outcome_record(job_id: str, message: bytes) -> JobRecord:
     return JobRecord(job_id, "", "", st, error=orjson.loads(payload) if payload else None)
 
 
-class Shard(Reads, Upkeep):
+class Shard(Submits, Reads, Upkeep):
     """Broker operations on one partition of a deployment (client + its keys + settings):
     one Valkey slot, so every call here is a call to one node."""
 
@@ -243,17 +232,12 @@ class Shard(Reads, Upkeep):
         try:
             yield
         except RAISED as exc:
-            raise translate(exc, redact(self.url), doing) from exc
+            raise self.fault(exc, doing) from exc
 
-    @contextlib.contextmanager
-    def _room_kept(self) -> Iterator[None]:
-        """A submit the server refused for lack of memory (its OOM: the back-pressure's reading
-        was behind) makes the next submit read memory use again, and refuse before the wall."""
-        try:
-            yield
-        except BrokerFull:
-            self.room.expire()
-            raise
+    def fault(self, exc: Exception, doing: str) -> JobqError:
+        """jobq's typed error for a redis-py failure `exc` while `doing` (what `broker` raises),
+        for a path that catches `faults.RAISED` itself."""
+        return translate(exc, redact(self.url), doing)
 
     def ping(self) -> None:
         with self.broker("connecting"):
@@ -263,130 +247,6 @@ class Shard(Reads, Upkeep):
         """The server's memory use, limit and eviction policy (one INFO round trip)."""
         with self.broker("reading memory use"):
             return read_memory(self.r)
-
-    # -- producers ---------------------------------------------------------------------------
-
-    def submit(
-        self, specs: Iterable[JobSpec], now: int = 0, *, wait_s: float | None = None
-    ) -> list[bool]:
-        """Create jobs in one round trip; per job, True if created, False if it existed (same
-        id, or a pending job holds its unique key). `wait_s`: see `submit_ids`."""
-        return [r == Enqueue.CREATED for _s, r in self._enqueue(specs, now, wait_s=wait_s)]
-
-    def submit_ids(
-        self, specs: Iterable[JobSpec], now: int = 0, *, wait_s: float | None = None
-    ) -> list[str]:
-        """Create jobs in one round trip; per job, the id that now stands for it: its own, or
-        that of the pending job holding the same unique key.
-
-        While the broker cannot serve (a failover, a restart) the submit is sent again with
-        back-off for up to `wait_s` (default `failover_wait_s`), then raises
-        `BrokerUnavailable` saying how long it waited. Sending again is safe: enqueue is
-        idempotent per job id, so a submit whose reply was lost returns the same ids."""
-        out = self._enqueue(specs, now, wait_s=wait_s)
-        return [r.decode() if isinstance(r, bytes) else s.id for s, r in out]
-
-    def submit_one(self, spec: JobSpec, now: int = 0, *, wait_s: float | None = None) -> str:
-        """`submit_ids` of one spec, on the shortest path (one submit per call is what most
-        producers do, and the client's work per call is a good part of its cost)."""
-        if self.durability:
-            return self.submit_ids([spec], now, wait_s=wait_s)[0]
-        call = self.scripts.enqueue_call([spec.as_row()], now)
-        cost = job_bytes(spec)
-
-        def attempt() -> Any:
-            try:
-                try:
-                    self.room.check(cost)
-                    return self.scripts.execute([call])[0][0]
-                except RAISED as exc:
-                    raise translate(exc, redact(self.url), "submitting jobs") from exc
-            except BrokerFull:  # (what `_room_kept` does)
-                self.room.expire()
-                raise
-
-        bound = self.failover_wait_s if wait_s is None else wait_s
-        reply = self.retrying(attempt, bound, "submitting jobs")
-        return reply.decode() if isinstance(reply, bytes) else spec.id
-
-    def _enqueue(
-        self, specs: Iterable[JobSpec], now: int, chunk: int = 500, wait_s: float | None = None
-    ) -> list[tuple[JobSpec, Any]]:
-        """`_enqueue_once`, retried through a broker outage for up to `wait_s` s."""
-        if not isinstance(specs, list):
-            specs = Resend(specs)  # a retry sends again what a generator already gave
-        bound = self.failover_wait_s if wait_s is None else wait_s
-        once = functools.partial(self._enqueue_once, specs, now, chunk)
-        return self.retrying(once, bound, "submitting jobs")
-
-    def retrying(self, attempt: Callable[[], T], bound_s: float, doing: str) -> T:
-        """`attempt()` through a broker outage of up to `bound_s` s (`failover.ride_out`),
-        logged as one episode per store."""
-        return ride_out(attempt, bound_s, doing, self.submit_outage, is_sentinel(self.url))
-
-    def submit_rows(
-        self, rows: list[list[Any]], now: int = 0, *, wait_s: float | None = None
-    ) -> list[str]:
-        """`submit_ids` of ready enqueue rows (`JobSpec.as_row` each): a batch of one task's
-        calls (`App.submit_many`) then builds no spec per job, only its row."""
-        once = functools.partial(self._enqueue_items, rows, now, 500, _same_row)
-        bound = self.failover_wait_s if wait_s is None else wait_s
-        out = self.retrying(once, bound, "submitting jobs")
-        return [r.decode() if isinstance(r, bytes) else row[0] for row, r in out]
-
-    def _enqueue_once(
-        self, specs: Iterable[JobSpec], now: int, chunk: int
-    ) -> list[tuple[JobSpec, Any]]:
-        """Each job with its enqueue reply (`_enqueue_items` of specs)."""
-        return self._enqueue_items(specs, now, chunk, JobSpec.as_row)
-
-    def _enqueue_items(
-        self, items: Iterable[S], now: int, chunk: int, as_row: Callable[[S], list[Any]]
-    ) -> list[tuple[S, Any]]:
-        """Each item (a spec, or a row) with its enqueue reply. A large batch goes as several
-        script calls (so no single call holds the server for long), streamed in one round
-        trip: the server runs a chunk while the next is built. A bad dependency raises before
-        anything is written."""
-        durable = self.durability
-        if durable:
-            with self.broker("checking durable mode"):
-                durable.ensure_supported(self.r)
-        if isinstance(items, list) and len(items) <= chunk:  # the common case: one call
-            rows = [as_row(s) for s in items]
-            one = [self.scripts.enqueue_call(rows, now)]
-            with self._room_kept(), self.broker("submitting jobs"):
-                self.room.check(sum(map(_row_bytes, rows)))
-                replies = self.scripts.execute([*one, durable.call()] if durable else one)
-            reply = replies[0]
-            if durable:
-                durable.check_submit(replies[1], [r[0] for r in rows])
-            return list(zip(items, reply, strict=True))
-        it = iter(items)
-        chunks: list[list[S]] = []
-        ids: list[str] = []  # (for the durable mode's check)
-
-        def calls() -> Iterator[Call]:
-            while part := list(islice(it, chunk)):
-                chunks.append(part)
-                rows = [as_row(s) for s in part]
-                if durable:
-                    ids.extend(r[0] for r in rows)
-                # Counted, not checked: a refusal half-way would leave replies unread.
-                self.room.add(sum(map(_row_bytes, rows)))
-                yield self.scripts.enqueue_call(rows, now)
-            if durable:
-                yield durable.call()
-
-        with self._room_kept(), self.broker("submitting jobs"):
-            self.room.check()
-            replies = self.scripts.execute(calls())
-        ack = replies.pop() if durable else None
-        out: list[tuple[S, Any]] = []
-        for part, reply in zip(chunks, replies, strict=True):
-            out.extend(zip(part, reply, strict=True))
-        if durable:
-            durable.check_submit(ack, ids)
-        return out
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -549,7 +409,7 @@ class Shard(Reads, Upkeep):
                 )
                 registered = code == Await.REGISTERED
             except RAISED as exc:
-                err = translate(exc, redact(self.url), "waiting for a result")
+                err = self.fault(exc, "waiting for a result")
                 # Waiting is safe to repeat: ride out a restart, a failover or a network blip
                 # (anything retriable) for a while.
                 outage_started = outage_started or time.monotonic()

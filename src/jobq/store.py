@@ -38,10 +38,11 @@ from .faults import RAISED, translate
 from .keys import Keys
 from .layout import Layout, load_or_create
 from .memory import MemoryState
-from .model import Claimed, JobRecord, JobSpec, Outcome
+from .model import Claimed, JobRecord, Outcome
 from .shard import Shard, connect, redact
 from .spread import Doorbell, PartialReport, PartitionOutage, Where, each_shard, report_over
 from .spread_reads import SpreadReads
+from .spread_submits import SpreadSubmits
 from .spread_upkeep import SpreadUpkeep
 from .states import JobState
 from .topology import resolver_of
@@ -62,7 +63,7 @@ SWEEP_S = 1.0
 Discover = Callable[[Any], Layout]
 
 
-class Store(SpreadReads, SpreadUpkeep):
+class Store(SpreadSubmits, SpreadReads, SpreadUpkeep):
     """Broker operations for one deployment: its shards behind one API.
 
     With `layout` the partitions are known; without it and with `discover`, the layout is
@@ -266,83 +267,7 @@ class Store(SpreadReads, SpreadUpkeep):
                 return shard
         return self.shards[first]
 
-    def _near(self, job_id: str) -> int | None:
-        return self._where.get(job_id)
-
-    # -- producers ---------------------------------------------------------------------------
-
-    def submit(
-        self, specs: Iterable[JobSpec], now: int = 0, *, wait_s: float | None = None
-    ) -> list[bool]:
-        """Create jobs; per job, True if created, False if it existed (see `Shard.submit`)."""
-        if self.layout.count == 1:
-            return self.control.submit(specs, now, wait_s=wait_s)
-        return [r == s.id for s, r in self._spread(list(specs), now, wait_s, created=True)]
-
-    def submit_ids(
-        self, specs: Iterable[JobSpec], now: int = 0, *, wait_s: float | None = None
-    ) -> list[str]:
-        """Create jobs; per job, the id that now stands for it (see `Shard.submit_ids`)."""
-        if self.layout.count == 1:
-            return self.control.submit_ids(specs, now, wait_s=wait_s)
-        return [r for _s, r in self._spread(list(specs), now, wait_s, created=False)]
-
-    def submit_one(self, spec: JobSpec, now: int = 0, *, wait_s: float | None = None) -> str:
-        """`submit_ids` of one spec: the id that now stands for it (`Shard.submit_one`)."""
-        if self.layout.count == 1:
-            return self.control.submit_one(spec, now, wait_s=wait_s)
-        return self.submit_ids([spec], now, wait_s=wait_s)[0]
-
-    def submit_like(
-        self, template: JobSpec, calls: list[tuple[str, bytes]], *, wait_s: float | None = None
-    ) -> list[str]:
-        """Jobs like `template` but for their (id, payload): the ids that now stand for them.
-        With one partition no spec is built per job (`Shard.submit_rows`)."""
-        if not calls:
-            return []
-        if self.layout.count > 1:
-            specs = [template.for_call(i, p) for i, p in calls]
-            return self.submit_ids(specs, wait_s=wait_s)
-        _id, task, queue, _payload, opts, remote = template.as_row()
-        rows = [[i, task, queue, p, opts, remote] for i, p in calls]
-        return self.control.submit_rows(rows, wait_s=wait_s)
-
-    def _spread(
-        self, specs: list[JobSpec], now: int, wait_s: float | None, created: bool
-    ) -> list[tuple[JobSpec, str]]:
-        """Each spec with its reply, submitted partition by partition (in submission order
-        within each). `created`: the reply is the id if the job was created, else ''.
-
-        A job whose parents live in other partitions is linked to them through the hand-off
-        (handoff.py) by its shard's submit."""
-        groups: dict[int, list[int]] = {}
-        placed: list[tuple[int, JobSpec]] = []
-        for i, spec in enumerate(specs):
-            part = self.layout.place(spec, self._near, self.spread)
-            groups.setdefault(part, []).append(i)
-            placed.append((part, spec))
-            self._where.note(spec.id, part)
-        if any(spec.parents for spec in specs):
-            # Parents may live in other partitions: linked there first (handoff.py).
-            ids = handoff.submit(
-                self.shards, placed, locate=self._where.get, now=now, wait_s=wait_s
-            )
-            if created:
-                return [(s, s.id if got == s.id else "") for s, got in zip(specs, ids, strict=True)]
-            return list(zip(specs, ids, strict=True))
-        out: list[str] = [""] * len(specs)
-        for part, idx in groups.items():
-            shard = self.shards[part]
-            chunk = [specs[i] for i in idx]
-            if created:
-                flags = shard.submit(chunk, now, wait_s=wait_s)
-                for i, ok in zip(idx, flags, strict=True):
-                    out[i] = specs[i].id if ok else ""
-            else:
-                ids = shard.submit_ids(chunk, now, wait_s=wait_s)
-                for i, got in zip(idx, ids, strict=True):
-                    out[i] = got
-        return list(zip(specs, out, strict=True))
+    # -- producers (their placement and hand-off: spread_submits.py) -------------------------
 
     def retrying(self, attempt: Callable[[], T], bound_s: float, doing: str) -> T:
         return self.control.retrying(attempt, bound_s, doing)
