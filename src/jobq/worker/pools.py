@@ -38,75 +38,37 @@ within its grace period or kills the children and requeues their jobs, never fai
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import queue
-import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from ..errors import JobCancelled
-from ..model import Claimed, Outcome
-from .runner import NO_RETRY, failure, run_async, run_sync, timed_out, timeout_s
+from ..model import Claimed
+from .attempts import (
+    GATE_POLL_S,
+    Attempt,
+    Gate,
+    OnDone,
+    Pool,
+    load_app,
+)
+from .attempts import always as _always
+from .attempts import cancelled as _cancelled
+from .attempts import stamped as _stamped
+from .attempts import wait_gate as _wait_gate
+from .procpool import ProcessPool
+from .runner import run_async, run_sync, timed_out, timeout_s
 
 if TYPE_CHECKING:
     from ..client import App
 
 log = logging.getLogger("jobq.worker")
 
-OnDone = Callable[[Outcome], None]
-#: Asked right before an attempt starts: True = start it, False = never (its lease is gone, see
-#: leases.py), None = not yet (heartbeats are failing past the lease; ask again shortly).
-Gate = Callable[[Claimed], "bool | None"]
 POOLS = ("thread", "process", "async")
-GATE_POLL_S = 0.1
-Attempt = tuple[str, str]  # (job id, token)
-
-
-def _stamped(outcome: Outcome, began: float) -> Outcome:
-    """The outcome with the moment its attempt began (`time.monotonic()`)."""
-    return replace(outcome, began_s=began)
-
-
-def _cancelled(c: Claimed, how: str = "") -> Outcome:
-    exc = JobCancelled(f"job {c.id} was cancelled while running{how}")
-    return failure(c, exc, NO_RETRY, tb=False)
-
-
-def _always(_c: Claimed) -> bool:
-    return True
-
-
-def _wait_gate(may_start: Gate, c: Claimed) -> bool:
-    """Block this pool thread until the gate says start (True) or never (False)."""
-    while (verdict := may_start(c)) is None:
-        time.sleep(GATE_POLL_S)
-    return verdict
-
-
-class Pool(Protocol):
-    def start(self) -> None: ...
-    def submit(self, c: Claimed) -> None: ...
-    def drain_pending(self) -> list[Claimed]:
-        """Take back jobs accepted but not started (to requeue them at shutdown)."""
-        ...
-
-    def stop(self) -> None:
-        """Let running attempts finish, then end."""
-        ...
-
-    def kill(self) -> None:
-        """End running attempts now where the pool can."""
-        ...
-
-    def cancel(self, job_id: str) -> bool:
-        """Stop one running attempt (a cancel the task ignored); False if the pool can't."""
-        ...
+__all__ = ["POOLS", "AsyncPool", "Pool", "ProcessPool", "ThreadPool", "load_app", "make_pool"]
 
 
 def _drain(q: queue.Queue[Claimed | None]) -> list[Claimed]:
@@ -307,31 +269,6 @@ class AsyncPool:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def load_app(path: str) -> App:
-    """Import ``module:attribute`` (or ``module.attribute``) and return the App it names."""
-    from ..client import App
-    from ..errors import ConfigError
-
-    module_name, _, attr = path.partition(":")
-    if not attr:
-        module_name, _, attr = path.rpartition(".")
-    if not module_name or not attr:
-        raise ConfigError(f"app path {path!r} should look like 'package.module:app'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import {module_name!r} for app {path!r}: {exc}") from exc
-    app = getattr(module, attr, None)
-    if not isinstance(app, App):
-        raise ConfigError(f"{path!r} is not a jobq App (found {type(app).__name__})")
-    return app
-
-
-#: Signals a child ignores: the parent decides when attempts stop (a SIGTERM to the whole
-#: process group, systemd's default, must not kill running attempts behind the parent's back).
-PARENT_DECIDES = {signal.SIGINT, signal.SIGTERM}
-
-
 def make_pool(
     kind: str,
     app: App,
@@ -352,7 +289,3 @@ def make_pool(
             raise ConfigError("the process pool needs the app's import path ('module:app')")
         return ProcessPool(app, concurrency, on_done, app_path, may_start=may_start)
     raise ConfigError(f"unknown pool {kind!r}: choose one of {', '.join(POOLS)}")
-
-
-# (at the end: procpool.py builds on the helpers above)
-from .procpool import ProcessPool  # noqa: E402

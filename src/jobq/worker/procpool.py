@@ -47,16 +47,10 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from ..model import Claimed, Outcome
-from .pools import (
-    GATE_POLL_S,
-    PARENT_DECIDES,
-    Gate,
-    OnDone,
-    _always,
-    _cancelled,
-    _stamped,
-    load_app,
-)
+from .attempts import GATE_POLL_S, PARENT_DECIDES, Gate, OnDone, load_app
+from .attempts import always as _always
+from .attempts import cancelled as _cancelled
+from .attempts import stamped as _stamped
 from .runner import failure, retry_delay, run_sync, timed_out, timeout_s
 
 if TYPE_CHECKING:
