@@ -147,16 +147,22 @@ local function stat(queue, field, n)
   q[field] = q[field] + n
 end
 
--- Add score, member to a side index (a zset), in one ZADD per key by done().
-local function gather(key, score, member)
-  local g = GATHERED[key]
+-- Append a, b to the list groups[key] (made on first use, its key appended to order): how a
+-- call gathers pairs per key (score, member) to write each key once.
+local function append_pair(groups, order, key, a, b)
+  local g = groups[key]
   if not g then
     g = {}
-    GATHERED[key] = g
-    GATHER_ORDER[#GATHER_ORDER + 1] = key
+    groups[key] = g
+    order[#order + 1] = key
   end
-  g[#g + 1] = score
-  g[#g + 1] = member
+  g[#g + 1] = a
+  g[#g + 1] = b
+end
+
+-- Add score, member to a side index (a zset), in one ZADD per key by done().
+local function gather(key, score, member)
+  append_pair(GATHERED, GATHER_ORDER, key, score, member)
 end
 
 -- Write the counters and side indexes gathered so far (done() does at the end; a script that
@@ -468,4 +474,61 @@ local function fencing_token()
 end
 local function save_tokens()
   if tokens_issued then redis.call('SET', token_key, string.format('%d', last_token)) end
+end
+
+-- enqueue's helpers: here, built once when the library loads rather than on every call
+-- (a script body's own tables and closures are made anew each time it runs).
+-- One job's options record, decoded and checked whole (before anything is written): integers
+-- come back as digit strings, as the hash stores them, so the rest reads them like ARGV.
+local OPTION = {pri = 'int', max = 'int', timeout = 'int', backoff = 'int', ttl = 'int',
+  delay = 'int', climit = 'int', parents = 'string', pass = 'string', ukey = 'string',
+  ckey = 'string', fallback = 'string'}
+local DEFAULTS = {}
+local EXACT = 2 ^ 53 -- (integers below this are exact in a Lua number)
+local function enqueue_options(id, rec)
+  if rec == '' then return DEFAULTS end
+  local ok, o = pcall(cjson.decode, rec)
+  local bad = (not ok or type(o) ~= 'table') and 'not a JSON object'
+  if not bad then
+    for k, v in pairs(o) do
+      local want = OPTION[k]
+      if want == 'int' then
+        -- (v % 1 is 0 for a whole number only: not for a fraction, an infinity or a NaN)
+        if type(v) ~= 'number' or v % 1 ~= 0 or v >= EXACT or v <= -EXACT then
+          bad = 'option ' .. k .. ' is not an integer'
+          break
+        end
+        o[k] = string.format('%d', v) -- (assigning an existing key is allowed during pairs)
+      elseif want ~= type(v) then
+        bad = want and ('option ' .. k .. ' is not a ' .. want) or
+          ('unknown option ' .. tostring(k))
+        break
+      end
+    end
+  end
+  if bad then
+    fail_early('JOBQ_ARGS', 'enqueue: job ' .. id .. ': options record ' .. string.sub(rec, 1, 80) ..
+      ': ' .. bad)
+  end
+  return o
+end
+
+local LINKED = {pending = true, succeeded = true, failed = true, cancelled = true}
+-- Decode the remote parents field of job `id` (see above): {parent id -> {state, result}}.
+local function enqueue_remote_parents(s, id, parents)
+  local out, i = {}, 1
+  while i <= #s do
+    local st, li, lr, j = string.match(s, '^(%l+):(%d+):(%d+):()', i)
+    li, lr = tonumber(li), tonumber(lr)
+    if not st or not LINKED[st] or li == 0 or j + li + lr - 1 > #s then
+      fail_early('JOBQ_ARGS', 'enqueue: remote parents of ' .. id .. ' malformed at byte ' .. i)
+    end
+    local pid = string.sub(s, j, j + li - 1)
+    if not string.find(',' .. parents .. ',', ',' .. pid .. ',', 1, true) then
+      fail_early('JOBQ_ARGS', 'enqueue: remote parent ' .. pid .. ' is not a parent of ' .. id)
+    end
+    out[pid] = {st, string.sub(s, j + li, j + li + lr - 1)}
+    i = j + li + lr
+  end
+  return out
 end
