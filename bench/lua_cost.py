@@ -10,7 +10,8 @@ measured phase leaves the next one's state: enqueue, claim, heartbeat, complete,
 
     python bench/lua_cost.py [calls per measurement, default 20000]
 
-Prints a Markdown table: script, jobs per call, µs per call, µs of its commands per call.
+Prints a Markdown table: script, jobs per call, µs per call, µs of its commands per call (the
+fastest of a few rounds: noise on a shared machine only adds).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from jobq import scripts  # noqa: E402
 from jobq.keys import Keys  # noqa: E402
 
 LIB = "luacost"
+#: Rounds of every measurement: the fastest is reported (noise on a shared machine only adds).
+ROUNDS = 3
 K = Keys("bench")
 
 
@@ -79,8 +82,13 @@ def run(r: redis.Redis, per: int, ncalls: int, tag: str) -> list[tuple[str, int,
         flat = []
         for i in group:
             flat += [i, tokens[i]]
-        hb.append(("heartbeat", [events, K.leases, K.workers, *map(K.job, group)],
-                   [*head(), 60000, "w1", 0, *flat]))
+        hb.append(
+            (
+                "heartbeat",
+                [events, K.leases, K.workers, *map(K.job, group)],
+                [*head(), 60000, "w1", 0, *flat],
+            )
+        )
     rows.append(("heartbeat", per, *timed(r, hb)))
     if per == 1:  # (await registers one caller on one job: measured on running jobs)
         aw = [("await", [events], [*head(), group[0], "", ""]) for group in ids]
@@ -90,8 +98,9 @@ def run(r: redis.Redis, per: int, ncalls: int, tag: str) -> list[tuple[str, int,
         flat = []
         for i in group:
             flat += [i, tokens[i], '"ok"', 1]
-        comp.append(("complete", [events, K.leases, *map(K.job, group)],
-                     [*head(), 3600, per, *flat]))
+        comp.append(
+            ("complete", [events, K.leases, *map(K.job, group)], [*head(), 3600, per, *flat])
+        )
     rows.append(("complete", per, *timed(r, comp)))
     return rows
 
@@ -102,9 +111,16 @@ def main() -> None:
     try:
         r = redis.Redis.from_url(url)
         load(r)
-        rows = run(r, 1, n, "a") + run(r, 100, max(n // 100, 20), "b")
+        best: dict[tuple[str, int], tuple[float, float]] = {}
+        for rnd in range(ROUNDS):
+            for name, per, us, inner in run(r, 1, n, f"a{rnd}") + run(
+                r, 100, max(n // 100, 20), f"b{rnd}"
+            ):
+                if (name, per) not in best or us < best[name, per][0]:
+                    best[name, per] = (us, inner)
     finally:
         srv.kill()
+    rows = [(name, per, us, inner) for (name, per), (us, inner) in best.items()]
     print("| script | jobs per call | µs per call | µs of its commands | µs per job |")
     print("|---|---|---|---|---|")
     for name, per, us, inner in sorted(rows, key=lambda x: (x[0], x[1])):

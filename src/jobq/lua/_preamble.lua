@@ -12,9 +12,10 @@
 -- itself), so side indexes a call touches once per job are gathered in the call and written
 -- once at its end (done(), below): the counters (stat), the finished index (finished), the
 -- wake-ups (wake, once per queue), and each script's own variadic ZADD/ZREM (bulk). These
--- start empty in every call.
+-- start empty in every call: made anew only after a call used them (every table a call makes
+-- is garbage the server's Lua collector then works through, a cost per call like any other).
 local KEYS, ARGV, P, NOW, MAXLEN, EVENTS
-local STATS, STAT_ORDER, GATHERED, GATHER_ORDER, WOKEN
+local STATS, STAT_ORDER, GATHERED, GATHER_ORDER, WOKEN = {}, {}, {}, {}, {}
 local function begin(keys, args)
   KEYS, ARGV = keys, args
   P = args[1]
@@ -25,7 +26,10 @@ local function begin(keys, args)
   end
   MAXLEN = tonumber(args[3]) or 100000
   EVENTS = keys[1]
-  STATS, STAT_ORDER, GATHERED, GATHER_ORDER, WOKEN = {}, {}, {}, {}, {}
+  -- (left over by a call that failed half-way, or not flushed: orphans reads them back)
+  if STAT_ORDER[1] then STATS, STAT_ORDER = {}, {} end
+  if GATHER_ORDER[1] then GATHERED, GATHER_ORDER = {}, {} end
+  if next(WOKEN) then WOKEN = {} end
 end
 local PRI_SPAN = 1099511627776 -- 2^40: FIFO sequence space within one priority level
 -- Most messages one outcome pushes to its waiters (each waiter registers once, see await).
@@ -123,10 +127,13 @@ end
 
 local function emit(id, state, queue, extra)
   queue = queue or '' -- (a job hash lacking its queue must not fail the script here)
+  -- (pcall, as try() but without its varargs: a corrupt events key is skipped; runs per job)
   if extra then
-    try('XADD', EVENTS, 'MAXLEN', '~', MAXLEN, '*', 'job', id, 'state', state, 'queue', queue, 'info', extra)
+    redis.pcall('XADD', EVENTS, 'MAXLEN', '~', MAXLEN, '*', 'job', id, 'state', state, 'queue',
+      queue, 'info', extra)
   else
-    try('XADD', EVENTS, 'MAXLEN', '~', MAXLEN, '*', 'job', id, 'state', state, 'queue', queue)
+    redis.pcall('XADD', EVENTS, 'MAXLEN', '~', MAXLEN, '*', 'job', id, 'state', state, 'queue',
+      queue)
   end
 end
 
@@ -172,7 +179,8 @@ local function flush()
     try('HINCRBY', kf[1], kf[2], STATS[kf[1]][kf[2]])
   end
   for _, key in ipairs(GATHER_ORDER) do bulk('ZADD', key, nil, GATHERED[key], true) end
-  STATS, STAT_ORDER, GATHERED, GATHER_ORDER = {}, {}, {}, {}
+  if STAT_ORDER[1] then STATS, STAT_ORDER = {}, {} end
+  if GATHER_ORDER[1] then GATHERED, GATHER_ORDER = {}, {} end
 end
 
 -- The end of every script that writes: `return done(reply)`.
@@ -532,3 +540,52 @@ local function enqueue_remote_parents(s, id, parents)
   end
   return out
 end
+
+-- claim's helpers (built once, as enqueue's above).
+local function numeric_or_absent(v)
+  return v == false or v == nil or v == '' or string.match(v, '^%-?%d+$') ~= nil
+end
+-- Why a popped job cannot be run (nil if it can): checked before anything is written for it.
+local function claim_malformation(f)
+  if not f[2] then return 'job hash lacks field task' end
+  if not f[3] then return 'job hash lacks field payload' end
+  if not (numeric_or_absent(f[5]) and numeric_or_absent(f[6]) and numeric_or_absent(f[7])) then
+    return 'job hash has a max, timeout or backoff that is not an integer'
+  end
+  return nil
+end
+-- Dead-letter a job the claim cannot run, with an error naming what is wrong with it (g: its
+-- fields waiters, ukey, kids).
+local function claim_malformed(id, jk, queue, why, g)
+  dead_letter(id, jk, queue, job_error('MalformedJob', why), 'malformed job', g[1], g[2], nil,
+    g[3])
+end
+-- A task's rate limit {count, period ms}, or false: read from claim's KEYS[5] (a hash, checked)
+-- once per task and call, cached in `limits`.
+local function claim_rate_limit(limits, task)
+  local l = limits[task]
+  if l == nil then
+    l = false
+    local spec = redis.call('HGET', KEYS[5], task)
+    if spec then
+      local count, period = string.match(spec, '^(%d+):(%d+)$')
+      if count and tonumber(count) > 0 and tonumber(period) > 0 then
+        l = {tonumber(count), tonumber(period)}
+      end
+    end
+    limits[task] = l
+  end
+  return l
+end
+
+-- Park a job in `scheduled` (it keeps its place in no queue; promote or a slot brings it back).
+local function claim_park(id, jk, queue, due, info)
+  redis.call('HSET', jk, 'state', 'scheduled')
+  if due then
+    redis.call('HSET', jk, 'eta', due)
+    redis.call('ZADD', KEYS[4], due, id)
+  end
+  stat(queue, 'scheduled', 1)
+  emit(id, 'scheduled', queue, info)
+end
+
