@@ -24,10 +24,10 @@ from typing import Any
 import redis
 
 sys.path.insert(0, str(Path(__file__).parent))
-from valkey_server import start_valkey  # noqa: E402
+from valkey_server import start_valkey
 
-from jobq import scripts  # noqa: E402
-from jobq.keys import Keys  # noqa: E402
+from jobq import scripts
+from jobq.keys import Keys
 
 LIB = "luacost"
 #: Rounds of every measurement: the fastest is reported (noise on a shared machine only adds).
@@ -55,6 +55,10 @@ def timed(r: redis.Redis, calls: list[tuple[str, list[str], list[Any]]]) -> tupl
     return fc["usec_per_call"], inner / fc["calls"]
 
 
+def text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
 def head(now: int = 0) -> list[Any]:
     return [K.base, now, 100000]
 
@@ -76,7 +80,7 @@ def run(r: redis.Redis, per: int, ncalls: int, tag: str) -> list[tuple[str, int,
     claims = [("claim", claim_keys, claim_args)] * ncalls
     # (the replies are needed for the tokens: time these calls, then read the tokens back)
     rows.append(("claim", per, *timed(r, claims)))
-    tokens = {i: r.hget(K.job(i), "token").decode() for group in ids for i in group}
+    tokens = {i: text(r.hget(K.job(i), "token")) for group in ids for i in group}
     hb = []
     for group in ids:
         flat = []

@@ -141,17 +141,19 @@ end
 -- HINCRBY per queue and field a call touched, not one per job).
 local function stat(queue, field, n)
   if not queue then return end
-  local sk = P .. K_STATS .. queue
-  local q = STATS[sk]
+  -- (by queue: the key is built once per queue, by flush; STAT_ORDER: queue, field pairs)
+  local q = STATS[queue]
   if not q then
     q = {}
-    STATS[sk] = q
+    STATS[queue] = q
   end
-  if not q[field] then
-    q[field] = 0
-    STAT_ORDER[#STAT_ORDER + 1] = {sk, field}
+  local v = q[field]
+  if not v then
+    v = 0
+    STAT_ORDER[#STAT_ORDER + 1] = queue
+    STAT_ORDER[#STAT_ORDER + 1] = field
   end
-  q[field] = q[field] + n
+  q[field] = v + n
 end
 
 -- Append a, b to the list groups[key] (made on first use, its key appended to order): how a
@@ -175,8 +177,11 @@ end
 -- Write the counters and side indexes gathered so far (done() does at the end; a script that
 -- reads them back, orphans, first).
 local function flush()
-  for _, kf in ipairs(STAT_ORDER) do
-    try('HINCRBY', kf[1], kf[2], STATS[kf[1]][kf[2]])
+  local sk, last = nil, nil
+  for i = 1, #STAT_ORDER, 2 do
+    local queue, field = STAT_ORDER[i], STAT_ORDER[i + 1]
+    if queue ~= last then sk, last = P .. K_STATS .. queue, queue end
+    try('HINCRBY', sk, field, STATS[queue][field])
   end
   for _, key in ipairs(GATHER_ORDER) do bulk('ZADD', key, nil, GATHERED[key], true) end
   if STAT_ORDER[1] then STATS, STAT_ORDER = {}, {} end
