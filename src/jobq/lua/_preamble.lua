@@ -196,10 +196,17 @@ end
 
 -- Wake one idle worker of `queue` (at most one marker waits; claimers chain the wake-up): one
 -- RPUSH, cut back to one marker when one was waiting already; once per queue and call.
-local function wake(queue)
+-- `busy`: a marker most likely waits already (a claim passing the wake-up on while work
+-- remains: no idle worker has taken the last one), so one LLEN, and a push only when none
+-- waits, is the cheaper way to the same one marker.
+local function wake(queue, busy)
   if WOKEN[queue] then return end
   WOKEN[queue] = true
   local w = P .. K_WAKE .. queue
+  if busy then
+    if try('LLEN', w) == 0 then try('RPUSH', w, '1') end
+    return
+  end
   local len = try('RPUSH', w, '1')
   if len and len > 1 then try('LTRIM', w, 0, 0) end
 end

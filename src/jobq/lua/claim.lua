@@ -157,7 +157,7 @@ for qi = 8, #ARGV do
   end
   if claimed > 0 then stat(queue, 'running', claimed) end
   -- This worker is full but work remains: pass the wake-up on to another idle worker.
-  if want <= 0 and redis.call('ZCARD', qk) > 0 then wake(queue) end
+  if want <= 0 and redis.call('ZCARD', qk) > 0 then wake(queue, true) end
 end
 save_tokens()
 bulk('ZADD', KEYS[2], nil, leases)
