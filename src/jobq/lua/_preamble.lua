@@ -12,9 +12,10 @@
 -- itself), so side indexes a call touches once per job are gathered in the call and written
 -- once at its end (done(), below): the counters (stat), the finished index (finished), the
 -- wake-ups (wake, once per queue), and each script's own variadic ZADD/ZREM (bulk). These
--- start empty in every call.
+-- start empty in every call: made anew only after a call used them (every table a call makes
+-- is garbage the server's Lua collector then works through, a cost per call like any other).
 local KEYS, ARGV, P, NOW, MAXLEN, EVENTS
-local STATS, STAT_ORDER, GATHERED, GATHER_ORDER, WOKEN
+local STATS, STAT_ORDER, GATHERED, GATHER_ORDER, WOKEN = {}, {}, {}, {}, {}
 local function begin(keys, args)
   KEYS, ARGV = keys, args
   P = args[1]
@@ -25,7 +26,10 @@ local function begin(keys, args)
   end
   MAXLEN = tonumber(args[3]) or 100000
   EVENTS = keys[1]
-  STATS, STAT_ORDER, GATHERED, GATHER_ORDER, WOKEN = {}, {}, {}, {}, {}
+  -- (left over by a call that failed half-way, or not flushed: orphans reads them back)
+  if STAT_ORDER[1] then STATS, STAT_ORDER = {}, {} end
+  if GATHER_ORDER[1] then GATHERED, GATHER_ORDER = {}, {} end
+  if next(WOKEN) then WOKEN = {} end
 end
 local PRI_SPAN = 1099511627776 -- 2^40: FIFO sequence space within one priority level
 -- Most messages one outcome pushes to its waiters (each waiter registers once, see await).
@@ -123,10 +127,13 @@ end
 
 local function emit(id, state, queue, extra)
   queue = queue or '' -- (a job hash lacking its queue must not fail the script here)
+  -- (pcall, as try() but without its varargs: a corrupt events key is skipped; runs per job)
   if extra then
-    try('XADD', EVENTS, 'MAXLEN', '~', MAXLEN, '*', 'job', id, 'state', state, 'queue', queue, 'info', extra)
+    redis.pcall('XADD', EVENTS, 'MAXLEN', '~', MAXLEN, '*', 'job', id, 'state', state, 'queue',
+      queue, 'info', extra)
   else
-    try('XADD', EVENTS, 'MAXLEN', '~', MAXLEN, '*', 'job', id, 'state', state, 'queue', queue)
+    redis.pcall('XADD', EVENTS, 'MAXLEN', '~', MAXLEN, '*', 'job', id, 'state', state, 'queue',
+      queue)
   end
 end
 
@@ -134,39 +141,51 @@ end
 -- HINCRBY per queue and field a call touched, not one per job).
 local function stat(queue, field, n)
   if not queue then return end
-  local sk = P .. K_STATS .. queue
-  local q = STATS[sk]
+  -- (by queue: the key is built once per queue, by flush; STAT_ORDER: queue, field pairs)
+  local q = STATS[queue]
   if not q then
     q = {}
-    STATS[sk] = q
+    STATS[queue] = q
   end
-  if not q[field] then
-    q[field] = 0
-    STAT_ORDER[#STAT_ORDER + 1] = {sk, field}
+  local v = q[field]
+  if not v then
+    v = 0
+    STAT_ORDER[#STAT_ORDER + 1] = queue
+    STAT_ORDER[#STAT_ORDER + 1] = field
   end
-  q[field] = q[field] + n
+  q[field] = v + n
+end
+
+-- Append a, b to the list groups[key] (made on first use, its key appended to order): how a
+-- call gathers pairs per key (score, member) to write each key once.
+local function append_pair(groups, order, key, a, b)
+  local g = groups[key]
+  if not g then
+    g = {}
+    groups[key] = g
+    order[#order + 1] = key
+  end
+  g[#g + 1] = a
+  g[#g + 1] = b
 end
 
 -- Add score, member to a side index (a zset), in one ZADD per key by done().
 local function gather(key, score, member)
-  local g = GATHERED[key]
-  if not g then
-    g = {}
-    GATHERED[key] = g
-    GATHER_ORDER[#GATHER_ORDER + 1] = key
-  end
-  g[#g + 1] = score
-  g[#g + 1] = member
+  append_pair(GATHERED, GATHER_ORDER, key, score, member)
 end
 
 -- Write the counters and side indexes gathered so far (done() does at the end; a script that
 -- reads them back, orphans, first).
 local function flush()
-  for _, kf in ipairs(STAT_ORDER) do
-    try('HINCRBY', kf[1], kf[2], STATS[kf[1]][kf[2]])
+  local sk, last = nil, nil
+  for i = 1, #STAT_ORDER, 2 do
+    local queue, field = STAT_ORDER[i], STAT_ORDER[i + 1]
+    if queue ~= last then sk, last = P .. K_STATS .. queue, queue end
+    try('HINCRBY', sk, field, STATS[queue][field])
   end
   for _, key in ipairs(GATHER_ORDER) do bulk('ZADD', key, nil, GATHERED[key], true) end
-  STATS, STAT_ORDER, GATHERED, GATHER_ORDER = {}, {}, {}, {}
+  if STAT_ORDER[1] then STATS, STAT_ORDER = {}, {} end
+  if GATHER_ORDER[1] then GATHERED, GATHER_ORDER = {}, {} end
 end
 
 -- The end of every script that writes: `return done(reply)`.
@@ -177,10 +196,17 @@ end
 
 -- Wake one idle worker of `queue` (at most one marker waits; claimers chain the wake-up): one
 -- RPUSH, cut back to one marker when one was waiting already; once per queue and call.
-local function wake(queue)
+-- `busy`: a marker most likely waits already (a claim passing the wake-up on while work
+-- remains: no idle worker has taken the last one), so one LLEN, and a push only when none
+-- waits, is the cheaper way to the same one marker.
+local function wake(queue, busy)
   if WOKEN[queue] then return end
   WOKEN[queue] = true
   local w = P .. K_WAKE .. queue
+  if busy then
+    if try('LLEN', w) == 0 then try('RPUSH', w, '1') end
+    return
+  end
   local len = try('RPUSH', w, '1')
   if len and len > 1 then try('LTRIM', w, 0, 0) end
 end
@@ -469,3 +495,109 @@ end
 local function save_tokens()
   if tokens_issued then redis.call('SET', token_key, string.format('%d', last_token)) end
 end
+
+-- enqueue's helpers: here, built once when the library loads rather than on every call
+-- (a script body's own tables and closures are made anew each time it runs).
+-- One job's options record, decoded and checked whole (before anything is written): integers
+-- come back as digit strings, as the hash stores them, so the rest reads them like ARGV.
+local OPTION = {pri = 'int', max = 'int', timeout = 'int', backoff = 'int', ttl = 'int',
+  delay = 'int', climit = 'int', parents = 'string', pass = 'string', ukey = 'string',
+  ckey = 'string', fallback = 'string'}
+local DEFAULTS = {}
+local EXACT = 2 ^ 53 -- (integers below this are exact in a Lua number)
+local function enqueue_options(id, rec)
+  if rec == '' then return DEFAULTS end
+  local ok, o = pcall(cjson.decode, rec)
+  local bad = (not ok or type(o) ~= 'table') and 'not a JSON object'
+  if not bad then
+    for k, v in pairs(o) do
+      local want = OPTION[k]
+      if want == 'int' then
+        -- (v % 1 is 0 for a whole number only: not for a fraction, an infinity or a NaN)
+        if type(v) ~= 'number' or v % 1 ~= 0 or v >= EXACT or v <= -EXACT then
+          bad = 'option ' .. k .. ' is not an integer'
+          break
+        end
+        o[k] = string.format('%d', v) -- (assigning an existing key is allowed during pairs)
+      elseif want ~= type(v) then
+        bad = want and ('option ' .. k .. ' is not a ' .. want) or
+          ('unknown option ' .. tostring(k))
+        break
+      end
+    end
+  end
+  if bad then
+    fail_early('JOBQ_ARGS', 'enqueue: job ' .. id .. ': options record ' .. string.sub(rec, 1, 80) ..
+      ': ' .. bad)
+  end
+  return o
+end
+
+local LINKED = {pending = true, succeeded = true, failed = true, cancelled = true}
+-- Decode the remote parents field of job `id` (see above): {parent id -> {state, result}}.
+local function enqueue_remote_parents(s, id, parents)
+  local out, i = {}, 1
+  while i <= #s do
+    local st, li, lr, j = string.match(s, '^(%l+):(%d+):(%d+):()', i)
+    li, lr = tonumber(li), tonumber(lr)
+    if not st or not LINKED[st] or li == 0 or j + li + lr - 1 > #s then
+      fail_early('JOBQ_ARGS', 'enqueue: remote parents of ' .. id .. ' malformed at byte ' .. i)
+    end
+    local pid = string.sub(s, j, j + li - 1)
+    if not string.find(',' .. parents .. ',', ',' .. pid .. ',', 1, true) then
+      fail_early('JOBQ_ARGS', 'enqueue: remote parent ' .. pid .. ' is not a parent of ' .. id)
+    end
+    out[pid] = {st, string.sub(s, j + li, j + li + lr - 1)}
+    i = j + li + lr
+  end
+  return out
+end
+
+-- claim's helpers (built once, as enqueue's above).
+local function numeric_or_absent(v)
+  return v == false or v == nil or v == '' or string.match(v, '^%-?%d+$') ~= nil
+end
+-- Why a popped job cannot be run (nil if it can): checked before anything is written for it.
+local function claim_malformation(f)
+  if not f[2] then return 'job hash lacks field task' end
+  if not f[3] then return 'job hash lacks field payload' end
+  if not (numeric_or_absent(f[5]) and numeric_or_absent(f[6]) and numeric_or_absent(f[7])) then
+    return 'job hash has a max, timeout or backoff that is not an integer'
+  end
+  return nil
+end
+-- Dead-letter a job the claim cannot run, with an error naming what is wrong with it (g: its
+-- fields waiters, ukey, kids).
+local function claim_malformed(id, jk, queue, why, g)
+  dead_letter(id, jk, queue, job_error('MalformedJob', why), 'malformed job', g[1], g[2], nil,
+    g[3])
+end
+-- A task's rate limit {count, period ms}, or false: read from claim's KEYS[5] (a hash, checked)
+-- once per task and call, cached in `limits`.
+local function claim_rate_limit(limits, task)
+  local l = limits[task]
+  if l == nil then
+    l = false
+    local spec = redis.call('HGET', KEYS[5], task)
+    if spec then
+      local count, period = string.match(spec, '^(%d+):(%d+)$')
+      if count and tonumber(count) > 0 and tonumber(period) > 0 then
+        l = {tonumber(count), tonumber(period)}
+      end
+    end
+    limits[task] = l
+  end
+  return l
+end
+
+-- Park a job in `scheduled` (it keeps its place in no queue; promote or a slot brings it back).
+local function claim_park(id, jk, queue, due, info)
+  redis.call('HSET', jk, 'state', 'scheduled')
+  if due then
+    redis.call('HSET', jk, 'eta', due)
+    redis.call('ZADD', KEYS[4], due, id)
+  end
+  stat(queue, 'scheduled', 1)
+  emit(id, 'scheduled', queue, info)
+end
+

@@ -42,51 +42,7 @@ local leases = {} -- score, id pairs: one ZADD at the end
 -- hand-offs): checked then, not on every call (outbox_ok: nil = not checked yet).
 local outbox_ok = nil
 local missing, malformed = {}, {}
-local function numeric_or_absent(v)
-  return v == false or v == nil or v == '' or string.match(v, '^%-?%d+$') ~= nil
-end
--- Why a popped job cannot be run (nil if it can): checked before anything is written for it.
-local function malformation(f)
-  if not f[2] then return 'job hash lacks field task' end
-  if not f[3] then return 'job hash lacks field payload' end
-  if not (numeric_or_absent(f[5]) and numeric_or_absent(f[6]) and numeric_or_absent(f[7])) then
-    return 'job hash has a max, timeout or backoff that is not an integer'
-  end
-  return nil
-end
--- Dead-letter a job the claim cannot run, with an error naming what is wrong with it (g: its
--- fields waiters, ukey, kids).
-local function malformed_job(id, jk, queue, why, g)
-  dead_letter(id, jk, queue, job_error('MalformedJob', why), 'malformed job', g[1], g[2], nil,
-    g[3])
-end
-local limits = {}
-local function rate_limit(task)
-  local l = limits[task]
-  if l == nil then
-    l = false
-    local spec = has_limits and redis.call('HGET', KEYS[5], task)
-    if spec then
-      local count, period = string.match(spec, '^(%d+):(%d+)$')
-      if count and tonumber(count) > 0 and tonumber(period) > 0 then
-        l = {tonumber(count), tonumber(period)}
-      end
-    end
-    limits[task] = l
-  end
-  return l
-end
-
--- Park a job in `scheduled` (it keeps its place in no queue; promote or a slot brings it back).
-local function park(id, jk, queue, due, info)
-  redis.call('HSET', jk, 'state', 'scheduled')
-  if due then
-    redis.call('HSET', jk, 'eta', due)
-    redis.call('ZADD', KEYS[4], due, id)
-  end
-  stat(queue, 'scheduled', 1)
-  emit(id, 'scheduled', queue, info)
-end
+local limits = has_limits and {} -- task -> its rate limit (false: none), read once per call
 
 local popped_any = false -- the first job popped is the first write of the call
 for qi = 8, #ARGV do
@@ -112,7 +68,7 @@ for qi = 8, #ARGV do
     local jk = P .. K_JOB .. id
     local f, corrupt = fields(jk, 'state', 'task', 'payload', 'att', 'max', 'timeout',
       'backoff', 'ckey', 'climit', 'pass', 'parents', 'rslot', 'lost', 'xp', 'started')
-    local why = f[1] == 'queued' and malformation(f)
+    local why = f[1] == 'queued' and claim_malformation(f)
     local g = why and fields(jk, 'waiters', 'ukey', 'kids') -- (only a malformed job needs these)
     if g and g[3] and outbox_ok == nil then
       outbox_ok = redis.call('TYPE', P .. K_OUTBOX)['ok']
@@ -129,10 +85,10 @@ for qi = 8, #ARGV do
       redis.call('ZADD', qk, popped[j + 1], id)
     elseif why then
       malformed[#malformed + 1] = id
-      malformed_job(id, jk, queue, why, g)
+      claim_malformed(id, jk, queue, why, g)
     elseif f[1] == 'queued' then
       local ok = true
-      local rl = rate_limit(f[2])
+      local rl = limits and claim_rate_limit(limits, f[2])
       if rl and f[12] then
         redis.call('HDEL', jk, 'rslot') -- its reserved start slot has come: start it
       elseif rl then
@@ -145,7 +101,7 @@ for qi = 8, #ARGV do
         redis.call('SET', rk, tostring(slot + interval), 'PX', math.ceil(slot - NOW + interval + rl[2]))
         if slot > NOW then
           redis.call('HSET', jk, 'rslot', slot)
-          park(id, jk, queue, math.ceil(slot), 'rate limited')
+          claim_park(id, jk, queue, math.ceil(slot), 'rate limited')
           ok = false
         end
       end
@@ -156,7 +112,7 @@ for qi = 8, #ARGV do
         if (tonumber(try('GET', ck)) or 0) >= (tonumber(f[9]) or 1)
             and try('RPUSH', P .. K_CWAIT .. f[8], id) then
           redis.call('HSET', jk, 'cwait', 1)
-          park(id, jk, queue, nil, 'concurrency limit')
+          claim_park(id, jk, queue, nil, 'concurrency limit')
           ok = false
         elseif try('INCR', ck) then
           redis.call('HSET', jk, 'cheld', f[8])
@@ -201,7 +157,7 @@ for qi = 8, #ARGV do
   end
   if claimed > 0 then stat(queue, 'running', claimed) end
   -- This worker is full but work remains: pass the wake-up on to another idle worker.
-  if want <= 0 and redis.call('ZCARD', qk) > 0 then wake(queue) end
+  if want <= 0 and redis.call('ZCARD', qk) > 0 then wake(queue, true) end
 end
 save_tokens()
 bulk('ZADD', KEYS[2], nil, leases)

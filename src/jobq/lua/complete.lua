@@ -18,7 +18,11 @@
 -- call, besides its jobs: one ZREM of the leases, one ZADD of the finished index, one HINCRBY
 -- per queue and counter.
 local default_ttl, n = ARGV[4], count(ARGV[5], 5, 4, 'complete')
-for i = 0, n - 1 do num(ARGV[5 + i * 4 + 4], 'ran ms of item ' .. (i + 1)) end
+for i = 0, n - 1 do
+  local ran = ARGV[5 + i * 4 + 4]
+  -- (the message is built only for a bad one: this runs per job)
+  if not tonumber(ran) then num(ran, 'ran ms of item ' .. (i + 1)) end
+end
 local out, rows, ended = {}, {}, {}
 local kids = false
 for i = 0, n - 1 do

@@ -32,70 +32,15 @@
 local F = 6
 local n = count(ARGV[4], 4, F, 'enqueue')
 
--- One job's options record, decoded and checked whole (before anything is written): integers
--- come back as digit strings, as the hash stores them, so the rest reads them like ARGV.
-local OPTION = {pri = 'int', max = 'int', timeout = 'int', backoff = 'int', ttl = 'int',
-  delay = 'int', climit = 'int', parents = 'string', pass = 'string', ukey = 'string',
-  ckey = 'string', fallback = 'string'}
-local DEFAULTS = {}
-local EXACT = 2 ^ 53 -- (integers below this are exact in a Lua number)
-local decode, format, typeof = cjson.decode, string.format, type -- (locals: this runs per job)
-local function options(id, rec)
-  if rec == '' then return DEFAULTS end
-  local ok, o = pcall(decode, rec)
-  local bad = (not ok or typeof(o) ~= 'table') and 'not a JSON object'
-  if not bad then
-    for k, v in pairs(o) do
-      local want = OPTION[k]
-      if want == 'int' then
-        -- (v % 1 is 0 for a whole number only: not for a fraction, an infinity or a NaN)
-        if typeof(v) ~= 'number' or v % 1 ~= 0 or v >= EXACT or v <= -EXACT then
-          bad = 'option ' .. k .. ' is not an integer'
-          break
-        end
-        o[k] = format('%d', v) -- (assigning an existing key is allowed during pairs)
-      elseif want ~= typeof(v) then
-        bad = want and ('option ' .. k .. ' is not a ' .. want) or
-          ('unknown option ' .. tostring(k))
-        break
-      end
-    end
-  end
-  if bad then
-    fail_early('JOBQ_ARGS', 'enqueue: job ' .. id .. ': options record ' .. string.sub(rec, 1, 80) ..
-      ': ' .. bad)
-  end
-  return o
-end
-
-local LINKED = {pending = true, succeeded = true, failed = true, cancelled = true}
--- Decode the remote parents field of job `id` (see above): {parent id -> {state, result}}.
-local function remote_parents(s, id, parents)
-  local out, i = {}, 1
-  while i <= #s do
-    local st, li, lr, j = string.match(s, '^(%l+):(%d+):(%d+):()', i)
-    li, lr = tonumber(li), tonumber(lr)
-    if not st or not LINKED[st] or li == 0 or j + li + lr - 1 > #s then
-      fail_early('JOBQ_ARGS', 'enqueue: remote parents of ' .. id .. ' malformed at byte ' .. i)
-    end
-    local pid = string.sub(s, j, j + li - 1)
-    if not string.find(',' .. parents .. ',', ',' .. pid .. ',', 1, true) then
-      fail_early('JOBQ_ARGS', 'enqueue: remote parent ' .. pid .. ' is not a parent of ' .. id)
-    end
-    out[pid] = {st, string.sub(s, j + li, j + li + lr - 1)}
-    i = j + li + lr
-  end
-  return out
-end
 local remotes = {} -- per job index with remote parents: their table
 -- Validate every dependency first, so a bad batch changes nothing. Parents must exist or come
 -- earlier in the batch; pointing at a later job of the batch could close a cycle: refused.
 -- An id already taken by a job of another task (stored, or earlier in this batch) is refused
 -- too: handing back that job's result for this submit would be silently wrong.
-local seen, later, opts, task_of = {}, {}, {}, {}
+local seen, opts, task_of = {}, {}, {}
+local later = nil -- the batch's ids: built when a job of it first names parents
 local taken = {} -- id -> a job with this id exists (stored, or created earlier in this batch)
 local delayed = false
-for i = 0, n - 1 do later[ARGV[4 + i * F + 1]] = true end
 for i = 0, n - 1 do
   local b = 4 + i * F
   local id = ARGV[b + 1]
@@ -110,23 +55,27 @@ for i = 0, n - 1 do
     return redis.error_reply('JOBQ_IDCONFLICT ' .. id .. '\t' .. had .. '\t' .. ARGV[b + 2])
   end
   task_of[id] = had or ARGV[b + 2]
-  opts[i + 1] = options(id, ARGV[b + 5])
+  opts[i + 1] = enqueue_options(id, ARGV[b + 5])
   local parents = opts[i + 1].parents or ''
-  local remote = {}
+  local remote = nil
   if ARGV[b + 6] ~= '' then
-    remote = remote_parents(ARGV[b + 6], id, parents)
+    remote = enqueue_remote_parents(ARGV[b + 6], id, parents)
     remotes[i] = remote
     expect(P .. K_DLV .. id, 'hash')
   end
   if (tonumber(opts[i + 1].delay) or 0) > 0 then delayed = true end
   if parents ~= '' then
+    if not later then
+      later = {}
+      for k = 0, n - 1 do later[ARGV[4 + k * F + 1]] = true end
+    end
     for pid in string.gmatch(parents, '[^,]+') do
       if pid == id then return redis.error_reply('JOBQ_CYCLE ' .. id .. ' depends on itself') end
       if later[pid] and not seen[pid] then
         return redis.error_reply('JOBQ_CYCLE ' .. id .. ' depends on ' .. pid ..
           ', submitted after it in the same batch (parents must come first)')
       end
-      if not seen[pid] and not remote[pid] then
+      if not seen[pid] and not (remote and remote[pid]) then
         local t = redis.call('TYPE', P .. K_JOB .. pid)['ok']
         if t == 'none' then
           return redis.error_reply('JOBQ_PARENT ' .. pid .. ': no such job (parent of ' .. id .. ')')
@@ -149,118 +98,131 @@ for i = 0, n - 1 do
   local b = 4 + i * F
   local id, task, queue, payload = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
   local o = opts[i + 1] -- ('' below = the option's default, as an absent one)
-  local pri, maxa, tmo, bo, ttl = o.pri or '', o.max or '', o.timeout or '', o.backoff or '',
-    o.ttl or ''
-  local eta = NOW + (tonumber(o.delay) or 0)
-  local parents, pass, ukey = o.parents or '', o.pass or '', o.ukey or ''
-  local ckey, climit, fallback = o.ckey or '', o.climit or '1', o.fallback or ''
-  local jk = P .. K_JOB .. id
-  local holder = nil
-  if ukey ~= '' then
-    holder = try('GET', P .. K_UNIQUE .. ukey)
-    if holder and redis.call('EXISTS', P .. K_JOB .. holder) == 0 then holder = nil end
-  end
-  if holder then
-    out[i + 1] = holder
-  elseif taken[id] then
-    out[i + 1] = 0
+  if o == DEFAULTS then
+    -- Every option at its default (the common case): no unique key, delay or parents (nor
+    -- remote ones, which name parents), so the job is queued now with its five fields; the
+    -- same writes as the general path below, without reading each option.
+    if taken[id] then
+      out[i + 1] = 0
+    else
+      taken[id] = true
+      append_pair(pushes, order, queue, seq + i + 1, id)
+      redis.call('HSET', P .. K_JOB .. id, 'task', task, 'queue', queue, 'payload', payload,
+        'state', 'queued', 'created', NOW)
+      emit(id, 'queued', queue)
+      if not registered[queue] then
+        registered[queue] = true
+        registry[#registry + 1] = queue
+      end
+      out[i + 1] = 1
+    end
   else
-    taken[id] = true
-    local state = 'queued'
-    if eta > NOW then state = 'scheduled' end
-    -- The job's fields, written in one HSET once its state is known (its parents decide).
-    -- (Appended as `h[#h + 1], h[#h + 2] = field, value`: both indexes are taken before either
-    -- is assigned, and no closure is made per job.)
-    local h = {'task', task, 'queue', queue, 'payload', payload, 'state', state, 'created', NOW}
-    if pri ~= '' and pri ~= '0' then h[#h + 1], h[#h + 2] = 'pri', pri end
-    if maxa ~= '' and maxa ~= '1' then h[#h + 1], h[#h + 2] = 'max', maxa end
-    if tmo ~= '' then h[#h + 1], h[#h + 2] = 'timeout', tmo end
-    if bo ~= '' then h[#h + 1], h[#h + 2] = 'backoff', bo end
-    if ttl ~= '' then h[#h + 1], h[#h + 2] = 'ttl', ttl end
+    local pri, maxa, tmo, bo, ttl = o.pri or '', o.max or '', o.timeout or '', o.backoff or '',
+      o.ttl or ''
+    local eta = NOW + (tonumber(o.delay) or 0)
+    local parents, pass, ukey = o.parents or '', o.pass or '', o.ukey or ''
+    local ckey, climit, fallback = o.ckey or '', o.climit or '1', o.fallback or ''
+    local jk = P .. K_JOB .. id
+    local holder = nil
     if ukey ~= '' then
-      redis.call('SET', P .. K_UNIQUE .. ukey, id)
-      h[#h + 1], h[#h + 2] = 'ukey', ukey
+      holder = try('GET', P .. K_UNIQUE .. ukey)
+      if holder and redis.call('EXISTS', P .. K_JOB .. holder) == 0 then holder = nil end
     end
-    if ckey ~= '' then
-      h[#h + 1], h[#h + 2] = 'ckey', ckey
-      h[#h + 1], h[#h + 2] = 'climit', climit
-    end
-    if fallback ~= '' then h[#h + 1], h[#h + 2] = 'fallback', fallback end
-    local waiting, failed_parent, parent_state = 0, nil, nil
-    if parents ~= '' then
-      h[#h + 1], h[#h + 2] = 'parents', parents
-      if pass ~= '' then h[#h + 1], h[#h + 2] = 'pass', pass end
-      local remote, dk, applied = remotes[i], P .. K_DLV .. id, {}
-      for pid in string.gmatch(parents, '[^,]+') do
-        local pjk = P .. K_JOB .. pid
-        local ps = nil
-        if not (remote and remote[pid]) then ps = try('HGET', pjk, 'state') end
-        if remote and remote[pid] then
-          -- In another partition: a hand-off that came before this job did wins over what
-          -- link said (it is newer); a parent named twice counts once.
-          if not applied[pid] then
-            applied[pid] = true
-            local st, res = remote[pid][1], remote[pid][2]
-            local early = redis.call('HGET', dk, pid)
-            if early then
-              local bar = string.find(early, '|', 1, true) or #early + 1
-              st, res = string.sub(early, 1, bar - 1), string.sub(early, bar + 1)
-            end
-            if st == 'pending' then
-              waiting = waiting + 1
-            else
-              h[#h + 1], h[#h + 2] = 'x:' .. pid, st .. '|' .. res
-              if st ~= 'succeeded' then
-                failed_parent, parent_state = failed_parent or pid, parent_state or st
+    if holder then
+      out[i + 1] = holder
+    elseif taken[id] then
+      out[i + 1] = 0
+    else
+      taken[id] = true
+      local state = 'queued'
+      if eta > NOW then state = 'scheduled' end
+      -- The job's fields, written in one HSET once its state is known (its parents decide).
+      -- (Appended as `h[#h + 1], h[#h + 2] = field, value`: both indexes are taken before either
+      -- is assigned, and no closure is made per job.)
+      local h = {'task', task, 'queue', queue, 'payload', payload, 'state', state, 'created', NOW}
+      if pri ~= '' and pri ~= '0' then h[#h + 1], h[#h + 2] = 'pri', pri end
+      if maxa ~= '' and maxa ~= '1' then h[#h + 1], h[#h + 2] = 'max', maxa end
+      if tmo ~= '' then h[#h + 1], h[#h + 2] = 'timeout', tmo end
+      if bo ~= '' then h[#h + 1], h[#h + 2] = 'backoff', bo end
+      if ttl ~= '' then h[#h + 1], h[#h + 2] = 'ttl', ttl end
+      if ukey ~= '' then
+        redis.call('SET', P .. K_UNIQUE .. ukey, id)
+        h[#h + 1], h[#h + 2] = 'ukey', ukey
+      end
+      if ckey ~= '' then
+        h[#h + 1], h[#h + 2] = 'ckey', ckey
+        h[#h + 1], h[#h + 2] = 'climit', climit
+      end
+      if fallback ~= '' then h[#h + 1], h[#h + 2] = 'fallback', fallback end
+      local waiting, failed_parent, parent_state = 0, nil, nil
+      if parents ~= '' then
+        h[#h + 1], h[#h + 2] = 'parents', parents
+        if pass ~= '' then h[#h + 1], h[#h + 2] = 'pass', pass end
+        local remote, dk, applied = remotes[i], P .. K_DLV .. id, {}
+        for pid in string.gmatch(parents, '[^,]+') do
+          local pjk = P .. K_JOB .. pid
+          local ps = nil
+          if not (remote and remote[pid]) then ps = try('HGET', pjk, 'state') end
+          if remote and remote[pid] then
+            -- In another partition: a hand-off that came before this job did wins over what
+            -- link said (it is newer); a parent named twice counts once.
+            if not applied[pid] then
+              applied[pid] = true
+              local st, res = remote[pid][1], remote[pid][2]
+              local early = redis.call('HGET', dk, pid)
+              if early then
+                local bar = string.find(early, '|', 1, true) or #early + 1
+                st, res = string.sub(early, 1, bar - 1), string.sub(early, bar + 1)
+              end
+              if st == 'pending' then
+                waiting = waiting + 1
+              else
+                h[#h + 1], h[#h + 2] = 'x:' .. pid, st .. '|' .. res
+                if st ~= 'succeeded' then
+                  failed_parent, parent_state = failed_parent or pid, parent_state or st
+                end
               end
             end
+          elseif ps == 'failed' or ps == 'cancelled' then
+            failed_parent, parent_state = failed_parent or pid, parent_state or ps
+          elseif ps ~= 'succeeded' and try('SADD', P .. K_CHILDREN .. pid, id) == 1 then
+            -- (a parent named twice counts once, or the child would wait forever)
+            redis.call('HSET', pjk, 'kids', 1)
+            waiting = waiting + 1
           end
-        elseif ps == 'failed' or ps == 'cancelled' then
-          failed_parent, parent_state = failed_parent or pid, parent_state or ps
-        elseif ps ~= 'succeeded' and try('SADD', P .. K_CHILDREN .. pid, id) == 1 then
-          -- (a parent named twice counts once, or the child would wait forever)
-          redis.call('HSET', pjk, 'kids', 1)
-          waiting = waiting + 1
+        end
+        if remote then
+          redis.call('DEL', dk)
+          h[#h + 1], h[#h + 2] = 'xp', 1
         end
       end
-      if remote then
-        redis.call('DEL', dk)
-        h[#h + 1], h[#h + 2] = 'xp', 1
-      end
-    end
-    if failed_parent then
-      -- (a new job: no waiters, no dependents yet; this emits its event)
-      redis.call('HSET', jk, unpack(h))
-      dead_letter(id, jk, queue, job_error('DependencyFailed', 'parent job ' .. failed_parent ..
-        ' ' .. parent_state), nil, nil, ukey ~= '' and ukey or nil, nil, nil)
-    else
-      if waiting > 0 then
-        state = 'scheduled'
-        h[8] = state
-        h[#h + 1], h[#h + 2] = 'waiting', waiting
-        stat(queue, 'scheduled', 1)
-      elseif state == 'scheduled' then
-        h[#h + 1], h[#h + 2] = 'eta', eta
-        redis.call('ZADD', KEYS[2], eta, id)
-        stat(queue, 'scheduled', 1)
+      if failed_parent then
+        -- (a new job: no waiters, no dependents yet; this emits its event)
+        redis.call('HSET', jk, unpack(h))
+        dead_letter(id, jk, queue, job_error('DependencyFailed', 'parent job ' .. failed_parent ..
+          ' ' .. parent_state), nil, nil, ukey ~= '' and ukey or nil, nil, nil)
       else
-        local q = pushes[queue]
-        if not q then
-          q = {}
-          pushes[queue] = q
-          order[#order + 1] = queue
+        if waiting > 0 then
+          state = 'scheduled'
+          h[8] = state
+          h[#h + 1], h[#h + 2] = 'waiting', waiting
+          stat(queue, 'scheduled', 1)
+        elseif state == 'scheduled' then
+          h[#h + 1], h[#h + 2] = 'eta', eta
+          redis.call('ZADD', KEYS[2], eta, id)
+          stat(queue, 'scheduled', 1)
+        else
+          append_pair(pushes, order, queue, -(tonumber(pri) or 0) * PRI_SPAN + seq + i + 1, id)
         end
-        q[#q + 1] = -(tonumber(pri) or 0) * PRI_SPAN + seq + i + 1
-        q[#q + 1] = id
+        redis.call('HSET', jk, unpack(h))
+        emit(id, state, queue)
       end
-      redis.call('HSET', jk, unpack(h))
-      emit(id, state, queue)
+      if not registered[queue] then
+        registered[queue] = true
+        registry[#registry + 1] = queue
+      end
+      out[i + 1] = 1
     end
-    if not registered[queue] then
-      registered[queue] = true
-      registry[#registry + 1] = queue
-    end
-    out[i + 1] = 1
   end
 end
 -- Each queue's jobs in one ZADD; a queue key of another type dead-letters them (push_queue).

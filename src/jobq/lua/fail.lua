@@ -19,8 +19,10 @@
 -- one ZREM of the leases, one ZADD of the retries, one HINCRBY per queue and counter.
 local default_ttl, n = ARGV[4], count(ARGV[5], 5, 5, 'fail')
 for i = 0, n - 1 do
-  num(ARGV[5 + i * 5 + 4], 'retry delay of item ' .. (i + 1))
-  num(ARGV[5 + i * 5 + 5], 'ran ms of item ' .. (i + 1))
+  -- (the messages are built only for a bad one: this runs per job)
+  local delay, ran = ARGV[5 + i * 5 + 4], ARGV[5 + i * 5 + 5]
+  if not tonumber(delay) then num(delay, 'retry delay of item ' .. (i + 1)) end
+  if not tonumber(ran) then num(ran, 'ran ms of item ' .. (i + 1)) end
 end
 local out, rows, ended = {}, {}, {}
 local retries, deaths, kids = false, false, false
