@@ -58,8 +58,9 @@ cluster-bench: $(STAMP)
 aio-bench: $(STAMP)
 	$(PY) bench/aio.py --write-docs
 
+# Where a job's time goes (server work per call and per job, script by script): docs/profile.md.
 profile: $(STAMP)
-	$(PY) bench/profile_paths.py
+	$(PY) bench/profile_paths.py --write-docs
 
 clean:
 	rm -rf $(VENV) .jobq .pytest_cache .mypy_cache .ruff_cache

@@ -219,6 +219,19 @@ def main() -> int:
                 f"{v['fcall_us']:.1f} | {v['inner_us']:.1f} | {over:.1f} | {v['cpu_us']:.1f} |",
                 file=out,
             )
+        print(
+            "\n## Server time per script call (`bench/lua_cost.py`)\n\nEach script alone, "
+            "pipelined on a warm server (the fastest of a few rounds), against the time of the "
+            "commands it ran: the rest is Lua interpretation and the building of the reply.\n",
+            file=out,
+        )
+        lua = subprocess.run(
+            [sys.executable, str(HERE / "lua_cost.py"), str(min(n * 4, 20000))],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        print(lua.stdout.strip(), file=out)
         print("\n## Client round trip, one at a time\n", file=out)
         print("| call | µs per call (wall) |\n|---|---|", file=out)
         print(f"| redis-py LPUSH | {bare_rt:.1f} |", file=out)
