@@ -166,7 +166,7 @@ def master(
             ) from exc
         no_http = True
     if no_http:
-        m.run()
+        m.run_joined()  # (not run(): SIGTERM's handler would deadlock on its wait, see there)
     else:
         from .master.server import http_token
 

@@ -244,6 +244,15 @@ class Maintainer:
             self.stop_event.wait(pause)
         self.release()
 
+    def run_joined(self) -> None:
+        """`run()` for the main thread, which a SIGTERM/SIGINT handler interrupts: the loop runs
+        in its own thread, the main thread only joins it. A Python signal handler runs in the
+        main thread between two of its bytecodes; had the main thread been inside
+        `stop_event.wait()` (the loop's pause) it could hold the Event's lock, which is not
+        reentrant, and the handler's `stop_event.set()` would wait for it forever: the process
+        ignores SIGTERM. `join()` holds no lock the handler takes and a signal interrupts it."""
+        self.start_thread().join()
+
     def start_thread(self) -> threading.Thread:
         t = threading.Thread(target=self.run, name="jobq-maintenance", daemon=True)
         t.start()

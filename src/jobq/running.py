@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
+from types import FrameType
 
 from .client import App
 from .errors import AuthFailed, BrokerError, UsageProblem
@@ -93,7 +94,16 @@ def master_loop(app: App, strict: bool) -> Maintainer:
         lease_ms=app.settings.lease_ms,
         max_lost=app.settings.max_lost,
     )
-    signal.signal(signal.SIGTERM, lambda *_: m.stop_event.set())
-    signal.signal(signal.SIGINT, lambda *_: m.stop_event.set())
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        # Runs in the main thread, so the main thread must never be inside the Event's lock
+        # when it fires (it would never be released): the loop runs off the main thread
+        # (`Maintainer.run_joined`), and a second signal while `stop()` sets the Event finds
+        # it set already (`is_set` takes no lock).
+        if not m.stop_event.is_set():
+            m.stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     log.info("master %s on %s", m.name, redact(app.store.url))
     return m

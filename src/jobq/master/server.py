@@ -117,7 +117,7 @@ def serve(
         if required:
             raise ConfigError(f"{msg}: pick another --http HOST:PORT, or --no-http") from exc
         log.warning("%s; running the maintenance loop without HTTP (set --http)", msg)
-        maintainer.run()
+        maintainer.run_joined()  # (off the main thread, which the signal handler runs in)
         return
     web = create_app(app, token, maintainer=maintainer, allowed_hosts=allowed_hosts)
     config = server_config(web)
