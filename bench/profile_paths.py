@@ -264,8 +264,40 @@ def main() -> int:
     return 0
 
 
-#: The part of docs/profile.md written by hand (kept by every regeneration).
-NOTES = ""
+#: The part of docs/profile.md written by hand (kept by every regeneration): what the tables
+#: above come to, from bisecting the scripts in scratch libraries with `lua_cost.py`'s method.
+NOTES = """
+## Where the remaining time goes
+
+**On the server, batched.** Every side index is written once per call (counters summed per
+queue and field, the leases and the `finished` index as one variadic ZADD or ZREM, one wake-up
+per queue, the fencing-token counter read once and written once), so what is left per job is
+what each transition must write for that job: the job hash read (HMGET) and written (HSET) by
+claim and by complete, its result's EXPIRE, and one event (XADD) per transition, three per job.
+Most of an FCALL's time is not its commands but Lua around them: each `redis.call` costs about
+0.3-0.4 µs besides the command itself, and turning a reply into RESP about 110 ns per element
+(one claimed job's row, 12 fields and its parents' results, is 1.5-2 µs). What would cut it
+further changes a format: one event entry per call instead of per job (the master's SSE reader
+and the dashboard read one job per entry), and a smaller claim row (a worker caching each
+task's options instead of receiving them with every job).
+
+**On the server, one job at a time.** The per-job figure is several times the batched one for
+two reasons the scripts cannot touch: every round trip costs the server its networking (the
+LPUSH row: a bare round trip costs about as much server CPU as a whole batched job), and an
+idle server runs each call cold, at up to twice its pipelined time. A job is four round trips:
+submit, the worker's wake-up and claim (one pipelined round trip), complete, and the caller's
+await + BLPOP; a bare RPC is two.
+
+**In the client.** One submit spends a few µs more than a bare LPUSH in Python (the profile
+above); the rest of the gap is the enqueue function's own time on the server (table above)
+against a bare LPUSH's 1 µs. A batch submit is bounded by the server's enqueue work per job
+while no worker runs; beside two busy workers on two cores it shares the CPU with them.
+
+**In the process pool.** Short jobs go to a child several per message and come back in
+batches, so under load the pool costs about what the thread pool does. A lone job still pays
+two process wake-ups (the pipe to the child, the pipe back), which is most of its latency above
+the thread pool's.
+"""
 
 if __name__ == "__main__":
     sys.exit(main())
