@@ -283,7 +283,7 @@ def rate_accuracy(
 
 
 #: Submit options putting every rate-limited job in one partition (and never limiting it).
-ONE_KEY = {"concurrency_key": "one", "concurrency_limit": 1_000_000}
+ONE_KEY = {"concurrency_key": "one", "concurrency_limit": 100_000}  # (the largest allowed)
 
 
 # -- one job at a time ----------------------------------------------------------------------
