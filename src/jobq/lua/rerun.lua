@@ -1,6 +1,6 @@
 -- rerun: take a dead-lettered (failed) job out of the dead-letter set and queue it afresh.
 -- KEYS: 1 events, 2 dead-letter zset, 3 seq counter
--- Builds: job:<id>, q:<queue>, wake:<queue>, done:<id>, finished, dead
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, dead
 -- ARGV: 4 id
 -- Returns: 1 = queued again, -1 = not found, -3 = not in state failed.
 local id = ARGV[4]
