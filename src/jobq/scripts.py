@@ -173,6 +173,7 @@ class Scripts:
         self._fn = {name: function_name(name) for name in SCRIPT_NAMES}
         self._local = threading.local()
         self._conns: list[Any] = []  # every lean connection made, to close them all
+        self._closes = 0  # close() calls so far: a thread whose connection predates one re-lists it
 
     # -- connection hook -----------------------------------------------------------------------
 
@@ -209,12 +210,20 @@ class Scripts:
         if conn is None or self._local.pid != _pid[0]:
             conn = self.client.connection_pool.make_connection()
             self._local.conn, self._local.pid = conn, _pid[0]
+            self._local.closes = self._closes
+            self._conns.append(conn)
+        elif self._local.closes != self._closes:
+            # close() ran since this thread last called (a worker's claim thread still in its
+            # blocking wait, say): its connection reconnects on use, so it is listed again to
+            # be closed with the others, never left to the garbage collector.
+            self._local.closes = self._closes
             self._conns.append(conn)
         return conn
 
     def close(self) -> None:
         """Close every lean connection (each thread's); they reopen on next use."""
         conns, self._conns = self._conns, []
+        self._closes += 1
         for conn in conns:
             conn.disconnect()
 
