@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from .histograms import TaskStats, merge_task_stats
 from .model import JobRecord, QueueInfo, WorkerInfo
 from .spread import EventCursor, Partitioned, list_jobs_over, merge_queue_infos
 
@@ -49,6 +50,28 @@ class SpreadReads(Partitioned):
         page = names[cursor : cursor + limit]
         nxt = cursor + limit if cursor + limit < len(names) else 0
         return self.queue_infos(page), nxt
+
+    def task_stats(self, queues: list[str] | None = None) -> list[TaskStats]:
+        """Per-task figures summed over the partitions, sorted by (queue, task); bounded to
+        the first queues by name when `queues` is None (`Reads.task_stats`)."""
+        if self.layout.count == 1:
+            return self.control.task_stats(queues)
+        if queues is None:
+            names = sorted({n for s in self.shards for n in s.queue_names()})
+            queues = names[: self.control.TASK_STATS_QUEUES]
+        return merge_task_stats([s.task_stats(queues) for s in self.shards])
+
+    def oldest_queued(self, queues: list[str]) -> dict[str, int | None]:
+        """Per queue, the oldest of the partitions' front jobs' ready times (ms)."""
+        if self.layout.count == 1:
+            return self.control.oldest_queued(queues)
+        out: dict[str, int | None] = dict.fromkeys(queues)
+        for shard in self.shards:
+            for q, t in shard.oldest_queued(queues).items():
+                if t is not None:
+                    cur = out[q]
+                    out[q] = t if cur is None else min(cur, t)
+        return out
 
     def has_queue(self, name: str) -> bool:
         return any(s.has_queue(name) for s in self.shards)
