@@ -165,3 +165,68 @@ def test_counting_costs_one_hincrby_per_distinct_field(
     assert t.succeeded == n and t.runtime.count == n and t.wait.count == n
     assert t.wait.counts[bucket_of(3)] == n
     assert len(BOUNDS_MS) + 1 == len(t.runtime.counts)
+
+
+def test_rate_tracker_task_rates_arrivals_and_window(store: Store) -> None:
+    from jobq.master.rates import RateTracker
+
+    rt = RateTracker(store, interval_s=2.0)
+    assert rt.samples.maxlen == 1800  # one hour of 2 s samples
+    assert rt.task_rates() == {} and rt.arrivals_per_s("default") is None
+    rt.sample(now_ms=T)
+    store.submit([spec(f"r{i}") for i in range(10)], now=T)
+    cs = claim(store, n=10, now=T + 1)
+    store.report([ok(c, ran_ms=1) for c in cs[:6]] + [bad(c) for c in cs[6:]], now=T + 2)
+    rt.sample(now_ms=T + 2000)
+    assert rt.task_rates(60)[("default", "t")] == (pytest.approx(3.0), pytest.approx(2.0))
+    assert rt.arrivals_per_s("default") == pytest.approx(5.0)
+    rt.sample(now_ms=T + 100_000)
+    # The last 60 s hold one rate, from the sample before them: nothing happened since.
+    assert len(rt.points()) == 2 and len(rt.points(window_s=60)) == 1
+    assert rt.points(window_s=60)[0]["succeeded_per_s"] == 0
+    assert rt.task_rates(60)[("default", "t")] == (0.0, 0.0)
+    assert rt.arrivals_per_s("default", 60) == 0.0
+
+
+def test_tasks_over_http(url: str, prefix: str) -> None:
+    import httpx
+    from live_master import LiveMaster, LiveWorker
+
+    app = App(url, prefix=prefix)
+    worker_app = App(url, prefix=prefix, heartbeat_ms=200, tick_ms=50)
+    worker = LiveWorker(worker_app).start()
+    master = LiveMaster(app, rate_interval_s=0.2).start()
+    try:
+        with httpx.Client(base_url=master.url, timeout=30) as http:
+            for i in range(5):
+                worker_app.submit("add", (i, i))
+            worker_app.submit("boom", ("x",))
+            deadline = time.monotonic() + 30
+
+            def fetch() -> dict[str, Any]:
+                r = http.get("/v1/tasks")
+                assert r.status_code == 200, r.text
+                return {t["task"]: t for t in r.json()["tasks"]}
+
+            while True:
+                got = fetch()
+                boom = next((v for k, v in got.items() if k.endswith("boom")), None)
+                add = next((v for k, v in got.items() if k.endswith("add")), None)
+                if add and boom and add["succeeded"] == 5 and boom["failed"] == 1:
+                    break
+                assert time.monotonic() < deadline, got
+                time.sleep(0.1)
+            assert add["failure_rate"] == 0 and boom["failure_rate"] == 1
+            assert add["runs"] == 5 and add["runtime_p50_ms"] is not None
+            assert add["wait_p95_ms"] is not None and add["queue"] == "default"
+            assert {"succeeded_per_s", "failed_per_s", "retried", "cancelled"} <= set(add)
+            only = http.get("/v1/tasks", params={"queue": "nope"}).json()
+            assert only == {"tasks": []}
+            r = http.get("/v1/throughput", params={"window_s": 1})
+            assert r.status_code == 200 and "points" in r.json()
+            assert http.get("/v1/throughput", params={"window_s": 0}).status_code == 422
+    finally:
+        master.stop()
+        worker.stop()
+        worker_app.close()
+        app.close()

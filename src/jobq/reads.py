@@ -292,6 +292,35 @@ class Reads:
             return out, None
         return out, _encode_cursor(src, after)
 
+    def worker_jobs(
+        self, name: str, running: list[str], limit: int = 50, scan: int = 2000
+    ) -> list[tuple[float, JobRecord]]:
+        """(sort key, record) of up to `limit` jobs worker `name` ran lately, newest first:
+        `running` (its current jobs, first) then the newest `scan` entries of the finished
+        index whose `worker` is `name`. Bounded: O(scan) reads however many jobs exist."""
+        with self.broker("listing a worker's jobs"):
+            entries = [(job_id, float("inf")) for job_id in running[:limit]]
+            seen = {job_id for job_id, _ in entries}
+            for raw_id, score in self.r.zrevrange(self.keys.finished, 0, scan - 1, withscores=True):
+                job_id = raw_id.decode("utf-8", "replace")
+                if job_id not in seen:
+                    entries.append((job_id, float(score)))
+            pipe = self.r.pipeline(transaction=False)
+            for job_id, _ in entries:
+                pipe.hmget(self.keys.job(job_id), self._LIST_FIELDS)
+            rows = pipe.execute(raise_on_error=False)
+        out: list[tuple[float, JobRecord]] = []
+        for (job_id, score), row in zip(entries, rows, strict=True):
+            if not isinstance(row, list) or not any(row):
+                continue
+            raw = {f.encode(): v for f, v in zip(self._LIST_FIELDS, row, strict=True) if v}
+            if raw.get(b"worker", b"").decode("utf-8", "replace") != name:
+                continue
+            out.append((score, JobRecord.decode(job_id, raw)))
+            if len(out) >= limit:
+                break
+        return out
+
     def _list_sources(self, state: JobState | None, queue: str | None) -> list[tuple[str, bool]]:
         """The indexes to walk for a state filter, in order: (key, newest first?)."""
         k = self.keys

@@ -73,6 +73,24 @@ class SpreadReads(Partitioned):
                     out[q] = t if cur is None else min(cur, t)
         return out
 
+    def worker_jobs(
+        self, name: str, running: list[str], limit: int = 50, scan: int = 2000
+    ) -> list[JobRecord]:
+        """Up to `limit` jobs worker `name` ran lately, newest first, over every partition
+        (`Reads.worker_jobs`: its running jobs, then its newest finished ones)."""
+        if self.layout.count == 1:
+            return [r for _, r in self.control.worker_jobs(name, running, limit, scan)]
+        found: list[tuple[float, JobRecord]] = []
+        for shard in self.shards:  # (a running id another partition holds reads as absent)
+            found.extend(shard.worker_jobs(name, running, limit, scan))
+        seen: set[str] = set()
+        out: list[JobRecord] = []
+        for _, rec in sorted(found, key=lambda sr: -sr[0]):
+            if rec.id not in seen:
+                seen.add(rec.id)
+                out.append(rec)
+        return out[:limit]
+
     def has_queue(self, name: str) -> bool:
         return any(s.has_queue(name) for s in self.shards)
 
