@@ -306,15 +306,31 @@ def test_autoscale_route(app: App, http_with_worker: httpx.Client) -> None:
     q = by["backlog"]
     assert q["backlog"] == 40 and q["workers"] == 0 and q["runtime_mean_s"] is None
     assert q["desired_workers"] == 1 and "no runtime" in q["reason"]
+
+    # The arrival rate, measured by the master's sampler (every 0.2 s here) over the last minute.
+    def arrival() -> float | None:
+        got: float | None = body(queue="default")["queues"][0]["arrival_per_s"]
+        return got
+
+    assert wait_for(lambda: arrival() is not None, 15, "an arrival rate") is True
+    assert arrival() is not None and arrival() >= 0  # type: ignore[operator]
     # One queue asked for; an unknown queue is idle.
     one = body(queue="backlog", target_s=30)["queues"]
     assert [x["queue"] for x in one] == ["backlog"] and one[0]["desired_workers"] == 1
     unknown = body(queue="nope")["queues"]
     assert unknown[0]["desired_workers"] == 0 and "idle" in unknown[0]["reason"]
-    # The metric says the same as the route for the same target.
-    fams = scrape(http, target_s=30)
-    for x in b["queues"]:
-        assert value(fams, "jobq_queue_desired_workers", queue=x["queue"]) == x["desired_workers"]
+
+    # The metric says the same as the route for the same target (both read one snapshot,
+    # fresh for a second: asked again should a new one fall between them).
+    def same() -> bool:
+        route = body(target_s=30)["queues"]
+        fams = scrape(http, target_s=30)
+        return all(
+            value(fams, "jobq_queue_desired_workers", queue=x["queue"]) == x["desired_workers"]
+            for x in route
+        )
+
+    wait_for(same, 10, "the metric and the route to agree")
     for bad in ("0", "-1", "x", "1e9"):
         assert http.get("/v1/autoscale", params={"target_s": bad}).status_code == 422
         assert http.get("/metrics", params={"target_s": bad}).status_code == 422

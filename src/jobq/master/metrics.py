@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from ..histograms import Histogram, TaskStats
 from ..memory import MemoryState
 from ..model import QueueInfo, WorkerInfo
 from .context import Context
-from .rates import MAX_QUEUES, first_queues
+from .rates import MAX_QUEUES, RateTracker, first_queues
 
 #: How long one snapshot of the broker serves every scrape (seconds).
 CACHE_S = 1.0
@@ -92,13 +92,11 @@ def runtime_means(tasks: Iterable[TaskStats]) -> dict[str, float | None]:
     return {q: (None if h.count == 0 else h.sum_ms / h.count / 1000) for q, h in sums.items()}
 
 
-def arrivals_per_s(rates: Any, queue: str, window_s: float = ARRIVAL_WINDOW_S) -> float | None:
-    """The arrival rate the master's RateTracker measured (CONTRACT: ``arrivals_per_s``);
-    None where it measures none yet (a tracker without the method, or under two samples)."""
-    fn: Callable[[str, float], float | None] | None = getattr(rates, "arrivals_per_s", None)
-    if fn is None:
-        return None
-    got = fn(queue, window_s)
+def arrivals_per_s(
+    rates: RateTracker, queue: str, window_s: float = ARRIVAL_WINDOW_S
+) -> float | None:
+    """The arrival rate the master's sampler measured over `window_s`; None under two samples."""
+    got = rates.arrivals_per_s(queue, window_s)
     return None if got is None else float(got)
 
 
