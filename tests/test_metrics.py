@@ -399,3 +399,25 @@ def test_scrape_cost_is_bounded(app: App, master: LiveMaster, rclient: redis.Red
         assert together == wider
         again, _ = cost(rclient, one_scrape)
         assert again == 0
+
+
+def test_scrape_cost_is_capped_by_the_queue_cap(
+    app: App, master: LiveMaster, rclient: redis.Redis
+) -> None:
+    """Past `MAX_QUEUES` queue names a scrape reads only the first ones (and says so)."""
+    from jobq.master.rates import MAX_QUEUES
+
+    cache_of(master.web.state).ttl_s = 0.0
+    rclient.sadd(app.store.keys.queues, *(f"n{i:05}" for i in range(MAX_QUEUES + 500)))
+    with httpx.Client(base_url=master.url, timeout=60) as http:
+        fams: dict[str, Family] = {}
+
+        def one_scrape() -> None:
+            fams.update(scrape(http))
+
+        n, by = cost(rclient, one_scrape)
+        print(f"commands per scrape over {MAX_QUEUES + 500} queue names: {n}")
+        assert value(fams, "jobq_queues_truncated") == 1
+        shown = {ls["queue"] for _, ls, _ in fams["jobq_queue_desired_workers"].samples}
+        assert MAX_QUEUES <= len(shown) < MAX_QUEUES + 500
+        assert n <= 5 * (len(shown) + 10) * app.store.partitions, by

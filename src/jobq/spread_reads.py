@@ -51,6 +51,30 @@ class SpreadReads(Partitioned):
         nxt = cursor + limit if cursor + limit < len(names) else 0
         return self.queue_infos(page), nxt
 
+    def first_queue_infos(self, limit: int) -> tuple[list[QueueInfo], bool]:
+        """About the first `limit` queue names of every partition (SSCAN pages, so O(limit)
+        per partition however many names exist), sorted, with their figures added up over
+        the partitions, and whether names were left out: what a scrape of several partitions
+        reads instead of `queue_page`'s union of every name."""
+        names: set[str] = set()
+        more = False
+        for shard in self.shards:
+            found: set[str] = set()
+            cursor = 0
+            with shard.broker("reading queues"):
+                while True:
+                    cursor, raw = shard.r.sscan(shard.keys.queues, cursor, count=500)
+                    found.update(n.decode("utf-8", "replace") for n in raw)
+                    if not int(cursor):
+                        break
+                    if len(found) >= limit:
+                        more = True
+                        break
+            names |= found
+        ordered = sorted(names)
+        more = more or len(ordered) > limit
+        return self.queue_infos(ordered[:limit]), more
+
     def task_stats(self, queues: list[str] | None = None) -> list[TaskStats]:
         """Per-task figures summed over the partitions, sorted by (queue, task); bounded to
         the first queues by name when `queues` is None (`Reads.task_stats`)."""

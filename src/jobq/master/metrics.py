@@ -104,7 +104,11 @@ def read_snapshot(c: Context, names: list[str] | None = None) -> Snapshot:
     """One bounded read of the broker: the first `MAX_QUEUES` queues (or `names`), their
     per-task figures and front jobs, the worker registry and memory."""
     store = c.reads()  # may be a replica at most max_staleness_ms behind (replicas.py)
-    if names is None:
+    if names is None and c.app.store.partitions > 1:
+        # Several partitions (read from their primaries: replicas.py reads one partition):
+        # a bounded walk of each one's names, not queue_page's union of every name.
+        qs, more = c.app.store.first_queue_infos(MAX_QUEUES)
+    elif names is None:
         qs, more = first_queues(store, MAX_QUEUES)
     else:
         # A few named queues (an autoscaler's poll): from the primary (the router has no such
