@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from ..autoscale import DEFAULT_TARGET_S
 from ..errors import BrokerError
 from ..outage import Outage
 from .context import Context, ctx
-from .rates import MAX_QUEUES, first_queues
+from .metrics import cache_of, render
 from .schemas import Health
 
 router = APIRouter(tags=["system"])
@@ -97,67 +98,20 @@ def _loops(c: Context) -> tuple[dict[str, dict[str, Any]], list[str]]:
     return threads, problems
 
 
-def _label(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 @router.get(
     "/metrics",
     response_class=PlainTextResponse,
-    summary="Prometheus metrics: depths, outcome counters, workers, dead letters",
+    summary="Prometheus metrics: depths, ages, outcomes, histograms, workers, memory, autoscaling",
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
-def metrics(c: Annotated[Context, Depends(ctx)]) -> PlainTextResponse:
-    store = c.reads()  # may be a replica at most max_staleness_ms behind (replicas.py)
-    qs, more = first_queues(store, MAX_QUEUES)  # bounded however many queue names exist
-    workers = store.list_workers(1000)
-    lines = [
-        "# HELP jobq_jobs Jobs waiting or running, per queue and state.",
-        "# TYPE jobq_jobs gauge",
-    ]
-    for q in qs:
-        n = _label(q.name)
-        for state, v in (("queued", q.queued), ("scheduled", q.scheduled), ("running", q.running)):
-            lines.append(f'jobq_jobs{{queue="{n}",state="{state}"}} {v}')
-    lines += [
-        "# HELP jobq_jobs_finished_total Jobs that reached a terminal state, per queue.",
-        "# TYPE jobq_jobs_finished_total counter",
-    ]
-    for q in qs:
-        n = _label(q.name)
-        for outcome, v in (
-            ("succeeded", q.succeeded),
-            ("failed", q.failed),
-            ("cancelled", q.cancelled),
-        ):
-            lines.append(f'jobq_jobs_finished_total{{queue="{n}",outcome="{outcome}"}} {v}')
-    lines += [
-        "# HELP jobq_jobs_retried_total Attempts retried (failure back-off or expired lease).",
-        "# TYPE jobq_jobs_retried_total counter",
-        *(f'jobq_jobs_retried_total{{queue="{_label(q.name)}"}} {q.retried}' for q in qs),
-        "# HELP jobq_dead_letter_jobs Failed jobs waiting in the dead-letter set.",
-        "# TYPE jobq_dead_letter_jobs gauge",
-        f"jobq_dead_letter_jobs {store.dead_count()}",
-        "# HELP jobq_queues_truncated 1 if queues past the first few thousand are not shown.",
-        "# TYPE jobq_queues_truncated gauge",
-        f"jobq_queues_truncated {int(more)}",
-        "# HELP jobq_workers Workers with a live registry entry.",
-        "# TYPE jobq_workers gauge",
-        f"jobq_workers {sum(1 for w in workers if w.alive)}",
-        "# HELP jobq_events_stream_length Entries in the (capped) event stream.",
-        "# TYPE jobq_events_stream_length gauge",
-        f"jobq_events_stream_length {store.events_length()}",
-        "# HELP jobq_event_clients Open /v1/events streams on this master.",
-        "# TYPE jobq_event_clients gauge",
-        f"jobq_event_clients {len(c.hub.subscribers)}",
-        "# HELP jobq_event_clients_dropped_total Streams closed for falling too far behind.",
-        "# TYPE jobq_event_clients_dropped_total counter",
-        f"jobq_event_clients_dropped_total {c.hub.dropped}",
-    ]
-    if c.maintainer is not None:
-        lines += [
-            "# HELP jobq_master_leading 1 if this master runs the maintenance loop now.",
-            "# TYPE jobq_master_leading gauge",
-            f"jobq_master_leading {int(c.maintainer.leading)}",
-        ]
-    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+def metrics(
+    request: Request,
+    c: Annotated[Context, Depends(ctx)],
+    target_s: Annotated[float, Query(gt=0, le=86400)] = DEFAULT_TARGET_S,
+) -> PlainTextResponse:
+    """The exposition built by metrics.py from a snapshot at most `metrics.CACHE_S` old
+    (bounded reads however many jobs); `target_s` is the drain target of
+    ``jobq_queue_desired_workers`` (docs/autoscaling.md)."""
+    snap = cache_of(request.app.state).get(c)
+    text = render(c, snap, target_s)
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
