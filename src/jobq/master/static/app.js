@@ -73,6 +73,16 @@ function say(sel, text, bad) {
   n.classList.toggle("bad", !!bad);
 }
 
+// Each cell of a table that reflows at phone width carries its column's name (style.css shows
+// it before the value there); rows are rendered in many places, so one observer labels them.
+function labelCells() {
+  for (const td of document.querySelectorAll("table.reflow td:not([data-label])")) {
+    const th = td.closest("table").tHead?.rows[0]?.cells[td.cellIndex];
+    td.dataset.label = th ? th.textContent : "";
+  }
+}
+new MutationObserver(labelCells).observe(document.body, { childList: true, subtree: true });
+
 // -- queues, workers, health ---------------------------------------------------------------
 
 async function loadQueues() {

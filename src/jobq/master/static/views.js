@@ -51,10 +51,15 @@ function drawChart() {
   if (!box || box.offsetParent === null) return;
   const w = Math.max(240, box.clientWidth), h = 190;
   const L = 40, R = 10, T = 10, B = 26, pw = w - L - R, ph = h - T - B;
-  const span = chart.window * 1000;
   const pts = state.points;
-  const end = pts.length ? pts[pts.length - 1].t : Date.now(), start = end - span;
-  const shown = pts.filter((p) => p.t >= start);
+  // The chosen window, or less while this master has not sampled that long yet (so a young
+  // master's few samples are not squeezed against the right edge).
+  const end = pts.length ? pts[pts.length - 1].t : Date.now();
+  const shown = pts.filter((p) => p.t >= end - chart.window * 1000);
+  const span = Math.max(30_000, Math.min(chart.window * 1000, end - (shown[0]?.t ?? end)));
+  const start = end - span;
+  $("#chart-span").textContent = span < chart.window * 1000 ?
+    "the last " + Math.round(span / 1000) + " s (all sampled so far)" : "";
   const max = niceMax(Math.max(1, ...shown.map((p) => Math.max(p.succeeded_per_s, p.failed_per_s))));
   const x = (t) => L + ((t - start) / span) * pw, y = (v) => T + ph - (v / max) * ph;
   const out = svg("svg", { width: w, height: h, viewBox: `0 0 ${w} ${h}`, role: "img",
@@ -64,7 +69,7 @@ function drawChart() {
       svg("text", { x: L - 4, y: y(max * f) + 4, class: "tick", "text-anchor": "end" },
         +(max * f).toFixed(2)));
   }
-  const step = TIME_STEPS.find((s) => (pw / (span / 1000)) * s >= 70) || 3600;
+  const step = TIME_STEPS.find((s) => (pw / (span / 1000)) * s >= 75) || 3600;
   const first = Math.ceil(start / (step * 1000)) * step * 1000;
   for (let t = first; t <= end; t += step * 1000) {
     const d = new Date(t);
