@@ -53,11 +53,15 @@ def api(live: LiveMaster) -> Iterator[httpx.Client]:
 
 
 def shot(page: Any, name: str, tmp_path: Path, *, full_page: bool = True) -> Path:
-    """docs/dashboard-<name>.png only when asked (so test runs leave the tree clean)."""
+    """docs/dashboard-<name>.png only when asked (so test runs leave the tree clean); `page`
+    may be a locator, then only that element is taken."""
     out = tmp_path / f"dashboard-{name}.png"
     if os.environ.get("JOBQ_UPDATE_SCREENSHOT") == "1":
         out = ROOT / "docs" / f"dashboard-{name}.png"
-    page.screenshot(path=str(out), full_page=full_page)
+    if full_page:  # a page; a locator (one card) has no full_page option
+        page.screenshot(path=str(out), full_page=True)
+    else:
+        page.screenshot(path=str(out))
     assert out.stat().st_size > 5_000
     return out
 
@@ -260,9 +264,7 @@ def test_received_results_and_workflow_graph(
     expect(page.locator(f'#detail-received li[data-parent="{b}"]')).to_contain_text("6")
     expect(page.locator(f'#detail-received li[data-parent="{c}"]')).to_contain_text("succeeded")
     expect(page.locator("#detail")).to_contain_text("12")
-    page.locator("#detail-card").scroll_into_view_if_needed()
-    page.locator("#detail-card").screenshot(path=str(tmp_path / "detail.png"))
-    shot(page, "job", tmp_path)
+    shot(page.locator("#detail-card"), "job", tmp_path, full_page=False)
 
     page.click("#detail-actions a.graph-link")
     expect(page.locator("#view-graph")).to_be_visible()
