@@ -139,7 +139,10 @@ def _refusals() -> Iterator[None]:
     "/jobs",
     response_model=JobPage,
     tags=["jobs"],
-    summary="List jobs by state, queue and task, a page at a time",
+    summary="List jobs by state, queue, task, worker or text, a page at a time",
+    description="With a state: that state's index order. Without (any state): newest first "
+    "by creation time, from a bounded sample of the indexes (`truncated` when some were left "
+    "out). `q` matches id, task, queue, worker and the arguments text, case-insensitively.",
     responses={400: {"model": ErrorOut}},
 )
 def list_jobs(
@@ -147,16 +150,25 @@ def list_jobs(
     state: JobState | None = None,
     queue: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     task: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    worker: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     cursor: Annotated[str | None, Query(max_length=2000)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPage:
     try:
-        recs, nxt = c.reads().list_jobs(
-            state=state, queue=queue, task=task, cursor=cursor, limit=limit
+        page = c.reads().list_jobs_page(
+            state=state, queue=queue, task=task, worker=worker, q=q, cursor=cursor, limit=limit
         )
     except ValueError as exc:
         raise HTTPException(400, f"cursor: {exc}") from exc
-    return JobPage.model_validate({"jobs": [job_summary(r) for r in recs], "next_cursor": nxt})
+    return JobPage.model_validate(
+        {
+            "jobs": [job_summary(r) for r in page.jobs],
+            "next_cursor": page.next_cursor,
+            "scanned": page.scanned,
+            "truncated": page.truncated,
+        }
+    )
 
 
 @router.get(
