@@ -29,14 +29,15 @@ function headers() {
   return h;
 }
 
-// An API error keeps its HTTP status and body, so a view can tell "no such worker" (our
-// {"error"}) from "this master has no such route" (the framework's {"detail"}).
+// An API error keeps its HTTP status and body, so a view can tell "no such worker" (a route's
+// own 404 says what is missing) from "this master has no such route" (a bare "Not Found", or
+// 405 when the path matches another route's pattern): a master older than this page.
 class ApiError extends Error {
   constructor(status, body, text) {
-    super((body && (body.error || body.detail)) || text || "HTTP " + status);
+    const said = body && (body.error || body.detail);
+    super(said || text || "HTTP " + status);
     this.status = status; this.body = body;
-    this.missingRoute = status === 404 && !(body && body.error) ||
-      status === 405 && !(body && body.error);
+    this.missingRoute = status === 405 || (status === 404 && (!said || said === "Not Found"));
   }
 }
 
