@@ -23,6 +23,9 @@ holds and which plain commands or control scripts (``leader``) touch. Worker pre
 |                         |        | score = -priority * 2^40 + seq     |                              |
 | ``wake:<queue>``        | list   | enqueue, promote, reap, claim      | idle workers (BLPOP)         |
 | ``stats:<queue>``       | hash   | every transition (counters/gauges) | queues view                  |
+| ``tstats:<queue>``      | hash   | claim (wait), complete, fail:      | task stats (histograms.py)   |
+|                         |        | per task outcome counts, runtime   |                              |
+|                         |        | and wait histogram buckets, sums   |                              |
 | ``queues``              | set    | enqueue, orphans (prunes idle ones)| queues view, orphans (SSCAN) |
 | ``orphans:cursor``      | string | orphans (registry walk cursor)     | orphans                      |
 | ``scheduled``           | zset   | enqueue (eta), fail (back-off)     | promote (score = due ms)     |
@@ -83,6 +86,7 @@ LUA_SUFFIXES: dict[str, str] = {
     "QUEUE": "q:",
     "WAKE": "wake:",
     "STATS": "stats:",
+    "TSTATS": "tstats:",
     "DONE": "done:",
     "FINISHED": "finished",
     "SEQ": "seq",
@@ -159,6 +163,10 @@ class Keys:
 
     def stats(self, name: str) -> str:
         return self.base + LUA_SUFFIXES["STATS"] + name
+
+    def tstats(self, name: str) -> str:
+        """Per-task figures of queue `name` (counts and histograms, histograms.py)."""
+        return self.base + LUA_SUFFIXES["TSTATS"] + name
 
     def done(self, job_id: str) -> str:
         return self.base + LUA_SUFFIXES["DONE"] + job_id

@@ -17,6 +17,7 @@ import orjson
 import redis
 
 from .errors import JobqError
+from .histograms import TaskStats, parse_task_stats
 from .keys import Keys
 from .listing import (
     Filter,
@@ -140,6 +141,11 @@ class Reads:
             nxt, raw = self.r.sscan(self.keys.queues, cursor, count=limit)
         return self.queue_infos(sorted(n.decode() for n in raw)), int(nxt)
 
+    def queue_names(self) -> list[str]:
+        """Every known queue's name, sorted."""
+        with self.broker("reading queues"):
+            return sorted(n.decode("utf-8", "replace") for n in self.r.smembers(self.keys.queues))
+
     def has_queue(self, name: str) -> bool:
         with self.broker("reading queues"):
             return bool(self.r.sismember(self.keys.queues, name))
@@ -176,6 +182,57 @@ class Reads:
                     g("retried"),
                 )
             )
+        return out
+
+    #: How many queues `task_stats` reads when none are named (the first ones, by name).
+    TASK_STATS_QUEUES = 2000
+
+    def task_stats(self, queues: list[str] | None = None) -> list[TaskStats]:
+        """Per-task figures (counts, runtime and wait histograms; histograms.py) of `queues`
+        (None: the first `TASK_STATS_QUEUES` known queues by name), sorted by (queue, task):
+        one pipelined HGETALL per queue. A hash of the wrong type reads as no figures."""
+        with self.broker("reading task stats"):
+            if queues is None:
+                queues = self.queue_names()[: self.TASK_STATS_QUEUES]
+            pipe = self.r.pipeline(transaction=False)
+            for q in queues:
+                pipe.hgetall(self.keys.tstats(q))
+            replies = pipe.execute(raise_on_error=False)
+        out: list[TaskStats] = []
+        for q, raw in zip(queues, replies, strict=True):
+            if isinstance(raw, dict):
+                out.extend(parse_task_stats(q, raw))
+        return sorted(out, key=lambda t: (t.queue, t.task))
+
+    def oldest_queued(self, queues: list[str]) -> dict[str, int | None]:
+        """Per queue, when the job at its front became ready (ms, server clock: the latest of
+        its `created`, `eta` and `ready` fields), None when nothing is queued (or the front
+        job is unreadable). Two pipelined round trips, one cheap read per queue in each."""
+        out: dict[str, int | None] = dict.fromkeys(queues)
+        with self.broker("reading the oldest queued jobs"):
+            pipe = self.r.pipeline(transaction=False)
+            for q in queues:
+                pipe.zrange(self.keys.queue(q), 0, 0)
+            fronts = pipe.execute(raise_on_error=False)
+            found = [
+                (q, f[0].decode("utf-8", "replace"))
+                for q, f in zip(queues, fronts, strict=True)
+                if isinstance(f, list) and f
+            ]
+            pipe = self.r.pipeline(transaction=False)
+            for _, job_id in found:
+                pipe.hmget(self.keys.job(job_id), "created", "eta", "ready")
+            rows = pipe.execute(raise_on_error=False)
+        for (q, _), row in zip(found, rows, strict=True):
+            if not isinstance(row, list):
+                continue
+            times = []
+            for v in row:
+                try:
+                    times.append(int(float(v)))
+                except (TypeError, ValueError):
+                    continue
+            out[q] = max(times) if times else None
         return out
 
     # -- listings for the HTTP API and dashboard (read-only, paged; never scans the keyspace) --
@@ -324,6 +381,35 @@ class Reads:
         if src >= len(sources):
             return JobListing(out, None, examined, False)
         return JobListing(out, _encode_cursor(src, after), examined, len(out) < limit)
+
+    def worker_jobs(
+        self, name: str, running: list[str], limit: int = 50, scan: int = 2000
+    ) -> list[tuple[float, JobRecord]]:
+        """(sort key, record) of up to `limit` jobs worker `name` ran lately, newest first:
+        `running` (its current jobs, first) then the newest `scan` entries of the finished
+        index whose `worker` is `name`. Bounded: O(scan) reads however many jobs exist."""
+        with self.broker("listing a worker's jobs"):
+            entries = [(job_id, float("inf")) for job_id in running[:limit]]
+            seen = {job_id for job_id, _ in entries}
+            for raw_id, score in self.r.zrevrange(self.keys.finished, 0, scan - 1, withscores=True):
+                job_id = raw_id.decode("utf-8", "replace")
+                if job_id not in seen:
+                    entries.append((job_id, float(score)))
+            pipe = self.r.pipeline(transaction=False)
+            for job_id, _ in entries:
+                pipe.hmget(self.keys.job(job_id), self._LIST_FIELDS)
+            rows = pipe.execute(raise_on_error=False)
+        out: list[tuple[float, JobRecord]] = []
+        for (job_id, score), row in zip(entries, rows, strict=True):
+            if not isinstance(row, list) or not any(row):
+                continue
+            raw = {f.encode(): v for f, v in zip(self._LIST_FIELDS, row, strict=True) if v}
+            if raw.get(b"worker", b"").decode("utf-8", "replace") != name:
+                continue
+            out.append((score, JobRecord.decode(job_id, raw)))
+            if len(out) >= limit:
+                break
+        return out
 
     def _list_sources(self, state: JobState | None, queue: str | None) -> list[tuple[str, bool]]:
         """The indexes to walk for a state filter, in order: (key, newest first?)."""

@@ -52,6 +52,7 @@ from redis.retry import Retry
 
 from .errors import BrokerError, JobqError
 from .faults import RAISED, translate
+from .histograms import TaskStats
 from .keys import Keys
 from .listing import JobListing
 from .model import JobRecord, QueueInfo, WorkerInfo
@@ -243,6 +244,8 @@ class Listings(Protocol):
     def list_workers(self, limit: int = 200) -> list[WorkerInfo]: ...
     def dead_count(self) -> int: ...
     def events_length(self) -> int: ...
+    def task_stats(self, queues: list[str] | None = None) -> list[TaskStats]: ...
+    def oldest_queued(self, queues: list[str]) -> dict[str, int | None]: ...
 
 
 class ReadRouter:
@@ -296,6 +299,12 @@ class ReadRouter:
 
     def events_length(self) -> int:
         return self._route(lambda r: r.events_length())
+
+    def task_stats(self, queues: list[str] | None = None) -> list[TaskStats]:
+        return self._route(lambda r: r.task_stats(queues))
+
+    def oldest_queued(self, queues: list[str]) -> dict[str, int | None]:
+        return self._route(lambda r: r.oldest_queued(queues))
 
     # -- routing -------------------------------------------------------------------------------
 

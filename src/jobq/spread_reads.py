@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from .histograms import TaskStats, merge_task_stats
 from .listing import Filter, JobListing, OrderKey, decode_recent_cursor, page_after
 from .model import JobRecord, QueueInfo, WorkerInfo
 from .names import encodable
@@ -54,6 +55,46 @@ class SpreadReads(Partitioned):
         page = names[cursor : cursor + limit]
         nxt = cursor + limit if cursor + limit < len(names) else 0
         return self.queue_infos(page), nxt
+
+    def task_stats(self, queues: list[str] | None = None) -> list[TaskStats]:
+        """Per-task figures summed over the partitions, sorted by (queue, task); bounded to
+        the first queues by name when `queues` is None (`Reads.task_stats`)."""
+        if self.layout.count == 1:
+            return self.control.task_stats(queues)
+        if queues is None:
+            names = sorted({n for s in self.shards for n in s.queue_names()})
+            queues = names[: self.control.TASK_STATS_QUEUES]
+        return merge_task_stats([s.task_stats(queues) for s in self.shards])
+
+    def oldest_queued(self, queues: list[str]) -> dict[str, int | None]:
+        """Per queue, the oldest of the partitions' front jobs' ready times (ms)."""
+        if self.layout.count == 1:
+            return self.control.oldest_queued(queues)
+        out: dict[str, int | None] = dict.fromkeys(queues)
+        for shard in self.shards:
+            for q, t in shard.oldest_queued(queues).items():
+                if t is not None:
+                    cur = out[q]
+                    out[q] = t if cur is None else min(cur, t)
+        return out
+
+    def worker_jobs(
+        self, name: str, running: list[str], limit: int = 50, scan: int = 2000
+    ) -> list[JobRecord]:
+        """Up to `limit` jobs worker `name` ran lately, newest first, over every partition
+        (`Reads.worker_jobs`: its running jobs, then its newest finished ones)."""
+        if self.layout.count == 1:
+            return [r for _, r in self.control.worker_jobs(name, running, limit, scan)]
+        found: list[tuple[float, JobRecord]] = []
+        for shard in self.shards:  # (a running id another partition holds reads as absent)
+            found.extend(shard.worker_jobs(name, running, limit, scan))
+        seen: set[str] = set()
+        out: list[JobRecord] = []
+        for _, rec in sorted(found, key=lambda sr: -sr[0]):
+            if rec.id not in seen:
+                seen.add(rec.id)
+                out.append(rec)
+        return out[:limit]
 
     def has_queue(self, name: str) -> bool:
         return any(s.has_queue(name) for s in self.shards)

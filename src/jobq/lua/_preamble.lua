@@ -16,6 +16,7 @@
 -- is garbage the server's Lua collector then works through, a cost per call like any other).
 local KEYS, ARGV, P, NOW, MAXLEN, EVENTS
 local STATS, STAT_ORDER, GATHERED, GATHER_ORDER, WOKEN = {}, {}, {}, {}, {}
+local TSTATS, TSTAT_ORDER = {}, {} -- per-task figures (tstat, below): queue -> field -> n
 local function begin(keys, args)
   KEYS, ARGV = keys, args
   P = args[1]
@@ -29,6 +30,7 @@ local function begin(keys, args)
   -- (left over by a call that failed half-way, or not flushed: orphans reads them back)
   if STAT_ORDER[1] then STATS, STAT_ORDER = {}, {} end
   if GATHER_ORDER[1] then GATHERED, GATHER_ORDER = {}, {} end
+  if TSTAT_ORDER[1] then TSTATS, TSTAT_ORDER = {}, {} end
   if next(WOKEN) then WOKEN = {} end
 end
 local PRI_SPAN = 1099511627776 -- 2^40: FIFO sequence space within one priority level
@@ -194,6 +196,68 @@ local function done(reply)
   return reply
 end
 
+-- Per-task figures (histograms.py has the reader and the field encoding): in the hash
+-- tstats:<queue>, field "<kind>|<task>": s / f / r / c = succeeded / failed / retried /
+-- cancelled attempts, t<i> / w<i> = runtime / queue-wait samples in bucket i (0-based, bounds
+-- below = histograms.BOUNDS_MS, a sample goes into the first bound >= it, the last bucket is
+-- open), ts / ws = their sums (ms). Summed over the call like stat() and written by tflush(),
+-- which the outcome and claim scripts call before done(): one HINCRBY per queue and field a
+-- call touched, so a batch of one task costs a handful whatever its size.
+local TBOUNDS = {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
+  300000, 900000, 3600000}
+local function tstat(queue, field, n)
+  local q = TSTATS[queue]
+  if not q then
+    q = {}
+    TSTATS[queue] = q
+  end
+  local v = q[field]
+  if not v then
+    v = 0
+    TSTAT_ORDER[#TSTAT_ORDER + 1] = queue
+    TSTAT_ORDER[#TSTAT_ORDER + 1] = field
+  end
+  q[field] = v + n
+end
+
+-- Count one outcome (`kind` s/f/r/c) of `task` in `queue`; a job lacking either is skipped.
+local function tcount(queue, task, kind)
+  if queue and task then tstat(queue, kind .. '|' .. task, 1) end
+end
+
+-- Count one sample of `ms` (runtime kind 't', wait 'w'); a missing, negative or non-finite
+-- sample (a corrupt field) is skipped rather than failing the script.
+local function tsample(queue, task, kind, ms)
+  ms = tonumber(ms)
+  if not (queue and task and ms) or ms < 0 or ms ~= ms or ms == math.huge then return end
+  local lo, hi = 1, #TBOUNDS + 1 -- binary search: the first bound >= ms (#TBOUNDS + 1: none)
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if ms <= TBOUNDS[mid] then hi = mid else lo = mid + 1 end
+  end
+  tstat(queue, kind .. (lo - 1) .. '|' .. task, 1)
+  tstat(queue, kind .. 's|' .. task, math.floor(ms))
+end
+
+-- Write the per-task figures gathered so far (see tstat).
+local function tflush()
+  local sk, last = nil, nil
+  for i = 1, #TSTAT_ORDER, 2 do
+    local queue, field = TSTAT_ORDER[i], TSTAT_ORDER[i + 1]
+    if queue ~= last then sk, last = P .. K_TSTATS .. queue, queue end
+    try('HINCRBY', sk, field, TSTATS[queue][field])
+  end
+  if TSTAT_ORDER[1] then TSTATS, TSTAT_ORDER = {}, {} end
+end
+
+-- How long an attempt ran (ms): what the worker measured (`ran` >= 0), else from its
+-- `started` field to now; nil when neither is known.
+local function runtime_ms(ran, started_at)
+  if ran >= 0 then return ran end
+  local s = tonumber(started_at)
+  if s then return NOW - s end
+end
+
 -- Wake one idle worker of `queue` (at most one marker waits; claimers chain the wake-up): one
 -- RPUSH, cut back to one marker when one was waiting already; once per queue and call.
 -- `busy`: a marker most likely waits already (a claim passing the wake-up on while work
@@ -277,7 +341,7 @@ local function release_slot(jk, ckey)
     local wf = fields(wjk, 'state', 'queue', 'pri', 'cwait')
     if wf[1] == 'scheduled' and wf[4] then
       redis.call('HDEL', wjk, 'cwait')
-      redis.call('HSET', wjk, 'state', 'queued')
+      redis.call('HSET', wjk, 'state', 'queued', 'ready', NOW)
       stat(wf[2], 'scheduled', -1)
       push_queue(wid, wf[2], wf[3], P .. K_SEQ)
       emit(wid, 'queued', wf[2], 'concurrency slot free')
@@ -355,7 +419,7 @@ local function release_dependent(kid)
   local kf = fields(kjk, 'state', 'queue', 'pri')
   -- (a cancelled or expired child is left alone: no write may recreate its hash)
   if kf[1] == 'scheduled' and (try('HINCRBY', kjk, 'waiting', -1) or 0) <= 0 then
-    redis.call('HSET', kjk, 'state', 'queued')
+    redis.call('HSET', kjk, 'state', 'queued', 'ready', NOW)
     redis.call('HDEL', kjk, 'waiting')
     stat(kf[2], 'scheduled', -1)
     push_queue(kid, kf[2], kf[3], P .. K_SEQ)
@@ -432,7 +496,8 @@ end
 -- -(pri+1) * 2^40 + small seq) and before every job of its own; `seqkey` = the seq counter.
 local function release_to_queue(id, jk, queue, pri, att, cheld, seqkey, info)
   release_slot(jk, cheld)
-  redis.call('HSET', jk, 'state', 'queued', 'att', math.max((tonumber(att) or 1) - 1, 0))
+  redis.call('HSET', jk, 'state', 'queued', 'att', math.max((tonumber(att) or 1) - 1, 0),
+    'ready', NOW)
   redis.call('HDEL', jk, 'token', 'began', 'claimed', 'started')
   push_queue(id, queue, pri, nil, false, -(try('INCR', seqkey) or 0))
   emit(id, 'queued', queue, info)

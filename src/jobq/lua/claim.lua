@@ -2,7 +2,7 @@
 -- Jobs over their task's rate limit wait in `scheduled` for their reserved slot; jobs whose
 -- concurrency key is at its limit wait in that key's list until a slot frees. Neither is dropped.
 -- KEYS: 1 events, 2 leases zset, 3 fencing-token counter, 4 scheduled zset, 5 rate limits hash
--- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, tstats:<queue>, done:<id>, finished, seq,
 --   children:<id>, unique:<key>, conc:<key>, cwait:<key>, rate:<task>, dead, xkids:<id>, outbox
 -- ARGV: 4 worker name, 5 lease_ms, 6 n, 7 start (how many of the claimed jobs go into idle
 --       slots at once: they are marked begun here, the rest are prefetched and the worker marks
@@ -24,7 +24,10 @@
 --   jobs left in it, and served by the next call that reaches it first).
 -- Cost: O(log n) per claimed job, independent of queue length; per call, besides its jobs: the
 -- checks above, one ZPOPMIN per queue reached, one ZADD of the leases, one SET of the token
--- counter, one HINCRBY per queue served.
+-- counter, one HINCRBY per queue served, and per queue and task served the wait bucket(s)
+-- and sum (tstats:<queue>): a claimed job waited from when it became ready (the latest of its
+-- `created`, `eta` (a delay, retry or rate-limit slot) and `ready` (dependencies met, a
+-- concurrency slot freed, handed back, rerun)) to now.
 local worker, lease, want = ARGV[4], num(ARGV[5], 'lease_ms'), math.floor(num(ARGV[6], 'n'))
 local start = tonumber(ARGV[7]) or 0
 expect(KEYS[2], 'zset')
@@ -67,7 +70,8 @@ for qi = 8, #ARGV do
     local id = popped[j]
     local jk = P .. K_JOB .. id
     local f, corrupt = fields(jk, 'state', 'task', 'payload', 'att', 'max', 'timeout',
-      'backoff', 'ckey', 'climit', 'pass', 'parents', 'rslot', 'lost', 'xp', 'started')
+      'backoff', 'ckey', 'climit', 'pass', 'parents', 'rslot', 'lost', 'xp', 'started', 'created',
+      'eta', 'ready')
     local why = f[1] == 'queued' and claim_malformation(f)
     local g = why and fields(jk, 'waiters', 'ukey', 'kids') -- (only a malformed job needs these)
     if g and g[3] and outbox_ok == nil then
@@ -133,6 +137,8 @@ for qi = 8, #ARGV do
             'claimed', NOW)
           if f[15] then redis.call('HDEL', jk, 'started') end -- (a previous attempt's)
         end
+        local ready = math.max(tonumber(f[16]) or 0, tonumber(f[17]) or 0, tonumber(f[18]) or 0)
+        if ready > 0 then tsample(queue, f[2], 'w', NOW - ready) end
         leases[#leases + 1] = NOW + lease
         leases[#leases + 1] = id
         emit(id, 'running', queue, worker)
@@ -161,6 +167,7 @@ for qi = 8, #ARGV do
 end
 save_tokens()
 bulk('ZADD', KEYS[2], nil, leases)
+tflush()
 if #missing > 0 or #malformed > 0 then
   local function first(t) local r = {} for i = 1, math.min(#t, 20) do r[i] = t[i] end return r end
   out[#out + 1] = {0, #missing, #malformed, first(missing), first(malformed)}

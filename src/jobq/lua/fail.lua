@@ -5,7 +5,7 @@
 -- KEYS: 1 events, 2 leases zset, 3 scheduled zset, 4 dead-letter zset, then per job: its job hash
 --   (declared: a Cluster node moving the slot answers TRYAGAIN while that hash is elsewhere,
 --   instead of running without it)
--- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, tstats:<queue>, done:<id>, finished, seq,
 --   children:<id>, unique:<key>, conc:<key>, cwait:<key>, dead, xkids:<id>, outbox
 -- ARGV: 4 default result ttl (s), 5 n, then per job: id, token, error json, retry delay ms
 --       (negative = never retry), ran ms (how long before this call the attempt began running,
@@ -16,7 +16,8 @@
 --   a job of the call retries, dead not a zset when one is dead-lettered, outbox not a stream
 --   when one that ends has dependents: the keys the call writes).
 -- Every job is read, and its end decided, before the first write; per call, besides its jobs:
--- one ZREM of the leases, one ZADD of the retries, one HINCRBY per queue and counter.
+-- one ZREM of the leases, one ZADD of the retries, one HINCRBY per queue and counter, one per
+-- queue and per-task field (tstats:<queue>: the outcome, the runtime bucket and sum).
 local default_ttl, n = ARGV[4], count(ARGV[5], 5, 5, 'fail')
 for i = 0, n - 1 do
   -- (the messages are built only for a bad one: this runs per job)
@@ -33,7 +34,7 @@ for i = 0, n - 1 do
     out[i + 1] = -2 -- (named twice: its first item ended this attempt, so no longer running)
   else
     local f = fields(P .. K_JOB .. id, 'state', 'token', 'queue', 'att', 'max', 'waiters', 'ukey',
-      'cheld', 'kids', 'cancel', 'ttl', 'claimed')
+      'cheld', 'kids', 'cancel', 'ttl', 'claimed', 'task', 'started')
     if not f[1] then
       out[i + 1] = -1
     elseif f[1] ~= 'running' or f[2] ~= tok then
@@ -67,8 +68,10 @@ for i = 0, n - 1 do
     local jk = P .. K_JOB .. id
     leases[#leases + 1] = id
     stat(f[3], 'running', -1)
+    tsample(f[3], f[13], 't', runtime_ms(ran, f[14]))
     if out[i + 1] == 3 then
       note_start(jk, ran, f[12])
+      tcount(f[3], f[13], 'c')
       cancelled_running(id, jk, f[3], err, f[6], f[7], f[8], f[9], f[11], default_ttl)
     elseif out[i + 1] == 1 then
       local due = NOW + delay
@@ -78,13 +81,16 @@ for i = 0, n - 1 do
       due_ids[#due_ids + 1] = id
       stat(f[3], 'scheduled', 1)
       stat(f[3], 'retried', 1)
+      tcount(f[3], f[13], 'r')
       emit(id, 'scheduled', f[3], 'retry')
     else
       note_start(jk, ran, f[12])
+      tcount(f[3], f[13], 'f')
       dead_letter(id, jk, f[3], err, nil, f[6], f[7], f[8], f[9])
     end
   end
 end
 bulk('ZREM', KEYS[2], nil, leases, true)
 bulk('ZADD', KEYS[3], nil, due_ids)
+tflush()
 return done(out)

@@ -13,7 +13,7 @@ try('ZREM', P .. K_FINISHED, id)
 redis.call('PERSIST', jk)
 redis.call('DEL', P .. K_DONE .. id) -- outcomes of the old run must not reach new waiters
 redis.call('HDEL', jk, 'finished', 'token', 'result', 'lost', 'rel', 'began', 'unk')
-redis.call('HSET', jk, 'state', 'queued', 'att', 0)
+redis.call('HSET', jk, 'state', 'queued', 'att', 0, 'ready', NOW) -- (ready: its queue wait starts now)
 push_queue(id, f[2], f[3], KEYS[3])
 emit(id, 'queued', f[2], 'rerun')
 return done(1)

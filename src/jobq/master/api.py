@@ -6,7 +6,6 @@ Handlers are plain `def`s: FastAPI runs them in a thread pool, where they call t
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -36,7 +35,7 @@ from .schemas import (
     WorkerOut,
     WorkersOut,
 )
-from .views import job_detail, job_summary
+from .views import job_detail, job_summary, worker_out
 
 router = APIRouter(prefix="/v1", responses={503: {"model": ErrorOut}})
 Ctx = Annotated[Context, Depends(ctx)]
@@ -288,9 +287,11 @@ def purge(queue: Annotated[str, Path(min_length=1, max_length=200)], c: Ctx) -> 
     tags=["system"],
     summary="Finished jobs per second over the last minutes (sampled by this master)",
 )
-def throughput(c: Ctx) -> ThroughputOut:
+def throughput(
+    c: Ctx, window_s: Annotated[float | None, Query(gt=0, le=86400)] = None
+) -> ThroughputOut:
     return ThroughputOut.model_validate(
-        {"interval_s": c.rates.interval_s, "points": c.rates.points()}
+        {"interval_s": c.rates.interval_s, "points": c.rates.points(window_s)}
     )
 
 
@@ -301,20 +302,5 @@ def throughput(c: Ctx) -> ThroughputOut:
     summary="Workers, newest first: alive or gone, last heartbeat, registry entry, current jobs",
 )
 def workers(c: Ctx, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> WorkersOut:
-    out = [
-        WorkerOut(
-            name=w.name,
-            alive=w.alive,
-            state="alive" if w.alive else "gone",
-            seen_ago_s=round(w.seen_ago_ms / 1000, 3),
-            last_seen=dt.datetime.fromtimestamp(w.last_seen_ms / 1000, dt.UTC).isoformat(
-                timespec="milliseconds"
-            )
-            if w.last_seen_ms
-            else None,
-            info=w.info,
-            jobs=w.jobs,
-        )
-        for w in c.reads().list_workers(limit)
-    ]
+    out = [WorkerOut.model_validate(worker_out(w)) for w in c.reads().list_workers(limit)]
     return WorkersOut(workers=out)

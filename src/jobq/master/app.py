@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import BrokerError, BrokerFull, BrokerUnavailable, JobqError
 from ..names import InvalidName
-from . import api, compat, dashboard, events, ops, schedules
+from . import api, compat, dashboard, events, ops, schedules, stats_api
 from .context import Context
 from .guards import BearerAuth, BodyLimit, HostPolicy, RequestGuard, SecurityHeaders
 from .hub import EventHub
@@ -73,7 +73,7 @@ def create_app(
         lifespan=lifespan,
     )
     web.state.jobq = jobq
-    for module in (compat, api, schedules, events, ops, dashboard):
+    for module in (compat, api, stats_api, schedules, events, ops, dashboard):
         web.include_router(module.router)
     _error_handlers(web)
     # add_middleware wraps from the inside out: the last added runs first.

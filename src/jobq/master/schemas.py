@@ -328,6 +328,16 @@ class WorkerOut(BaseModel):
     seen_ago_s: float = Field(description="Seconds since its last heartbeat (server clock).")
     info: dict[str, str]
     jobs: list[str]
+    # Its history, from its registry entry (null when an older worker does not publish it).
+    started: str | None = Field(None, description="When the worker process started.")
+    uptime_s: float | None = Field(None, description="Seconds since it started (server clock).")
+    succeeded: int | None = Field(None, description="Attempts it recorded succeeded since start.")
+    failed: int | None = Field(
+        None, description="Attempts it recorded failed since start (retried or dead-lettered)."
+    )
+    concurrency: int | None = Field(None, description="How many jobs it runs at once.")
+    busy: int | None = Field(None, description="Slots running a job (its in-flight jobs).")
+    free: int | None = Field(None, description="Slots free: concurrency minus busy.")
 
 
 class WorkersOut(BaseModel):

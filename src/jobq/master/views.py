@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
 from ..errors import DecodeError
-from ..model import JobRecord
+from ..model import JobRecord, WorkerInfo
 from ..presenters import job_view
 from ..serde import Serializer
 from ..states import JobState
@@ -57,3 +58,47 @@ def decode_result(rec: JobRecord, serializer: Serializer) -> Any:
         return serializer.decode_result(rec.result)
     except DecodeError:
         return rec.result.decode("utf-8", "replace")
+
+
+def _iso_ms(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _int_or_none(v: str | None) -> int | None:
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+def worker_out(w: WorkerInfo) -> dict[str, Any]:
+    """A worker as the API shows it (`WorkerOut`): liveness, its registry entry, its current
+    jobs, and its history (start, uptime, attempts succeeded/failed, slots busy/free) read from
+    the entry's fields; a field an older worker does not publish (or garbage) reads as null.
+    Uptime is the server clock now (last seen + how long ago) minus its start."""
+    info = w.info
+    started = _int_or_none(info.get("started"))
+    concurrency = _int_or_none(info.get("concurrency"))
+    inflight = _int_or_none(info.get("inflight"))
+    busy = None if inflight is None else max(inflight, 0)
+    if busy is not None and concurrency is not None:
+        busy = min(busy, concurrency)  # (in flight counts prefetched jobs: not a slot each)
+    now_ms = w.last_seen_ms + w.seen_ago_ms
+    return {
+        "name": w.name,
+        "alive": w.alive,
+        "state": "alive" if w.alive else "gone",
+        "seen_ago_s": round(w.seen_ago_ms / 1000, 3),
+        "last_seen": _iso_ms(w.last_seen_ms) if w.last_seen_ms else None,
+        "info": info,
+        "jobs": w.jobs,
+        "started": _iso_ms(started) if started else None,
+        "uptime_s": round(max(now_ms - started, 0) / 1000, 3) if started and now_ms else None,
+        "succeeded": _int_or_none(info.get("succeeded")),
+        "failed": _int_or_none(info.get("failed")),
+        "concurrency": concurrency,
+        "busy": busy,
+        "free": max(concurrency - busy, 0)
+        if concurrency is not None and busy is not None
+        else None,
+    }

@@ -112,6 +112,9 @@ class Worker:
         self.immediate = threading.Event()
         self.done = threading.Event()
         self.processed = 0
+        self.succeeded = 0  # attempts recorded succeeded / failed (reporting.py)
+        self.failed = 0
+        self.started_ms = int(time.time() * 1000)  # published as `started` (uptime)
         self.unknown_warned: set[str] = set()  # tasks this worker said it hands back
         self.reporter = Reporter(self)
         self.started = False  # `_start` ran (by `run()` or the first `step()`)
@@ -481,6 +484,9 @@ class Worker:
             "concurrency": str(self.concurrency),
             "inflight": str(len(self.inflight)),
             "processed": str(self.processed),
+            "succeeded": str(self.succeeded),
+            "failed": str(self.failed),
+            "started": str(self.started_ms),
             "heartbeat_ms": str(self.settings.heartbeat_ms),  # readers judge liveness by it
         }
 

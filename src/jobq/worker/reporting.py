@@ -50,6 +50,8 @@ class Host(Protocol):
     leases: LeaseKeeper
     cond: threading.Condition
     processed: int
+    succeeded: int
+    failed: int
     threaded: bool
 
 
@@ -148,10 +150,16 @@ class Reporter:
                     e.get("message"),
                     _FAILED_AS.get(code, " (dead-lettered)"),
                 )
+        # This worker's own history (its registry entry, the dashboard's worker view): the
+        # attempts it recorded as succeeded, and as failed (retried or dead-lettered).
+        ok = sum(1 for o in batch if o.ok and codes.get(o.claimed.id) == 1)
+        bad = sum(1 for o in batch if not o.ok and codes.get(o.claimed.id) in (1, 2))
         with self.host.cond:
             for o in batch:
                 self.host.leases.forget(o.claimed)
             self.host.processed += len(batch)
+            self.host.succeeded += ok
+            self.host.failed += bad
             self.host.cond.notify_all()
         return len(batch)
 
