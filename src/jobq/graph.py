@@ -5,7 +5,8 @@ Parents are in every job hash (`parents`), so walking up is exact. Walking down 
 deletes them), so the children of a settled job are found among the jobs of a bounded
 newest-first sample (`Store.list_jobs_page`, every row with its parents), read once per graph
 when a settled job is met: a child older than the sample is missed. The walk is breadth first
-from the job asked for and stops at `MAX_NODES`; `truncated` says so. A parent whose hash expired is a node without task or state.
+from the job asked for and stops at `MAX_NODES`; `truncated` says so. A parent whose hash
+expired is a node without task or state.
 
 Above the broker boundary (it reads through `Store`), below the master (which serves it).
 """
