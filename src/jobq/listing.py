@@ -131,3 +131,50 @@ def decode_recent_cursor(cursor: str | None) -> OrderKey | None:
         return (int(v[0]), int(v[1]), int(v[2]), float(v[3]), v[4])
     except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
         raise ValueError("cursor is not one returned by this listing") from exc
+
+
+@dataclass(frozen=True)
+class JobLinks:
+    """What the workflow graph reads of one job: its fields for a node, its parents (the job
+    hash's `parents`) and the children its sets still list (`children:<id>`, `xkids:<id>`:
+    only while it has not settled; settling deletes them)."""
+
+    id: str
+    task: str
+    state: str | None
+    queue: str
+    created_ms: int
+    parents: tuple[str, ...]
+    has_kids: bool
+    children: tuple[str, ...]
+
+
+def _text(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else ""
+
+
+def links_of(job_id: str, row: Any, kids: Any, xkids: Any) -> JobLinks | None:
+    """A `JobLinks` from the replies of HMGET task state queue created parents kids and the two
+    SMEMBERS (None when there is no job hash there)."""
+    if not isinstance(row, list) or not any(row):
+        return None
+    try:
+        created = int(row[3] or 0)
+    except ValueError:
+        created = 0
+    children = [_text(k) for k in kids] if isinstance(kids, (set, list)) else []
+    for m in xkids if isinstance(xkids, (set, list)) else []:
+        part, _, rest = _text(m).partition("|")
+        _, _, kid = rest.partition("|")  # `<part>|<pass>|<kid>` (link.lua)
+        if part.isdigit() and kid:
+            children.append(kid)
+    return JobLinks(
+        id=job_id,
+        task=_text(row[0]),
+        state=_text(row[1]) or None,
+        queue=_text(row[2]),
+        created_ms=created,
+        parents=tuple(p for p in _text(row[4]).split(",") if p),
+        has_kids=bool(row[5]),
+        children=tuple(sorted(set(children))),
+    )

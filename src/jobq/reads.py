@@ -21,10 +21,12 @@ from .histograms import TaskStats, parse_task_stats
 from .keys import Keys
 from .listing import (
     Filter,
+    JobLinks,
     JobListing,
     OrderKey,
     decode_recent_cursor,
     fair_shares,
+    links_of,
     order_key,
     page_after,
 )
@@ -460,6 +462,48 @@ class Reads:
             if keep or len(rows) < n:
                 return keep
             offset += n
+
+    def job_links(self, job_ids: list[str]) -> dict[str, JobLinks]:
+        """Each job's node and edges for the workflow graph (ids with no job hash here are
+        absent), in one round trip."""
+        ids = [i for i in job_ids if encodable(i)]
+        if not ids:
+            return {}
+        with self.broker("reading a workflow"):
+            pipe = self.r.pipeline(transaction=False)
+            for i in ids:
+                pipe.hmget(
+                    self.keys.job(i), ("task", "state", "queue", "created", "parents", "kids")
+                )
+                pipe.smembers(self.keys.children(i))
+                pipe.smembers(self.keys.xkids(i))
+            got = pipe.execute(raise_on_error=False)
+        out = {}
+        for n, i in enumerate(ids):
+            links = links_of(i, got[3 * n], got[3 * n + 1], got[3 * n + 2])
+            if links is not None:
+                out[i] = links
+        return out
+
+    def inputs_of(self, job_id: str) -> tuple[str, dict[str, bytes]] | None:
+        """How a job takes its parents' results (its `pass` field: '' when it takes none) and
+        the outcomes of parents in other partitions handed to it (`x:<parent>` fields,
+        ``<state>|<result>``); None when there is no such job here."""
+        if not encodable(job_id):
+            return None
+        with self.broker("reading a job's inputs"):
+            try:
+                head = self.r.hmget(self.keys.job(job_id), ("state", "pass", "parents", "xp"))
+                if not head[0]:
+                    return None
+                parents = [p for p in (head[2] or b"").decode().split(",") if p]
+                xs: dict[str, bytes] = {}
+                if head[1] and head[3] and parents:
+                    vals = self.r.hmget(self.keys.job(job_id), [f"x:{p}" for p in parents])
+                    xs = {p: v for p, v in zip(parents, vals, strict=True) if v is not None}
+            except (redis.ResponseError, UnicodeDecodeError):
+                return None  # not a job hash (or a corrupt one): nothing was handed over
+        return (head[1] or b"").decode("utf-8", "replace"), xs
 
     def list_workers(
         self, limit: int = 200, heartbeat_ms: int = DEFAULT_HEARTBEAT_MS

@@ -9,7 +9,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from .histograms import TaskStats, merge_task_stats
-from .listing import Filter, JobListing, OrderKey, decode_recent_cursor, page_after
+from .listing import Filter, JobLinks, JobListing, OrderKey, decode_recent_cursor, page_after
 from .model import JobRecord, QueueInfo, WorkerInfo
 from .names import encodable
 from .spread import EventCursor, Partitioned, list_jobs_over, merge_queue_infos
@@ -161,6 +161,27 @@ class SpreadReads(Partitioned):
         if part >= len(self.shards):
             return JobListing(out, None, scanned, truncated)
         return JobListing(out, spread_cursor_of(part, inner), scanned, truncated)
+
+    def job_links(self, job_ids: list[str]) -> dict[str, JobLinks]:
+        """`Reads.job_links` over every partition (each id read where its hash is)."""
+        if self.layout.count == 1:
+            return self.control.job_links(job_ids)
+        out: dict[str, JobLinks] = {}
+        left = list(dict.fromkeys(job_ids))
+        for shard in self.shards:
+            if not left:
+                break
+            out.update(shard.job_links(left))
+            left = [i for i in left if i not in out]
+        return out
+
+    def inputs_of(self, job_id: str) -> tuple[str, dict[str, bytes]] | None:
+        """`Reads.inputs_of` in whichever partition holds the job."""
+        for shard in self.shards:
+            got = shard.inputs_of(job_id)
+            if got is not None:
+                return got
+        return None
 
     def running_jobs(self, limit: int = 2000) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 
 from ..codes import Cancel, Rerun
 from ..errors import BrokerError, DependencyCycle, JobIdConflict, JobNotFound
+from ..graph import received, workflow_graph
 from ..registry import gone_ms
 from ..states import JobState
 from .context import Context, ctx
@@ -35,6 +36,7 @@ from .schemas import (
     WorkerOut,
     WorkersOut,
 )
+from .schemas_jobs import GraphOut
 from .views import job_detail, job_summary, worker_out
 
 router = APIRouter(prefix="/v1", responses={503: {"model": ErrorOut}})
@@ -183,7 +185,33 @@ def get_job(job_id: str, c: Ctx) -> JobDetail:
     if rec is None:
         raise HTTPException(404, f"no job {job_id!r} (never submitted, or its result expired)")
     states = store.get_states(list(rec.parents[:SHOWN_PARENTS]))  # one round trip, not one each
-    return JobDetail.model_validate(job_detail(rec, c.app.serializer, states))
+    out = job_detail(rec, c.app.serializer, states)
+    out["received"] = received(store, rec.id, rec.parents, c.app.serializer)
+    return JobDetail.model_validate(out)
+
+
+@router.get(
+    "/jobs/{job_id}/graph",
+    response_model=GraphOut,
+    response_model_by_alias=True,
+    tags=["jobs"],
+    summary="The workflow a job belongs to: parents, children, chords, each with its state",
+    description="Walks parents and children from any job of the workflow, breadth first, "
+    "bounded at 500 nodes (`truncated`). `root` is its oldest job without parents.",
+    responses=NOT_FOUND,
+)
+def job_graph(job_id: str, c: Ctx) -> GraphOut:
+    g = workflow_graph(c.app.store, job_id)
+    if g is None:
+        raise HTTPException(404, f"no job {job_id!r} (never submitted, or its result expired)")
+    return GraphOut.model_validate(
+        {
+            "root": g.root,
+            "nodes": g.nodes,
+            "edges": [{"from": a, "to": b} for a, b in g.edges],
+            "truncated": g.truncated,
+        }
+    )
 
 
 @router.post(
