@@ -227,7 +227,7 @@ async function loadGraph(id) {
   $("#graph-info").textContent = g.nodes.length + " job(s) · " + g.edges.length + " edge(s)";
   $("#graph-legend").replaceChildren(...STATES.map((s) => el("span", { class: "key node-" + s }, s)));
   const { layers, pos, layer } = layout(g.nodes, g.edges);
-  const NW = 160, NH = 46, GX = 70, GY = 18, PAD = 12;
+  const NW = 196, NH = 46, GX = 64, GY = 18, PAD = 12;
   const tallest = Math.max(...layers.map((l) => l.length));
   const width = PAD * 2 + layers.length * NW + (layers.length - 1) * GX;
   const height = PAD * 2 + tallest * NH + (tallest - 1) * GY;
@@ -251,14 +251,14 @@ async function loadGraph(id) {
   }
   for (const n of g.nodes) {
     const p = at(n.id);
-    const short = n.id.length > 18 ? n.id.slice(0, 8) + "…" + n.id.slice(-8) : n.id;
+    const short = n.id.length > 16 ? n.id.slice(0, 7) + "…" + n.id.slice(-7) : n.id;
     const node = svg("g", { class: "node node-" + n.state + (n.id === id ? " current" : ""),
       transform: `translate(${p.x} ${p.y})`, "data-job": n.id, "data-state": n.state,
       tabindex: "0", role: "button", onclick: () => showJob(n.id),
       onkeydown: (ev) => { if (ev.key === "Enter") showJob(n.id); } },
       svg("title", {}, n.id + " · " + n.task + " · " + n.state + " · queue " + n.queue),
       svg("rect", { width: NW, height: NH, rx: "6" }),
-      svg("text", { x: 8, y: 18, class: "task" }, n.task.length > 20 ? n.task.slice(0, 19) + "…" : n.task),
+      svg("text", { x: 8, y: 18, class: "task" }, n.task.length > 24 ? n.task.slice(0, 23) + "…" : n.task),
       svg("text", { x: 8, y: 36, class: "id" }, short + " · " + n.state));
     out.append(node);
   }
