@@ -11,12 +11,14 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from fastapi.responses import JSONResponse
 
 from ..codes import Cancel, Rerun
 from ..errors import BrokerError, DependencyCycle, JobIdConflict, JobNotFound
 from ..graph import received, workflow_graph
 from ..registry import gone_ms
 from ..states import JobState
+from . import bulk as bulk_ops
 from .context import Context, ctx
 from .schemas import (
     ActionResult,
@@ -36,7 +38,7 @@ from .schemas import (
     WorkerOut,
     WorkersOut,
 )
-from .schemas_jobs import GraphOut
+from .schemas_jobs import BulkConflict, BulkIn, BulkOut, GraphOut
 from .views import job_detail, job_summary, worker_out
 
 router = APIRouter(prefix="/v1", responses={503: {"model": ErrorOut}})
@@ -170,6 +172,45 @@ def list_jobs(
             "truncated": page.truncated,
         }
     )
+
+
+@router.post(
+    "/jobs/bulk",
+    response_model=BulkOut,
+    tags=["jobs"],
+    summary="Retry, cancel or delete every job a filter matches, after confirming the count",
+    description="The filter is the one `GET /v1/jobs` takes. `dry_run` returns the count "
+    "only; `expect` (the count the user confirmed) answers 409 with the current count when "
+    "the filter matches another number now, changing nothing. Each job is changed by one "
+    "script call (retry: failed jobs; cancel: queued, scheduled, running; delete: finished "
+    "jobs); the others are listed in `skipped` with the reason.",
+    responses={409: {"model": BulkConflict, "description": "`expect` differs from the count"}},
+)
+def bulk(body: BulkIn, c: Ctx) -> Any:
+    store = c.app.store
+    try:
+        ids, truncated = bulk_ops.matching(store, body)
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    if body.expect is not None and body.expect != len(ids):
+        return JSONResponse(
+            status_code=409,
+            content={
+                "error": f"expect: {body.expect} jobs were confirmed, the filter matches "
+                f"{len(ids)} now; confirm the new count",
+                "matched": len(ids),
+            },
+        )
+    if body.dry_run:
+        return BulkOut(
+            action=body.action,
+            matched=len(ids),
+            done=0,
+            skipped=[],
+            dry_run=True,
+            truncated=truncated,
+        )
+    return bulk_ops.act(store, body, ids, truncated)
 
 
 @router.get(
