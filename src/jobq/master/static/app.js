@@ -281,8 +281,8 @@ async function bulk(action) {
     for (;;) {
       const dry = await post("/v1/jobs/bulk", { ...body, dry_run: true });
       if (!dry.matched) { say("#bulk-result", "no job matches " + describe(filter)); return; }
-      const ok = await ask(VERB[action] + " " + dry.matched + " job(s) matching " +
-        describe(filter) + "?", note);
+      const ok = await ask(VERB[action] + " " + (dry.truncated ? "at least " : "") + dry.matched +
+        " job(s) matching " + describe(filter) + "?", note);
       if (!ok) { say("#bulk-result", VERB[action] + " not done"); return; }
       try {
         const r = await post("/v1/jobs/bulk", { ...body, expect: dry.matched });
@@ -293,7 +293,9 @@ async function bulk(action) {
       } catch (e) {
         if (e.status !== 409) throw e;
         // The set changed between the count and the click: count again, ask again.
-        note = "The count changed since you looked (" + dry.matched + " then): " + e.message;
+        const now = e.body && e.body.matched !== undefined ? e.body.matched + " now" : "";
+        note = "The count changed since you looked (" + dry.matched + " then" +
+          (now ? ", " + now : "") + "): confirm the new count.";
         say("#bulk-result", "count changed; asking again", true);
       }
     }

@@ -251,15 +251,16 @@ async function loadGraph(id) {
   }
   for (const n of g.nodes) {
     const p = at(n.id);
+    const task = n.task || "(expired)", st = n.state || "expired";  // an expired job: id only
     const short = n.id.length > 16 ? n.id.slice(0, 7) + "…" + n.id.slice(-7) : n.id;
-    const node = svg("g", { class: "node node-" + n.state + (n.id === id ? " current" : ""),
-      transform: `translate(${p.x} ${p.y})`, "data-job": n.id, "data-state": n.state,
+    const node = svg("g", { class: "node node-" + st + (n.id === id ? " current" : ""),
+      transform: `translate(${p.x} ${p.y})`, "data-job": n.id, "data-state": st,
       tabindex: "0", role: "button", onclick: () => showJob(n.id),
       onkeydown: (ev) => { if (ev.key === "Enter") showJob(n.id); } },
-      svg("title", {}, n.id + " · " + n.task + " · " + n.state + " · queue " + n.queue),
+      svg("title", {}, n.id + " · " + task + " · " + st + (n.queue ? " · queue " + n.queue : "")),
       svg("rect", { width: NW, height: NH, rx: "6" }),
-      svg("text", { x: 8, y: 18, class: "task" }, n.task.length > 24 ? n.task.slice(0, 23) + "…" : n.task),
-      svg("text", { x: 8, y: 36, class: "id" }, short + " · " + n.state));
+      svg("text", { x: 8, y: 18, class: "task" }, task.length > 24 ? task.slice(0, 23) + "…" : task),
+      svg("text", { x: 8, y: 36, class: "id" }, short + " · " + st));
     out.append(node);
   }
   $("#graph").replaceChildren(out);
