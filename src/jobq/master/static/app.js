@@ -257,9 +257,10 @@ function describe(filter) {
   return parts.length ? parts.join(", ") : "every job (no filter)";
 }
 
-function ask(text, note) {
+function ask(text, note, okLabel) {
   return new Promise((resolve) => {
     $("#confirm-text").textContent = text;
+    $("#confirm-ok").textContent = okLabel || "Confirm";
     $("#confirm-note").textContent = note || "";
     $("#confirm").hidden = false;
     const done = (ok) => {
@@ -282,7 +283,7 @@ async function bulk(action) {
       const dry = await post("/v1/jobs/bulk", { ...body, dry_run: true });
       if (!dry.matched) { say("#bulk-result", "no job matches " + describe(filter)); return; }
       const ok = await ask(VERB[action] + " " + (dry.truncated ? "at least " : "") + dry.matched +
-        " job(s) matching " + describe(filter) + "?", note);
+        " job(s) matching " + describe(filter) + "?", note, VERB[action] + " " + dry.matched);
       if (!ok) { say("#bulk-result", VERB[action] + " not done"); return; }
       try {
         const r = await post("/v1/jobs/bulk", { ...body, expect: dry.matched });

@@ -64,7 +64,7 @@ function drawChart() {
   const x = (t) => L + ((t - start) / span) * pw, y = (v) => T + ph - (v / max) * ph;
   const out = svg("svg", { width: w, height: h, viewBox: `0 0 ${w} ${h}`, role: "img",
     "aria-label": "finished jobs per second over the last " + chart.window + " s" });
-  for (const f of [0, 0.25, 0.5, 0.75, 1]) {
+  for (const f of [0, 0.2, 0.4, 0.6, 0.8, 1]) {
     out.append(svg("line", { x1: L, x2: L + pw, y1: y(max * f), y2: y(max * f), class: "grid" }),
       svg("text", { x: L - 4, y: y(max * f) + 4, class: "tick", "text-anchor": "end" },
         +(max * f).toFixed(2)));
