@@ -516,11 +516,11 @@ def test_openapi_lists_every_route(http: httpx.Client) -> None:
     documented = {(p, m.upper()) for p, ops in spec["paths"].items() for m in ops}
     from fastapi.routing import APIRoute
 
-    from jobq.master import api, compat, events, ops, schedules
+    from jobq.master import api, compat, events, ops, schedules, stats_api
 
     served = {
         (r.path, m)
-        for module in (api, compat, events, ops, schedules)
+        for module in (api, compat, events, ops, schedules, stats_api)
         for r in module.router.routes
         if isinstance(r, APIRoute) and r.include_in_schema
         for m in r.methods or ()

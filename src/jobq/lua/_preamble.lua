@@ -16,7 +16,7 @@
 -- is garbage the server's Lua collector then works through, a cost per call like any other).
 local KEYS, ARGV, P, NOW, MAXLEN, EVENTS
 local STATS, STAT_ORDER, GATHERED, GATHER_ORDER, WOKEN = {}, {}, {}, {}, {}
-local TSTATS, TSTAT_ORDER = {}, {} -- per-task figures (tstat, below): queue -> field -> n
+local TSTATS, TSTAT_ORDER = {}, {} -- per-task figures (tstat, below): queue -> task -> kind -> n
 local function begin(keys, args)
   KEYS, ARGV = keys, args
   P = args[1]
@@ -205,24 +205,34 @@ end
 -- call touched, so a batch of one task costs a handful whatever its size.
 local TBOUNDS = {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
   300000, 900000, 3600000}
-local function tstat(queue, field, n)
+-- The bucket kinds, made once when the library loads (no string is built per job).
+local TKINDS = {t = {}, w = {}}
+for i = 0, #TBOUNDS do TKINDS.t[i + 1], TKINDS.w[i + 1] = 't' .. i, 'w' .. i end
+local TSUMS = {t = 'ts', w = 'ws'}
+-- (by queue, then task, then kind; TSTAT_ORDER: queue, task, kind triples)
+local function tstat(queue, task, kind, n)
   local q = TSTATS[queue]
   if not q then
     q = {}
     TSTATS[queue] = q
   end
-  local v = q[field]
+  local t = q[task]
+  if not t then
+    t = {}
+    q[task] = t
+  end
+  local v = t[kind]
   if not v then
     v = 0
-    TSTAT_ORDER[#TSTAT_ORDER + 1] = queue
-    TSTAT_ORDER[#TSTAT_ORDER + 1] = field
+    local o = #TSTAT_ORDER
+    TSTAT_ORDER[o + 1], TSTAT_ORDER[o + 2], TSTAT_ORDER[o + 3] = queue, task, kind
   end
-  q[field] = v + n
+  t[kind] = v + n
 end
 
 -- Count one outcome (`kind` s/f/r/c) of `task` in `queue`; a job lacking either is skipped.
 local function tcount(queue, task, kind)
-  if queue and task then tstat(queue, kind .. '|' .. task, 1) end
+  if queue and task then tstat(queue, task, kind, 1) end
 end
 
 -- Count one sample of `ms` (runtime kind 't', wait 'w'); a missing, negative or non-finite
@@ -235,17 +245,17 @@ local function tsample(queue, task, kind, ms)
     local mid = math.floor((lo + hi) / 2)
     if ms <= TBOUNDS[mid] then hi = mid else lo = mid + 1 end
   end
-  tstat(queue, kind .. (lo - 1) .. '|' .. task, 1)
-  tstat(queue, kind .. 's|' .. task, math.floor(ms))
+  tstat(queue, task, TKINDS[kind][lo], 1)
+  tstat(queue, task, TSUMS[kind], math.floor(ms))
 end
 
 -- Write the per-task figures gathered so far (see tstat).
 local function tflush()
   local sk, last = nil, nil
-  for i = 1, #TSTAT_ORDER, 2 do
-    local queue, field = TSTAT_ORDER[i], TSTAT_ORDER[i + 1]
+  for i = 1, #TSTAT_ORDER, 3 do
+    local queue, task, kind = TSTAT_ORDER[i], TSTAT_ORDER[i + 1], TSTAT_ORDER[i + 2]
     if queue ~= last then sk, last = P .. K_TSTATS .. queue, queue end
-    try('HINCRBY', sk, field, TSTATS[queue][field])
+    try('HINCRBY', sk, kind .. '|' .. task, TSTATS[queue][task][kind])
   end
   if TSTAT_ORDER[1] then TSTATS, TSTAT_ORDER = {}, {} end
 end
