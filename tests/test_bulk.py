@@ -98,3 +98,19 @@ def test_bulk_input_is_checked(http: httpx.Client) -> None:
     assert bulk(http, action="cancel", filter={"colour": "red"}).status_code == 422
     r = bulk(http, action="delete", filter={"q": "nothing-matches-this"}, dry_run=True)
     assert r.status_code == 200 and r.json()["matched"] == 0
+
+
+def test_delete_removes_a_corrupt_key_but_not_an_active_job(worker_app: App) -> None:
+    store = worker_app.store
+    shard = store.shard_of("junk-x")  # (its home partition: where a lookup tries first)
+    shard.r.set(shard.keys.job("junk-x"), "not a hash")
+    shard.r.hset(shard.keys.job("odd-x"), mapping={"state": "weird", "task": "t"})
+    shard.r.zadd(shard.keys.finished, {"odd-x": 1})
+    assert store.delete("junk-x") == Delete.DELETED
+    assert store.delete("odd-x") == Delete.DELETED
+    assert not shard.r.exists(shard.keys.job("junk-x"), shard.keys.job("odd-x"))
+    assert shard.r.zscore(shard.keys.finished, "odd-x") is None
+    queued = worker_app.submit("add", (1, 1))  # (no worker in this test: it stays queued)
+    assert store.delete(queued.id) == Delete.WRONG_STATE
+    assert store.get_state(queued.id) == "queued"
+    assert store.delete("never-submitted") == Delete.NOT_FOUND
