@@ -145,6 +145,7 @@ function fmtAgo(s) {
 
 // Each current job its own link (ids used to run together in one cell).
 const jobChips = (ids, max) => {
+  if (!ids.length) return "";
   const shown = ids.slice(0, max).map((id) => jobLink(id));
   if (ids.length > max) shown.push(el("span", { class: "more" }, "+" + (ids.length - max)));
   return el("span", { class: "chips" }, ...shown);
