@@ -141,6 +141,8 @@ def calls(s: Scripts, w: World) -> dict[str, list[Call]]:
     s.orphans(b["orphans"], 1_000, 10, now=LATER)
     s.purge(b["purge"], "default", 10, 60, now=T)
     s.trim_dead(b["trim_dead"], LATER, 10, now=LATER)
+    for job in ("f1", "q1", "zz"):  # dead-lettered, queued, missing
+        s.delete(b["delete"], job, now=T)
     s.epoch(b["epoch"], 1_000, now=T)
     s.link(b["link"], [("q1", 1, "k3", True), ("f1", 2, "k4", False), ("r1", 1, "k1", True)], now=T)
     s.deliver(

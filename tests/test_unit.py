@@ -434,6 +434,7 @@ CALLS: dict[str, tuple[Callable[[Scripts, Any], Any], Callable[[Scripts, Any], A
     "orphans": (lambda s, c: s.orphans(c, 1000, 10),) * 2,
     "purge": (lambda s, c: s.purge(c, "q", 10, 60),) * 2,
     "trim_dead": (lambda s, c: s.trim_dead(c, 1000, 10),) * 2,
+    "delete": (lambda s, c: s.delete(c, "j"),) * 2,
     "epoch": (lambda s, c: s.epoch(c, 1000),) * 2,
     "link": (
         lambda s, c: s.link(c, [("j", 1, "k", True)]),

@@ -80,6 +80,16 @@ class Rerun(IntEnum):
     """The dead-lettered job is queued again, its attempts reset."""
 
 
+class Delete(IntEnum):
+    """delete.lua."""
+
+    WRONG_STATE = Refusal.WRONG_STATE.value
+    """Queued, scheduled or running: only a finished job is deleted (cancel it first)."""
+    NOT_FOUND = Refusal.NOT_FOUND.value
+    DELETED = 1
+    """The job's hash, result list and index entries are gone."""
+
+
 class Await(IntEnum):
     """await.lua."""
 
@@ -177,6 +187,7 @@ BY_SCRIPT: dict[str, tuple[type[IntEnum], ...]] = {
     "fail": (Fail,),
     "cancel": (Cancel,),
     "rerun": (Rerun,),
+    "delete": (Delete,),
     "await": (Await,),
     "progress": (Progress,),
     "leader": (Leader,),

@@ -19,6 +19,17 @@ import redis
 from .errors import JobqError
 from .histograms import TaskStats, parse_task_stats
 from .keys import Keys
+from .listing import (
+    Filter,
+    JobLinks,
+    JobListing,
+    OrderKey,
+    decode_recent_cursor,
+    fair_shares,
+    links_of,
+    order_key,
+    page_after,
+)
 from .model import JobRecord, QueueInfo, WorkerInfo
 from .names import encodable, escape_controls
 from .periodic import PeriodicSpec
@@ -236,7 +247,7 @@ class Reads:
 
     _LIST_FIELDS = (
         "task", "queue", "state", "pri", "att", "max", "timeout", "created", "started",
-        "finished", "eta", "worker", "claimed",
+        "finished", "eta", "worker", "claimed", "parents",
     )  # fmt: skip
 
     def list_jobs(
@@ -245,15 +256,111 @@ class Reads:
         state: JobState | None = None,
         queue: str | None = None,
         task: str | None = None,
+        worker: str | None = None,
+        q: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
         scan: int = 2000,
     ) -> tuple[list[JobRecord], str | None]:
         """One page of jobs (without payloads/results) and the cursor of the next page (None at
         the end). Raises ValueError for a cursor this listing did not produce."""
+        page = self.list_jobs_page(
+            state=state, queue=queue, task=task, worker=worker, q=q, cursor=cursor,
+            limit=limit, scan=scan,
+        )  # fmt: skip
+        return page.jobs, page.next_cursor
+
+    def list_jobs_page(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        worker: str | None = None,
+        q: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+        scan: int = 2000,
+    ) -> JobListing:
+        """`list_jobs` with what the scan cost: a state listing walks that state's indexes in
+        their order (a cursor into them); no state ("any") lists newest first from a bounded
+        sample of every index (`listing.py`)."""
+        flt = Filter(state, queue, task, worker, q)
         if queue is not None and not encodable(queue):
-            return [], None  # no queue can have this name
-        sources = self._list_sources(state, queue)
+            return JobListing([], None, 0, False)  # no queue can have this name
+        if state is None:
+            after = decode_recent_cursor(cursor)
+            rows, scanned, truncated = self.recent_candidates(flt, scan)
+            jobs, nxt = page_after(rows, after, limit)
+            return JobListing(jobs, nxt, scanned, truncated)
+        return self._walk_indexes(flt, cursor, limit, scan)
+
+    def _fields_for(self, flt: Filter) -> tuple[str, ...]:
+        # (the payload only for a text search: it is the one large field)
+        return (*self._LIST_FIELDS, "payload") if flt.q else self._LIST_FIELDS
+
+    def _read_rows(
+        self, ids: list[str], flt: Filter
+    ) -> list[tuple[JobRecord | None, bytes | None]]:
+        """The listing's view of each job (None for an index entry of a vanished job) and its
+        payload when searching, pipelined; a corrupt hash reads as a row marked corrupt."""
+        names = self._fields_for(flt)
+        out: list[tuple[JobRecord | None, bytes | None]] = []
+        for at in range(0, len(ids), 500):
+            chunk = ids[at : at + 500]
+            pipe = self.r.pipeline(transaction=False)
+            for job_id in chunk:
+                pipe.hmget(self.keys.job(job_id), names)
+            for job_id, row in zip(chunk, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(row, Exception):
+                    out.append((_corrupt_record(job_id, row), None))
+                elif not row[2] and not any(row):
+                    out.append((None, None))  # expired, or an index entry of a vanished job
+                else:
+                    raw = {f.encode(): v for f, v in zip(names, row, strict=True) if v}
+                    payload = raw.pop(b"payload", None)
+                    out.append((JobRecord.decode(job_id, raw), payload))
+        return out
+
+    def recent_candidates(
+        self, flt: Filter, scan: int = 2000, part: int = 0
+    ) -> tuple[list[tuple[OrderKey, JobRecord]], int, bool]:
+        """The "any" listing's sample of this partition: the jobs `flt` keeps among at most
+        `scan` index entries (a fair share of each index, newest end first), with their order
+        keys; how many entries were examined; whether some were left out."""
+        sources = self._list_sources(None, flt.queue)
+        with self.broker("listing jobs"):
+            pipe = self.r.pipeline(transaction=False)
+            for key, _ in sources:
+                pipe.zcard(key)
+            sizes = [n if isinstance(n, int) else 0 for n in pipe.execute(raise_on_error=False)]
+            shares = fair_shares(sizes, scan)
+            pipe = self.r.pipeline(transaction=False)
+            for (key, _), n in zip(sources, shares, strict=True):
+                pipe.zrange(key, 0, max(n - 1, 0), desc=True, withscores=True)
+            got = pipe.execute(raise_on_error=False)
+            entries: list[tuple[str, int, float]] = []
+            for src, ((_, _), n, rows) in enumerate(zip(sources, shares, got, strict=True)):
+                if n and isinstance(rows, list):
+                    entries += [(m.decode(), src, float(s)) for m, s in rows[:n]]
+            seen: set[str] = set()
+            unique = []
+            for e in entries:  # (a job moving between indexes meanwhile: listed once)
+                if e[0] not in seen:
+                    seen.add(e[0])
+                    unique.append(e)
+            recs = self._read_rows([e[0] for e in unique], flt)
+        out = [
+            (order_key(rec, part, src, score), rec)
+            for (_, src, score), (rec, payload) in zip(unique, recs, strict=True)
+            if rec is not None and flt.keeps(rec, payload)
+        ]
+        return out, len(entries), sum(shares) < sum(sizes)
+
+    def _walk_indexes(self, flt: Filter, cursor: str | None, limit: int, scan: int) -> JobListing:
+        """A state listing: that state's indexes in their order, from the cursor, at most
+        `scan` entries examined (a rare filter returns a short page and a cursor)."""
+        sources = self._list_sources(flt.state, flt.queue)
         src, after = _decode_cursor(cursor, len(sources))
         out: list[JobRecord] = []
         examined = 0
@@ -265,32 +372,17 @@ class Reads:
                 if not entries:
                     src, after = src + 1, None
                     continue
-                pipe = self.r.pipeline(transaction=False)
-                for job_id, _ in entries:
-                    pipe.hmget(self.keys.job(job_id), self._LIST_FIELDS)
-                rows = pipe.execute(raise_on_error=False)
-                for (job_id, score), row in zip(entries, rows, strict=True):
+                rows = self._read_rows([job_id for job_id, _ in entries], flt)
+                for (job_id, score), (rec, payload) in zip(entries, rows, strict=True):
                     examined += 1
                     after = (score, job_id)
-                    # Per row: a corrupt hash is a row marked corrupt, never a failed page.
-                    if isinstance(row, Exception):
-                        rec = _corrupt_record(job_id, row)
-                    elif not row[2] and not any(row):
-                        continue  # expired, or an index entry of a vanished job
-                    else:
-                        raw = {f.encode(): v for f, v in zip(self._LIST_FIELDS, row, strict=True)}
-                        rec = JobRecord.decode(job_id, {k: v for k, v in raw.items() if v})
-                    if (
-                        (state is None or rec.state == state)
-                        and (queue is None or rec.queue == queue)
-                        and (task is None or rec.task == task)
-                    ):
+                    if rec is not None and flt.keeps(rec, payload):
                         out.append(rec)
                         if len(out) >= limit:
                             break
         if src >= len(sources):
-            return out, None
-        return out, _encode_cursor(src, after)
+            return JobListing(out, None, examined, False)
+        return JobListing(out, _encode_cursor(src, after), examined, len(out) < limit)
 
     def worker_jobs(
         self, name: str, running: list[str], limit: int = 50, scan: int = 2000
@@ -370,6 +462,48 @@ class Reads:
             if keep or len(rows) < n:
                 return keep
             offset += n
+
+    def job_links(self, job_ids: list[str]) -> dict[str, JobLinks]:
+        """Each job's node and edges for the workflow graph (ids with no job hash here are
+        absent), in one round trip."""
+        ids = [i for i in job_ids if encodable(i)]
+        if not ids:
+            return {}
+        with self.broker("reading a workflow"):
+            pipe = self.r.pipeline(transaction=False)
+            for i in ids:
+                pipe.hmget(
+                    self.keys.job(i), ("task", "state", "queue", "created", "parents", "kids")
+                )
+                pipe.smembers(self.keys.children(i))
+                pipe.smembers(self.keys.xkids(i))
+            got = pipe.execute(raise_on_error=False)
+        out = {}
+        for n, i in enumerate(ids):
+            links = links_of(i, got[3 * n], got[3 * n + 1], got[3 * n + 2])
+            if links is not None:
+                out[i] = links
+        return out
+
+    def inputs_of(self, job_id: str) -> tuple[str, dict[str, bytes]] | None:
+        """How a job takes its parents' results (its `pass` field: '' when it takes none) and
+        the outcomes of parents in other partitions handed to it (`x:<parent>` fields,
+        ``<state>|<result>``); None when there is no such job here."""
+        if not encodable(job_id):
+            return None
+        with self.broker("reading a job's inputs"):
+            try:
+                head = self.r.hmget(self.keys.job(job_id), ("state", "pass", "parents", "xp"))
+                if not head[0]:
+                    return None
+                parents = [p for p in (head[2] or b"").decode().split(",") if p]
+                xs: dict[str, bytes] = {}
+                if head[1] and head[3] and parents:
+                    vals = self.r.hmget(self.keys.job(job_id), [f"x:{p}" for p in parents])
+                    xs = {p: v for p, v in zip(parents, vals, strict=True) if v is not None}
+            except (redis.ResponseError, UnicodeDecodeError):
+                return None  # not a job hash (or a corrupt one): nothing was handed over
+        return (head[1] or b"").decode("utf-8", "replace"), xs
 
     def list_workers(
         self, limit: int = 200, heartbeat_ms: int = DEFAULT_HEARTBEAT_MS

@@ -54,6 +54,7 @@ from .errors import BrokerError, JobqError
 from .faults import RAISED, translate
 from .histograms import TaskStats
 from .keys import Keys
+from .listing import JobListing
 from .model import JobRecord, QueueInfo, WorkerInfo
 from .outage import Outage
 from .reads import Reads
@@ -221,10 +222,24 @@ class Listings(Protocol):
         state: JobState | None = None,
         queue: str | None = None,
         task: str | None = None,
+        worker: str | None = None,
+        q: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
         scan: int = 2000,
     ) -> tuple[list[JobRecord], str | None]: ...
+    def list_jobs_page(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        worker: str | None = None,
+        q: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+        scan: int = 2000,
+    ) -> JobListing: ...
     def queue_page(self, cursor: int = 0, limit: int = 200) -> tuple[list[QueueInfo], int]: ...
     def list_workers(self, limit: int = 200) -> list[WorkerInfo]: ...
     def dead_count(self) -> int: ...
@@ -269,6 +284,9 @@ class ReadRouter:
 
     def list_jobs(self, **kwargs: Any) -> tuple[list[JobRecord], str | None]:
         return self._route(lambda r: r.list_jobs(**kwargs))
+
+    def list_jobs_page(self, **kwargs: Any) -> JobListing:
+        return self._route(lambda r: r.list_jobs_page(**kwargs))
 
     def queue_page(self, cursor: int = 0, limit: int = 200) -> tuple[list[QueueInfo], int]:
         return self._route(lambda r: r.queue_page(cursor, limit))

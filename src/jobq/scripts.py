@@ -51,6 +51,7 @@ SCRIPT_NAMES = (
     "orphans",
     "purge",
     "trim_dead",
+    "delete",
     "epoch",
     "link",
     "deliver",
@@ -590,6 +591,11 @@ class Scripts:
         """Drop up to `limit` jobs dead-lettered at or before `cutoff_ms`; reply: count."""
         k = self.keys
         return self._run(client, "trim_dead", [k.dead, k.finished], [cutoff_ms, limit], now)
+
+    def delete(self, client: Client, job_id: str, now: int = 0) -> Any:
+        """Remove a finished job and its index entries; reply 1 / -1 not found / -3 active."""
+        k = self.keys
+        return self._run(client, "delete", [k.finished, k.dead], [job_id], now)
 
     def purge(self, client: Client, queue: str, limit: int, default_ttl: int, now: int = 0) -> Any:
         """Cancel up to `limit` queued jobs of `queue`; reply: count."""

@@ -23,7 +23,7 @@ from redis.retry import Retry
 from .claims import claimed_jobs
 from .cluster import client_for_slot
 from .cluster_url import is_cluster
-from .codes import Await, Cancel, Progress, Rerun
+from .codes import Await, Cancel, Delete, Progress, Rerun
 from .durability import Durability
 from .errors import BrokerUnavailable, ConfigError, JobqError, gave_up_waiting
 from .faults import RAISED, translate
@@ -454,6 +454,13 @@ class Shard(Submits, Reads, Upkeep):
             return Rerun.NOT_FOUND
         with self.broker("re-running a job"):
             return int(self.scripts.rerun(self.r, job_id))
+
+    def delete(self, job_id: str) -> int:
+        """Remove a finished job (delete.lua); a `codes.Delete`."""
+        if not encodable(job_id):
+            return Delete.NOT_FOUND
+        with self.broker("deleting a job"):
+            return int(self.scripts.delete(self.r, job_id))
 
     def purge(self, queue: str, batch: int = 1000) -> int:
         """Cancel every queued job of `queue` (in batches); returns how many."""

@@ -9,8 +9,13 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from .histograms import TaskStats, merge_task_stats
+from .listing import Filter, JobLinks, JobListing, OrderKey, decode_recent_cursor, page_after
 from .model import JobRecord, QueueInfo, WorkerInfo
+from .names import encodable
 from .spread import EventCursor, Partitioned, list_jobs_over, merge_queue_infos
+from .spread import _decode as spread_cursor
+from .spread import _encode as spread_cursor_of
+from .states import JobState
 
 if TYPE_CHECKING:
     pass
@@ -120,10 +125,87 @@ class SpreadReads(Partitioned):
 
     def list_jobs(self, **kwargs: Any) -> tuple[list[JobRecord], str | None]:
         """One page of jobs (see `Reads.list_jobs`); several partitions are listed one after
-        the other, the cursor saying which partition comes next."""
+        the other for a state, the cursor saying which partition comes next, and merged
+        newest first for "any"."""
         if self.layout.count == 1:
             return self.control.list_jobs(**kwargs)
+        if kwargs.get("state") is None:
+            page = self.list_jobs_page(**kwargs)
+            return page.jobs, page.next_cursor
         return list_jobs_over(self.shards, **kwargs)
+
+    def list_jobs_page(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        worker: str | None = None,
+        q: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+        scan: int = 2000,
+    ) -> JobListing:
+        """`Reads.list_jobs_page` over every partition: "any" merges each partition's bounded
+        sample newest first; a state listing goes partition after partition (the cursor names
+        the partition and its own cursor), a page ending early at a partition's end."""
+        args: dict[str, Any] = {
+            "state": state, "queue": queue, "task": task, "worker": worker, "q": q,
+            "scan": scan,
+        }  # fmt: skip
+        if self.layout.count == 1:
+            return self.control.list_jobs_page(cursor=cursor, limit=limit, **args)
+        if state is None:
+            after = decode_recent_cursor(cursor)
+            if queue is not None and not encodable(queue):
+                return JobListing([], None, 0, False)
+            flt = Filter(None, queue, task, worker, q)
+            rows: list[tuple[OrderKey, JobRecord]] = []
+            scanned, truncated = 0, False
+            for part, shard in enumerate(self.shards):
+                got, n, cut = shard.recent_candidates(flt, scan, part)
+                rows += got
+                scanned, truncated = scanned + n, truncated or cut
+            jobs, nxt = page_after(rows, after, limit)
+            return JobListing(jobs, nxt, scanned, truncated)
+        part, inner = spread_cursor(cursor, len(self.shards))
+        out: list[JobRecord] = []
+        scanned, truncated = 0, False
+        while part < len(self.shards) and len(out) < limit:
+            page = self.shards[part].list_jobs_page(cursor=inner, limit=limit - len(out), **args)
+            out.extend(page.jobs)
+            scanned += page.scanned
+            if page.next_cursor is None:
+                part, inner = part + 1, None
+            else:
+                inner = page.next_cursor
+                if page.truncated:  # this partition's scan budget ran out: resume there
+                    truncated = True
+                    break
+        if part >= len(self.shards):
+            return JobListing(out, None, scanned, truncated)
+        return JobListing(out, spread_cursor_of(part, inner), scanned, truncated)
+
+    def job_links(self, job_ids: list[str]) -> dict[str, JobLinks]:
+        """`Reads.job_links` over every partition (each id read where its hash is)."""
+        if self.layout.count == 1:
+            return self.control.job_links(job_ids)
+        out: dict[str, JobLinks] = {}
+        left = list(dict.fromkeys(job_ids))
+        for shard in self.shards:
+            if not left:
+                break
+            out.update(shard.job_links(left))
+            left = [i for i in left if i not in out]
+        return out
+
+    def inputs_of(self, job_id: str) -> tuple[str, dict[str, bytes]] | None:
+        """`Reads.inputs_of` in whichever partition holds the job."""
+        for shard in self.shards:
+            got = shard.inputs_of(job_id)
+            if got is not None:
+                return got
+        return None
 
     def running_jobs(self, limit: int = 2000) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []

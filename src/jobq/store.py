@@ -486,6 +486,10 @@ class Store(SpreadSubmits, SpreadReads, SpreadUpkeep):
     def rerun(self, job_id: str) -> int:
         return self.shard_of(job_id).rerun(job_id)
 
+    def delete(self, job_id: str) -> int:
+        """Remove a finished job for good (a `codes.Delete`)."""
+        return self.shard_of(job_id).delete(job_id)
+
     def get_job(self, job_id: str) -> JobRecord | None:
         return self.shard_of(job_id).get_job(job_id)
 

@@ -11,11 +11,14 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from fastapi.responses import JSONResponse
 
 from ..codes import Cancel, Rerun
 from ..errors import BrokerError, DependencyCycle, JobIdConflict, JobNotFound
+from ..graph import received, workflow_graph
 from ..registry import gone_ms
 from ..states import JobState
+from . import bulk as bulk_ops
 from .context import Context, ctx
 from .schemas import (
     ActionResult,
@@ -35,6 +38,7 @@ from .schemas import (
     WorkerOut,
     WorkersOut,
 )
+from .schemas_jobs import BulkConflict, BulkIn, BulkOut, GraphOut
 from .views import job_detail, job_summary, worker_out
 
 router = APIRouter(prefix="/v1", responses={503: {"model": ErrorOut}})
@@ -138,7 +142,10 @@ def _refusals() -> Iterator[None]:
     "/jobs",
     response_model=JobPage,
     tags=["jobs"],
-    summary="List jobs by state, queue and task, a page at a time",
+    summary="List jobs by state, queue, task, worker or text, a page at a time",
+    description="With a state: that state's index order. Without (any state): newest first "
+    "by creation time, from a bounded sample of the indexes (`truncated` when some were left "
+    "out). `q` matches id, task, queue, worker and the arguments text, case-insensitively.",
     responses={400: {"model": ErrorOut}},
 )
 def list_jobs(
@@ -146,16 +153,64 @@ def list_jobs(
     state: JobState | None = None,
     queue: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     task: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    worker: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     cursor: Annotated[str | None, Query(max_length=2000)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPage:
     try:
-        recs, nxt = c.reads().list_jobs(
-            state=state, queue=queue, task=task, cursor=cursor, limit=limit
+        page = c.reads().list_jobs_page(
+            state=state, queue=queue, task=task, worker=worker, q=q, cursor=cursor, limit=limit
         )
     except ValueError as exc:
         raise HTTPException(400, f"cursor: {exc}") from exc
-    return JobPage.model_validate({"jobs": [job_summary(r) for r in recs], "next_cursor": nxt})
+    return JobPage.model_validate(
+        {
+            "jobs": [job_summary(r) for r in page.jobs],
+            "next_cursor": page.next_cursor,
+            "scanned": page.scanned,
+            "truncated": page.truncated,
+        }
+    )
+
+
+@router.post(
+    "/jobs/bulk",
+    response_model=BulkOut,
+    tags=["jobs"],
+    summary="Retry, cancel or delete every job a filter matches, after confirming the count",
+    description="The filter is the one `GET /v1/jobs` takes. `dry_run` returns the count "
+    "only; `expect` (the count the user confirmed) answers 409 with the current count when "
+    "the filter matches another number now, changing nothing. Each job is changed by one "
+    "script call (retry: failed jobs; cancel: queued, scheduled, running; delete: finished "
+    "jobs); the others are listed in `skipped` with the reason.",
+    responses={409: {"model": BulkConflict, "description": "`expect` differs from the count"}},
+)
+def bulk(body: BulkIn, c: Ctx) -> Any:
+    store = c.app.store
+    try:
+        ids, truncated = bulk_ops.matching(store, body)
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    if body.expect is not None and body.expect != len(ids):
+        return JSONResponse(
+            status_code=409,
+            content={
+                "error": f"expect: {body.expect} jobs were confirmed, the filter matches "
+                f"{len(ids)} now; confirm the new count",
+                "matched": len(ids),
+            },
+        )
+    if body.dry_run:
+        return BulkOut(
+            action=body.action,
+            matched=len(ids),
+            done=0,
+            skipped=[],
+            dry_run=True,
+            truncated=truncated,
+        )
+    return bulk_ops.act(store, body, ids, truncated)
 
 
 @router.get(
@@ -171,7 +226,33 @@ def get_job(job_id: str, c: Ctx) -> JobDetail:
     if rec is None:
         raise HTTPException(404, f"no job {job_id!r} (never submitted, or its result expired)")
     states = store.get_states(list(rec.parents[:SHOWN_PARENTS]))  # one round trip, not one each
-    return JobDetail.model_validate(job_detail(rec, c.app.serializer, states))
+    out = job_detail(rec, c.app.serializer, states)
+    out["received"] = received(store, rec.id, rec.parents, c.app.serializer)
+    return JobDetail.model_validate(out)
+
+
+@router.get(
+    "/jobs/{job_id}/graph",
+    response_model=GraphOut,
+    response_model_by_alias=True,
+    tags=["jobs"],
+    summary="The workflow a job belongs to: parents, children, chords, each with its state",
+    description="Walks parents and children from any job of the workflow, breadth first, "
+    "bounded at 500 nodes (`truncated`). `root` is its oldest job without parents.",
+    responses=NOT_FOUND,
+)
+def job_graph(job_id: str, c: Ctx) -> GraphOut:
+    g = workflow_graph(c.app.store, job_id)
+    if g is None:
+        raise HTTPException(404, f"no job {job_id!r} (never submitted, or its result expired)")
+    return GraphOut.model_validate(
+        {
+            "root": g.root,
+            "nodes": g.nodes,
+            "edges": [{"from": a, "to": b} for a, b in g.edges],
+            "truncated": g.truncated,
+        }
+    )
 
 
 @router.post(

@@ -16,6 +16,8 @@ router = APIRouter(include_in_schema=False)
 ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
+    "views.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 
 
@@ -33,3 +35,13 @@ def asset(name: str) -> Response:
     if name not in ASSETS:
         return Response(b'{"error": "no such asset"}', 404, media_type="application/json")
     return Response(_asset(name), media_type=ASSETS[name], headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    """The icon browsers ask for on their own (an SVG: every current browser draws one)."""
+    return Response(
+        _asset("favicon.svg"),
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )

@@ -245,6 +245,12 @@ class Dependency(BaseModel):
     state: str | None
 
 
+class Received(BaseModel):
+    parent: str
+    state: str | None = Field(description="The parent's state (null: expired or unknown).")
+    result: Any = None
+
+
 class JobDetail(JobSummary):
     timeout: float | None
     cancel_requested: bool
@@ -260,6 +266,11 @@ class JobDetail(JobSummary):
     progress: float | None = Field(description="Last progress the task reported, 0..1.")
     progress_message: str | None
     unique_key: str | None
+    received: list[Received] | None = Field(
+        None,
+        description="The parent results this job was handed (pass_results), in parent "
+        "order; null when it takes none.",
+    )
 
 
 class JobPage(BaseModel):
@@ -267,6 +278,10 @@ class JobPage(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as ?cursor= for the next page; null at the end. A page may hold "
         "fewer jobs than the limit (even none) while a cursor is returned."
+    )
+    scanned: int = Field(0, description="Index entries examined for this page.")
+    truncated: bool = Field(
+        False, description="The scan bound was hit: some jobs were not examined."
     )
 
 

@@ -1,14 +1,18 @@
-// jobq dashboard: a plain-JS client of the same JSON API everyone else uses.
+// jobq dashboard: a plain-JS client of the same JSON API everyone else uses. This file holds
+// the shared helpers, the overview (queues, workers, jobs with search and bulk actions) and a
+// job's detail; views.js the chart, tasks, worker and workflow-graph views and the router.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
 const TOKEN_KEY = "jobq.token";
 const ACTIVE = new Set(["scheduled", "queued", "running"]);
+const FILTER_KEYS = ["q", "state", "queue", "task", "worker"];
 const state = { filters: {}, cursors: [null], page: 0, next: null, detail: null, points: [] };
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null) continue;
     if (k === "class") node.className = v;
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else if (k === "dataset") Object.assign(node.dataset, v);
@@ -25,16 +29,30 @@ function headers() {
   return h;
 }
 
+// An API error keeps its HTTP status and body, so a view can tell "no such worker" (a route's
+// own 404 says what is missing) from "this master has no such route" (a bare "Not Found", or
+// 405 when the path matches another route's pattern): a master older than this page.
+class ApiError extends Error {
+  constructor(status, body, text) {
+    const said = body && (body.error || body.detail);
+    super(said || text || "HTTP " + status);
+    this.status = status; this.body = body;
+    this.missingRoute = status === 405 || (status === 404 && (!said || said === "Not Found"));
+  }
+}
+
 async function api(path, opts = {}) {
   const res = await fetch(path, { ...opts, headers: headers() });
   if (res.status === 401 || res.status === 403) {
     askToken(res.status === 403 ? "That token was refused." : "This master needs a token.");
-    throw new Error("unauthorised");
+    throw new ApiError(res.status, null, "unauthorised");
   }
   const body = res.headers.get("content-type")?.includes("json") ? await res.json() : null;
-  if (!res.ok) throw new Error((body && body.error) || res.statusText);
+  if (!res.ok) throw new ApiError(res.status, body, res.statusText);
   return body;
 }
+
+const post = (path, body) => api(path, { method: "POST", body: JSON.stringify(body ?? {}) });
 
 function askToken(why) {
   const t = prompt((why ? why + " " : "") + "Bearer token:", localStorage.getItem(TOKEN_KEY) || "");
@@ -43,6 +61,28 @@ function askToken(why) {
 
 const fmtTime = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "");
 const stateCell = (s) => el("td", { class: "state state-" + s }, s);
+const jobLink = (id, label) => el("a", { href: "#/job/" + encodeURIComponent(id), class: "jobid",
+  dataset: { job: id }, onclick: (e) => { e.preventDefault(); e.stopPropagation(); showJob(id); } },
+  el("code", {}, label || id));
+const workerLink = (name) => el("a", { href: "#/worker/" + encodeURIComponent(name),
+  class: "worker", onclick: (e) => e.stopPropagation() }, name);
+
+// A message in the page (never alert()): replaces what the same spot said before.
+function say(sel, text, bad) {
+  const n = $(sel);
+  n.textContent = text;
+  n.classList.toggle("bad", !!bad);
+}
+
+// Each cell of a table that reflows at phone width carries its column's name (style.css shows
+// it before the value there); rows are rendered in many places, so one observer labels them.
+function labelCells() {
+  for (const td of document.querySelectorAll("table.reflow td:not([data-label])")) {
+    const th = td.closest("table").tHead?.rows[0]?.cells[td.cellIndex];
+    td.dataset.label = th ? th.textContent : "";
+  }
+}
+new MutationObserver(labelCells).observe(document.body, { childList: true, subtree: true });
 
 // -- queues, workers, health ---------------------------------------------------------------
 
@@ -64,8 +104,18 @@ async function purgeQueue(name, depth) {
   if (!confirm("Cancel all " + depth + " queued job(s) of queue '" + name + "'?")) return;
   try {
     const r = await api("/v1/queues/" + encodeURIComponent(name) + "/purge", { method: "POST" });
-    $("#notice").textContent = r.cancelled + " job(s) of " + r.queue + " cancelled";
-  } catch (e) { alert("purge failed: " + e.message); }
+    say("#notice", r.cancelled + " job(s) of " + r.queue + " cancelled");
+  } catch (e) { say("#notice", "purge of " + name + " failed: " + e.message, true); }
+  refreshAll();
+}
+
+async function rerunDead() {
+  if (!confirm("Queue every dead-lettered job (up to 100) again?")) return;
+  say("#notice", "re-running…");  // the last purge's message is stale from here on
+  try {
+    const r = await post("/v1/dead/rerun", {});
+    say("#notice", r.rerun.length + " dead-lettered job(s) queued again");
+  } catch (e) { say("#notice", "re-run failed: " + e.message, true); }
   refreshAll();
 }
 
@@ -79,7 +129,7 @@ async function loadPeriodic() {
     el("td", {}, el("button", { type: "button", class: "remove", onclick: async () => {
       if (!confirm("Remove periodic job '" + p.name + "'?")) return;
       try { await api("/v1/periodic/" + encodeURIComponent(p.name), { method: "DELETE" }); }
-      catch (e) { alert(e.message); }
+      catch (e) { say("#notice", "remove failed: " + e.message, true); }
       loadPeriodic().catch(() => {});
     } }, "Remove")))));
   $("#periodic-card").hidden = !data.periodic.length;
@@ -93,18 +143,26 @@ function fmtAgo(s) {
   return Math.round(s / 3600) + " h ago";
 }
 
+// Each current job its own link (ids used to run together in one cell).
+const jobChips = (ids, max) => {
+  if (!ids.length) return "";
+  const shown = ids.slice(0, max).map((id) => jobLink(id));
+  if (ids.length > max) shown.push(el("span", { class: "more" }, "+" + (ids.length - max)));
+  return el("span", { class: "chips" }, ...shown);
+};
+
 async function loadWorkers() {
   const data = await api("/v1/workers");
-  $("#workers tbody").replaceChildren(...data.workers.map((w) => el("tr", {},
-    el("td", {}, w.name),
+  $("#workers tbody").replaceChildren(...data.workers.map((w) => el("tr",
+    { dataset: { worker: w.name } },
+    el("td", {}, workerLink(w.name)),
     el("td", { class: w.alive ? "state state-succeeded" : "state state-cancelled" },
       w.alive ? "alive" : "gone"),
     el("td", { title: w.last_seen || "" }, fmtAgo(w.seen_ago_s)),
     el("td", {}, w.info.queues || ""),
     el("td", {}, (w.info.pool || "") + " ×" + (w.info.concurrency || "?")),
     el("td", { class: "num" }, w.info.processed || "0"),
-    el("td", {}, ...w.jobs.slice(0, 5).map((id) => el("a", { href: "#", onclick: (e) => {
-      e.preventDefault(); showJob(id); } }, id, " "))))));
+    el("td", { class: "current" }, jobChips(w.jobs, 5)))));
 }
 
 async function loadHealth() {
@@ -117,45 +175,16 @@ async function loadHealth() {
   } catch (e) { pill.textContent = "master unreachable"; pill.className = "pill bad"; }
 }
 
-// -- throughput chart (canvas) -------------------------------------------------------------
+// -- jobs list: search and filters ---------------------------------------------------------
 
-async function loadThroughput() {
-  const data = await api("/v1/throughput");
-  state.points = data.points;
-  drawChart();
+function activeFilters() {
+  const f = {};
+  for (const k of FILTER_KEYS) if (state.filters[k]) f[k] = state.filters[k];
+  return f;
 }
-
-function drawChart() {
-  const cv = $("#chart"), ctx = cv.getContext("2d");
-  const w = (cv.width = cv.clientWidth || 640), h = (cv.height = 160);
-  ctx.clearRect(0, 0, w, h);
-  const pts = state.points.slice(-150);
-  const max = Math.max(1, ...pts.map((p) => p.succeeded_per_s + p.failed_per_s));
-  ctx.strokeStyle = "#e3e6ec"; ctx.fillStyle = "#6b7385"; ctx.font = "11px sans-serif";
-  for (const f of [0, 0.5, 1]) {
-    const y = h - 16 - f * (h - 30);
-    ctx.beginPath(); ctx.moveTo(36, y); ctx.lineTo(w, y); ctx.stroke();
-    ctx.fillText((max * f).toFixed(max < 10 ? 1 : 0), 2, y + 4);
-  }
-  const line = (key, color) => {
-    ctx.strokeStyle = color; ctx.lineWidth = 2; ctx.beginPath();
-    pts.forEach((p, i) => {
-      const x = 36 + (i / Math.max(1, pts.length - 1)) * (w - 40);
-      const y = h - 16 - (p[key] / max) * (h - 30);
-      i ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
-    });
-    ctx.stroke();
-  };
-  line("succeeded_per_s", "#1f9d55");
-  line("failed_per_s", "#d64545");
-  if (!pts.length) ctx.fillText("collecting samples…", w / 2 - 50, h / 2);
-}
-
-// -- jobs list -----------------------------------------------------------------------------
 
 function jobsUrl() {
-  const q = new URLSearchParams({ limit: "25" });
-  for (const [k, v] of Object.entries(state.filters)) if (v) q.set(k, v);
+  const q = new URLSearchParams({ limit: "25", ...activeFilters() });
   const c = state.cursors[state.page];
   if (c) q.set("cursor", c);
   return "/v1/jobs?" + q;
@@ -176,22 +205,39 @@ function jobRow(job) {
   return el("tr", { class: "clickable", dataset: { job: job.id }, onclick: () => showJob(job.id) },
     el("td", {}, el("code", {}, job.id)), el("td", {}, job.task), el("td", {}, job.queue),
     stateCell(job.state), el("td", { class: "num" }, job.attempt + "/" + job.max_attempts),
-    el("td", {}, fmtTime(job.created)), el("td", {}, fmtTime(job.finished)),
+    el("td", {}, job.worker ? workerLink(job.worker) : ""),
+    el("td", { title: job.created || "" }, fmtTime(job.created)),
+    el("td", { title: job.finished || "" }, fmtTime(job.finished)),
     el("td", { class: "actions" }, ...actionButtons(job)));
 }
 
 async function loadJobs() {
+  const f = activeFilters();
   const data = await api(jobsUrl());
   $("#jobs tbody").replaceChildren(...data.jobs.map(jobRow));
   state.next = data.next_cursor;
   $("#next").disabled = !state.next;
-  $("#page-info").textContent = "page " + (state.page + 1) + (data.jobs.length ? "" : " (empty)");
+  const searched = Object.keys(f).length > 0;
+  // An older master ignores q= and worker= (its pages carry no "scanned"): say so.
+  const unsupported = (f.q || f.worker) && data.scanned === undefined;
+  let info = "page " + (state.page + 1) + (data.jobs.length ? "" : " (empty)");
+  if (searched && data.scanned !== undefined) info += " · " + data.scanned + " scanned";
+  if (data.truncated) info += " · scan bound reached: narrow the search for older jobs";
+  if (unsupported) info += " · this master cannot search by text or worker";
+  say("#page-info", info, !!unsupported);
+  $("#jobs-order").textContent = f.state ? "in state " + f.state : "newest first";
+}
+
+function applyFilters(filters) {
+  state.filters = filters;
+  state.cursors = [null]; state.page = 0;
+  say("#bulk-result", "");
+  loadJobs().catch((err) => say("#page-info", "search failed: " + err.message, true));
 }
 
 async function act(id, action) {
-  try {
-    await api("/v1/jobs/" + encodeURIComponent(id) + "/" + action, { method: "POST" });
-  } catch (e) { alert(action + " failed: " + e.message); }
+  try { await post("/v1/jobs/" + encodeURIComponent(id) + "/" + action); }
+  catch (e) { say("#bulk-result", action + " of " + id + " failed: " + e.message, true); }
   refreshJob(id);
 }
 
@@ -203,23 +249,96 @@ async function refreshJob(id) {
   if (state.detail === id) renderDetail(job);
 }
 
+// -- bulk actions: a dry run counts, the user confirms that count, the POST expects it -------
+
+const VERB = { retry: "Retry", cancel: "Cancel", delete: "Delete" };
+
+function describe(filter) {
+  const parts = Object.entries(filter).map(([k, v]) => k + (k === "q" ? " ~ " : " = ") + v);
+  return parts.length ? parts.join(", ") : "every job (no filter)";
+}
+
+function ask(text, note, okLabel) {
+  return new Promise((resolve) => {
+    $("#confirm-text").textContent = text;
+    $("#confirm-ok").textContent = okLabel || "Confirm";
+    $("#confirm-note").textContent = note || "";
+    $("#confirm").hidden = false;
+    const done = (ok) => {
+      $("#confirm").hidden = true;
+      $("#confirm-ok").onclick = $("#confirm-cancel").onclick = null;
+      resolve(ok);
+    };
+    $("#confirm-ok").onclick = () => done(true);
+    $("#confirm-cancel").onclick = () => done(false);
+    $("#confirm-ok").focus();
+  });
+}
+
+async function bulk(action) {
+  const filter = activeFilters();
+  const body = { action, filter };
+  let note = "";
+  try {
+    for (;;) {
+      const dry = await post("/v1/jobs/bulk", { ...body, dry_run: true });
+      if (!dry.matched) { say("#bulk-result", "no job matches " + describe(filter)); return; }
+      const ok = await ask(VERB[action] + " " + (dry.truncated ? "at least " : "") + dry.matched +
+        " job(s) matching " + describe(filter) + "?", note, VERB[action] + " " + dry.matched);
+      if (!ok) { say("#bulk-result", VERB[action] + " not done"); return; }
+      try {
+        const r = await post("/v1/jobs/bulk", { ...body, expect: dry.matched });
+        const skipped = r.skipped.length ? " · " + r.skipped.length + " skipped (" +
+          r.skipped.slice(0, 3).map((s) => s.id + ": " + s.reason).join("; ") + ")" : "";
+        say("#bulk-result", VERB[action] + ": " + r.done + " of " + r.matched + " done" + skipped);
+        break;
+      } catch (e) {
+        if (e.status !== 409) throw e;
+        // The set changed between the count and the click: count again, ask again.
+        const now = e.body && e.body.matched !== undefined ? e.body.matched + " now" : "";
+        note = "The count changed since you looked (" + dry.matched + " then" +
+          (now ? ", " + now : "") + "): confirm the new count.";
+        say("#bulk-result", "count changed; asking again", true);
+      }
+    }
+  } catch (e) {
+    say("#bulk-result", e.missingRoute ? "bulk actions need a newer master (no /v1/jobs/bulk)"
+      : VERB[action] + " failed: " + e.message, true);
+  }
+  loadJobs().catch(() => {});
+  loadQueues().catch(() => {});
+}
+
 // -- job detail ----------------------------------------------------------------------------
 
 async function showJob(id) {
   state.detail = id;
-  try { renderDetail(await api("/v1/jobs/" + encodeURIComponent(id))); } catch (e) { alert(e.message); }
+  try { renderDetail(await api("/v1/jobs/" + encodeURIComponent(id))); }
+  catch (e) {
+    $("#detail-card").hidden = false;
+    $("#detail-id").textContent = id;
+    $("#detail-actions").replaceChildren();
+    $("#detail").replaceChildren(el("dt", {}, "error"), el("dd", { class: "bad" }, e.message));
+  }
+  $("#detail-card").scrollIntoView({ block: "nearest" });
 }
 
 function renderDetail(job) {
   $("#detail-card").hidden = false;
   $("#detail-id").textContent = job.id;
-  $("#detail-actions").replaceChildren(...actionButtons(job));
+  $("#detail-actions").replaceChildren(...actionButtons(job),
+    el("a", { href: "#/graph/" + encodeURIComponent(job.id), class: "button graph-link" },
+      "Workflow graph"));
   const pre = (v) => el("pre", {}, typeof v === "string" ? v : JSON.stringify(v, null, 2));
   const rows = [
-    ["task", job.task], ["queue", job.queue], ["state", job.state], ["priority", job.priority],
+    ["task", job.task], ["queue", job.queue],
+    ["state", el("span", { class: "state state-" + job.state }, job.state)],
+    ["priority", job.priority],
     ["progress", progressView(job)],
-    ["dependencies", dependencyView(job)], ["unique key", job.unique_key],
-    ["attempts", job.attempt + " of " + job.max_attempts], ["worker", job.worker],
+    ["dependencies", dependencyView(job)], ["received", receivedView(job)],
+    ["unique key", job.unique_key],
+    ["attempts", job.attempt + " of " + job.max_attempts],
+    ["worker", job.worker ? workerLink(job.worker) : null],
     ["created", job.created], ["eta", job.eta], ["claimed", job.claimed],
     ["started", job.started],
     ["finished", job.finished], ["timeout", job.timeout && job.timeout + " s"],
@@ -245,11 +364,20 @@ function progressView(job) {
 function dependencyView(job) {
   if (!job.parents || !job.parents.length) return null;
   const shown = job.dependencies.map((d) => el("li", { dataset: { parent: d.id } },
-    el("a", { href: "#", onclick: (e) => { e.preventDefault(); showJob(d.id); } },
-      el("code", {}, d.id)), " ", el("span", { class: "state state-" + d.state }, d.state || "expired")));
+    jobLink(d.id), " ", el("span", { class: "state state-" + d.state }, d.state || "expired")));
   const more = job.parents.length - job.dependencies.length;
   if (more > 0) shown.push(el("li", {}, "… and " + more + " more"));
   return el("ul", { id: "detail-deps", class: "deps" }, ...shown);
+}
+
+// What the job was handed (pass_results): each parent's result, not the original args.
+function receivedView(job) {
+  if (!job.received) return null;
+  if (!job.received.length) return el("span", { id: "detail-received" }, "nothing yet");
+  return el("ul", { id: "detail-received", class: "deps" }, ...job.received.map((r) =>
+    el("li", { dataset: { parent: r.parent } }, jobLink(r.parent), " ",
+      el("span", { class: "state state-" + r.state }, r.state || "expired"), " → ",
+      el("code", { class: "value" }, JSON.stringify(r.result)))));
 }
 
 // -- live updates (SSE over fetch, so the bearer header works; resumes from the last id) ----
@@ -264,6 +392,7 @@ function onEvent(ev) {
   if (state.detail === ev.job && !row) refreshJob(ev.job);
   if (!queuesTimer)
     queuesTimer = setTimeout(() => { queuesTimer = null; loadQueues().catch(() => {}); }, 1000);
+  if (typeof onViewEvent === "function") onViewEvent(ev);
 }
 
 async function startEvents() {
@@ -303,20 +432,13 @@ async function startEvents() {
   }
 }
 
-// -- wiring --------------------------------------------------------------------------------
-
-function refreshAll() {
-  loadHealth();
-  for (const f of [loadQueues, loadWorkers, loadJobs, loadThroughput, loadPeriodic])
-    f().catch(() => {});
-}
+// -- wiring of the overview ----------------------------------------------------------------
 
 $("#filters").addEventListener("submit", (e) => {
   e.preventDefault();
-  state.filters = Object.fromEntries(new FormData(e.target));
-  state.cursors = [null]; state.page = 0;
-  loadJobs().catch((err) => alert(err.message));
+  applyFilters(Object.fromEntries(new FormData(e.target)));
 });
+$("#filters").addEventListener("reset", () => setTimeout(() => applyFilters({}), 0));
 $("#next").addEventListener("click", () => {
   if (!state.next) return;
   state.cursors[state.page + 1] = state.next; state.page += 1; loadJobs().catch(() => {});
@@ -324,17 +446,6 @@ $("#next").addEventListener("click", () => {
 $("#first").addEventListener("click", () => { state.page = 0; loadJobs().catch(() => {}); });
 $("#detail-close").addEventListener("click", () => { $("#detail-card").hidden = true; state.detail = null; });
 $("#token-btn").addEventListener("click", () => askToken(""));
-$("#rerun-dead").addEventListener("click", async () => {
-  if (!confirm("Queue every dead-lettered job (up to 100) again?")) return;
-  try {
-    const r = await api("/v1/dead/rerun", { method: "POST", body: "{}" });
-    alert(r.rerun.length + " job(s) queued again");
-  } catch (e) { alert(e.message); }
-  refreshAll();
-});
-window.addEventListener("resize", drawChart);
-
-refreshAll();
-startEvents();
-setInterval(() => { loadThroughput().catch(() => {}); loadWorkers().catch(() => {}); loadHealth(); }, 2000);
-setInterval(() => { loadPeriodic().catch(() => {}); }, 10000);
+$("#rerun-dead").addEventListener("click", rerunDead);
+for (const b of document.querySelectorAll("button.bulk"))
+  b.addEventListener("click", () => bulk(b.dataset.action));
