@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 import redis
+from inprocess import deployment
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from inprocess import deployment
 from jobq import App
 from jobq.canvas import chain
 from jobq.errors import JobFailed
