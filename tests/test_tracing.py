@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from jobq import App
 from jobq.canvas import chain
 from jobq.errors import JobFailed
+from jobq.worker import Worker
 
 TESTS = Path(__file__).resolve().parent
 
@@ -258,3 +260,30 @@ def test_a_traced_submit_outside_any_span_starts_a_trace(
     assert raw is not None
     assert raw.decode().split("-")[1] == format(ctx(submit).trace_id, "032x")
     assert submit.parent is None
+
+
+def test_the_async_pool_runs_tasks_in_their_run_span(
+    traced: App, exporter: InMemorySpanExporter
+) -> None:
+    from opentelemetry import trace
+
+    seen: list[int] = []
+
+    @traced.task(name="trace.coro")
+    async def coro() -> int:
+        seen.append(trace.get_current_span().get_span_context().span_id)
+        return 1
+
+    w = Worker(traced, pool="async", concurrency=2, maintenance=False, grace_s=5)
+    t = threading.Thread(target=w.run, name="test-async-worker", daemon=True)
+    t.start()
+    try:
+        assert traced.submit("trace.coro").result(timeout=10) == 1
+        spans = spans_of(exporter, 4)
+    finally:
+        w.stop()
+        t.join(30)
+    (run,) = named(spans, "run trace.coro")
+    assert seen == [ctx(run).span_id]
+    (done,) = named(spans, "complete trace.coro")
+    assert parent_id(done) == ctx(run).span_id

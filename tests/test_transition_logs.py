@@ -160,3 +160,14 @@ def test_a_real_worker_logs_json_lines_with_trace_ids(
         assert o["task"] == "jsonlog.add" and o["queue"] == "default" and o["attempt"] == 1
         assert o["worker"] and isinstance(o["duration_ms"], int)
         assert o["trace_id"] == trace_id and len(o["span_id"]) == 16
+
+
+def test_the_master_logs_json_lines_too(url: str, prefix: str, tmp_path: Path) -> None:
+    argv = jobq_cmd("master", "--no-http", "--log-format", "json")
+    proc = JobqProcess.spawn("master", argv, tmp_path / "master.log", subprocess_env(url, prefix))
+    try:
+        proc.wait_log('"message":"master ')
+    finally:
+        assert proc.stop() == 0
+    objs = [json.loads(x) for x in proc.log().splitlines() if x.strip()]
+    assert any(o["message"].startswith("master ") and o["level"] == "INFO" for o in objs)
