@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import threading
 import weakref
@@ -198,7 +199,10 @@ def _state(app: Any) -> _AppAio:
 async def run(app: Any, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """`fn(*args, **kwargs)` on `app`'s executor: the event loop goes on meanwhile."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_state(app).pool(), functools.partial(fn, *args, **kwargs))
+    # In the caller's context: a span current in the coroutine (a web request's) is the
+    # submit span's parent there too (tracing.py).
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    return await loop.run_in_executor(_state(app).pool(), call)
 
 
 # -- submitting ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -29,6 +30,17 @@ from .cli_remote import acl_command, listen_options
 from .cli_server import server
 from .doctor import doctor_command
 from .errors import ConfigError
+from .logs import FORMATS, use_format
+
+#: --log-format of the long-running commands: text lines, or JSON lines that join traces.
+_LOG_FORMAT = click.option(
+    "--log-format",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    envvar="JOBQ_LOG_FORMAT",
+    help="Log lines as text, or as JSON objects (with trace ids when tracing is on).",
+)
 
 
 @main.command()
@@ -69,6 +81,13 @@ from .errors import ConfigError
     is_flag=True,
     help="Refuse to start if the server may evict keys (maxmemory-policy not noeviction).",
 )
+@_LOG_FORMAT
+@click.option(
+    "--tracing",
+    is_flag=True,
+    envvar="JOBQ_TRACING",
+    help="OpenTelemetry spans of every job run (needs the `otel` extra: docs/tracing.md).",
+)
 @common
 def worker(
     app_path: str,
@@ -81,11 +100,17 @@ def worker(
     grace: float,
     cancel_grace: float,
     strict: bool,
+    log_format: str,
+    tracing: bool,
     url: str | None,
     prefix: str | None,
 ) -> None:
     """Run a worker for APP_PATH ('module:app')."""
     from .running import WorkerOptions, run_worker  # (the worker's imports: only when run)
+
+    use_format(log_format)
+    if tracing:  # (read by the App as it is built, here and in process-pool children)
+        os.environ["JOBQ_TRACING"] = "1"
 
     opts = WorkerOptions(
         queues, concurrency, pool, name, group, prefetch, grace, cancel_grace, strict
@@ -128,6 +153,7 @@ def worker(
     is_flag=True,
     help="Refuse to start if the server may evict keys (maxmemory-policy not noeviction).",
 )
+@_LOG_FORMAT
 @common
 def master(
     listen: str | None,
@@ -142,12 +168,15 @@ def master(
     token_file: str | None,
     allowed_hosts: tuple[str, ...],
     strict: bool,
+    log_format: str,
     url: str | None,
     prefix: str | None,
 ) -> None:
     """Run the maintenance loop (promote due jobs, requeue expired leases), and serve the HTTP
     API and dashboard (needs the `master` extra: pip install 'jobq[master]')."""
     from .running import master_loop  # (the master's imports: only when run)
+
+    use_format(log_format)
 
     app = _app(url, prefix, start=True)
     if listen:

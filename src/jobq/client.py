@@ -9,7 +9,7 @@ import datetime as dt
 import os
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 from . import aio, values
 from .canvas import GroupResult
@@ -25,6 +25,9 @@ from .registry import Catalog, gone_ms
 from .serde import Serializer
 from .store import Store, open_store
 from .tasks import Task
+
+if TYPE_CHECKING:
+    from .tracing import Tracing
 
 __all__ = ["MAX_PRIORITY", "App", "Job", "TaskDecorator", "new_job_id"]
 
@@ -74,6 +77,11 @@ def new_job_id() -> str:
             _draw_ids()
 
 
+def tracing_from_env() -> bool:
+    """JOBQ_TRACING=1 (or true/yes/on): OpenTelemetry spans on (tracing.py)."""
+    return os.environ.get("JOBQ_TRACING", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 class App:
     """A jobq application: where tasks are registered and jobs are submitted.
 
@@ -87,9 +95,16 @@ class App:
         *,
         prefix: str | None = None,
         settings: Settings | None = None,
+        tracing: bool | None = None,
+        tracer_provider: Any = None,
         **overrides: Any,
     ) -> None:
         base = settings or Settings.from_env()
+        #: OpenTelemetry spans (tracing.py), or None: off unless `tracing=True` or
+        #: JOBQ_TRACING=1; only then is OpenTelemetry imported (the `otel` extra).
+        self.tracing: Tracing | None = None
+        if tracing or (tracing is None and tracing_from_env()):
+            self.enable_tracing(tracer_provider)
         self.settings = base.with_overrides(url=url, prefix=prefix, **overrides)
         self.tasks: dict[str, Task[..., Any]] = {}
         self.periodics: dict[str, PeriodicSpec] = {}
@@ -99,6 +114,13 @@ class App:
         self._store: Store | None = None
         #: The settings workers published for tasks this process did not import (registry.py).
         self.catalog = Catalog()
+
+    def enable_tracing(self, tracer_provider: Any = None) -> None:
+        """Turn OpenTelemetry spans on (the `otel` extra): submits carry their trace context
+        to the workers (tracing.py)."""
+        from .tracing import Tracing
+
+        self.tracing = Tracing(tracer_provider)
 
     # -- registry ----------------------------------------------------------------------------
 
@@ -279,7 +301,11 @@ class App:
                 template = self._templates[task] = self.spec(task, (), {}, {})
             payload = self.serializer.encode_args(args, kwargs or {})
             spec = template.for_call(new_job_id(), payload)
-        return Job(self, self.store.submit_one(spec, wait_s=failover_wait_s))
+        if self.tracing is None:
+            return Job(self, self.store.submit_one(spec, wait_s=failover_wait_s))
+        with self.tracing.submitting(spec.task, spec.queue) as field:
+            spec = self.tracing.with_trace(spec, field)
+            return Job(self, self.store.submit_one(spec, wait_s=failover_wait_s))
 
     def submit_many(
         self,
@@ -296,9 +322,13 @@ class App:
         template = self.spec(task, (), {}, options)  # options resolved once, not per job
         encode = self.serializer.encode_args
         made = [(new_job_id(), encode(args, kwargs)) for args, kwargs in calls]
-        return [
-            Job(self, i) for i in self.store.submit_like(template, made, wait_s=failover_wait_s)
-        ]
+        if self.tracing is None:
+            ids = self.store.submit_like(template, made, wait_s=failover_wait_s)
+        else:
+            with self.tracing.submitting(template.task, template.queue, len(made)) as field:
+                template = self.tracing.with_trace(template, field)
+                ids = self.store.submit_like(template, made, wait_s=failover_wait_s)
+        return [Job(self, i) for i in ids]
 
     def submit_specs(
         self, specs: list[JobSpec], *, failover_wait_s: float | None = None
@@ -307,7 +337,13 @@ class App:
         waits for a primary like `submit`."""
         for s in specs:
             check_spec(s)
-        return [Job(self, i) for i in self.store.submit_ids(specs, wait_s=failover_wait_s)]
+        if self.tracing is None or not specs:
+            ids = self.store.submit_ids(specs, wait_s=failover_wait_s)
+        else:
+            with self.tracing.submitting(specs[0].task, specs[0].queue, len(specs)) as field:
+                traced = [self.tracing.with_trace(s, field) for s in specs]
+                ids = self.store.submit_ids(traced, wait_s=failover_wait_s)
+        return [Job(self, i) for i in ids]
 
     def spec(
         self,

@@ -83,6 +83,9 @@ class JobSpec:
     remote_parents: tuple[RemoteParent, ...] = ()
     """Those of `parents` that live in other partitions, with what their partition said when
     the child was linked to them (handoff.py fills it in; users leave it empty)."""
+    trace: str = ""
+    """The submitter's trace context (W3C traceparent, then a newline and the tracestate if
+    any), set by tracing.py only when tracing is on; '' = none, and no field on the job."""
 
     def for_call(self, job_id: str, payload: bytes) -> JobSpec:
         """This spec for another call of its task: a new id and payload, the same options
@@ -106,6 +109,7 @@ class JobSpec:
             self.concurrency_limit,
             self.fallback_queue,
             self.remote_parents,
+            self.trace,
         )
 
     def as_row(self) -> list[Any]:
@@ -139,6 +143,8 @@ class JobSpec:
                 opts["climit"] = self.concurrency_limit
         if self.fallback_queue:
             opts["fallback"] = self.fallback_queue
+        if self.trace:
+            opts["trace"] = self.trace
         return [
             self.id,
             self.task,
@@ -281,6 +287,12 @@ class Claimed:
     lost: int = 0
     """How often this job's worker died (or lost its lease) under it: > 0 makes it a suspect,
     which the worker runs alone."""
+    trace: str = ""
+    """The trace context the job was submitted under ('' = none): tracing.py."""
+    ready_ms: int = 0
+    """When the job became ready to run (server clock, ms; 0 = unknown): the queue wait's start."""
+    claimed_ms: int = 0
+    """When this attempt was claimed (server clock, ms; 0 = unknown): the queue wait's end."""
 
     @classmethod
     def from_reply(cls, row: list[Any]) -> Claimed:
@@ -312,6 +324,9 @@ class Claimed:
             pass_results=text(row[9]) if len(row) > 9 else "",
             inputs=tuple(row[10]) if len(row) > 10 else (),
             lost=int(row[11] or 0) if len(row) > 11 else 0,
+            trace=text(row[12]) if len(row) > 12 else "",
+            ready_ms=(number(row[13]) or 0) if len(row) > 13 else 0,
+            claimed_ms=(number(row[14]) or 0) if len(row) > 14 else 0,
         )
 
 
@@ -330,6 +345,9 @@ class Outcome:
     began_s: float | None = None
     """When the attempt began running, on this process's `time.monotonic()` clock (set by the
     pool as it starts the attempt; None = unknown)."""
+    span: str = ""
+    """The traceparent of the attempt's run span ('' when tracing is off): the completion span
+    and the transition log line join it."""
 
     def ran_ms(self, now_s: float | None = None) -> int:
         """Milliseconds since the attempt began (-1 if unknown), for the outcome scripts, which

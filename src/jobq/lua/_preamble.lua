@@ -577,7 +577,7 @@ end
 -- come back as digit strings, as the hash stores them, so the rest reads them like ARGV.
 local OPTION = {pri = 'int', max = 'int', timeout = 'int', backoff = 'int', ttl = 'int',
   delay = 'int', climit = 'int', parents = 'string', pass = 'string', ukey = 'string',
-  ckey = 'string', fallback = 'string'}
+  ckey = 'string', fallback = 'string', trace = 'string'}
 local DEFAULTS = {}
 local EXACT = 2 ^ 53 -- (integers below this are exact in a Lua number)
 local function enqueue_options(id, rec)

@@ -10,7 +10,9 @@
 -- Every claimed job gets `claimed` = now; `started` (when the attempt began running) is set
 -- here only for the jobs marked begun, and cleared for the others (a previous attempt's).
 -- Returns: array of {id, token, attempt, task, payload, max_attempts, timeout_ms, queue,
---          backoff_ms, pass, {parent result blobs...}, lost}, then, if any popped id was
+--          backoff_ms, pass, {parent result blobs...}, lost, trace, ready_ms, claimed_ms}
+--          (trace: the job's trace context or ''; ready_ms: when it became ready to run, the
+--          latest of its created, eta and ready times; claimed_ms: now), then, if any popped id was
 --          unusable, one notice row {0, n missing, n malformed, {missing ids (first 20)},
 --          {malformed ids (first 20)}} (first field 0 = a notice row; a job row starts with its
 --          id): missing = no job hash (evicted?), malformed = a hash lacking task/payload or
@@ -71,7 +73,7 @@ for qi = 8, #ARGV do
     local jk = P .. K_JOB .. id
     local f, corrupt = fields(jk, 'state', 'task', 'payload', 'att', 'max', 'timeout',
       'backoff', 'ckey', 'climit', 'pass', 'parents', 'rslot', 'lost', 'xp', 'started', 'created',
-      'eta', 'ready')
+      'eta', 'ready', 'trace')
     local why = f[1] == 'queued' and claim_malformation(f)
     local g = why and fields(jk, 'waiters', 'ukey', 'kids') -- (only a malformed job needs these)
     if g and g[3] and outbox_ok == nil then
@@ -155,7 +157,8 @@ for qi = 8, #ARGV do
           end
         end
         out[#out + 1] = {id, tok, att, f[2], f[3], f[5] or '1', f[6] or '', queue, f[7] or '',
-          f[10] or '', inputs, f[13] or '0'}
+          f[10] or '', inputs, f[13] or '0', f[19] or '',
+          math.max(tonumber(f[16]) or NOW, tonumber(f[17]) or 0, tonumber(f[18]) or 0), NOW}
         want = want - 1
         claimed = claimed + 1
       end

@@ -9,7 +9,9 @@
 --   integers: pri (priority), max (attempts), timeout (ms), backoff (ms), ttl (result, s),
 --   delay (ms, relative to the server clock so client skew can't shift it), climit
 --   (concurrency limit); strings: parents (comma-separated ids), pass ('one' | 'list': hand
---   parents' results to the job), ukey (unique key), ckey (concurrency key), fallback (queue)
+--   parents' results to the job), ukey (unique key), ckey (concurrency key), fallback (queue),
+--   trace (W3C traceparent, then a newline and the tracestate if any: tracing.py; absent when
+--   tracing is off, so the job hash has no `trace` field)
 --   Remote parents: '' or those of `parents` that live in other partitions, with what link.lua
 --   said of each (handoff.py): per parent "<state>:<id length>:<result length>:<id><result>"
 --   (binary-safe, unlike JSON), state pending (a hand-off will come, or came early and waits
@@ -154,6 +156,7 @@ for i = 0, n - 1 do
         h[#h + 1], h[#h + 2] = 'climit', climit
       end
       if fallback ~= '' then h[#h + 1], h[#h + 2] = 'fallback', fallback end
+      if o.trace and o.trace ~= '' then h[#h + 1], h[#h + 2] = 'trace', o.trace end
       local waiting, failed_parent, parent_state = 0, nil, nil
       if parents ~= '' then
         h[#h + 1], h[#h + 2] = 'parents', parents

@@ -45,6 +45,7 @@ from ..model import Claimed, Outcome
 from ..outage import Outage
 from ..store import redact
 from ..tasks import parse_rate
+from . import transitions
 from .clock import SYSTEM, Clock
 from .leases import LeaseKeeper
 from .pools import make_pool
@@ -103,7 +104,7 @@ class Worker:
         self.store = app.store
         self.leases = LeaseKeeper(self)
         self.pool = make_pool(
-            pool, app, concurrency, self._on_done, app_path, may_start=self.leases.may_start
+            pool, app, concurrency, self._on_done, app_path, may_start=self._may_start
         )
         self.pool_kind = pool
         self.inflight: dict[str, Claimed] = {}
@@ -404,6 +405,7 @@ class Worker:
             for c in unknown:
                 if (c.id, c.token) not in failing:
                     self.leases.forget(c)
+                    transitions.claimed("handed back", c, self.name)
             self.cond.notify_all()
         for task in sorted({c.task for c in unknown} - self.unknown_warned):
             self.unknown_warned.add(task)
@@ -414,6 +416,13 @@ class Worker:
                 err = registry.unknown_task_error(c.task, known, self.settings.unknown_task_ms)
                 self._on_done(failure(c, err, NO_RETRY, tb=False))
         return [c for c in jobs if c.task in self.app.tasks]
+
+    def _may_start(self, c: Claimed) -> bool | None:
+        """The pools' gate (leases.py), logging the attempts it lets start."""
+        verdict = self.leases.may_start(c)
+        if verdict:
+            transitions.started(c, self.name)
+        return verdict
 
     def _wait_settled(self, timeout_s: float) -> None:
         """Wait (cond held, real time) for jobs in flight to settle: their outcomes are
@@ -567,6 +576,8 @@ class Worker:
         try:
             n = self.store.requeue([(c.id, c.token) for c in jobs])
             log.info("requeued %d job(s) %s", n, why)
+            for c in jobs:
+                transitions.claimed("requeued", c, self.name)
         except BrokerError as exc:
             log.error(
                 "could not requeue %d job(s) (%s); their leases will expire and the "

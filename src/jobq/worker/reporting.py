@@ -12,15 +12,19 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..codes import Fail, Refusal
 from ..errors import BrokerUnavailable
 from ..model import Outcome
 from ..outage import Outage
 from ..store import PartialReport, Store
+from . import transitions
 from .clock import Clock
 from .leases import LeaseKeeper
+
+if TYPE_CHECKING:
+    from ..client import App
 
 log = logging.getLogger("jobq.worker")
 
@@ -53,6 +57,7 @@ class Host(Protocol):
     succeeded: int
     failed: int
     threaded: bool
+    app: App
 
 
 class Reporter:
@@ -128,8 +133,13 @@ class Reporter:
     def record(self, batch: list[Outcome]) -> int:
         """Report outcomes (retrying through outages), log failures, free their slots; returns
         how many it settled (the others were queued again for a later report)."""
+        tracing = self.host.app.tracing
+        began = transitions.now_ns() if tracing is not None else 0
         codes = self.report_with_retry(batch)
         batch = [o for o in batch if o.claimed.id in codes]  # (the others were re-queued)
+        if tracing is not None:
+            tracing.completed(batch, codes, began)
+        transitions.reported(batch, codes, self.host.name)
         for o in batch:
             code = codes.get(o.claimed.id, 0)
             if code < 0:  # a refusal (codes.Refusal), or REPORT_REFUSED

@@ -96,9 +96,13 @@ def context(app: App, c: Claimed) -> JobContext:
 
 
 def run_sync(app: App, c: Claimed) -> Outcome:
-    """Run an attempt in the calling thread (async tasks get a private event loop)."""
+    """Run an attempt in the calling thread (async tasks get a private event loop); in a run
+    span when tracing is on (tracing.py)."""
     t0 = time.perf_counter()
-    return replace(_run_sync(app, c), runtime_s=time.perf_counter() - t0)
+    if app.tracing is None:
+        return replace(_run_sync(app, c), runtime_s=time.perf_counter() - t0)
+    with app.tracing.running(c) as done:
+        return done(replace(_run_sync(app, c), runtime_s=time.perf_counter() - t0))
 
 
 def _run_sync(app: App, c: Claimed) -> Outcome:
@@ -121,7 +125,11 @@ def _run_sync(app: App, c: Claimed) -> Outcome:
 async def run_async(app: App, c: Claimed, limit_s: float | None) -> Outcome:
     """Run an attempt on the running event loop; sync tasks go to a thread."""
     t0 = time.perf_counter()
-    return replace(await _run_async(app, c, limit_s), runtime_s=time.perf_counter() - t0)
+    if app.tracing is None:
+        return replace(await _run_async(app, c, limit_s), runtime_s=time.perf_counter() - t0)
+    with app.tracing.running(c) as done:
+        outcome = await _run_async(app, c, limit_s)
+        return done(replace(outcome, runtime_s=time.perf_counter() - t0))
 
 
 async def _run_async(app: App, c: Claimed, limit_s: float | None) -> Outcome:
