@@ -37,12 +37,14 @@ def _code(text: str) -> str:
 
 @cache
 def helpers() -> dict[str, str]:
-    """The preamble's top-level functions: name -> code of its body (comments stripped).
+    """The shared helpers' top-level functions (`scripts.SHARED`): name -> code of its body
+    (comments stripped).
     A function starts at `local function f(` or `f = function(` in column 0 and ends at the
     next `end` in column 0."""
     out: dict[str, str] = {}
     name, lines = "", []
-    for line in (LUA_DIR / "_preamble.lua").read_text().splitlines():
+    text = "\n".join((LUA_DIR / f"{part}.lua").read_text() for part in scripts.SHARED)
+    for line in text.splitlines():
         m = _DEF.match(line)
         if m and not name:
             name, lines = m.group(1) or m.group(2), [line]

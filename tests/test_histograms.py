@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Sequence
 
 import pytest
@@ -92,3 +93,14 @@ def test_parse_and_merge() -> None:
     assert merged[0].succeeded == 5 and merged[0].runtime.count == 4
     empty = TaskStats("q", "t", 0, 0, 0, 0, Histogram(), Histogram())
     assert empty.failure_rate is None
+
+
+def test_the_lua_bucket_bounds_mirror_bounds_ms() -> None:
+    """The scripts bucket samples by `TBOUNDS` (lua/_tally.lua); the reader by `BOUNDS_MS`:
+    the two tables must be the same, or every figure lands in the wrong bucket."""
+    from importlib import resources
+
+    src = (resources.files("jobq") / "lua" / "_tally.lua").read_text()
+    m = re.search(r"local TBOUNDS = \{([^}]*)\}", src)
+    assert m is not None
+    assert tuple(int(v) for v in m.group(1).replace("\n", " ").split(",")) == BOUNDS_MS

@@ -24,7 +24,7 @@ from jobq import errors as E
 from jobq.config import Settings
 from jobq.keys import LUA_SUFFIXES, Keys
 from jobq.model import Claimed, JobRecord, JobSpec, RemoteParent
-from jobq.scripts import SCRIPT_NAMES, Batch, Scripts
+from jobq.scripts import SCRIPT_NAMES, SHARED, Batch, Scripts
 from jobq.serde import Serializer
 from jobq.states import ACTIVE, TERMINAL, TRANSITIONS, allowed
 from jobq.worker.runner import MAX_BACKOFF_MS, backoff_delay_ms
@@ -457,7 +457,7 @@ CALLS: dict[str, tuple[Callable[[Scripts, Any], Any], Callable[[Scripts, Any], A
 
 def test_every_script_has_a_wrapper_call_here() -> None:
     assert set(CALLS) == set(SCRIPT_NAMES)
-    assert set(SCRIPT_NAMES) == {p.stem for p in LUA_DIR.glob("*.lua")} - {"_preamble"}
+    assert set(SCRIPT_NAMES) == {p.stem for p in LUA_DIR.glob("*.lua")} - set(SHARED)
 
 
 @pytest.mark.parametrize("name", SCRIPT_NAMES)

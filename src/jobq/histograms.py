@@ -1,7 +1,7 @@
 """Latency histograms and per-task figures, counted by the broker's scripts.
 
 A leaf module (no jobq imports): the scripts count each sample into one of a fixed set of
-buckets (`BOUNDS_MS`, mirrored in lua/_preamble.lua), so per-task runtime and queue-wait
+buckets (`BOUNDS_MS`, mirrored in lua/_tally.lua), so per-task runtime and queue-wait
 figures cost the broker a few HINCRBYs per call instead of one write per job, and every reader
 (the HTTP API, Prometheus) derives quantiles and cumulative buckets from the same counts.
 Buckets are fixed rather than configurable so counts written by any version add up.

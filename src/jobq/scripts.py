@@ -1,11 +1,11 @@
 """One typed wrapper per Lua script; the only place scripts are loaded and called.
 
 The scripts in ``lua/`` become one Valkey/Redis *function library*: the key suffixes from
-`keys.LUA_SUFFIXES`, then ``_preamble.lua`` (helpers, created once when the library loads),
-then every ``<name>.lua`` registered as a function. FCALL then runs only the body; as EVALSHA
-scripts, re-creating the helpers cost about three times the body of a small script on every
-call. The library is named after a hash of its source, so two jobq versions can share a server,
-and it is (re)loaded on demand (first use, or a server that lost it). Every call passes the
+`keys.LUA_SUFFIXES`, then the shared helpers (``_preamble.lua``, ``_tally.lua``: created once when
+the library loads), then every ``<name>.lua`` registered as a function. FCALL then runs only the
+body; as EVALSHA scripts, re-creating the helpers cost about three times the body of a small script
+on every call. The library is named after a hash of its source, so two jobq versions can share a
+server, and it is (re)loaded on demand (first use, or a server that lost it). Every call passes the
 common ARGV head (key base, `now`, events cap) and the events stream as KEYS[1].
 
 Calls go out on a lean path: each thread keeps one connection of the client's pool and sends
@@ -68,6 +68,8 @@ SCRIPT_NAMES = (
 #: `epoch` runs on every new connection (topology.py) and writes two short strings, only when
 #: the primary changed: refusing it at maxmemory would refuse every new connection, heartbeats'
 #: included.
+# The library's shared helpers, in load order (each may use the ones before it).
+SHARED = ("_preamble", "_tally")
 ALLOW_OOM = frozenset({"heartbeat", "requeue", "epoch"})
 
 
@@ -77,7 +79,7 @@ def library() -> tuple[str, str]:
     lua = resources.files("jobq") / "lua"
     consts = "".join(f"local K_{k} = '{v}'\n" for k, v in LUA_SUFFIXES.items())
     consts += f"local Q_WORKER = '{WORKER_QUEUE}'\n"
-    parts = [consts, (lua / "_preamble.lua").read_text()]
+    parts = [consts, *((lua / f"{name}.lua").read_text() for name in SHARED)]
     for name in SCRIPT_NAMES:
         body = (lua / f"{name}.lua").read_text()
         flags = ", flags={'allow-oom'}" if name in ALLOW_OOM else ""
