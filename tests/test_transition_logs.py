@@ -18,7 +18,10 @@ from procs import JobqProcess, wait_until
 
 from jobq import App
 from jobq.errors import JobFailed
+from jobq.keys import worker_queue
 from jobq.logs import JsonFormatter, ids_of
+from jobq.maintenance import tick
+from jobq.model import JobSpec
 
 FIELDS = ("event", "job_id", "task", "queue", "attempt", "worker", "duration_ms")
 
@@ -171,3 +174,66 @@ def test_the_master_logs_json_lines_too(url: str, prefix: str, tmp_path: Path) -
         assert proc.stop() == 0
     objs = [json.loads(x) for x in proc.log().splitlines() if x.strip()]
     assert any(o["message"].startswith("master ") and o["level"] == "INFO" for o in objs)
+
+
+# -- the master's lines: jobs the maintenance tick took back or settled ------------------------
+
+T = 1_000_000_000  # a fake clock, in ms
+LEASE = 10_000
+
+
+def test_the_tick_logs_reaped_and_orphaned_jobs(app: App, caplog: pytest.LogCaptureFixture) -> None:
+    """A lease that expires (stepped clock): released if it never began, requeued when its
+    worker was lost, dead-lettered (WorkerLost) at max_lost; a job waiting for a gone worker
+    falls back or is dead-lettered (WorkerGone): one master-side line each."""
+    caplog.set_level(logging.INFO, logger="jobq.jobs")
+    store = app.store
+    store.submit(
+        [JobSpec(i, "logs.reaped", "default", b"[[],{}]") for i in ("lost", "ahead")], now=T
+    )
+    cs = {c.id: c for c in store.claim("w1", ["default"], 2, LEASE, now=T, start=1)}
+    assert store.r.hget(store.keys.job("lost"), "began") == cs["lost"].token.encode()
+    assert tick(store, now=T + LEASE + 1, max_lost=2).requeued == 2
+    assert events(caplog, "lost") == ["requeued (lease expired)"]
+    assert events(caplog, "ahead") == ["released (never started, lease expired)"]
+    (r,) = lines(caplog, "lost")
+    assert (r.jobq["task"], r.jobq["queue"], r.jobq["attempt"], r.jobq["worker"]) == (  # type: ignore[attr-defined]
+        "logs.reaped",
+        "default",
+        1,
+        "w1",
+    )
+    assert r.jobq["duration_ms"] is None and r.levelno == logging.INFO  # type: ignore[attr-defined]
+    assert r.getMessage().startswith("job lost requeued (lease expired): task=logs.reaped")
+
+    t2 = T + 2 * LEASE
+    (c,) = [c for c in store.claim("w2", ["default"], 2, LEASE, now=t2, start=1) if c.id == "lost"]
+    store.heartbeat([], LEASE, now=t2 + 1, began=[(c.id, c.token)])
+    assert tick(store, now=t2 + LEASE + 2, max_lost=2).dead_lettered == 1
+    assert events(caplog, "lost")[-1] == "dead-lettered (WorkerLost)"
+    assert lines(caplog, "lost")[-1].jobq["worker"] == "w2"  # type: ignore[attr-defined]
+
+    gone_ms = 1_000
+    mine = worker_queue("gone")
+    store.submit(
+        [
+            JobSpec("fb", "logs.targeted", mine, b"[[],{}]", fallback_queue="spare"),
+            JobSpec("gw", "logs.targeted", mine, b"[[],{}]"),
+        ],
+        now=T,
+    )
+    t3 = T + 10 * LEASE
+    for _ in range(10):  # (the walk over the registry is bounded per tick)
+        tick(store, now=t3, gone_ms=gone_ms)
+        if events(caplog, "fb") and events(caplog, "gw"):
+            break
+    assert events(caplog, "fb") == ["fell back (worker gone)"]
+    assert events(caplog, "gw") == ["dead-lettered (WorkerGone)"]
+    fb = lines(caplog, "fb")[0].jobq  # type: ignore[attr-defined]
+    assert (fb["task"], fb["queue"], fb["attempt"], fb["worker"]) == (
+        "logs.targeted",
+        "spare",
+        0,
+        "gone",
+    )
+    assert lines(caplog, "gw")[0].jobq["queue"] == mine  # type: ignore[attr-defined]

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 
 from . import handoff
 from .errors import BrokerError
+from .logs import JOBS, transition
 from .model import JobSpec
 from .outage import Outage
 from .serde import Serializer
 from .store import Store
+from .upkeep import Taken
 
 log = logging.getLogger("jobq.maintenance")
 
@@ -66,22 +68,34 @@ def tick(
         if n < batch:
             break
     while reap:
-        r, d = store.reap(batch, now, max_lost)
+        r, d, jobs = store.reap_listed(batch, now, max_lost)
         requeued += r
         dead += d
+        log_taken(jobs)
         if r + d < batch:
             break
     store.trim_finished(now)
     trimmed = store.trim_dead(now, batch)
     orphaned = pruned = 0
     if gone_ms:
-        orphaned, pruned, _ = store.walk_queues(gone_ms, now, batch, QUEUES_PER_TICK)
+        orphaned, pruned, _, jobs = store.walk_queues_listed(gone_ms, now, batch, QUEUES_PER_TICK)
+        log_taken(jobs)
     if store.partitions > 1:  # dependencies across partitions: what no settler delivered
         handoff.deliver_pending(store.shards, now=now)
     # Last: it submits jobs, which a full broker refuses (BrokerFull) before the recovery work
     # above is done; a refused tick fires once memory is freed.
     fired = fire_periodic(store, now, holder)
     return TickReport(promoted, requeued, dead, fired, orphaned, pruned, trimmed)
+
+
+def log_taken(jobs: list[Taken]) -> None:
+    """One `jobq.jobs` line per job the tick took back or settled (the scripts list the first
+    of each call), as the workers log their own transitions: the worker named is the one lost
+    or gone, no duration applies."""
+    if not JOBS.isEnabledFor(logging.INFO):
+        return
+    for j in jobs:
+        transition(j.event, j.id, j.task, j.queue, j.attempt, j.worker)
 
 
 def fire_periodic(store: Store, now: int = 0, holder: str | None = None) -> int:

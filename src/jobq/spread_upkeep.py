@@ -13,6 +13,7 @@ from .errors import BrokerUnavailable
 from .model import JobSpec
 from .periodic import PeriodicSpec
 from .spread import Partitioned, PartitionOutage, each_shard
+from .upkeep import Taken
 
 if TYPE_CHECKING:
     from .shard import Shard
@@ -67,8 +68,14 @@ class SpreadUpkeep(Partitioned):
         return ",".join(dict.fromkeys(ids))
 
     def reap(self, limit: int = 1000, now: int = 0, max_lost: int = 3) -> tuple[int, int]:
-        got = self._sweep(lambda s: s.reap(limit, now, max_lost))
-        return sum(r for r, _d in got), sum(d for _r, d in got)
+        return self.reap_listed(limit, now, max_lost)[:2]
+
+    def reap_listed(
+        self, limit: int = 1000, now: int = 0, max_lost: int = 3
+    ) -> tuple[int, int, list[Taken]]:
+        """`reap` in every partition, with the first jobs each took back."""
+        got = self._sweep(lambda s: s.reap_listed(limit, now, max_lost))
+        return sum(g[0] for g in got), sum(g[1] for g in got), [j for g in got for j in g[2]]
 
     def promote(self, limit: int = 1000, now: int = 0) -> int:
         return sum(self._sweep(lambda s: s.promote(limit, now)))
@@ -85,8 +92,15 @@ class SpreadUpkeep(Partitioned):
     def walk_queues(
         self, gone_ms: int, now: int = 0, limit: int = 1000, queues: int = 200
     ) -> tuple[int, int, bool]:
-        got = self._sweep(lambda s: s.walk_queues(gone_ms, now, limit, queues))
-        return sum(g[0] for g in got), sum(g[1] for g in got), all(g[2] for g in got)
+        return self.walk_queues_listed(gone_ms, now, limit, queues)[:3]
+
+    def walk_queues_listed(
+        self, gone_ms: int, now: int = 0, limit: int = 1000, queues: int = 200
+    ) -> tuple[int, int, bool, list[Taken]]:
+        """`walk_queues` in every partition, with the first jobs each settled."""
+        got = self._sweep(lambda s: s.walk_queues_listed(gone_ms, now, limit, queues))
+        jobs = [j for g in got for j in g[3]]
+        return sum(g[0] for g in got), sum(g[1] for g in got), all(g[2] for g in got), jobs
 
     # -- control partition: leader, presence, periodic specs ---------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -18,6 +18,34 @@ from .memory import RoomCheck, job_bytes
 from .model import JobSpec
 from .periodic import PeriodicSpec
 from .scripts import Scripts, function_name
+
+
+class Taken(NamedTuple):
+    """A job maintenance took back or settled (the first of each call: reap.lua, orphans.lua
+    list a bounded number), for the master's transition log line (`maintenance.tick`)."""
+
+    id: str
+    queue: str
+    task: str
+    attempt: int
+    event: str
+    worker: str
+
+
+def _text(v: Any) -> str:
+    return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+
+
+def taken(rows: Any) -> list[Taken]:
+    """The job rows of a reap or orphans reply ({id, queue, task, attempt, event, worker})."""
+    if not isinstance(rows, list):
+        return []
+    out: list[Taken] = []
+    for row in rows:
+        if isinstance(row, list) and len(row) == 6:
+            i, q, t, a, e, w = (_text(v) for v in row)
+            out.append(Taken(i, q, t, int(a) if a.isdigit() else 0, e, w))
+    return out
 
 
 class Upkeep:
@@ -49,9 +77,16 @@ class Upkeep:
     def reap(self, limit: int = 1000, now: int = 0, max_lost: int = 3) -> tuple[int, int]:
         """Take back jobs whose lease expired: (released or requeued, dead-lettered after
         losing their worker `max_lost` times)."""
+        requeued, dead, _jobs = self.reap_listed(limit, now, max_lost)
+        return requeued, dead
+
+    def reap_listed(
+        self, limit: int = 1000, now: int = 0, max_lost: int = 3
+    ) -> tuple[int, int, list[Taken]]:
+        """`reap`, with the first jobs it took back (bounded by reap.lua)."""
         with self.broker("reaping expired leases"):
-            requeued, dead = self.scripts.reap(self.r, limit, now, max_lost)
-        return int(requeued), int(dead)
+            reply = self.scripts.reap(self.r, limit, now, max_lost)
+        return int(reply[0]), int(reply[1]), taken(reply[2] if len(reply) > 2 else None)
 
     def server_run_id(self) -> str:
         """The server process's run id: it changes when the server restarts (or fails over)."""
@@ -83,9 +118,16 @@ class Upkeep:
         """One bounded step over the queue registry (a cursor kept on the server between
         calls): settle jobs of gone workers (at most `limit`), prune idle queues (of at most
         `queues` examined). Returns (jobs settled, queues pruned, whether a pass ended)."""
+        return self.walk_queues_listed(gone_ms, now, limit, queues)[:3]
+
+    def walk_queues_listed(
+        self, gone_ms: int, now: int = 0, limit: int = 1000, queues: int = 200
+    ) -> tuple[int, int, bool, list[Taken]]:
+        """`walk_queues`, with the first jobs it settled (bounded by orphans.lua)."""
         with self.broker("checking targeted jobs"):
-            moved, pruned, wrapped = self.scripts.orphans(self.r, gone_ms, limit, now, queues)
-        return int(moved), int(pruned), wrapped == OrphansPass.DONE
+            reply = self.scripts.orphans(self.r, gone_ms, limit, now, queues)
+        jobs = taken(reply[3] if len(reply) > 3 else None)
+        return int(reply[0]), int(reply[1]), reply[2] == OrphansPass.DONE, jobs
 
     def trim_dead(self, now: int = 0, limit: int = 1000) -> int:
         """Drop up to `limit` dead-lettered jobs older than the dead-letter retention

@@ -15,8 +15,10 @@
 --   children:<id>, unique:<key>, conc:<key>, cwait:<key>, dead, worker:<name>, xkids:<id>, outbox
 -- (KEYS[6], a string, holds the SSCAN cursor of the walk between calls.)
 -- ARGV: 4 gone_ms, 5 max jobs examined in this call, 6 max queues examined in this call
--- Returns: {jobs moved or failed, queues pruned, pass}: pass 1 = this call finished a pass
---          over the registry, 0 = the pass goes on at the next call.
+-- Returns: {jobs moved or failed, queues pruned, pass, jobs}: pass 1 = this call finished a
+--          pass over the registry, 0 = the pass goes on at the next call; jobs lists the first
+--          MAX_LISTED jobs moved or failed, each {id, queue, task, attempt, event, worker},
+--          for the master's transition log lines (maintenance.py).
 -- Errors (nothing written): "JOBQ_ARGS ...", "JOBQ_WRONGTYPE ..." (registry/workers/dead).
 local gone = num(ARGV[4], 'gone_ms')
 local budget = math.floor(num(ARGV[5], 'max jobs'))
@@ -29,6 +31,8 @@ local cursor = try('GET', KEYS[6]) or '0'
 if not string.match(cursor, '^%d+$') then cursor = '0' end
 local scan = redis.call('SSCAN', KEYS[2], cursor, 'COUNT', count)
 local moved, pruned = 0, 0
+local MAX_LISTED = 100
+local jobs = {}
 local served = nil -- queues named by live workers, read once and only if needed
 local function live_served()
   if served then return served end
@@ -78,7 +82,8 @@ for _, queue in ipairs(scan[2]) do
       for _, id in ipairs(budget > 0 and (try('ZRANGE', qk, 0, budget - 1) or {}) or {}) do
         budget = budget - 1
         local jk = P .. K_JOB .. id
-        local f = fields(jk, 'state', 'created', 'fallback', 'pri', 'waiters', 'ukey', 'kids')
+        local f = fields(jk, 'state', 'created', 'fallback', 'pri', 'waiters', 'ukey', 'kids',
+          'task', 'att')
         if f[1] ~= 'queued' then
           redis.call('ZREM', qk, id)
         elseif NOW - (tonumber(f[2]) or 0) >= gone then
@@ -95,6 +100,10 @@ for _, queue in ipairs(scan[2]) do
               'worker gone', f[5], f[6], nil, f[7])
           end
           moved = moved + 1
+          if #jobs < MAX_LISTED then
+            jobs[#jobs + 1] = {id, f[3] or queue, f[8] or '', tonumber(f[9]) or 0,
+              f[3] and 'fell back (worker gone)' or 'dead-lettered (WorkerGone)', name}
+          end
         end
       end
       if empty(queue, qk) then forget(queue) end
@@ -104,4 +113,4 @@ for _, queue in ipairs(scan[2]) do
   end
 end
 redis.call('SET', KEYS[6], scan[1])
-return done({moved, pruned, scan[1] == '0' and 1 or 0})
+return done({moved, pruned, scan[1] == '0' and 1 or 0, jobs})

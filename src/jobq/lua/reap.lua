@@ -12,13 +12,22 @@
 -- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
 --   children:<id>, unique:<key>, conc:<key>, cwait:<key>, dead, xkids:<id>, outbox
 -- ARGV: 4 max jobs to reap in this call, 5 max_lost (losses of a worker that dead-letter a job)
--- Returns: {requeued (released + lost and retried), dead_lettered}
+-- Returns: {requeued (released + lost and retried), dead_lettered, jobs}: jobs lists the first
+--          MAX_LISTED jobs taken back, each {id, queue, task, attempt, event, worker}, for
+--          the master's transition log lines (maintenance.py).
 local MAX_RELEASES = 5
+local MAX_LISTED = 100
 local max_lost = tonumber(ARGV[5]) or 3
 expect(KEYS[3], 'zset')
 expect_outbox()
 local ids = redis.call('ZRANGE', KEYS[2], '-inf', NOW, 'BYSCORE', 'LIMIT', 0, math.floor(num(ARGV[4], 'limit')))
 local requeued, dead = 0, 0
+local jobs = {}
+local function listed(id, f, event)
+  if #jobs < MAX_LISTED then
+    jobs[#jobs + 1] = {id, f[2] or '', f[15] or '', tonumber(f[3]) or 0, event, f[7] or ''}
+  end
+end
 
 -- Latest deadline first: each push goes in front of the one before, so the oldest claim ends
 -- up first in line.
@@ -27,7 +36,7 @@ for k = #ids, 1, -1 do
   local id = ids[k]
   local jk = P .. K_JOB .. id
   local f = fields(jk, 'state', 'queue', 'att', 'max', 'pri', 'waiters', 'worker',
-    'ukey', 'cheld', 'kids', 'token', 'began', 'lost', 'rel')
+    'ukey', 'cheld', 'kids', 'token', 'began', 'lost', 'rel', 'task')
   if f[1] == 'running' then
     stat(f[2], 'running', -1)
     local rel = tonumber(f[14]) or 0
@@ -38,6 +47,7 @@ for k = #ids, 1, -1 do
       release_to_queue(id, jk, f[2], f[5], f[3], f[9], KEYS[4],
         'released: never started on lost worker ' .. tostring(f[7]))
       requeued = requeued + 1
+      listed(id, f, 'released (never started, lease expired)')
     elseif lost + 1 < max_lost then
       redis.call('HSET', jk, 'lost', lost + 1, 'rel', 0)
       stat(f[2], 'retried', 1)
@@ -45,6 +55,7 @@ for k = #ids, 1, -1 do
         tostring(f[7]) .. ' lost (' .. tostring(lost + 1) .. ' of ' .. tostring(max_lost) ..
         '); retried alone')
       requeued = requeued + 1
+      listed(id, f, 'requeued (lease expired)')
     else
       local err = job_error('WorkerLost', 'job ' .. id ..
         ' was running when its worker died or lost its lease ' .. tostring(lost + 1) ..
@@ -55,7 +66,8 @@ for k = #ids, 1, -1 do
       dead_letter(id, jk, f[2], err, 'worker lost ' .. tostring(lost + 1) .. ' times', f[6], f[8],
         f[9], f[10])
       dead = dead + 1
+      listed(id, f, 'dead-lettered (WorkerLost)')
     end
   end
 end
-return done({requeued, dead})
+return done({requeued, dead, jobs})
