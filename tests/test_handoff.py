@@ -309,6 +309,22 @@ def test_a_repeated_delivery_is_applied_once(parts: list[Store]) -> None:
     assert [orjson.loads(x) for x in c.inputs] == ["A", "C"]
 
 
+def test_a_child_released_by_a_remote_parent_waits_from_the_delivery(
+    parts: list[Store],
+) -> None:
+    """Its `ready` is set when the hand-off queues it (release_dependent), so the claim's
+    queue wait (ready_ms, tstats) counts from then, not from its submit."""
+    t = 1_000_000_000
+    submit(parts, [(0, spec("a")), (1, spec("b", parents=("a",)))], now=t)
+    assert parts[1].r.hget(parts[1].keys.job("b"), "ready") is None
+    item = ("b", "a", "succeeded", b"")
+    assert parts[1].scripts.deliver(parts[1].r, [item], 60, now=t + 5_000) == [1]
+    assert state(parts[1], "b") == "queued"
+    assert parts[1].r.hget(parts[1].keys.job("b"), "ready") == str(t + 5_000).encode()
+    (c,) = parts[1].claim("w1", ["default"], 10, 10_000, now=t + 5_100)
+    assert (c.id, c.ready_ms, c.claimed_ms) == ("b", t + 5_000, t + 5_100)
+
+
 def test_a_failure_delivered_twice_fails_the_child_once(parts: list[Store]) -> None:
     submit(parts, [(0, spec("a")), (1, spec("b", parents=("a",)))])
     fail(parts[0], "a")
