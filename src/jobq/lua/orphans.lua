@@ -4,15 +4,16 @@
 -- * a worker's own queue whose worker is gone (not seen for gone_ms): each job that has waited
 --   at least gone_ms moves to its fallback queue if it has one, else fails naming the worker;
 -- * a queue with no jobs (none queued, scheduled or running by its gauges) and no live worker
---   serving it leaves the registry, with its counters and wake-up list: a worker's own queue
---   as soon as the worker is gone; a named or group queue once it has stayed so for gone_ms
---   (the first pass that finds it idle marks it, with its counters' sum: any activity since
---   changes the sum and restarts the wait), so a queue emptied a moment ago stays listed.
+--   serving it leaves the registry, with its counters, task stats and wake-up list: a worker's
+--   own queue as soon as the worker is gone; a named or group queue once it has stayed so for
+--   gone_ms (the first pass that finds it idle marks it, with its counters' sum: any activity
+--   since changes the sum and restarts the wait), so a queue emptied a moment ago stays listed.
 --   The next submit to a pruned queue registers it again.
 -- Group queues' jobs are left alone: any member of the group may still come.
 -- KEYS: 1 events, 2 queues set, 3 workers zset (last seen ms), 4 dead-letter zset, 5 seq, 6 cursor
--- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, done:<id>, finished, seq,
---   children:<id>, unique:<key>, conc:<key>, cwait:<key>, dead, worker:<name>, xkids:<id>, outbox
+-- Builds: job:<id>, q:<queue>, wake:<queue>, stats:<queue>, tstats:<queue>, done:<id>,
+--   finished, seq, children:<id>, unique:<key>, conc:<key>, cwait:<key>, dead, worker:<name>,
+--   xkids:<id>, outbox
 -- (KEYS[6], a string, holds the SSCAN cursor of the walk between calls.)
 -- ARGV: 4 gone_ms, 5 max jobs examined in this call, 6 max queues examined in this call
 -- Returns: {jobs moved or failed, queues pruned, pass, jobs}: pass 1 = this call finished a
@@ -68,7 +69,7 @@ end
 
 local function forget(queue)
   redis.call('SREM', KEYS[2], queue)
-  redis.call('DEL', P .. K_STATS .. queue, P .. K_WAKE .. queue)
+  redis.call('DEL', P .. K_STATS .. queue, P .. K_TSTATS .. queue, P .. K_WAKE .. queue)
   WOKEN[queue] = nil -- (its wake-up list is gone: a push later in this call rings it again)
   pruned = pruned + 1
 end
