@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from leaks import pytest_runtest_protocol, pytest_sessionfinish  # noqa: F401 (hooks, leaks.py)
 
 from jobq import App
 from jobq.config import url_options
